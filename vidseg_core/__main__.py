@@ -1,0 +1,60 @@
+"""Command line: ``python -m vidseg_core <command> ...``.
+
+Each sub-command lives in its own module under ``vidseg_core/commands`` and
+exposes ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import VidSegError
+
+#: command name -> module (relative to this package).  Order = help order.
+COMMANDS = {
+    "segment": ".commands.segment",
+    "features": ".commands.features",
+    "evaluate": ".commands.evaluate",
+    "demo": ".commands.demo",
+}
+
+
+def _available():
+    for name, mod in COMMANDS.items():
+        try:
+            yield name, importlib.import_module(mod, __package__)
+        except ModuleNotFoundError as exc:  # command not built (yet)
+            if exc.name and exc.name.startswith(__package__ + ".commands"):
+                continue
+            raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m vidseg_core",
+        description="VidSeg: zero-shot video semantic segmentation from diffusion features.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module in _available():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except VidSegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

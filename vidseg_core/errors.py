@@ -1,0 +1,32 @@
+"""Errors that name the problem and the fix.
+
+Every user-facing failure of the core raises a :class:`VidSegError` (or a
+subclass) whose message says what is wrong and what to do about it, instead of
+a bare traceback from deep inside torch or numpy.
+"""
+from __future__ import annotations
+
+
+class VidSegError(Exception):
+    """Base class: a readable problem statement plus the fix."""
+
+    def __init__(self, problem: str, fix: str | None = None):
+        self.problem = problem
+        self.fix = fix
+        super().__init__(problem if not fix else f"{problem} Fix: {fix}")
+
+
+class InputError(VidSegError, ValueError):
+    """Bad user input: wrong shape, too few frames, wrong mask size, ..."""
+
+
+class ModelLoadError(VidSegError):
+    """A checkpoint is missing, corrupt, incomplete or of another model family."""
+
+
+class DeviceError(VidSegError):
+    """An unsupported device / precision combination."""
+
+
+class OutOfMemoryError(VidSegError, MemoryError):
+    """The work did not fit in memory even after retrying smaller chunks."""
