@@ -1,0 +1,178 @@
+"""The one backbone interface (SD 2.1, SVD and their tiny test twins).
+
+A backbone turns frames into latents, runs the authors' deterministic Euler
+sampler from step ``t`` to the end with classifier-free guidance, decodes
+latents, and exposes its decoder attention layers as hook points
+(:mod:`.attention`).  The sampler loop itself lives here, once, in σ-space as
+the authors' ``EulerEDMSampler`` with ``s_churn = 0`` (reference §2.1):
+
+    D_i = denoise(x_i, σ_i);   x_{i+1} = x_i + (σ_{i+1} − σ_i) · (x_i − D_i) / σ_i
+
+With ``σ_25 = 0`` the last step returns ``D_24``.  Noising to step ``t`` is the
+authors' "add_noise" inversion ``x = z0 + σ_t · ε`` (reference §2.2).
+
+Batched runs: ``x`` is ``[R, T, 4, h, w]`` — ``R`` independent runs (e.g. the
+reference pass and the modulated passes) sharing the conditioning of one
+``T``-frame batch.  Each UNet evaluation stacks rows as ``[run, half, frame]``
+(:class:`~.attention.RowLayout`).
+"""
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from typing import Any, Callable, ClassVar, Dict, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from .attention import AttentionController, HookedAttnProcessor, LayerId, RowLayout
+from .config import BackboneConfig
+
+#: callback(step_index, x_after_step [R,T,4,h,w]) -> x (may blend latents)
+StepCallback = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+class Backbone(ABC):
+    """Common interface of every diffusion backbone."""
+
+    #: "sd" or "svd"
+    family: ClassVar[str]
+
+    def __init__(self, name: str, config: BackboneConfig, unet, vae, device: torch.device, dtype: torch.dtype):
+        self.name = name
+        self.config = config
+        self.unet = unet
+        self.vae = vae
+        self.device = device
+        self.dtype = dtype
+        self.controller = AttentionController()
+        self._processors_installed = False
+
+    # ------------------------------------------------------------ frames
+    def work_size(self, height: int, width: int) -> tuple:
+        """Frame size rounded down to multiples of 64, no crop (reference §2.1)."""
+        m = self.config.size_multiple
+        h, w = (height // m) * m, (width // m) * m
+        if h < m or w < m:
+            raise InputError(f"Frames of {width}x{height} are too small: both sides must be at least {m} px.",
+                             f"Upscale the video to at least {m}x{m}.")
+        return h, w
+
+    def prepare_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """``[T,H,W,3]`` (or ``[T,3,H,W]``) in 0..1 -> ``[T,3,h64,w64]`` in -1..1 on the device.
+
+        Resized with bicubic + antialias, the torch counterpart of the authors'
+        PIL BICUBIC resize.
+        """
+        if frames.ndim != 4 or 3 not in (frames.shape[-1], frames.shape[1]):
+            raise InputError(f"Frames must be [T,H,W,3] (or [T,3,H,W]); got shape {tuple(frames.shape)}.",
+                             "Pass an RGB image batch.")
+        x = frames if frames.shape[1] == 3 and frames.shape[-1] != 3 else frames.permute(0, 3, 1, 2)
+        x = x.to(self.device, torch.float32)
+        h, w = self.work_size(x.shape[-2], x.shape[-1])
+        if (h, w) != tuple(x.shape[-2:]):
+            x = F.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+        return (x * 2 - 1).to(self.dtype)
+
+    # ------------------------------------------------------------ model parts
+    @abstractmethod
+    def encode(self, frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """``[T,3,H,W]`` in -1..1 -> scaled latents ``[T,4,H/8,W/8]`` (posterior *sample*)."""
+
+    @abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents ``[N,4,h,w]`` -> frames ``[N,3,8h,8w]`` in 0..1 (float32)."""
+
+    @abstractmethod
+    def condition(self, frames: torch.Tensor, generator: torch.Generator) -> Any:
+        """Conditioning of one ``T``-frame batch (both guidance halves), from prepared frames."""
+
+    @abstractmethod
+    def sigmas(self) -> torch.Tensor:
+        """The schedule: ``num_steps + 1`` noise levels (float64, last = 0)."""
+
+    @abstractmethod
+    def denoised(self, x: torch.Tensor, step: int, cond: Any) -> torch.Tensor:
+        """One guided UNet evaluation at ``step``: ``x [R,T,4,h,w]`` -> D ``[R,T,4,h,w]``.
+
+        Implementations must set ``self.controller.layout`` / ``latent_grid``
+        (see :meth:`_prepare_controller`) before calling the UNet.
+        """
+
+    @abstractmethod
+    def attention_layers(self) -> Dict[LayerId, torch.nn.Module]:
+        """The decoder attention modules (LDM output blocks 3..11) by layer id."""
+
+    # ------------------------------------------------------------ sampler
+    def add_noise(self, z0: torch.Tensor, step: int, noise: torch.Tensor) -> torch.Tensor:
+        """The authors' "add_noise" inversion: ``x = z0 + σ_step · ε``."""
+        sigma = float(self.sigmas()[step])
+        return z0 + sigma * noise.to(z0.dtype)
+
+    def denoise(self, x: torch.Tensor, cond: Any, start_step: int, end_step: Optional[int] = None,
+                callback: Optional[StepCallback] = None) -> torch.Tensor:
+        """Deterministic Euler from ``start_step`` through ``end_step`` (default: the last step)."""
+        sigmas = self.sigmas()
+        last = len(sigmas) - 2 if end_step is None else end_step
+        if x.ndim != 5:
+            raise InputError(f"Latents must be [R,T,4,h,w]; got {tuple(x.shape)}.", "Add the run dimension.")
+        for i in range(start_step, last + 1):
+            s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+            d_hat = self.denoised(x, i, cond)
+            x = x + (s_next - s) * (x - d_hat) / s
+            if callback is not None:
+                x = callback(i, x)
+        return x
+
+    def _prepare_controller(self, step: int, runs: int, frames: int, latent_hw: tuple) -> None:
+        self.controller.step = step
+        self.controller.layout = RowLayout(runs, frames)
+        self.controller.latent_grid = tuple(int(v) for v in latent_hw)
+
+    # ------------------------------------------------------------ hooks
+    def install_processors(self) -> None:
+        """Give every decoder attention layer a hookable processor (idempotent)."""
+        if self._processors_installed:
+            return
+        for layer, module in self.attention_layers().items():
+            module.set_processor(HookedAttnProcessor(layer, self.controller))
+        self._processors_installed = True
+
+    @contextlib.contextmanager
+    def hooks(self, *hooks) -> Iterator[AttentionController]:
+        """Activate attention hooks for the duration of a ``with`` block."""
+        self.install_processors()
+        previous = list(self.controller.hooks)
+        self.controller.hooks = previous + list(hooks)
+        try:
+            yield self.controller
+        finally:
+            self.controller.hooks = previous
+
+    # ------------------------------------------------------------ housekeeping
+    def to(self, device=None, dtype=None) -> "Backbone":
+        """Move every module (ComfyUI offloading); returns self."""
+        device = torch.device(device) if device is not None else self.device
+        dtype = dtype or self.dtype
+        for m in self.modules().values():
+            m.to(device=device, dtype=dtype)
+        self.device, self.dtype = device, dtype
+        return self
+
+    def modules(self) -> Dict[str, torch.nn.Module]:
+        """All torch modules of the backbone by role."""
+        return {"unet": self.unet, "vae": self.vae}
+
+    def generator(self, seed: Optional[int] = None) -> torch.Generator:
+        """A CPU generator seeded like the authors' per-batch ``seed_everything``."""
+        g = torch.Generator("cpu")
+        g.manual_seed(self.config.seed if seed is None else seed)
+        return g
+
+    def randn(self, shape, generator: torch.Generator) -> torch.Tensor:
+        """Gaussian noise drawn on the CPU (device-independent), moved to the device."""
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, device={self.device}, dtype={self.dtype})"
