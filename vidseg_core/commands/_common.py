@@ -1,0 +1,76 @@
+"""Arguments and helpers shared by the sub-commands (one spelling everywhere)."""
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from ..errors import InputError
+
+#: environment variables naming model folders (a ComfyUI ``models`` dir or any folder)
+MODEL_DIR_VARIABLES = ("VIDSEG_MODELS_DIR", "COMFYUI_MODELS_DIR")
+
+
+def add_input_arguments(p) -> None:
+    p.add_argument("input", metavar="INPUT", help="video file (mp4, mov, avi, webm, gif) or folder of frames")
+    p.add_argument("--frames", default=None, metavar="START:STOP",
+                   help="frame range of the input (default: all), e.g. 0:50")
+    p.add_argument("--stride", type=int, default=1, help="use every N-th frame (default 1)")
+    p.add_argument("--max-side", type=int, default=None,
+                   help="cap on the working resolution: the longer side is scaled down to this many pixels")
+
+
+def add_model_arguments(p) -> None:
+    p.add_argument("--model", required=True,
+                   help="checkpoint file, diffusers folder, or 'tiny-sd' / 'tiny-svd' (random test backbones); "
+                        "bare names are looked up in $VIDSEG_MODELS_DIR and $COMFYUI_MODELS_DIR/{checkpoints,diffusers,vidseg}")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto = fp32 on CPU, bf16/fp16 on GPU")
+    p.add_argument("--prediction-type", default=None, choices=["epsilon", "v_prediction"],
+                   help="SD 2.1 only: override the prediction type guessed from the file name (768 -> v)")
+    p.add_argument("--batch-size", type=int, default=None, help="frames per batch B (default 14, the paper's)")
+    p.add_argument("--seed", type=int, default=None, help="per-batch seed (default 1, the authors')")
+
+
+def parse_range(text: Optional[str]) -> Tuple[int, Optional[int]]:
+    if not text:
+        return 0, None
+    try:
+        a, _, b = text.partition(":")
+        return int(a or 0), (int(b) if b else None)
+    except ValueError:
+        raise InputError(f"Invalid frame range {text!r}.", "Write START:STOP, e.g. 0:50 or 10:.") from None
+
+
+def model_search_dirs() -> List[Path]:
+    dirs: List[Path] = []
+    for var in MODEL_DIR_VARIABLES:
+        value = os.environ.get(var)
+        if not value:
+            continue
+        base = Path(value).expanduser()
+        dirs.append(base)
+        dirs.extend(base / sub for sub in ("checkpoints", "diffusers", "vidseg"))
+    return dirs
+
+
+def open_source(args):
+    from ..video_io import FrameSource
+
+    return FrameSource(args.input, frame_range=parse_range(args.frames), stride=args.stride, max_side=args.max_side)
+
+
+def load_model(args):
+    from ..backbones import load_backbone
+
+    return load_backbone(args.model, device=args.device, precision=args.precision,
+                         prediction_type=args.prediction_type, search_dirs=model_search_dirs())
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024

@@ -1,0 +1,150 @@
+"""Diffusion feature extraction (paper §4.1; reference notes §3, §4).
+
+Per batch of B frames, exactly as the authors' reference pass:
+
+1. re-seed (the authors run ``seed_everything(1)`` at the start of every batch);
+2. resize frames down to multiples of 64 and VAE-encode them (posterior sample);
+3. build the batch's conditioning (SD: empty prompt; SVD: the batch's first frame);
+4. noise the clean latent directly to t_m (``x = z0 + σ_{t_m} ε``: t_inv = t_m);
+5. denoise from t_m to the end, capturing at the feature step t_k (the last one)
+   the spatial self-attention queries of decoder blocks 6, 7, 8 (conditional
+   half);
+6. F̃ = mean of the three blocks' queries, each token divided by its max-abs
+   value over channels; CBR uses block 7's queries unnormalised.
+
+Memory is bounded by the batch: each batch's features go to the CPU in a
+compact dtype as soon as they are captured.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Tuple
+
+import torch
+
+from .backbones.attention import CaptureQueries, LayerId
+from .backbones.base import Backbone
+from .batching import Batch, plan_batches
+from .errors import InputError
+from .video_features import VideoFeatures
+
+#: progress(done_frames, total_frames) -> None; may raise to cancel
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class BatchInputs:
+    """What every pass of one batch starts from (shared by features and modulation)."""
+
+    prepared: torch.Tensor  # [T,3,h64,w64] in -1..1 on the device
+    z0: torch.Tensor  # clean latents [T,4,h,w]
+    cond: Any  # backbone conditioning
+    noise: torch.Tensor  # ε [T,4,h,w]
+    x_start: torch.Tensor  # z0 + σ_{t_m} ε
+
+    @property
+    def latent_hw(self) -> Tuple[int, int]:
+        return int(self.z0.shape[-2]), int(self.z0.shape[-1])
+
+
+@torch.inference_mode()
+def prepare_batch(backbone: Backbone, frames: torch.Tensor, seed: Optional[int] = None) -> BatchInputs:
+    """Steps 1-4 above for frames ``[T,H,W,3]`` in 0..1 (RNG order as the authors: encode, condition, noise)."""
+    gen = backbone.generator(seed)
+    prepared = backbone.prepare_frames(frames)
+    z0 = backbone.encode(prepared, gen)
+    cond = backbone.condition(prepared, gen)
+    noise = backbone.randn(tuple(z0.shape), gen)
+    x_start = backbone.add_noise(z0, backbone.config.modulation_step, noise)
+    return BatchInputs(prepared, z0, cond, noise, x_start)
+
+
+def aggregate_queries(queries) -> torch.Tensor:
+    """F̃: element-wise mean of the blocks' queries, then per-token max-abs normalisation (reference §3.3-3.4)."""
+    mean = torch.stack([q.float() for q in queries]).mean(0)
+    return mean / mean.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+
+
+@torch.inference_mode()
+def extract_batch_features(backbone: Backbone, frames: torch.Tensor, seed: Optional[int] = None,
+                           store_dtype: torch.dtype = torch.float16) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Features of one batch: ``(aggregated [T,h,w,C], correspondence [T,h,w,C])`` on the CPU."""
+    cfg = backbone.config
+    inputs = prepare_batch(backbone, frames, seed)
+    blocks = tuple(cfg.feature_blocks)
+    layers = {LayerId(b, "spatial_self") for b in blocks + (cfg.correspondence_block,)}
+    capture = CaptureQueries(layers, steps={cfg.feature_step}, half=1, run=0, dtype=torch.float32, device="cpu")
+    with backbone.hooks(capture):
+        backbone.denoise(inputs.x_start[None], inputs.cond, cfg.modulation_step, end_step=cfg.feature_step)
+    missing = [l for l in layers if (cfg.feature_step, l) not in capture.captured]
+    if missing:
+        raise RuntimeError(f"feature capture missed layers {missing}: the backbone does not expose them")
+    lh, lw = inputs.latent_hw
+    gh, gw = lh // 2, lw // 2
+    t = frames.shape[0]
+
+    def grid(q):
+        return q.reshape(t, gh, gw, q.shape[-1])
+
+    agg = aggregate_queries([capture.captured[(cfg.feature_step, LayerId(b, "spatial_self"))] for b in blocks])
+    corr = capture.captured[(cfg.feature_step, LayerId(cfg.correspondence_block, "spatial_self"))]
+    return grid(agg).to(store_dtype), grid(corr).to(store_dtype)
+
+
+def iter_batch_features(backbone: Backbone, read: Callable[[int, int], torch.Tensor], num_frames: int,
+                        batch_size: Optional[int] = None, seed: Optional[int] = None,
+                        store_dtype: torch.dtype = torch.float16) -> Iterator[Tuple[Batch, torch.Tensor, torch.Tensor]]:
+    """Yield ``(batch, aggregated, correspondence)`` per batch (all B frames of the batch).
+
+    ``read(start, stop)`` returns frames ``[n,H,W,3]``; only one batch of frames
+    and features is alive at a time.  The caller keeps ``batch.written``.
+    """
+    for batch in plan_batches(num_frames, batch_size or backbone.config.batch_size):
+        frames = read(batch.start, batch.stop)
+        agg, corr = extract_batch_features(backbone, frames, seed, store_dtype)
+        yield batch, agg, corr
+
+
+def extract_features(backbone: Backbone, frames, batch_size: Optional[int] = None, seed: Optional[int] = None,
+                     store_dtype: torch.dtype = torch.float16, progress: Optional[Progress] = None) -> VideoFeatures:
+    """Features of a whole video.
+
+    ``frames`` is a tensor ``[N,H,W,3]`` in 0..1 or a :class:`~vidseg_core.video_io.FrameSource`.
+    """
+    if isinstance(frames, torch.Tensor):
+        from .video_io import frames_from_tensor
+
+        tensor = frames_from_tensor(frames)
+        n, height, width = tensor.shape[0], tensor.shape[1], tensor.shape[2]
+
+        def read(a, b):
+            return tensor[a:b]
+    else:
+        n = len(frames)
+        if n < 1:
+            raise InputError("The video has no frames.", "Give at least one frame.")
+        height, width = frames.frame_size
+        read = frames.read
+    work = backbone.work_size(height, width)
+    agg_all = corr_all = None
+    t0 = time.perf_counter()
+    for batch, agg, corr in iter_batch_features(backbone, read, n, batch_size, seed, store_dtype):
+        if agg_all is None:
+            agg_all = torch.empty((n,) + tuple(agg.shape[1:]), dtype=store_dtype)
+            corr_all = torch.empty((n,) + tuple(corr.shape[1:]), dtype=store_dtype)
+        off = batch.write_offset
+        agg_all[batch.write_start:batch.stop] = agg[off:]
+        corr_all[batch.write_start:batch.stop] = corr[off:]
+        if progress is not None:
+            progress(batch.stop, n)
+    meta = {
+        "batch_size": batch_size or backbone.config.batch_size,
+        "seed": backbone.config.seed if seed is None else seed,
+        "feature_step": backbone.config.feature_step,
+        "modulation_step": backbone.config.modulation_step,
+        "feature_blocks": list(backbone.config.feature_blocks),
+        "correspondence_block": backbone.config.correspondence_block,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return VideoFeatures(agg_all, corr_all, (height, width), work, backbone.name, meta)
