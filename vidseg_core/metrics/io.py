@@ -1,0 +1,92 @@
+"""Reading label-map sequences from folders of PNGs (one file per frame).
+
+Frames are the ``*.png`` files of a folder sorted lexicographically by name
+(zero-padded names keep that equal to frame order).  Each PNG is read as its
+raw stored values - palette indices for mode ``P``, grey levels for ``L`` /
+``1`` / 16-bit ``I;16`` - never through a palette-to-RGB conversion.  Colour
+(RGB/RGBA) PNGs are rejected: their colours are not label ids.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+
+#: PIL modes whose stored values are label ids.
+LABEL_MODES = ("P", "L", "1", "I", "I;16", "I;16B", "I;16L")
+
+
+def list_frames(folder) -> List[Path]:
+    """The ``*.png`` files of ``folder`` in lexicographic order (InputError if missing or empty)."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputError(f"Folder not found: {folder}.", "Check the path (it must be a folder of PNG label maps).")
+    if not folder.is_dir():
+        raise InputError(f"{folder} is a file, not a folder.", "Pass the folder that holds one PNG per frame.")
+    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png"), key=lambda p: p.name)
+    if not files:
+        raise InputError(f"No PNG files in {folder}.",
+                         "Put one PNG label map per frame in the folder (e.g. 00000.png, 00001.png, ...).")
+    return files
+
+
+def read_label_png(path) -> np.ndarray:
+    """One PNG as a 2-D array of its raw stored values (palette indices / grey levels)."""
+    from PIL import Image  # lazy
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode not in LABEL_MODES:
+                raise InputError(
+                    f"{path.name} is a {mode} image; label maps must be palette (P) or greyscale (L) PNGs.",
+                    "Save the labels as indices (a palettised or greyscale PNG), not as colours; "
+                    "colour-coded masks must be converted to ids with their palette first.")
+            arr = np.asarray(im)
+    except InputError:
+        raise
+    except (OSError, ValueError) as exc:  # unreadable / truncated file
+        raise InputError(f"Cannot read {path}: {exc}.", "Re-export the file as a valid PNG.") from exc
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if arr.ndim != 2:
+        raise InputError(f"{path.name} has shape {arr.shape}, not a single-channel label map.",
+                         "Save one label id per pixel (palette or greyscale PNG).")
+    return arr
+
+
+def read_label_sequence(folder) -> Tuple[np.ndarray, List[str]]:
+    """All frames of ``folder`` as ``[T, H, W]`` plus their file names (sizes must agree)."""
+    files = list_frames(folder)
+    frames = []
+    for f in files:
+        a = read_label_png(f)
+        if frames and a.shape != frames[0].shape:
+            raise InputError(
+                f"{f.name} is {a.shape[1]}x{a.shape[0]} but {files[0].name} is {frames[0].shape[1]}x{frames[0].shape[0]} (W x H) in {folder}.",
+                "All frames of a sequence must have the same size.")
+        frames.append(a)
+    dtype = np.result_type(*[a.dtype for a in frames])
+    return np.stack(frames).astype(dtype, copy=False), [f.name for f in files]
+
+
+def read_pair(pred_dir, gt_dir) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+    """Prediction and GT sequences, checked to have the same frame count and size.
+
+    Frames are paired in sorted order; returns ``(pred [T,H,W], gt [T,H,W], gt file names)``.
+    """
+    gt, gt_names = read_label_sequence(gt_dir)
+    pred, _ = read_label_sequence(pred_dir)
+    if pred.shape[0] != gt.shape[0]:
+        raise InputError(
+            f"{pred_dir} has {pred.shape[0]} PNG frames but {gt_dir} has {gt.shape[0]}.",
+            "Give exactly one predicted PNG per ground-truth PNG (frames are paired in sorted name order).")
+    if pred.shape[1:] != gt.shape[1:]:
+        raise InputError(
+            f"Predicted frames are {pred.shape[2]}x{pred.shape[1]} but ground-truth frames are {gt.shape[2]}x{gt.shape[1]} (W x H).",
+            "Resize the predictions to the ground-truth resolution with nearest-neighbour interpolation.")
+    return pred, gt, gt_names
