@@ -296,10 +296,12 @@ def test_in_proj_split_matches_torch_multihead_attention():
     from transformers import CLIPTextConfig
     from transformers.models.clip.modeling_clip import CLIPAttention
 
-    torch.manual_seed(0)
-    mha = torch.nn.MultiheadAttention(32, 2, batch_first=True)
-    for p in mha.parameters():
-        torch.nn.init.normal_(p, std=0.3)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        mha = torch.nn.MultiheadAttention(32, 2, batch_first=True)
+        for p in mha.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+        x = torch.randn(1, 5, 32)
     state = {"cond_stage_model.model.transformer.resblocks.0.attn." + k: v for k, v in mha.state_dict().items()}
     q, k, v = state["cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"].chunk(3)
     cfg = CLIPTextConfig(hidden_size=32, num_attention_heads=2, intermediate_size=64)
@@ -313,7 +315,6 @@ def test_in_proj_split_matches_torch_multihead_attention():
     full.update(state)
     out = sd21.open_clip_text_to_clip(full, num_layers=1)
     att.load_state_dict({n.split("self_attn.", 1)[1]: t for n, t in out.items() if ".self_attn." in n})
-    x = torch.randn(1, 5, 32)
     with torch.no_grad():
         ref = mha(x, x, x, need_weights=False)[0]
         got = att(x)[0]
@@ -349,6 +350,10 @@ def test_loading_with_network_blocked(monkeypatch, ldm_file, diffusers_folder):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    import huggingface_hub.constants as hub_constants  # read once at import: undo the conftest's offline mode too
+
+    if hasattr(hub_constants, "HF_HUB_OFFLINE"):
+        monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     a = load_backbone(str(ldm_file), device="cpu", precision="fp32")
     b = load_backbone(str(diffusers_folder), device="cpu", precision="fp32")
     assert attempts == []
