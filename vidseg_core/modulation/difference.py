@@ -1,0 +1,204 @@
+"""Difference maps -> label map (paper §3.2 and §4.3; reference notes §8.6, §9).
+
+For each label ``l`` the two modulated decodes ``I⁺_l`` and ``I⁻_l`` become one
+difference map per frame, and the label map is the per-pixel argmax:
+
+1. both decodes are resized to the ORIGINAL frame size with bilinear
+   interpolation (``cv2.resize`` ``INTER_LINEAR``: half-pixel centres, no
+   antialiasing — :func:`resize_bilinear`);
+2. ``D = ‖I⁺ − I⁻‖₂`` over RGB, in float on the 0..255 scale
+   (:func:`rgb_distance`).  ``compat="wrap"`` reproduces the authors' uint8
+   arithmetic instead (reference §9.1, bug #1): ``sqrt(Σ_c ((a_c − b_c)² mod 256))``;
+3. Gaussian blur 5×5, σ = 3, border ``BORDER_REFLECT_101``, the torch twin of
+   ``cv2.GaussianBlur(d, (5, 5), 3)`` (:func:`gaussian_blur`);
+4. optional JPEG round trip (``compat="wrap+jpeg"``, bug #2, needs Pillow);
+5. ``D ← D / (max D + 1e-5)`` per label and frame;
+6. ``D ← D·M + s·D·(1 − M)`` with ``M`` the label's coarse mask upsampled to
+   the frame with Pillow's 8-bit LANCZOS (:func:`~.masks.lanczos_upsample_mask`), s = 0.7;
+7. argmax over labels, ties to the lowest label (:class:`LabelArgmax`, a running
+   argmax so memory does not grow with the number of labels).
+
+Everything here is pure torch (CPU or GPU) except the compat branches.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+
+COMPAT_MODES = ("none", "wrap", "wrap+jpeg")
+
+
+# ------------------------------------------------------------------ resizing
+def resize_bilinear(images: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """``[..., H, W]`` float -> ``[..., h, w]`` like ``cv2.resize(..., INTER_LINEAR)`` on float input.
+
+    cv2 and torch both map output pixel ``x`` to ``(x + 0.5)·scale − 0.5`` and
+    clamp at the borders, without antialiasing when shrinking.
+    """
+    h, w = int(size[0]), int(size[1])
+    if tuple(images.shape[-2:]) == (h, w):
+        return images
+    lead = images.shape[:-2]
+    flat = images.reshape(-1, 1, *images.shape[-2:])
+    out = F.interpolate(flat, size=(h, w), mode="bilinear", align_corners=False, antialias=False)
+    return out.reshape(*lead, h, w)
+
+
+def to_uint8_like_authors(images01: torch.Tensor) -> torch.Tensor:
+    """``clamp(x, 0, 1)·255`` then ``astype(uint8)`` (truncation), as the authors save decodes (reference §8.6)."""
+    return (images01.float().clamp(0, 1) * 255.0).to(torch.uint8)
+
+
+def resize_uint8_cv2(images_u8: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """``[N,3,h,w]`` uint8 -> ``[N,3,H,W]`` uint8 with ``cv2.resize`` bilinear (compat mode only)."""
+    import cv2
+    import numpy as np
+
+    h, w = int(size[0]), int(size[1])
+    arr = images_u8.permute(0, 2, 3, 1).cpu().numpy()
+    if arr.shape[1:3] == (h, w):
+        out = arr
+    else:
+        out = np.stack([cv2.resize(np.ascontiguousarray(a), (w, h), interpolation=cv2.INTER_LINEAR) for a in arr])
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(images_u8.device)
+
+
+# ------------------------------------------------------------------ distances
+def rgb_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-pixel L2 distance over channel dim -3 in float32 (``[...,3,H,W]`` -> ``[...,H,W]``)."""
+    d = a.float() - b.float()
+    return d.square().sum(-3).sqrt()
+
+
+def rgb_distance_wrapped(a_u8: torch.Tensor, b_u8: torch.Tensor) -> torch.Tensor:
+    """The authors' uint8 arithmetic (reference §9.1, bug #1).
+
+    ``I⁺ − I⁻`` and its square wrap modulo 256 before the (widened) channel sum:
+    ``sqrt(Σ_c ((a_c − b_c)² mod 256))``.  E.g. a = (10, 200, 0), b = (12, 100, 0)
+    gives sqrt(4 + 16) = 4.47 instead of 100.02.  ((−d)² ≡ d² mod 256, so the
+    wrap of the subtraction itself does not change the result.)
+    """
+    d = a_u8.to(torch.int64) - b_u8.to(torch.int64)
+    return torch.remainder(d * d, 256).sum(-3).to(torch.float32).sqrt()
+
+
+# ------------------------------------------------------------------ blur
+def gaussian_kernel1d(ksize: int, sigma: float, dtype=torch.float64) -> torch.Tensor:
+    """``cv2.getGaussianKernel(ksize, sigma)`` for ``sigma > 0``: normalised ``exp(−(i − c)²/(2σ²))``."""
+    if ksize < 1 or ksize % 2 == 0:
+        raise ValueError(f"Gaussian kernel size must be odd and positive, got {ksize}")
+    if sigma <= 0:  # cv2's rule for a non-positive sigma
+        sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
+    c = (ksize - 1) / 2.0
+    x = torch.arange(ksize, dtype=torch.float64) - c
+    k = torch.exp(-(x * x) / (2.0 * sigma * sigma))
+    return (k / k.sum()).to(dtype)
+
+
+def reflect101_indices(n: int, pad: int, device=None) -> torch.Tensor:
+    """Source indices of a ``BORDER_REFLECT_101`` padding (cv2 ``borderInterpolate``), any pad size."""
+    idx = torch.arange(-pad, n + pad, device=device)
+    if n == 1:
+        return torch.zeros_like(idx)
+    period = 2 * n - 2
+    idx = torch.remainder(idx, period)
+    return torch.where(idx >= n, period - idx, idx)
+
+
+def gaussian_blur(maps: torch.Tensor, ksize: int = 5, sigma: float = 3.0) -> torch.Tensor:
+    """``[..., H, W]`` float -> blurred, matching ``cv2.GaussianBlur(m, (k, k), σ)`` (BORDER_REFLECT_101).
+
+    Separable: rows then columns, as cv2's separable filter engine.
+    """
+    if ksize is None or ksize <= 1:
+        return maps
+    pad = ksize // 2
+    k = gaussian_kernel1d(ksize, sigma).to(maps.device, torch.float32)
+    lead = maps.shape[:-2]
+    H, W = maps.shape[-2:]
+    x = maps.reshape(-1, 1, H, W).float()
+    x = x.index_select(-1, reflect101_indices(W, pad, maps.device))
+    x = F.conv2d(x, k.view(1, 1, 1, ksize))
+    x = x.index_select(-2, reflect101_indices(H, pad, maps.device))
+    x = F.conv2d(x, k.view(1, 1, ksize, 1))
+    return x.reshape(*lead, H, W)
+
+
+def jpeg_round_trip(maps: torch.Tensor) -> torch.Tensor:
+    """The authors' ``Image.fromarray(d).convert("L")`` + JPEG save / reload (reference §9.3, bug #2)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    out = []
+    for m in maps.reshape(-1, *maps.shape[-2:]).detach().cpu().to(torch.float64).numpy():
+        buf = io.BytesIO()
+        Image.fromarray(m).convert("L").save(buf, format="JPEG")
+        buf.seek(0)
+        out.append(np.asarray(Image.open(buf).convert("L"), dtype=np.float32))
+    return torch.from_numpy(np.stack(out)).reshape(maps.shape).to(maps.device)
+
+
+# ------------------------------------------------------------------ one label
+def difference_map(plus01: torch.Tensor, minus01: torch.Tensor, frame_size: Tuple[int, int],
+                   blur_kernel: int = 5, blur_sigma: float = 3.0, compat: str = "none") -> torch.Tensor:
+    """Steps 1-5: decodes ``[T,3,h,w]`` in 0..1 -> normalised difference maps ``[T,H,W]`` (float32)."""
+    if compat not in COMPAT_MODES:
+        raise ValueError(f"unknown compat mode {compat!r}; use one of {COMPAT_MODES}")
+    if compat == "none":
+        a = resize_bilinear(plus01.float() * 255.0, frame_size)
+        b = resize_bilinear(minus01.float() * 255.0, frame_size)
+        d = rgb_distance(a, b)
+    else:
+        a = resize_uint8_cv2(to_uint8_like_authors(plus01), frame_size)
+        b = resize_uint8_cv2(to_uint8_like_authors(minus01), frame_size)
+        d = rgb_distance_wrapped(a, b)
+    d = gaussian_blur(d, blur_kernel, blur_sigma)
+    if compat == "wrap+jpeg":
+        d = jpeg_round_trip(d)
+    return normalise_maps(d)
+
+
+def normalise_maps(d: torch.Tensor) -> torch.Tensor:
+    """``d / (max(d) + 1e-5)`` per map (over the last two dims)."""
+    return d / (d.amax(dim=(-2, -1), keepdim=True) + 1e-5)
+
+
+def filter_maps(d: torch.Tensor, soft_mask: torch.Tensor, s: float) -> torch.Tensor:
+    """``d·M + s·d·(1 − M)``: down-weight responses outside the label's coarse mask (reference §9.5)."""
+    m = soft_mask.to(d.device, d.dtype)
+    return d * m + s * d * (1 - m)
+
+
+# ------------------------------------------------------------------ argmax
+class LabelArgmax:
+    """Running argmax over labels fed in ascending order; ties go to the lowest label (strict ``>``).
+
+    Holds one ``[T,H,W]`` score and one index map, whatever the number of labels.
+    ``keep_maps=True`` also keeps every (filtered) map for inspection.
+    """
+
+    def __init__(self, shape: Sequence[int], device=None, keep_maps: bool = False):
+        self.best = torch.full(tuple(shape), -math.inf, dtype=torch.float32, device=device)
+        self.index = torch.zeros(tuple(shape), dtype=torch.long, device=device)
+        self.count = 0
+        self.maps: Optional[List[torch.Tensor]] = [] if keep_maps else None
+
+    def update(self, position: int, scores: torch.Tensor) -> None:
+        """Fold in the scores of label number ``position`` (must be fed 0, 1, 2, ... in order)."""
+        if position != self.count:
+            raise RuntimeError(f"labels must be folded in order: expected {self.count}, got {position}")
+        s = scores.to(self.best.device, torch.float32)
+        better = s > self.best
+        self.best = torch.where(better, s, self.best)
+        self.index = torch.where(better, torch.full_like(self.index, position), self.index)
+        self.count += 1
+        if self.maps is not None:
+            self.maps.append(s.detach().cpu())
+
+    def labels(self, label_ids: torch.Tensor) -> torch.Tensor:
+        return label_ids.to(self.index.device)[self.index]

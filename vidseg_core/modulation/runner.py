@@ -1,0 +1,398 @@
+"""Masked modulation of one batch, batched over labels and signs (paper §3.2, §4.3; reference notes §8-§12).
+
+The authors run, per batch, a reference pass and then 2·L modulated passes one
+after another (one label, one sign each), exchanging q/k and latents through
+the disk.  Here every pass of a batch is a *run* of one batched computation
+(``x [R,T,4,h,w]``, :meth:`Backbone.denoise`):
+
+* a chunk holds the reference run (index 0) and up to ``R − 1`` modulated runs
+  ``[(l₀,+), (l₀,−), (l₁,+), ...]``; a :class:`~.hooks.ModulationHook` adds
+  ``±λ·M_l`` at step t_m and copies the reference rows' q/k into every run of
+  the same UNet evaluation (no storage); latent blending reads the reference
+  run of the same chunk;
+* steps before t_m (when t_m > the noising step) and, at step t_m, the part of
+  the UNet before the modulated block are computed once on the reference
+  alone (:mod:`.unet_split`);
+* chunks are sized from free memory; a chunk that runs out of memory is retried
+  with half as many runs (with a warning).  When even the reference plus one
+  run does not fit, the reference is computed once and its per-step q/k and
+  latents are kept in a :class:`~.hooks.ReferenceStore` ("store" mode);
+* after each chunk the finished ± pairs are decoded and reduced at once to
+  difference maps and folded into a running argmax (:class:`~.difference.LabelArgmax`),
+  so memory does not grow with the number of labels; the reference run is
+  never decoded.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from ..errors import InputError, OutOfMemoryError, VidSegError
+from .difference import LabelArgmax, difference_map, filter_maps
+from .hooks import ModulationHook, ReferenceRecorder, ReferenceStore
+from .masks import coarse_present, label_masks, lanczos_upsample_mask, resize_nearest
+from .settings import ModulationPlan, ModulationSettings
+from .unet_split import shared_prefix
+
+#: progress(done_runs, total_runs) -> None; may raise to cancel
+Progress = Callable[[int, int], None]
+
+
+class ModulationCancelled(VidSegError):
+    """The caller's ``cancel()`` asked to stop."""
+
+
+@dataclass
+class ModulationResult:
+    """Label map of one batch at the requested frame size, plus optional maps and run statistics."""
+
+    labels: torch.Tensor  # [T,H,W] long label ids (CPU)
+    label_ids: torch.Tensor  # [L] the modulated labels, ascending
+    difference_maps: Optional[torch.Tensor] = None  # [L,T,H,W] normalised, unfiltered (CPU)
+    stats: Dict[str, object] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ memory
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA / MPS / CPU allocation failures (not our own final :class:`OutOfMemoryError`)."""
+    if isinstance(exc, OutOfMemoryError):
+        return False
+    oom_cls = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_cls is not None and isinstance(exc, oom_cls):
+        return True
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, RuntimeError):
+        msg = str(exc).lower()
+        return "out of memory" in msg or "can't allocate memory" in msg or "cannot allocate memory" in msg
+    return False
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def available_bytes(device: torch.device) -> Optional[int]:
+    """Memory a chunk may use on ``device`` (None = unknown: rely on the OOM retry)."""
+    try:
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return int(free * 0.8)
+        if device.type == "cpu":
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024 // 2
+            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
+    except (OSError, ValueError, RuntimeError, AttributeError):
+        return None
+    return None
+
+
+def estimate_run_bytes(backbone, frames: int, latent_hw: Tuple[int, int]) -> int:
+    """Rough peak activation memory of one run (2 guidance halves × T frames) in a UNet evaluation.
+
+    Skip connections of every level (kept until the decoder consumes them) plus
+    a working set of ~16 channel-widths at full latent resolution (transformer
+    feed-forward, attention projections), ×1.5 safety.
+    """
+    ch = list(getattr(backbone.unet.config, "block_out_channels", (320, 640, 1280, 1280)))
+    tokens = latent_hw[0] * latent_hw[1]
+    skips = 3 * ch[0]
+    for lvl in range(1, len(ch)):
+        skips += (ch[lvl - 1] + 2 * ch[lvl]) / 4 ** lvl
+    per_row = tokens * (skips + 16 * ch[0])
+    itemsize = torch.empty((), dtype=backbone.dtype).element_size()
+    return int(1.5 * per_row * itemsize * 2 * frames)
+
+
+# ------------------------------------------------------------------ inputs
+def _check_inputs(backbone, inputs, coarse, label_ids, frame_size):
+    x = inputs.x_start
+    if not torch.is_tensor(coarse) or coarse.ndim != 3:
+        raise InputError(f"The coarse label map must be a tensor [T,h,w]; got {getattr(coarse, 'shape', type(coarse))}.",
+                         "Pass one coarse map per frame of the batch at the feature grid.")
+    if coarse.dtype.is_floating_point or coarse.dtype == torch.bool:
+        raise InputError(f"The coarse label map must hold integer label ids; got {coarse.dtype}.",
+                         "Convert it with .long().")
+    T, lh, lw = x.shape[0], x.shape[-2], x.shape[-1]
+    if coarse.shape[0] != T:
+        raise InputError(f"The coarse map has {coarse.shape[0]} frames but the batch has {T}.",
+                         "Give one coarse map per frame of the batch.")
+    if tuple(coarse.shape[1:]) != (lh // 2, lw // 2):
+        raise InputError(f"The coarse map grid is {tuple(coarse.shape[1:])}, expected the feature grid "
+                         f"{(lh // 2, lw // 2)} (1/16 of the working frame size).",
+                         "Pass the coarse segmentation at the feature resolution.")
+    coarse = coarse.to(torch.long)
+    present = torch.unique(coarse.cpu())
+    if label_ids is None:
+        ids = present
+    else:
+        ids = torch.as_tensor(label_ids).reshape(-1).cpu()
+        if ids.dtype.is_floating_point:
+            raise InputError("label_ids must be integers.", "Pass the label ids as ints.")
+        ids = ids.long()
+        if ids.numel() == 0:
+            raise InputError("label_ids is empty.", "Pass at least one label (or None for all coarse labels).")
+        if torch.unique(ids).numel() != ids.numel():
+            raise InputError(f"label_ids has duplicates: {ids.tolist()}.", "Give each label once.")
+        ids = torch.sort(ids).values
+        missing = sorted(set(present.tolist()) - set(ids.tolist()))
+        if missing:
+            raise InputError(f"The coarse map contains labels {missing} that are not in label_ids.",
+                             "Include every coarse label in label_ids (or pass None).")
+    if frame_size is None:
+        frame_size = tuple(int(v) for v in inputs.prepared.shape[-2:])
+    try:
+        H, W = (int(v) for v in frame_size)
+    except (TypeError, ValueError):
+        raise InputError(f"frame_size must be (height, width); got {frame_size!r}.", "Pass the original frame size.")
+    if H < 1 or W < 1:
+        raise InputError(f"frame_size {frame_size} must be positive.", "Pass the original frame size (H, W).")
+    return coarse, ids, (H, W)
+
+
+# ------------------------------------------------------------------ runner
+class _BatchModulation:
+    """State of one :func:`modulate_batch` call."""
+
+    def __init__(self, backbone, inputs, coarse, ids, frame_size, plan: ModulationPlan, progress, cancel):
+        self.bb, self.inputs, self.plan = backbone, inputs, plan
+        self.s = plan.settings
+        self.frame_size = frame_size
+        self.progress, self.cancel = progress, cancel
+        dev = backbone.device
+        self.ids = ids
+        self.coarse = coarse.to(dev)
+        self.masks = label_masks(self.coarse, ids.to(dev))  # [L,T,h,w] float
+        self.L, self.T = self.masks.shape[0], self.masks.shape[1]
+        self.latent_hw = inputs.latent_hw
+        self.present = coarse_present(self.coarse, ids.to(dev))  # [L,T]
+        self.acc = LabelArgmax((self.T,) + tuple(frame_size), device=dev, keep_maps=False)
+        self.maps: Optional[List[torch.Tensor]] = [] if self.s.return_difference_maps else None
+        self.store: Optional[ReferenceStore] = None
+        self.finished: Dict[int, torch.Tensor] = {}
+        self.next_label = 0
+        self.stats: Dict[str, object] = {"chunks": [], "oom_retries": 0, "reference": None}
+
+    # -------------------------------------------------------- helpers
+    def _check_cancel(self):
+        if self.cancel is not None and self.cancel():
+            raise ModulationCancelled("Modulation was cancelled.", "Run again when ready.")
+
+    def run_spec(self, run: int) -> Tuple[int, float]:
+        """Modulated run ``i`` -> (label position, sign): (0,+), (0,−), (1,+), ..."""
+        return run // 2, (1.0 if run % 2 == 0 else -1.0)
+
+    def _offsets(self, runs: Sequence[Optional[int]]) -> torch.Tensor:
+        lam = float(self.s.lam)
+        rows = []
+        for r in runs:
+            if r is None:
+                rows.append(torch.zeros_like(self.masks[0]))
+            else:
+                l, sign = self.run_spec(r)
+                rows.append(self.masks[l] * (sign * lam))
+        return torch.stack(rows)  # [R,T,h,w]
+
+    def _latent_masks(self, runs: Sequence[Optional[int]], dtype) -> torch.Tensor:
+        rows = []
+        for r in runs:
+            if r is None:
+                rows.append(torch.ones_like(self.masks[0]))
+            else:
+                rows.append(self.masks[self.run_spec(r)[0]])
+        m = resize_nearest(torch.stack(rows), self.latent_hw)  # [R,T,lh,lw]
+        return m.unsqueeze(2).to(dtype)
+
+    def _callback(self, latent_masks, reference_run: Optional[int], record: Optional[ReferenceStore] = None):
+        plan = self.plan
+
+        def cb(step: int, x: torch.Tensor) -> torch.Tensor:
+            self._check_cancel()
+            if plan.blends(step):
+                if record is not None:
+                    record.latents[step] = x[0].detach().clone()
+                    return x
+                ref = x[reference_run] if reference_run is not None else self.store.latents[step].to(x.device, x.dtype)
+                x = x * latent_masks + ref.unsqueeze(0) * (1 - latent_masks)
+            return x
+        return cb
+
+    # -------------------------------------------------------- passes
+    def shared_start(self) -> torch.Tensor:
+        """Latents at t_m: steps start..t_m−1 are identical for every run, done once on the reference."""
+        x = self.inputs.x_start
+        if self.plan.t_m > self.plan.start:
+            x = self.bb.denoise(x[None], self.inputs.cond, self.plan.start, self.plan.t_m - 1)[0]
+        return x
+
+    def build_store(self, x_tm: torch.Tensor) -> None:
+        store = ReferenceStore()
+        rec = ReferenceRecorder(store, self.plan.injected, self.plan.t_m)
+        with self.bb.hooks(rec):
+            self.bb.denoise(x_tm[None], self.inputs.cond, self.plan.t_m, None,
+                            self._callback(None, None, record=store))
+        self.store = store
+        self.stats["store_bytes"] = store.nbytes()
+
+    def run_chunk(self, x_tm: torch.Tensor, chunk: List[int], with_reference: bool) -> torch.Tensor:
+        """Denoise one chunk from t_m to the end; returns the modulated runs' final latents ``[n,T,4,h,w]``."""
+        runs: List[Optional[int]] = ([None] if with_reference else []) + list(chunk)
+        R = len(runs)
+        ref = 0 if with_reference else None
+        hook = ModulationHook(self._offsets(runs), self.plan.t_m, self.plan.modulated, self.plan.injected,
+                              reference_run=ref, store=None if with_reference else self.store)
+        lm = self._latent_masks(runs, x_tm.dtype)
+        x = x_tm.unsqueeze(0).expand(R, *x_tm.shape).clone()
+        with self.bb.hooks(hook):
+            out = self.bb.denoise(x, self.inputs.cond, self.plan.t_m, None, self._callback(lm, ref))
+        return out[1:] if with_reference else out
+
+    # -------------------------------------------------------- decode + reduce
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        try:
+            return self.bb.decode(z)
+        except Exception as exc:  # noqa: BLE001 - only OOM is handled
+            if not is_out_of_memory(exc) or z.shape[0] == 1:
+                raise
+        _free_memory()
+        return torch.cat([self.bb.decode(z[i:i + 1]) for i in range(z.shape[0])])
+
+    def fold_finished(self) -> None:
+        while 2 * self.next_label + 1 in self.finished and 2 * self.next_label in self.finished:
+            l = self.next_label
+            zp, zm = self.finished.pop(2 * l), self.finished.pop(2 * l + 1)
+            self._check_cancel()
+            plus, minus = self._decode(zp), self._decode(zm)
+            d = difference_map(plus, minus, self.frame_size, self.s.blur_kernel, self.s.blur_sigma, self.s.compat)
+            del plus, minus
+            if self.maps is not None:
+                self.maps.append(d.detach().cpu())
+            soft = lanczos_upsample_mask(self.masks[l], self.frame_size).to(d.device)
+            scores = filter_maps(d, soft, float(self.s.filter_s))
+            if self.s.absent_labels == "skip":
+                absent = ~self.present[l].to(scores.device)
+                scores = torch.where(absent.view(-1, 1, 1), torch.full_like(scores, -math.inf), scores)
+            self.acc.update(l, scores)
+            self.next_label += 1
+
+    def _report(self):
+        if self.progress is not None:
+            self.progress(2 * self.next_label + len(self.finished), 2 * self.L)
+
+    # -------------------------------------------------------- main loop
+    def initial_runs(self) -> int:
+        total = 2 * self.L + 1
+        if self.s.max_runs_per_chunk is not None:
+            return max(1, min(int(self.s.max_runs_per_chunk), total))
+        budget = available_bytes(self.bb.device)
+        if budget is None:
+            return total
+        per_run = max(1, estimate_run_bytes(self.bb, self.T, self.latent_hw))
+        return max(2, min(total, budget // per_run))
+
+    def run(self) -> ModulationResult:
+        t0 = time.perf_counter()
+        pending = list(range(2 * self.L))
+        mode = self.s.reference
+        max_runs = self.initial_runs()
+        if mode == "auto":
+            mode = "repeat" if max_runs >= 2 else "store"
+        with shared_prefix(self.bb, self.plan.block, self.plan.t_m, enabled=self.s.share_prefix) as driver:
+            x_tm = self.shared_start()
+            while pending:
+                self._check_cancel()
+                per_chunk = max_runs - 1 if mode == "repeat" else max_runs
+                if per_chunk >= 2 and per_chunk % 2:
+                    per_chunk -= 1
+                per_chunk = max(1, per_chunk)
+                chunk = pending[:per_chunk]
+                try:
+                    if mode == "store" and self.store is None:
+                        self.build_store(x_tm)
+                    final = self.run_chunk(x_tm, chunk, with_reference=(mode == "repeat"))
+                except Exception as exc:  # noqa: BLE001 - only OOM is handled
+                    if not is_out_of_memory(exc):
+                        raise
+                    msg = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    del exc
+                    _free_memory()
+                    self.stats["oom_retries"] = int(self.stats["oom_retries"]) + 1
+                    current = per_chunk + (1 if mode == "repeat" else 0)
+                    if current > 2 or (mode == "store" and current > 1):
+                        max_runs = max(1 if mode == "store" else 2, current // 2)
+                        warnings.warn(f"Modulation chunk of {current} runs ran out of memory ({msg}); "
+                                      f"retrying with {max_runs} runs per chunk.", RuntimeWarning, stacklevel=2)
+                        continue
+                    if mode == "repeat" and self.s.reference == "auto":
+                        mode, max_runs = "store", 1
+                        warnings.warn("Even the reference plus one modulated run does not fit in memory; "
+                                      "computing the reference once and keeping its q/k and latents (store mode).",
+                                      RuntimeWarning, stacklevel=2)
+                        continue
+                    raise OutOfMemoryError(
+                        f"Masked modulation does not fit in memory even one run at a time ({msg}).",
+                        "Use fewer frames per batch, smaller frames, precision bf16, or the guided-filter fast mode.")
+                self.stats["chunks"].append(len(chunk) + (1 if mode == "repeat" else 0))
+                for r, z in zip(chunk, final):
+                    self.finished[r] = z.detach()
+                del final
+                pending = pending[len(chunk):]
+                self._report()
+                self.fold_finished()
+                self._report()
+            if driver is not None:
+                self.stats["prefix"] = dict(driver.stats)
+        self.stats["reference"] = mode
+        self.stats["seconds"] = round(time.perf_counter() - t0, 3)
+        labels = self.acc.labels(self.ids).cpu()
+        maps = torch.stack(self.maps) if self.maps is not None else None
+        return ModulationResult(labels, self.ids.clone(), maps, self.stats)
+
+
+def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame_size: Optional[Tuple[int, int]] = None,
+                   settings: Optional[ModulationSettings] = None, progress: Optional[Progress] = None,
+                   cancel: Optional[Callable[[], bool]] = None) -> ModulationResult:
+    """Full-resolution label map of one batch by masked modulation (paper §4.3).
+
+    ``inputs``: the batch's :class:`~vidseg_core.features.BatchInputs` (the same
+    noisy latents as the feature pass); ``coarse``: ``[T,h,w]`` label ids at the
+    feature grid (1/16 of the working size); ``label_ids``: the labels to
+    modulate (default: those in ``coarse``; must contain every coarse label);
+    ``frame_size``: ``(H, W)`` of the ORIGINAL frames (default: working size).
+    Returns ``labels [T,H,W]`` with values from ``label_ids``.
+    """
+    settings = settings or ModulationSettings()
+    plan = settings.resolve(backbone)
+    coarse, ids, frame_size = _check_inputs(backbone, inputs, coarse, label_ids, frame_size)
+    with torch.inference_mode():
+        job = _BatchModulation(backbone, inputs, coarse, ids, frame_size, plan, progress, cancel)
+        return job.run()
+
+
+def labels_from_difference_maps(maps: torch.Tensor, coarse: torch.Tensor, label_ids, frame_size,
+                                filter_s: float = 0.7, absent_labels: str = "keep") -> torch.Tensor:
+    """Re-derive a label map from returned normalised maps ``[L,T,H,W]`` with another filter ``s``.
+
+    E.g. the authors' unfiltered variant is ``filter_s=1.0`` (reference §9.5, §12.5).
+    """
+    ids = torch.as_tensor(label_ids).long().cpu()
+    masks = label_masks(coarse.long().cpu(), ids)
+    present = coarse_present(coarse.long().cpu(), ids)
+    acc = LabelArgmax(maps.shape[1:])
+    for l in range(maps.shape[0]):
+        scores = filter_maps(maps[l].float(), lanczos_upsample_mask(masks[l], frame_size), filter_s)
+        if absent_labels == "skip":
+            scores = torch.where((~present[l]).view(-1, 1, 1), torch.full_like(scores, -math.inf), scores)
+        acc.update(l, scores)
+    return acc.labels(ids)
