@@ -405,16 +405,26 @@ def test_diffusers_folder_round_trip(tiny, folder):
 
 
 def test_loading_works_with_the_network_blocked(sgm_file, folder, monkeypatch):
+    attempts = []
+
     def refuse(*args, **kwargs):
+        attempts.append(args)
         raise OSError("network access attempted during an offline load")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    import huggingface_hub.constants as hub_constants  # read at import time: undo the conftest's offline mode too
+
+    if hasattr(hub_constants, "HF_HUB_OFFLINE"):
+        monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     assert load_backbone(str(sgm_file), device="cpu", precision="fp32").family == "svd"
     assert load_backbone(str(folder), device="cpu", precision="fp32").family == "svd"
     assert load_backbone("tiny-svd", device="cpu", precision="fp32").name == "tiny-svd"
+    assert attempts == []
+    with pytest.raises(OSError):  # the block itself works
+        socket.create_connection(("127.0.0.1", 9))
 
 
 def test_bad_model_files_and_folders(tiny, sgm_file, folder, tmp_path):
