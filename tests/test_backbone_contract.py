@@ -1,0 +1,125 @@
+"""One contract, every backbone (modelled on diffusers' scheduler contract tests).
+
+Each implementation of :class:`vidseg_core.backbones.Backbone` must pass every
+test here; a new backbone is added to ``BACKBONES`` and nothing else.
+"""
+import pytest
+import torch
+
+from vidseg_core.backbones import Backbone, CaptureQueries, LayerId, load_backbone
+from vidseg_core.errors import InputError
+
+BACKBONES = ["tiny-sd", "tiny-svd"]
+T, H, W = 2, 128, 192  # frames of 128x192 -> latent 16x24 -> blocks 6-8 at 8x12
+
+
+@pytest.fixture(scope="module", params=BACKBONES)
+def backbone(request) -> Backbone:
+    return load_backbone(request.param, device="cpu", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(T, H, W, 3, generator=g)
+
+
+def _inputs(bb, frames, seed=1):
+    gen = bb.generator(seed)
+    prepared = bb.prepare_frames(frames)
+    z0 = bb.encode(prepared, gen)
+    cond = bb.condition(prepared, gen)
+    noise = bb.randn(tuple(z0.shape), gen)
+    return prepared, z0, cond, noise
+
+
+def test_identity(backbone):
+    assert backbone.family in ("sd", "svd")
+    assert backbone.name in BACKBONES
+    assert backbone.device == torch.device("cpu") and backbone.dtype == torch.float32
+    assert {"unet", "vae"} <= set(backbone.modules())
+
+
+def test_schedule(backbone):
+    s = backbone.sigmas()
+    assert s.dtype == torch.float64 and len(s) == backbone.config.num_steps + 1
+    assert s[-1] == 0 and bool((s[:-1] > 0).all()) and bool((s[1:] < s[:-1]).all())
+    assert backbone.sigmas() is s or torch.equal(backbone.sigmas(), s)
+
+
+def test_prepare_frames_rounds_down_to_64(backbone):
+    x = backbone.prepare_frames(torch.rand(1, 130, 200, 3))
+    assert x.shape == (1, 3, 128, 192) and -1 <= float(x.min()) and float(x.max()) <= 1
+    with pytest.raises(InputError, match="too small"):
+        backbone.prepare_frames(torch.rand(1, 40, 200, 3))
+    with pytest.raises(InputError):
+        backbone.prepare_frames(torch.rand(1, 64, 64))
+
+
+@torch.inference_mode()
+def test_encode_decode_shapes_and_determinism(backbone, frames):
+    prepared, z0, _, _ = _inputs(backbone, frames)
+    assert z0.shape == (T, 4, H // 8, W // 8)
+    _, z0b, _, _ = _inputs(backbone, frames)
+    assert torch.equal(z0, z0b)
+    _, z0c, _, _ = _inputs(backbone, frames, seed=2)
+    assert not torch.equal(z0, z0c)
+    img = backbone.decode(z0)
+    assert img.shape == (T, 3, H, W) and img.dtype == torch.float32
+    assert 0 <= float(img.min()) and float(img.max()) <= 1
+
+
+@torch.inference_mode()
+def test_runs_are_independent_and_batched_equals_single(backbone, frames):
+    """R runs in one evaluation give what each run gives alone (the modulation relies on it)."""
+    _, z0, cond, noise = _inputs(backbone, frames)
+    step = backbone.config.modulation_step
+    x1 = backbone.add_noise(z0, step, noise)[None]
+    x2 = backbone.add_noise(z0, step, torch.flip(noise, [0]))[None]
+    d1 = backbone.denoised(x1, step, cond)
+    d2 = backbone.denoised(x2, step, cond)
+    d12 = backbone.denoised(torch.cat([x1, x2]), step, cond)
+    assert d1.shape == x1.shape
+    torch.testing.assert_close(d12[0:1], d1, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(d12[1:2], d2, rtol=1e-4, atol=1e-5)
+
+
+@torch.inference_mode()
+def test_denoise_is_deterministic_and_returns_latents(backbone, frames):
+    _, z0, cond, noise = _inputs(backbone, frames)
+    step = backbone.config.num_steps - 2
+    x = backbone.add_noise(z0, step, noise)[None]
+    seen = []
+    out = backbone.denoise(x, cond, step, callback=lambda i, v: (seen.append(i), v)[1])
+    assert seen == [step, step + 1]
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    assert torch.equal(out, backbone.denoise(x, cond, step))
+
+
+def test_attention_layers_cover_decoder_blocks_3_to_11(backbone):
+    layers = backbone.attention_layers()
+    kinds = {"spatial_self", "spatial_cross"} | ({"temporal_self", "temporal_cross"} if backbone.family == "svd" else set())
+    assert set(layers) == {LayerId(b, k) for b in range(3, 12) for k in kinds}
+
+
+@torch.inference_mode()
+def test_hooked_processors_equal_default_and_capture_blocks_6_to_8_at_one_sixteenth(frames):
+    for name in BACKBONES:
+        bb = load_backbone(name, device="cpu", precision="fp32")  # fresh: default processors
+        _, z0, cond, noise = _inputs(bb, frames)
+        step = bb.config.modulation_step
+        x = bb.add_noise(z0, step, noise)[None]
+        before = bb.denoised(x, step, cond)
+        cap = CaptureQueries({LayerId(b, "spatial_self") for b in (6, 7, 8)}, steps={step})
+        with bb.hooks(cap):
+            after = bb.denoised(x, step, cond)
+        torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-5)
+        for b in (6, 7, 8):
+            q = cap.captured[(step, LayerId(b, "spatial_self"))]
+            assert q.shape[:2] == (T, (H // 16) * (W // 16)), (name, b, q.shape)
+        assert bb.controller.hooks == []  # hooks are removed after the block
+
+
+def test_to_moves_and_keeps_interface(backbone):
+    same = backbone.to("cpu", torch.float32)
+    assert same is backbone and next(backbone.unet.parameters()).dtype == torch.float32

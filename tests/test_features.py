@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from vidseg_core.__main__ import main
+from vidseg_core.backbones import load_backbone
+from vidseg_core.errors import InputError
+from vidseg_core.features import aggregate_queries, extract_features
+from vidseg_core.video_features import VideoFeatures
+
+
+@pytest.fixture(scope="module")
+def tiny_sd():
+    return load_backbone("tiny-sd", device="cpu", precision="fp32")
+
+
+def test_aggregation_is_mean_then_max_abs_per_token():
+    a = torch.tensor([[[1.0, -4.0]]])
+    b = torch.tensor([[[3.0, 0.0]]])
+    out = aggregate_queries([a, b])  # mean = (2, -2) -> / 2
+    assert torch.equal(out, torch.tensor([[[1.0, -1.0]]]))
+
+
+def test_blackswan_grid_is_28_by_52(tiny_sd, blackswan_frames):
+    feats = extract_features(tiny_sd, blackswan_frames[:1])
+    assert feats.frame_size == (480, 854) and feats.work_size == (448, 832)
+    assert feats.grid == (28, 52)
+    assert feats.aggregated.shape[:3] == (1, 28, 52) and feats.correspondence.shape[:3] == (1, 28, 52)
+    assert feats.aggregated.dtype == torch.float16 and feats.aggregated.device.type == "cpu"
+    # max-abs normalised: every token's largest magnitude is 1
+    m = feats.aggregated.float().abs().amax(-1)
+    assert torch.allclose(m, torch.ones_like(m), atol=1e-3)
+
+
+@pytest.mark.parametrize("n,b", [(1, 14), (5, 2), (4, 4)])
+def test_any_number_of_frames(tiny_sd, n, b):
+    frames = torch.rand(n, 64, 128, 3, generator=torch.Generator().manual_seed(n))
+    feats = extract_features(tiny_sd, frames, batch_size=b)
+    assert feats.num_frames == n and feats.grid == (4, 8)
+    assert torch.isfinite(feats.aggregated.float()).all()
+
+
+def test_same_seed_same_features(tiny_sd):
+    frames = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(3))
+    a = extract_features(tiny_sd, frames, seed=1)
+    b = extract_features(tiny_sd, frames, seed=1)
+    c = extract_features(tiny_sd, frames, seed=2)
+    assert torch.equal(a.aggregated, b.aggregated) and torch.equal(a.correspondence, b.correspondence)
+    assert not torch.equal(a.aggregated, c.aggregated)
+
+
+def test_tail_batch_does_not_overwrite(tiny_sd):
+    """With B=2 and 3 frames, frames 0-1 come from batch [0,2); the tail batch [1,3) writes only frame 2."""
+    frames = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(4))
+    whole = extract_features(tiny_sd, frames, batch_size=2)
+    first = extract_features(tiny_sd, frames[:2], batch_size=2)
+    assert torch.equal(whole.aggregated[:2], first.aggregated)
+
+
+def test_feature_file_round_trip_and_cli(tmp_path, tiny_sd):
+    import numpy as np
+    from PIL import Image
+
+    d = tmp_path / "frames"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((64, 128, 3), 60 * i, np.uint8)).save(d / f"{i:05d}.png")
+    out = tmp_path / "f.safetensors"
+    assert main(["features", str(d), "--model", "tiny-sd", "--out", str(out), "--device", "cpu"]) == 0
+    feats = VideoFeatures.load(out)
+    assert feats.num_frames == 3 and feats.grid == (4, 8) and feats.backbone == "tiny-sd"
+    # refuses to overwrite without --overwrite; nothing is lost
+    before = out.read_bytes()
+    assert main(["features", str(d), "--model", "tiny-sd", "--out", str(out)]) == 2
+    assert out.read_bytes() == before
+    assert main(["features", str(tmp_path / "missing"), "--model", "tiny-sd", "--out", str(tmp_path / "g.safetensors")]) == 2
+    assert main(["features", str(d), "--model", "no-such-model.safetensors", "--out", str(tmp_path / "g.safetensors")]) == 2
+    with pytest.raises(InputError):
+        VideoFeatures.load(d / "00000.png")
