@@ -67,11 +67,13 @@ def aggregate_queries(queries) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def extract_batch_features(backbone: Backbone, frames: torch.Tensor, seed: Optional[int] = None,
-                           store_dtype: torch.dtype = torch.float16) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Features of one batch: ``(aggregated [T,h,w,C], correspondence [T,h,w,C])`` on the CPU."""
+def capture_features(backbone: Backbone, inputs: BatchInputs,
+                     store_dtype: torch.dtype = torch.float16) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Steps 5-6 above: the reference trajectory from t_m to t_k with the queries captured.
+
+    Returns ``(aggregated [T,h,w,C], correspondence [T,h,w,C])`` on the CPU.
+    """
     cfg = backbone.config
-    inputs = prepare_batch(backbone, frames, seed)
     blocks = tuple(cfg.feature_blocks)
     layers = {LayerId(b, "spatial_self") for b in blocks + (cfg.correspondence_block,)}
     capture = CaptureQueries(layers, steps={cfg.feature_step}, half=1, run=0, dtype=torch.float32, device="cpu")
@@ -81,15 +83,20 @@ def extract_batch_features(backbone: Backbone, frames: torch.Tensor, seed: Optio
     if missing:
         raise RuntimeError(f"feature capture missed layers {missing}: the backbone does not expose them")
     lh, lw = inputs.latent_hw
-    gh, gw = lh // 2, lw // 2
-    t = frames.shape[0]
+    t = int(inputs.z0.shape[0])
 
-    def grid(q):
-        return q.reshape(t, gh, gw, q.shape[-1])
+    def grid(q):  # decoder blocks 6-8 work at latent / 2 = frame / 16
+        return q.reshape(t, lh // 2, lw // 2, q.shape[-1])
 
     agg = aggregate_queries([capture.captured[(cfg.feature_step, LayerId(b, "spatial_self"))] for b in blocks])
     corr = capture.captured[(cfg.feature_step, LayerId(cfg.correspondence_block, "spatial_self"))]
     return grid(agg).to(store_dtype), grid(corr).to(store_dtype)
+
+
+def extract_batch_features(backbone: Backbone, frames: torch.Tensor, seed: Optional[int] = None,
+                           store_dtype: torch.dtype = torch.float16) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Features of one batch of frames ``[T,H,W,3]``: ``(aggregated, correspondence)`` ``[T,h,w,C]`` on the CPU."""
+    return capture_features(backbone, prepare_batch(backbone, frames, seed), store_dtype)
 
 
 def iter_batch_features(backbone: Backbone, read: Callable[[int, int], torch.Tensor], num_frames: int,
