@@ -1,0 +1,241 @@
+"""The whole method on a video, batch by batch (paper Fig. 3).
+
+For every batch of B frames (``plan_batches``):
+
+1. prepare the batch once: resize, VAE-encode, condition, noise to t_m
+   (:func:`~vidseg_core.features.prepare_batch`);
+2. the reference trajectory gives the features (§4.1);
+3. the scene context model labels the batch with the KNN fit on the previous
+   batch, the refiner (CBR, §4.2) corrects it, and the refined labels update
+   the context model (§4.1, autoregressive);
+4. the upsampler turns the coarse maps into full-resolution label maps:
+   masked modulation (quality, §4.3) from the *same* noisy latents, or the
+   guided filter (fast);
+5. the batch's new frames are handed to ``on_batch`` and dropped.
+
+Memory is bounded by one batch: frames are read per batch, features and label
+maps of earlier batches are not kept unless the caller keeps them.
+"""
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .backbones.base import Backbone
+from .batching import Batch, plan_batches
+from .context_model import SceneContext
+from .errors import InputError
+from .features import capture_features, prepare_batch
+from .labels import DEFAULT_VOID, LabelTable
+from .modulation import ModulationSettings
+from .upsample import UpsampleContext, make_upsampler
+
+MODES = ("quality", "fast")
+
+#: progress(done_units, total_units, stage) — may raise to cancel (ComfyUI's interrupt)
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class SegmentSettings:
+    """Settings of a whole run; defaults are the paper's / authors' (reference notes §2.1)."""
+
+    #: K clusters of the KMeans initialisation (authors: 20 for VSPW, 5 in their demo)
+    num_clusters: int = 20
+    #: frames per batch B (None = the backbone's, 14)
+    batch_size: Optional[int] = None
+    #: "quality" (masked modulation) or "fast" (guided filter, no extra diffusion passes)
+    mode: str = "quality"
+    #: "cbr" (paper Eqs 3-5), "cbr_compat" (the authors' code), "none"
+    refiner: str = "cbr"
+    #: per-batch seed (None = the backbone's, 1)
+    seed: Optional[int] = None
+    #: label mask [H,W] of frame ``reference_frame`` naming the clusters (None = cluster ids)
+    reference: Optional[np.ndarray] = None
+    reference_frame: int = 0
+    names: Optional[Dict[int, str]] = None
+    void_values: Tuple[int, ...] = DEFAULT_VOID
+    n_init: int = 10
+    kmeans_impl: str = "torch"
+    modulation: ModulationSettings = field(default_factory=ModulationSettings)
+    guided: Dict[str, object] = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        d = asdict(self)
+        d["reference"] = None if self.reference is None else list(np.asarray(self.reference).shape)
+        return d
+
+
+@dataclass
+class BatchResult:
+    """The newly written frames of one batch."""
+
+    batch: Batch
+    labels: torch.Tensor  # [n,H,W] int64, label values of the table
+    coarse: torch.Tensor  # [n,h,w] int64 (refined coarse labels)
+    knn: torch.Tensor  # [n,h,w] int64 (context-model labels before refinement)
+
+
+@dataclass
+class SegmentSummary:
+    table: LabelTable
+    num_frames: int
+    frame_size: Tuple[int, int]
+    work_size: Tuple[int, int]
+    grid: Tuple[int, int]
+    backbone: str
+    settings: dict
+    seconds: Dict[str, float]
+    peak_memory_mb: float
+    unassigned_clusters: List[int]
+    lost_labels: List[int]
+
+    def to_dict(self) -> dict:
+        return {
+            "backbone": self.backbone, "num_frames": self.num_frames, "frame_size": list(self.frame_size),
+            "work_size": list(self.work_size), "feature_grid": list(self.grid), "settings": self.settings,
+            "label_table": self.table.to_dict(), "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "seconds_per_frame": round(sum(self.seconds.values()) / max(1, self.num_frames), 4),
+            "peak_memory_mb": round(self.peak_memory_mb, 1), "unassigned_clusters": self.unassigned_clusters,
+            "lost_labels": self.lost_labels,
+        }
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch on CUDA, else the process's peak RSS (MB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+class VideoSegmenter:
+    """Runs the method over a frame reader; see the module docstring.
+
+    ``read(start, stop) -> [n,H,W,3]`` float in 0..1; ``num_frames``; ``frame_size``.
+    After :meth:`run` finishes, :attr:`summary` describes the run.
+    """
+
+    def __init__(self, backbone: Backbone, settings: Optional[SegmentSettings] = None,
+                 progress: Optional[Progress] = None):
+        self.backbone = backbone
+        self.settings = settings or SegmentSettings()
+        if self.settings.mode not in MODES:
+            raise InputError(f"Unknown mode {self.settings.mode!r}.", "Use 'quality' or 'fast'.")
+        self.progress = progress
+        self.summary: Optional[SegmentSummary] = None
+
+    # ------------------------------------------------------------------ helpers
+    def _tick(self, done: int, total: int, stage: str) -> None:
+        if self.progress is not None:
+            self.progress(done, total, stage)
+
+    def _features(self, frames: torch.Tensor):
+        inputs = prepare_batch(self.backbone, frames, self.settings.seed)
+        agg, corr = capture_features(self.backbone, inputs)
+        return inputs, agg, corr
+
+    def _upsampler(self):
+        s = self.settings
+        if s.mode == "quality":
+            return make_upsampler("masked_modulation", settings=s.modulation)
+        return make_upsampler("guided_filter", **s.guided)
+
+    # ------------------------------------------------------------------ run
+    def run(self, read: Callable[[int, int], torch.Tensor], num_frames: int,
+            frame_size: Tuple[int, int]) -> Iterator[BatchResult]:
+        s = self.settings
+        bb = self.backbone
+        if num_frames < 1:
+            raise InputError("The video has no frames.", "Give at least one frame.")
+        if not 0 <= s.reference_frame < num_frames:
+            raise InputError(f"Reference frame {s.reference_frame} is outside the video's {num_frames} frames.",
+                             f"Use an index in 0..{num_frames - 1}.")
+        work = bb.work_size(*frame_size)
+        batches = plan_batches(num_frames, s.batch_size or bb.config.batch_size)
+        seconds = {"read": 0.0, "features": 0.0, "coarse": 0.0, "upsample": 0.0}
+        if bb.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(bb.device)
+        context = SceneContext(refiner=s.refiner, device=bb.device)
+        upsampler = self._upsampler()
+        units = len(batches)
+        ref_batch = next(b for b in batches if b.write_start <= s.reference_frame < b.stop)
+        if ref_batch.index != 0:  # name clusters on the reference frame's batch first
+            t = time.perf_counter()
+            frames = read(ref_batch.start, ref_batch.stop)
+            seconds["read"] += time.perf_counter() - t
+            t = time.perf_counter()
+            _, agg, _ = self._features(frames)
+            seconds["features"] += time.perf_counter() - t
+            self._init_context(context, agg, s.reference_frame - ref_batch.start, frame_size)
+        for b in batches:
+            t = time.perf_counter()
+            frames = read(b.start, b.stop)
+            seconds["read"] += time.perf_counter() - t
+            t = time.perf_counter()
+            inputs, agg, corr = self._features(frames)
+            seconds["features"] += time.perf_counter() - t
+            t = time.perf_counter()
+            if context.table is None:
+                self._init_context(context, agg, s.reference_frame - b.start, frame_size)
+            coarse = context.step(agg, corr, 0)  # whole batch: modulation needs every frame's mask
+            knn = context.last_knn_labels
+            seconds["coarse"] += time.perf_counter() - t
+            t = time.perf_counter()
+            ids = torch.tensor(context.table.values, dtype=torch.long)
+            off = b.write_offset
+            if s.mode == "quality":
+                ctx = UpsampleContext(backbone=bb, inputs=inputs, seed=s.seed,
+                                      progress=lambda d, n, _b=b: self._tick(_b.index * n + d, units * n, "modulation"))
+                labels = upsampler.upsample(frames, coarse, ids, ctx)[off:]
+            else:
+                labels = upsampler.upsample(frames[off:], coarse[off:], ids)
+            seconds["upsample"] += time.perf_counter() - t
+            self._tick(b.index + 1, units, "batch")
+            yield BatchResult(b, labels.cpu(), coarse[off:].cpu(), knn[off:].cpu())
+            del inputs, agg, corr, frames
+        assignment = context.assignment
+        self.summary = SegmentSummary(
+            table=context.table, num_frames=num_frames, frame_size=tuple(frame_size), work_size=work,
+            grid=context.grid, backbone=bb.name, settings=s.describe(), seconds=seconds,
+            peak_memory_mb=peak_memory_mb(bb.device), unassigned_clusters=list(assignment.unassigned_clusters),
+            lost_labels=list(assignment.lost_labels))
+
+    def _init_context(self, context: SceneContext, agg: torch.Tensor, ref_index: int, frame_size) -> None:
+        s = self.settings
+        context.init(agg, s.reference, ref_index, s.num_clusters, s.n_init, self.backbone.config.seed
+                     if s.seed is None else s.seed, s.kmeans_impl, s.void_values, frame_size=frame_size, names=s.names)
+
+
+def segment_video(backbone: Backbone, frames, settings: Optional[SegmentSettings] = None,
+                  progress: Optional[Progress] = None, keep_coarse: bool = False):
+    """Label maps ``[N,H,W]`` (int64) of a whole video held in memory, plus the run's summary.
+
+    ``frames``: ``[N,H,W,3]`` in 0..1 or a :class:`~vidseg_core.video_io.FrameSource`.
+    With ``keep_coarse`` also returns the coarse maps ``[N,h,w]``.
+    """
+    if isinstance(frames, torch.Tensor):
+        from .video_io import frames_from_tensor
+
+        tensor = frames_from_tensor(frames)
+        n, size = tensor.shape[0], tuple(tensor.shape[1:3])
+
+        def read(a, b):
+            return tensor[a:b]
+    else:
+        n, size, read = len(frames), tuple(frames.frame_size), frames.read
+    seg = VideoSegmenter(backbone, settings, progress)
+    labels = coarse = None
+    for res in seg.run(read, n, size):
+        if labels is None:
+            labels = torch.empty((n,) + tuple(res.labels.shape[1:]), dtype=torch.long)
+            coarse = torch.empty((n,) + tuple(res.coarse.shape[1:]), dtype=torch.long)
+        labels[res.batch.write_start:res.batch.stop] = res.labels
+        coarse[res.batch.write_start:res.batch.stop] = res.coarse
+    return (labels, coarse, seg.summary) if keep_coarse else (labels, seg.summary)
