@@ -1,0 +1,74 @@
+"""Coarse stage on oracle features: mIoU and mVC_8 of KNN only vs KNN + CBR, by noise level.
+
+The diffusion features are replaced by the one-hot ground truth of the 50
+blackswan ``masks_osvos`` frames at the authors' 28x52 feature grid (NEAREST),
+padded to 16 channels, plus Gaussian noise of std ``sigma`` (independent draws
+for the aggregated and the correspondence features).  KMeans (K = 20, n_init =
+10, seed 1) + KNN (k = 4) + refinement, first-frame reference, batches of 14
+with the overlapping tail.  Scores against the grid-level ground truth
+(global-confusion mIoU over the 2 classes; VC_8 with the official windowing,
+42 windows).  Frames 1-49 are OSVOS predictions (pseudo ground truth): these
+are regression figures for the coarse stage, not benchmark results.
+
+    python benchmarks/coarse_oracle.py [--sigmas 0.1 0.3 0.5 0.7 1.0] [--n-init 10]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.oracles.coarse_oracle import grid_gt, load_masks, miou, oracle_features, video_consistency  # noqa: E402
+from vidseg_core.context_model import coarse_segment  # noqa: E402
+from vidseg_core.video_features import VideoFeatures  # noqa: E402
+
+VARIANTS = [
+    ("KNN only", "none", None),
+    ("KNN+CBR", "cbr", None),
+    ("KNN+CBR compat", "cbr_compat", None),
+    ("KNN+CBR, corr sigma 0.1", "cbr", 0.1),
+]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "blackswan" / "masks_osvos")
+    ap.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 1.0])
+    ap.add_argument("--n-init", type=int, default=10)
+    ap.add_argument("--frames", type=int, default=50)
+    args = ap.parse_args(argv)
+    if not args.data.is_dir():
+        print(f"masks not found at {args.data}", file=sys.stderr)
+        return 2
+    masks = load_masks(args.data, args.frames)
+    gt = grid_gt(masks)
+    print(f"{len(masks)} frames, grid {gt.shape[1]}x{gt.shape[2]}, swan cells in frame 0: {int(gt[0].sum())}")
+    header = "| sigma | " + " | ".join(f"{name} mIoU | {name} mVC_8" for name, _, _ in VARIANTS) + " |"
+    print(header)
+    print("|" + "---|" * (1 + 2 * len(VARIANTS)))
+    t0 = time.perf_counter()
+    for sigma in args.sigmas:
+        feats = oracle_features(masks, sigma)
+        cells = []
+        for _, refiner, corr_sigma in VARIANTS:
+            f = feats
+            if corr_sigma is not None:
+                f = VideoFeatures(feats.aggregated, oracle_features(masks, corr_sigma, seed=1).correspondence,
+                                  feats.frame_size, feats.work_size, "oracle")
+            cs = coarse_segment(f, k=20, batch_size=14, refiner=refiner, reference=masks[0], seed=1,
+                                n_init=args.n_init)
+            pred = cs.labels.numpy()
+            cells += [f"{miou(pred, gt, 2):.4f}", f"{video_consistency(pred, gt, 8):.4f}"]
+        print(f"| {sigma:g} | " + " | ".join(cells) + " |", flush=True)
+    print(f"total {time.perf_counter() - t0:.0f} s, torch threads {torch.get_num_threads()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Slow, literal reference implementations used as test oracles and benchmark baselines."""

@@ -1,0 +1,221 @@
+"""Correspondence-based refinement (CBR) of coarse label maps (paper §4.2, Eqs 3-5; reference §7).
+
+Two variants, both fully vectorised (the only Python loops run over frames or
+window offsets, never over cells or trajectories):
+
+:func:`cbr_refine` -- the paper's method (default)
+    * Eq 3: for every cell ``p`` of every frame ``j < T-1``,
+      ``T^j[p] = argmax_q cos(F^j[p], F^{j+1}[q])`` over the cells with
+      ``|p - q|^2 <= radius_sq`` (squared Euclidean distance in feature cells).
+      The default ``radius_sq = 2`` is the 3x3 neighbourhood, i.e. the authors'
+      threshold of 1 cell per axis (reference §7.5) applied *inside* the search
+      instead of as an after-the-fact filter.  ``radius_sq=None`` searches the
+      whole frame.  Ties go to the candidate with the smallest raster index.
+    * Eq 4: ``TRACK(p, j, k)`` is the cell reached in frame ``k`` by following
+      ``T`` from ``p`` in frame ``j`` (``TRACK(p, j, j) = p``; the paper's
+      recursion is off by one, this is its evident intent).
+    * Eq 5: ``M~^j[p]`` = majority of the labels ``M^k[TRACK(p, j, k)]`` for
+      ``k = j .. T-1`` (frames are 0-based, so the last frame of a batch votes
+      only for itself and keeps its labels).  **Tie rule**: among the labels
+      with the most votes, the one reached first along the trajectory wins --
+      so the cell's own label ``M^j[p]`` wins any tie it is part of.
+    Votes are accumulated backwards with ``count_j = onehot(M^j) +
+    count_{j+1}[T^j]`` (and the same recursion for the first-reach distance),
+    which equals composing the index maps and voting along every trajectory.
+
+:func:`cbr_refine_compat` -- the authors' published variant, reproduced exactly
+    (reference §7): trajectories start only at the cells of the batch's first
+    frame; the first hop is static (``p_1 = p_0``); later hops take the global
+    argmax of ``t/(t+1) cos(F_t[p_t], F_{t+1}) + 1/(t+1) cos(F_t[p_t], F_0)``
+    (the frame-0 "aux" term, bug #4); a trajectory is dropped if any step moves
+    down or right by more than ``jump_threshold`` cells (the *signed* test,
+    bug #3 -- ``signed=False`` uses ``abs``); each surviving trajectory takes the
+    majority of the original labels along it (ties: label first reached in frame
+    order, like ``Counter.most_common``) and writes it on all its cells; where
+    trajectories converge the last one in raster order of its start wins
+    (bug #5); cells no surviving trajectory visits keep their input label.
+    Argmax ties go to the smallest raster index (the authors' ``argpartition``
+    has no defined order there).
+
+Both take ``labels`` [T, h, w] (any integer values) and the block-7 query
+features [T, h, w, C] (cosine similarity, so no normalisation needed) and return
+a new [T, h, w] int64 tensor whose values all come from the input labels.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from .errors import InputError
+
+_EPS = 1e-12
+
+
+def _check(labels: torch.Tensor, features: torch.Tensor):
+    if not isinstance(labels, torch.Tensor) or not isinstance(features, torch.Tensor):
+        raise InputError("CBR needs torch tensors for labels and features.",
+                         "Pass labels [T, h, w] (int64) and features [T, h, w, C].")
+    if labels.ndim != 3:
+        raise InputError(f"CBR labels must be [T, h, w]; got shape {tuple(labels.shape)}.",
+                         "Reshape the label maps to frames x grid.")
+    if labels.is_floating_point() or labels.dtype == torch.bool:
+        raise InputError(f"CBR labels must be integers, got {labels.dtype}.", "Pass label ids as an int64 tensor.")
+    if features.ndim != 4 or tuple(features.shape[:3]) != tuple(labels.shape):
+        raise InputError(f"CBR features {tuple(features.shape)} do not match labels {tuple(labels.shape)}: "
+                         "expected [T, h, w, C] with the same T, h, w.",
+                         "Pass the correspondence features of the same frames at the same grid.")
+    if labels.numel() == 0:
+        raise InputError("CBR got an empty batch (no frames or empty grid).", "Give at least one frame.")
+    if not features.is_floating_point():
+        raise InputError(f"CBR features must be floating point, got {features.dtype}.", "Pass float features.")
+    if not bool(torch.isfinite(features).all()):
+        raise InputError("CBR features contain NaN or infinite values.",
+                         "Check the feature extraction (precision overflow?).")
+
+
+def _normalise(features: torch.Tensor, dtype) -> torch.Tensor:
+    f = features.to(dtype)
+    return f / f.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+
+
+def _window_offsets(radius_sq: float):
+    r = int(math.floor(math.sqrt(radius_sq)))
+    return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy * dy + dx * dx <= radius_sq]
+
+
+def correspondence_maps(features: torch.Tensor, radius_sq: Optional[float] = 2, method: str = "auto",
+                        dtype=torch.float32) -> torch.Tensor:
+    """Paper Eq 3 for all consecutive frame pairs: ``[T-1, h, w]`` flat indices into frame ``j+1``.
+
+    ``method="window"`` evaluates the few offsets of the search disc with shifted
+    copies (cheap for small radii); ``"matrix"`` builds the full ``[hw, hw]``
+    cosine matrix per frame pair and masks it (any radius, or ``None`` = global).
+    Both break ties towards the smallest raster index of ``q``.
+    """
+    T, h, w, C = features.shape
+    if T < 2:
+        return torch.empty(0, h, w, dtype=torch.long, device=features.device)
+    if radius_sq is not None and radius_sq < 0:
+        raise InputError(f"CBR radius_sq must be >= 0 or None, got {radius_sq}.", "Use 2 (a 3x3 neighbourhood).")
+    if method == "auto":
+        method = "window" if radius_sq is not None and len(_window_offsets(radius_sq)) <= 49 else "matrix"
+    if method == "window" and radius_sq is None:
+        raise InputError("The window method needs a finite radius.", "Use method='matrix' for a global search.")
+    if method not in ("window", "matrix"):
+        raise InputError(f"Unknown correspondence method {method!r}.", "Use 'auto', 'window' or 'matrix'.")
+    fn = _normalise(features, dtype)
+    dev = features.device
+    if method == "window":
+        offs = _window_offsets(radius_sq)
+        r = max(max(abs(dy), abs(dx)) for dy, dx in offs)
+        a = fn[:-1]
+        b = torch.nn.functional.pad(fn[1:], (0, 0, r, r, r, r))  # zero pad w and h
+        ys = torch.arange(h, device=dev)[:, None]
+        xs = torch.arange(w, device=dev)[None, :]
+        sims = torch.empty(T - 1, h, w, len(offs), dtype=dtype, device=dev)
+        for o, (dy, dx) in enumerate(offs):  # raster order of q for a fixed p
+            s = (a * b[:, r + dy:r + dy + h, r + dx:r + dx + w]).sum(-1)
+            valid = (ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
+            sims[..., o] = s.masked_fill(~valid, float("-inf"))
+        best = sims.argmax(-1)  # first maximum = smallest raster index
+        off = torch.tensor(offs, device=dev, dtype=torch.long)
+        qy = ys + off[best][..., 0]
+        qx = xs + off[best][..., 1]
+        return qy * w + qx
+    flat = fn.reshape(T, h * w, C)
+    out = torch.empty(T - 1, h * w, dtype=torch.long, device=dev)
+    mask = None
+    if radius_sq is not None:
+        yy, xx = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
+        pos = torch.stack([yy.flatten(), xx.flatten()], 1)
+        mask = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1) > radius_sq
+    for j in range(T - 1):
+        s = flat[j] @ flat[j + 1].T
+        if mask is not None:
+            s = s.masked_fill(mask, float("-inf"))
+        out[j] = s.argmax(1)
+    return out.reshape(T - 1, h, w)
+
+
+def _compact(labels: torch.Tensor):
+    values, idx = torch.unique(labels, sorted=True, return_inverse=True)
+    return values, idx
+
+
+def cbr_refine(labels: torch.Tensor, features: torch.Tensor, radius_sq: Optional[float] = 2,
+               method: str = "auto", dtype=torch.float32) -> torch.Tensor:
+    """Paper Eqs 3-5 on one batch: refined labels [T, h, w] int64 (see module docstring)."""
+    _check(labels, features)
+    T, h, w = labels.shape
+    values, idx = _compact(labels.to(features.device))
+    L = values.numel()
+    if T == 1 or L == 1:
+        return labels.to(torch.long).clone()
+    nxt = correspondence_maps(features, radius_sq, method, dtype).reshape(T - 1, h * w)
+    idx = idx.reshape(T, h * w)
+    # Backward recursion over frames: votes and first-reach distance along trajectories.
+    onehot = torch.nn.functional.one_hot(idx[T - 1], L)
+    count = onehot.to(torch.int32)
+    first = torch.where(onehot.bool(), 0, T).to(torch.int32)
+    out = torch.empty(T, h * w, dtype=torch.long, device=features.device)
+    out[T - 1] = idx[T - 1]
+    for j in range(T - 2, -1, -1):
+        oh = torch.nn.functional.one_hot(idx[j], L).bool()
+        count = oh.to(torch.int32) + count[nxt[j]]
+        first = torch.where(oh, 0, torch.clamp(first[nxt[j]] + 1, max=T)).to(torch.int32)
+        key = count * (T + 1) - first  # most votes, then earliest reached
+        out[j] = key.argmax(1)
+    return values[out].reshape(T, h, w).to(device=labels.device, dtype=torch.long)
+
+
+def compat_trajectories(features: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """Authors' tracking (reference §7.2-7.4): cell index per frame ``[T, h*w]`` for the trajectories
+    starting at every cell of frame 0 (static first hop, frame-0 aux term, global argmax)."""
+    T, h, w, C = features.shape
+    n = h * w
+    fn = _normalise(features, dtype).reshape(T, n, C)
+    pos = torch.empty(T, n, dtype=torch.long, device=features.device)
+    pos[0] = torch.arange(n, device=features.device)
+    if T >= 2:
+        pos[1] = pos[0]  # t = 0: weight 0 on frame 1, argmax of frame-0 self-similarity = p_0
+    for t in range(1, T - 1):
+        src = fn[t][pos[t]]
+        sim = (t / (t + 1)) * (src @ fn[t + 1].T) + (1 / (t + 1)) * (src @ fn[0].T)
+        pos[t + 1] = sim.argmax(1)
+    return pos
+
+
+def cbr_refine_compat(labels: torch.Tensor, features: torch.Tensor, jump_threshold: int = 1,
+                      signed: bool = True, dtype=torch.float32) -> torch.Tensor:
+    """The authors' CBR (reference §7), exactly: see the module docstring."""
+    _check(labels, features)
+    T, h, w = labels.shape
+    dev = features.device
+    if T == 1:
+        return labels.to(torch.long).clone()
+    pos = compat_trajectories(features, dtype)  # [T, n]
+    n = h * w
+    y, x = pos // w, pos % w
+    dy, dx = y[1:] - y[:-1], x[1:] - x[:-1]
+    if not signed:
+        dy, dx = dy.abs(), dx.abs()
+    alive = ~((dy > jump_threshold) | (dx > jump_threshold)).any(0)  # [n]
+    values, idx = _compact(labels.to(dev))
+    L = values.numel()
+    idx = idx.reshape(T, n)
+    along = torch.gather(idx, 1, pos)  # [T, n] label index met by trajectory n in frame t
+    oh = torch.nn.functional.one_hot(along, L)  # [T, n, L]
+    count = oh.sum(0)
+    tt = torch.arange(T, device=dev)[:, None, None]
+    first = torch.where(oh.bool(), tt, T).amin(0)
+    vote = (count * (T + 1) - first).argmax(1)  # [n]; ties -> first reached in frame order
+    out = idx.clone()
+    traj = torch.arange(n, device=dev)
+    for t in range(T):  # last trajectory (raster order of its start) wins on converging cells
+        winner = torch.full((n,), -1, dtype=torch.long, device=dev)
+        winner.scatter_reduce_(0, pos[t][alive], traj[alive], reduce="amax", include_self=True)
+        hit = winner >= 0
+        out[t][hit] = vote[winner[hit]]
+    return values[out].reshape(T, h, w).to(device=labels.device, dtype=torch.long)

@@ -1,0 +1,223 @@
+"""Naming clusters: reference-mask vote, stable cluster numbering, and the label table (reference §5.1, §6).
+
+Paper protocol: KMeans clusters of the reference frame (first frame by default)
+are named by the first-frame ground truth.  Here:
+
+* the reference mask is resized to the feature grid with NEAREST (pixel-centre
+  sampling, ``src = floor((i + 0.5) * in / out)``, bit-identical to PIL's NEAREST); a mask
+  whose size differs from the frames is resized too, with a warning; a mask
+  already at the grid size is used as is;
+* every cluster present in the reference frame takes the majority reference
+  value among its cells; **ties go to the smallest value** (``np.unique`` +
+  ``argmax``, as the authors);
+* void/ignore values (default ``{255}``) never vote unless ``assign_void=True``;
+  a cluster that wins no label (all its cells void, or absent from the
+  reference frame) is reported in ``unassigned_clusters`` and its tokens are not
+  used to train the context model, so a label absent from the reference can
+  never appear; reference labels that win no cluster are reported in
+  ``lost_labels`` (they are lost for the whole video, as in the authors' code);
+* a reference with no non-void value is an :class:`InputError`;
+* without a reference the cluster ids are the labels, renumbered 0, 1, ... in
+  order of first appearance in raster order of the reference frame.
+
+:class:`LabelTable` carries, for every label value that can appear, its name
+and a colour from the fixed PASCAL VOC / DAVIS palette (indexed by value, so a
+DAVIS mask's object 1 is drawn in the same dark red as in DAVIS), so later
+stages and the ComfyUI nodes colour and select regions consistently over the
+whole video.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+DEFAULT_VOID = (255,)
+
+
+# ---------------------------------------------------------------- palette
+def palette_color(value: int) -> Tuple[int, int, int]:
+    """PASCAL VOC / DAVIS palette colour of ``value`` (bit-interleaving; any non-negative int)."""
+    v = int(value)
+    if v < 0:
+        raise InputError(f"Label values must be non-negative for the palette, got {v}.", "Use ids >= 0.")
+    r = g = b = 0
+    shift = 7
+    while v and shift >= 0:
+        r |= ((v >> 0) & 1) << shift
+        g |= ((v >> 1) & 1) << shift
+        b |= ((v >> 2) & 1) << shift
+        v >>= 3
+        shift -= 1
+    return r, g, b
+
+
+@dataclass(frozen=True)
+class LabelEntry:
+    """One label: position in the table, the value written in label maps, a name and a colour."""
+
+    index: int
+    value: int
+    name: str
+    color: Tuple[int, int, int]
+
+
+@dataclass
+class LabelTable:
+    """The labels a coarse segmentation can contain, in ascending value order."""
+
+    entries: List[LabelEntry] = field(default_factory=list)
+    kind: str = "label"  # "label" (named from a reference) or "cluster" (no reference)
+
+    @classmethod
+    def from_values(cls, values: Iterable[int], names: Optional[Dict[int, str]] = None,
+                    kind: str = "label") -> "LabelTable":
+        vals = sorted({int(v) for v in values})
+        names = names or {}
+        prefix = "cluster" if kind == "cluster" else "label"
+        return cls([LabelEntry(i, v, str(names.get(v, f"{prefix} {v}")), palette_color(v))
+                    for i, v in enumerate(vals)], kind)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self):
+        return iter(self.entries)
+
+    @property
+    def values(self) -> List[int]:
+        return [e.value for e in self.entries]
+
+    def entry(self, value: int) -> LabelEntry:
+        for e in self.entries:
+            if e.value == int(value):
+                return e
+        raise InputError(f"Label {value} is not in this label table ({self.values}).",
+                         "Pick one of the table's values.")
+
+    def color_of(self, value: int) -> Tuple[int, int, int]:
+        return self.entry(value).color
+
+    def name_of(self, value: int) -> str:
+        return self.entry(value).name
+
+    def colorize(self, labels) -> torch.Tensor:
+        """uint8 RGB ``[..., 3]`` image of a label map; values outside the table are black."""
+        lab = torch.as_tensor(labels).long()
+        out = torch.zeros(*lab.shape, 3, dtype=torch.uint8)
+        for e in self.entries:
+            out[lab == e.value] = torch.tensor(e.color, dtype=torch.uint8)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "entries": [
+            {"index": e.index, "value": e.value, "name": e.name, "color": list(e.color)} for e in self.entries]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LabelTable":
+        return cls([LabelEntry(int(e["index"]), int(e["value"]), str(e["name"]), tuple(int(c) for c in e["color"]))
+                    for e in d["entries"]], d.get("kind", "label"))
+
+
+# ---------------------------------------------------------------- reference masks
+def _nearest_index(n_in: int, n_out: int) -> np.ndarray:
+    # source index of output i: floor((i + 0.5) * (n_in / n_out)), with the position accumulated by
+    # repeated float64 addition as PIL does (matches Image.resize(..., NEAREST) exactly, also where
+    # (i + 0.5) * scale lands on an integer)
+    scale = n_in / n_out
+    steps = np.full(n_out, scale, dtype=np.float64)
+    steps[0] = 0.5 * scale
+    return np.minimum(np.add.accumulate(steps).astype(np.int64), n_in - 1)
+
+
+def resize_nearest(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+    """Nearest resize of an integer map to ``size = (h, w)``, pixel-centre sampling identical to PIL NEAREST."""
+    H, W = mask.shape
+    h, w = size
+    return mask[_nearest_index(H, h)[:, None], _nearest_index(W, w)[None, :]]
+
+
+def prepare_reference(reference, grid: Tuple[int, int], frame_size: Optional[Tuple[int, int]] = None,
+                      void_values: Sequence[int] = DEFAULT_VOID, assign_void: bool = False) -> np.ndarray:
+    """Validate a reference label mask ``[H, W]`` and bring it to the feature grid (int64 ``[h, w]``)."""
+    if isinstance(reference, torch.Tensor):
+        ref = reference.detach().cpu().numpy()
+    else:
+        try:
+            ref = np.asarray(reference)
+        except Exception as exc:
+            raise InputError(f"Cannot read the reference mask ({type(reference).__name__}): {exc}.",
+                             "Pass a 2-D array of label ids.") from exc
+    if ref.ndim == 3 and ref.shape[-1] == 1:
+        ref = ref[..., 0]
+    if ref.ndim != 2:
+        raise InputError(f"The reference mask must be 2-D [H, W] label ids; got shape {ref.shape}.",
+                         "Load palette PNGs as indices (PIL mode 'P'), not as RGB.")
+    if ref.size == 0:
+        raise InputError("The reference mask is empty.", "Give the label mask of the reference frame.")
+    if ref.dtype == bool:
+        ref = ref.astype(np.int64)
+    if not np.issubdtype(ref.dtype, np.integer):
+        if not np.issubdtype(ref.dtype, np.floating) or not np.all(np.isfinite(ref)) or np.any(ref != np.round(ref)):
+            raise InputError(f"The reference mask must hold integer label ids, got dtype {ref.dtype}.",
+                             "Load the mask as palette indices / integer ids.")
+    ref = ref.astype(np.int64)
+    if ref.min() < 0:
+        raise InputError(f"The reference mask has negative values ({int(ref.min())}).", "Use label ids >= 0.")
+    grid = (int(grid[0]), int(grid[1]))
+    if ref.shape != grid:
+        if frame_size is not None and tuple(ref.shape) != tuple(frame_size):
+            warnings.warn(f"Reference mask is {ref.shape[1]}x{ref.shape[0]} but the frames are "
+                          f"{frame_size[1]}x{frame_size[0]}; resizing it (nearest) to the feature grid "
+                          f"{grid[1]}x{grid[0]}.", UserWarning, stacklevel=3)
+        ref = resize_nearest(ref, grid)
+    if not assign_void and np.isin(ref, list(void_values)).all():
+        raise InputError(f"The reference mask has no labels at the feature grid: every cell is void "
+                         f"({sorted(set(int(v) for v in void_values))}).",
+                         "Give a mask with at least one labelled region, or allow void (assign_void=True).")
+    return ref
+
+
+@dataclass
+class ClusterAssignment:
+    """Result of naming KMeans clusters: ``mapping`` cluster id -> label value."""
+
+    mapping: Dict[int, int]
+    unassigned_clusters: List[int]
+    lost_labels: List[int]
+    kind: str  # "label" or "cluster"
+
+
+def assign_labels(clusters, num_clusters: int, reference: Optional[np.ndarray] = None,
+                  void_values: Sequence[int] = DEFAULT_VOID, assign_void: bool = False) -> ClusterAssignment:
+    """Name the clusters of the reference frame (``clusters`` [h, w]) from ``reference`` [h, w] (at grid size).
+
+    Without a reference: cluster ids renumbered by first appearance in raster order.
+    """
+    cl = np.asarray(torch.as_tensor(clusters).cpu().numpy() if isinstance(clusters, torch.Tensor) else clusters)
+    cl = cl.astype(np.int64).reshape(-1)
+    if reference is None:
+        order = list(dict.fromkeys(cl.tolist()))  # first appearance, raster order
+        mapping = {c: i for i, c in enumerate(order)}
+        return ClusterAssignment(mapping, [c for c in range(num_clusters) if c not in mapping], [], "cluster")
+    ref = np.asarray(reference, dtype=np.int64).reshape(-1)
+    if ref.shape != cl.shape:
+        raise InputError(f"Reference ({ref.size} cells) and cluster map ({cl.size} cells) differ in size.",
+                         "Resize the reference to the feature grid with prepare_reference.")
+    voting = np.ones_like(ref, dtype=bool) if assign_void else ~np.isin(ref, list(void_values))
+    mapping: Dict[int, int] = {}
+    for c in np.unique(cl):
+        vals = ref[(cl == c) & voting]
+        if vals.size == 0:
+            continue
+        uniq, counts = np.unique(vals, return_counts=True)
+        mapping[int(c)] = int(uniq[np.argmax(counts)])  # ties -> smallest value
+    ref_labels = sorted(set(ref[voting].tolist()))
+    won = set(mapping.values())
+    return ClusterAssignment(mapping, [c for c in range(num_clusters) if c not in mapping],
+                             [v for v in ref_labels if v not in won], "label")
