@@ -375,6 +375,11 @@ def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame
     settings = settings or ModulationSettings()
     plan = settings.resolve(backbone)
     coarse, ids, frame_size = _check_inputs(backbone, inputs, coarse, label_ids, frame_size)
+    if ids.numel() == 1 and not settings.return_difference_maps:
+        # argmax over a single label is that label: no pass can change it
+        T = coarse.shape[0]
+        labels = torch.full((T,) + tuple(frame_size), int(ids[0]), dtype=torch.long)
+        return ModulationResult(labels, ids.clone(), None, {"chunks": [], "skipped": "single label"})
     with torch.inference_mode():
         job = _BatchModulation(backbone, inputs, coarse, ids, frame_size, plan, progress, cancel)
         return job.run()

@@ -1,0 +1,142 @@
+"""Fast mode: coarse label probabilities upsampled with a colour guided filter (no diffusion passes).
+
+For previews and long videos.  Per frame, with the frame ``I`` (RGB, 0..1) as
+guide and ``p_l`` the one-hot of label ``l`` at the coarse grid (optionally
+softened by a Gaussian of ``softness`` cells) bilinearly upsampled:
+
+    q_l = mean(a_l)ᵀ·I + mean(b_l),   a_l = (Σ_I + ε·U)⁻¹ cov(I, p_l),   b_l = mean(p_l) − a_lᵀ mean(I)
+
+(He, Sun & Tang, "Guided Image Filtering", colour version), computed at
+1/``subsample`` resolution with the coefficients bilinearly upsampled ("Fast
+Guided Filter", He & Sun 2015), then ``argmax_l q_l`` with ties to the lowest
+label.  Box means use clipped windows at the borders (``avg_pool2d`` with
+``count_include_pad=False``).  Everything is torch, on the frames' device.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from .base import UpsampleContext, Upsampler, check_upsample_inputs
+
+
+def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean over the ``(2r+1)²`` window clipped to the image, ``x [N,C,H,W]``."""
+    if r < 1:
+        return x
+    rh, rw = min(r, x.shape[-2] - 1), min(r, x.shape[-1] - 1)
+    if rw > 0:
+        x = F.avg_pool2d(x, (1, 2 * rw + 1), stride=1, padding=(0, rw), count_include_pad=False)
+    if rh > 0:
+        x = F.avg_pool2d(x, (2 * rh + 1, 1), stride=1, padding=(rh, 0), count_include_pad=False)
+    return x
+
+
+def guided_filter_color(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+    """Colour guided filter coefficients' means: returns ``(mean_a [N,3,L,H,W], mean_b [N,L,H,W])``.
+
+    ``guide [N,3,H,W]``, ``src [N,L,H,W]``; the filtered output is ``Σ_c mean_a[:,c]·I_c + mean_b``.
+    """
+    n, _, H, W = guide.shape
+    L = src.shape[1]
+    mI = box_mean(guide, radius)  # [N,3,H,W]
+    mp = box_mean(src, radius)  # [N,L,H,W]
+    prod = (guide.unsqueeze(2) * src.unsqueeze(1)).reshape(n, 3 * L, H, W)
+    cov_Ip = box_mean(prod, radius).reshape(n, 3, L, H, W) - mI.unsqueeze(2) * mp.unsqueeze(1)
+    # Σ_I: 6 unique entries of the symmetric 3x3 covariance
+    pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+    ii = torch.stack([guide[:, a] * guide[:, b] for a, b in pairs], 1)
+    var = box_mean(ii, radius) - torch.stack([mI[:, a] * mI[:, b] for a, b in pairs], 1)
+    rr, rg, rb, gg, gb, bb = (var[:, i] for i in range(6))
+    rr, gg, bb = rr + eps, gg + eps, bb + eps
+    # inverse of the symmetric matrix by its adjugate
+    i_rr = gg * bb - gb * gb
+    i_rg = gb * rb - rg * bb
+    i_rb = rg * gb - gg * rb
+    i_gg = rr * bb - rb * rb
+    i_gb = rb * rg - rr * gb
+    i_bb = rr * gg - rg * rg
+    det = rr * i_rr + rg * i_rg + rb * i_rb
+    inv = torch.stack([torch.stack([i_rr, i_rg, i_rb], 1), torch.stack([i_rg, i_gg, i_gb], 1),
+                       torch.stack([i_rb, i_gb, i_bb], 1)], 1) / det[:, None, None]  # [N,3,3,H,W]
+    a = torch.einsum("ncdhw,ndlhw->nclhw", inv, cov_Ip)  # [N,3,L,H,W]
+    b = mp - (a * mI.unsqueeze(2)).sum(1)
+    mean_a = box_mean(a.reshape(n, 3 * L, H, W), radius).reshape(n, 3, L, H, W)
+    mean_b = box_mean(b, radius)
+    return mean_a, mean_b
+
+
+class GuidedFilterUpsampler(Upsampler):
+    """Edge-aware upsampling of the coarse labels guided by the frame (no backbone needed).
+
+    ``radius``: window radius in full-resolution pixels (None: one coarse cell);
+    ``eps``: regularisation on the 0..1 colour scale (smaller = follows colour
+    edges more closely); ``subsample``: work at 1/subsample resolution (None:
+    about radius/4); ``softness``: Gaussian σ in coarse cells applied to the
+    one-hot before upsampling (0 = off).
+    """
+
+    name = "guided_filter"
+
+    def __init__(self, radius: Optional[int] = None, eps: float = 1e-4, subsample: Optional[int] = None,
+                 softness: float = 0.0):
+        if radius is not None and int(radius) < 1:
+            raise InputError(f"Guided filter radius {radius} must be at least 1.", "Use None (one coarse cell) or >= 1.")
+        if not eps > 0:
+            raise InputError(f"Guided filter eps {eps} must be positive.", "Use e.g. 1e-3.")
+        if subsample is not None and int(subsample) < 1:
+            raise InputError(f"subsample {subsample} must be at least 1.", "Use None (automatic) or >= 1.")
+        if softness < 0:
+            raise InputError(f"softness {softness} must be >= 0.", "Use 0 (off) or a few tenths of a cell.")
+        self.radius, self.eps, self.subsample, self.softness = radius, float(eps), subsample, float(softness)
+
+    def parameters_for(self, frame_hw, coarse_hw):
+        cell = max(frame_hw[0] / coarse_hw[0], frame_hw[1] / coarse_hw[1])
+        r = int(self.radius) if self.radius is not None else max(1, int(round(cell)))
+        s = int(self.subsample) if self.subsample is not None else max(1, r // 4)
+        return r, s
+
+    def _soft_onehot(self, coarse_t: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        p = (coarse_t.unsqueeze(0) == ids.view(-1, 1, 1)).float().unsqueeze(0)  # [1,L,h,w]
+        if self.softness > 0:
+            from ..modulation.difference import gaussian_blur
+
+            k = 2 * int(max(1, round(3 * self.softness))) + 1
+            p = gaussian_blur(p, k, self.softness)
+        return p
+
+    @torch.no_grad()
+    def upsample(self, frames, coarse, label_ids=None, context: Optional[UpsampleContext] = None) -> torch.Tensor:
+        coarse, ids = check_upsample_inputs(frames, coarse, label_ids)
+        T, H, W = frames.shape[:3]
+        dev = frames.device
+        ids_d = ids.to(dev)
+        if ids.numel() == 1:
+            return torch.full((T, H, W), int(ids[0]), dtype=torch.long, device=dev)
+        r, s = self.parameters_for((H, W), coarse.shape[1:])
+        hs, ws = max(1, round(H / s)), max(1, round(W / s))
+        rs = max(1, round(r / s))
+        out = torch.empty((T, H, W), dtype=torch.long, device=dev)
+        for t in range(T):
+            if context is not None and context.cancel is not None and context.cancel():
+                from ..modulation import ModulationCancelled
+
+                raise ModulationCancelled("Upsampling was cancelled.", "Run again when ready.")
+            guide = frames[t].to(torch.float32).permute(2, 0, 1).unsqueeze(0)  # [1,3,H,W] (a new tensor)
+            guide_lo = F.interpolate(guide, (hs, ws), mode="bilinear", align_corners=False, antialias=s > 1)
+            p_lo = F.interpolate(self._soft_onehot(coarse[t].to(dev), ids_d), (hs, ws), mode="bilinear",
+                                 align_corners=False)
+            mean_a, mean_b = guided_filter_color(guide_lo, p_lo, rs, self.eps)
+            L = p_lo.shape[1]
+            if (hs, ws) != (H, W):
+                mean_a = F.interpolate(mean_a.reshape(1, 3 * L, hs, ws), (H, W), mode="bilinear",
+                                       align_corners=False).reshape(1, 3, L, H, W)
+                mean_b = F.interpolate(mean_b, (H, W), mode="bilinear", align_corners=False)
+            q = (mean_a * guide.unsqueeze(2)).sum(1) + mean_b  # [1,L,H,W]
+            out[t] = ids_d[q[0].argmax(0)]
+            if context is not None and context.progress is not None:
+                context.progress(t + 1, T)
+        return out
