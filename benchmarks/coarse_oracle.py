@@ -10,6 +10,14 @@ with the overlapping tail.  Scores against the grid-level ground truth
 42 windows).  Frames 1-49 are OSVOS predictions (pseudo ground truth): these
 are regression figures for the coarse stage, not benchmark results.
 
+Reading the table: the oracle correspondence features carry no position or
+texture, only the class, so (a) the paper's local search picks a random
+same-class neighbour and trajectories random-walk inside a class region, and
+(b) the authors' global search jumps anywhere in the class and the jump filter
+drops every trajectory, so "compat" equals "KNN only" here.  Majority voting
+raises mVC_8 but erodes a class whose per-cell KNN recall is below ~50 %
+(the swan at sigma >= 0.5), which lowers mIoU.
+
     python benchmarks/coarse_oracle.py [--sigmas 0.1 0.3 0.5 0.7 1.0] [--n-init 10]
 """
 from __future__ import annotations

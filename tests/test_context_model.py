@@ -181,6 +181,22 @@ def test_reference_labels_and_table():
     assert set(cs.unassigned_clusters).isdisjoint(cs.meta["cluster_to_label"])
     rgb = cs.colorize()
     assert rgb.shape == (14, 6, 8, 3)
+    v = cs.table.values[0]
+    assert torch.equal(cs.masks(v), cs.labels == v)
+    oh = cs.one_hot()
+    assert oh.shape == (14, len(cs.table), 6, 8) and bool((oh.sum(1) <= 1).all())
+    assert cs.slice(2, 5).labels.shape == (3, 6, 8)
+    with pytest.raises(InputError):
+        cs.masks(3)
+    with pytest.raises(InputError):
+        cs.slice(5, 2)
+
+
+def test_half_precision_features():
+    feats, gt = _video(N=16, seed=10)
+    half = VideoFeatures(feats.aggregated.half(), feats.correspondence.half(), feats.frame_size, feats.work_size)
+    cs = coarse_segment(half, k=6, n_init=2, reference=gt[0].numpy())
+    assert (cs.labels == gt).float().mean() > 0.9
 
 
 def test_without_reference_labels_are_renumbered_clusters():
