@@ -170,15 +170,36 @@ class SceneContext:
                         device=self.device)
         clusters = km.labels.reshape(T, h, w)[int(reference_frame)]
         assignment = assign_labels(clusters, num_clusters, ref, void_values, assign_void)
-        lut = torch.full((num_clusters,), -1, dtype=torch.long)
+        self.kmeans_inertia = km.inertia
+        return self.init_from_assignment(feats[int(reference_frame)], clusters, assignment, names)
+
+    def init_from_assignment(self, frame_features: torch.Tensor, clusters: torch.Tensor,
+                             assignment: ClusterAssignment, names: Optional[Dict[int, str]] = None,
+                             table: Optional[LabelTable] = None) -> LabelTable:
+        """The second half of :meth:`init`, for callers that ran KMeans and named the clusters themselves
+        (the ComfyUI stage nodes): fit the KNN on the reference frame's tokens ``frame_features`` [h, w, C]
+        labelled through ``assignment`` from its cluster map ``clusters`` [h, w].  Returns the label table
+        (``table`` if given, else built from the assignment and ``names``)."""
+        if not isinstance(frame_features, torch.Tensor) or frame_features.ndim != 3:
+            raise InputError(f"Reference-frame features must be [h, w, C]; got "
+                             f"{tuple(getattr(frame_features, 'shape', ())) or type(frame_features).__name__}.",
+                             "Pass the features of the frame the clusters were named on.")
+        feats = self._check_features(frame_features[None], "reference-frame features", first=True)[0]
+        h, w, C = feats.shape
+        clusters = torch.as_tensor(clusters).long().cpu()
+        if tuple(clusters.shape) != (h, w):
+            raise InputError(f"The cluster map {tuple(clusters.shape)} does not match the feature grid {(h, w)}.",
+                             "Use the clusters and features of the same frame.")
+        size = max([int(clusters.max()) + 1] + [int(c) + 1 for c in assignment.mapping])
+        lut = torch.full((size,), -1, dtype=torch.long)
         for c, v in assignment.mapping.items():
             lut[c] = v
         lab = lut[clusters.reshape(-1)]
         keep = lab >= 0
-        self.knn.fit(feats[int(reference_frame)].reshape(-1, C)[keep], lab[keep])
+        self.knn.fit(feats.reshape(-1, C)[keep], lab[keep])
         self.assignment = assignment
-        self.kmeans_inertia = km.inertia
-        self.table = LabelTable.from_values(assignment.mapping.values(), names, assignment.kind)
+        self.table = table if table is not None else LabelTable.from_values(assignment.mapping.values(), names,
+                                                                            assignment.kind)
         self.grid, self.channels = (h, w), C
         self.steps = 0
         return self.table

@@ -57,6 +57,43 @@ def palette_color(value: int) -> Tuple[int, int, int]:
     return r, g, b
 
 
+def label_ids_from_rgb(rgb, tolerance: float = 24.0) -> np.ndarray:
+    """Label ids ``[H, W]`` int64 of a label map stored as colours ``[H, W, 3]`` (uint8, or float in 0..1).
+
+    * Greyscale (R = G = B everywhere): the grey level is the id; a pure black-and-white image
+      (only 0 and 255) is a binary mask, so white becomes 1 (not the void value 255).
+    * Colour: each colour is mapped to the palette index (:func:`palette_color`, DAVIS / VOC) whose
+      colour is nearest, as long as it is within ``tolerance`` (Euclidean, 0..255 scale: absorbs
+      compression noise); other colours are an :class:`InputError`.
+    """
+    arr = rgb.detach().cpu().numpy() if isinstance(rgb, torch.Tensor) else np.asarray(rgb)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise InputError(f"A colour label image must be [H, W, 3]; got shape {arr.shape}.",
+                         "Pass one RGB image (e.g. a palette PNG loaded with Load Image).")
+    arr = arr[..., :3]
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)):
+            raise InputError("The label image contains NaN or infinite values.", "Pass an RGB image in 0..1.")
+        arr = np.clip(np.round(arr * 255.0), 0, 255)
+    arr = arr.astype(np.int64)
+    if (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all():
+        grey = arr[..., 0]
+        if set(np.unique(grey).tolist()) <= {0, 255}:
+            return (grey == 255).astype(np.int64)
+        return grey
+    colours, inverse = np.unique(arr.reshape(-1, 3), axis=0, return_inverse=True)
+    palette = np.array([palette_color(v) for v in range(256)], dtype=np.int64)
+    d = ((colours[:, None, :] - palette[None, :, :]) ** 2).sum(-1)
+    ids = d.argmin(1)
+    far = np.sqrt(d[np.arange(len(colours)), ids]) > tolerance
+    if far.any():
+        bad = ", ".join(str(tuple(int(c) for c in col)) for col in colours[far][:5])
+        raise InputError(f"The label image has colours that are not label colours of the DAVIS / VOC palette: {bad}.",
+                         "Give the labels as a palette PNG (DAVIS / VOC colours) or a greyscale image of ids, "
+                         "or draw the object as a MASK instead.")
+    return ids[inverse.reshape(-1)].reshape(arr.shape[:2]).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class LabelEntry:
     """One label: position in the table, the value written in label maps, a name and a colour."""

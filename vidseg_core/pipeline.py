@@ -123,18 +123,26 @@ class VideoSegmenter:
     """
 
     def __init__(self, backbone: Backbone, settings: Optional[SegmentSettings] = None,
-                 progress: Optional[Progress] = None):
+                 progress: Optional[Progress] = None, cancel: Optional[Callable[[], bool]] = None):
         self.backbone = backbone
         self.settings = settings or SegmentSettings()
         if self.settings.mode not in MODES:
             raise InputError(f"Unknown mode {self.settings.mode!r}.", "Use 'quality' or 'fast'.")
         self.progress = progress
+        #: cancel() -> True stops the run (checked per batch and per modulation step); it may also raise itself
+        self.cancel = cancel
         self.summary: Optional[SegmentSummary] = None
 
     # ------------------------------------------------------------------ helpers
     def _tick(self, done: int, total: int, stage: str) -> None:
         if self.progress is not None:
             self.progress(done, total, stage)
+
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel():
+            from .modulation import ModulationCancelled
+
+            raise ModulationCancelled("Segmentation was cancelled.", "Run again when ready.")
 
     def _features(self, frames: torch.Tensor):
         inputs = prepare_batch(self.backbone, frames, self.settings.seed)
@@ -175,6 +183,7 @@ class VideoSegmenter:
             seconds["features"] += time.perf_counter() - t
             self._init_context(context, agg, s.reference_frame - ref_batch.start, frame_size)
         for b in batches:
+            self._check_cancel()
             t = time.perf_counter()
             frames = read(b.start, b.stop)
             seconds["read"] += time.perf_counter() - t
@@ -192,10 +201,11 @@ class VideoSegmenter:
             off = b.write_offset
             if s.mode == "quality":
                 ctx = UpsampleContext(backbone=bb, inputs=inputs, seed=s.seed,
-                                      progress=lambda d, n, _b=b: self._tick(_b.index * n + d, units * n, "modulation"))
+                                      progress=lambda d, n, _b=b: self._tick(_b.index * n + d, units * n, "modulation"),
+                                      cancel=self.cancel)
                 labels = upsampler.upsample(frames, coarse, ids, ctx)[off:]
             else:
-                labels = upsampler.upsample(frames[off:], coarse[off:], ids)
+                labels = upsampler.upsample(frames[off:], coarse[off:], ids, UpsampleContext(cancel=self.cancel))
             seconds["upsample"] += time.perf_counter() - t
             self._tick(b.index + 1, units, "batch")
             yield BatchResult(b, labels.cpu(), coarse[off:].cpu(), knn[off:].cpu())
@@ -214,11 +224,13 @@ class VideoSegmenter:
 
 
 def segment_video(backbone: Backbone, frames, settings: Optional[SegmentSettings] = None,
-                  progress: Optional[Progress] = None, keep_coarse: bool = False):
+                  progress: Optional[Progress] = None, keep_coarse: bool = False,
+                  cancel: Optional[Callable[[], bool]] = None):
     """Label maps ``[N,H,W]`` (int64) of a whole video held in memory, plus the run's summary.
 
     ``frames``: ``[N,H,W,3]`` in 0..1 or a :class:`~vidseg_core.video_io.FrameSource`.
-    With ``keep_coarse`` also returns the coarse maps ``[N,h,w]``.
+    With ``keep_coarse`` also returns the coarse maps ``[N,h,w]``.  ``cancel() -> True`` stops the run
+    (see :class:`VideoSegmenter`).
     """
     if isinstance(frames, torch.Tensor):
         from .video_io import frames_from_tensor
@@ -230,7 +242,7 @@ def segment_video(backbone: Backbone, frames, settings: Optional[SegmentSettings
             return tensor[a:b]
     else:
         n, size, read = len(frames), tuple(frames.frame_size), frames.read
-    seg = VideoSegmenter(backbone, settings, progress)
+    seg = VideoSegmenter(backbone, settings, progress, cancel)
     labels = coarse = None
     for res in seg.run(read, n, size):
         if labels is None:
