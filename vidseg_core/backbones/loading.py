@@ -36,6 +36,13 @@ _FAMILY_NAMES = {
 
 
 # ---------------------------------------------------------------- reading
+def _corrupt(path: Path, exc: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"Cannot read checkpoint {path.name}: the file is corrupt or truncated ({type(exc).__name__}: {exc}).",
+        "Download the file again and check its size / hash.",
+    )
+
+
 def read_checkpoint_shapes(path: Path) -> Dict[str, Tuple[int, ...]]:
     """Key -> shape of a checkpoint without loading its tensors (safetensors) ."""
     path = Path(path)
@@ -50,10 +57,7 @@ def read_checkpoint_shapes(path: Path) -> Dict[str, Tuple[int, ...]]:
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(
-            f"Cannot read checkpoint {path.name}: the file is corrupt or truncated ({type(exc).__name__}: {exc}).",
-            "Download the file again and check its size / hash.",
-        ) from exc
+        raise _corrupt(path, exc) from exc
 
 
 def load_state_dict(path: Path) -> Dict[str, "object"]:
@@ -75,10 +79,7 @@ def load_state_dict(path: Path) -> Dict[str, "object"]:
     except ModelLoadError:
         raise
     except Exception as exc:
-        raise ModelLoadError(
-            f"Cannot read checkpoint {path.name}: the file is corrupt or truncated ({type(exc).__name__}: {exc}).",
-            "Download the file again and check its size / hash.",
-        ) from exc
+        raise _corrupt(path, exc) from exc
 
 
 def detect_family(shapes: Dict[str, Tuple[int, ...]]) -> str:
