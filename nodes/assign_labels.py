@@ -1,0 +1,98 @@
+"""Assign Labels (``VidSegAssignLabels``): name the KMeans clusters of the reference frame (reference §5.1, §6)."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from ..vidseg_core.errors import InputError
+from ..vidseg_core.labels import LabelTable, assign_labels, prepare_reference
+from .convert import parse_names, reference_from_label_image, reference_from_mask
+from .sockets import VIDSEG_CLUSTERS, Clusters
+
+log = logging.getLogger("vidseg")
+
+MASK_NAMES = {0: "background", 1: "object"}
+
+
+class VidSegAssignLabels:
+    DESCRIPTION = (
+        "Names the KMeans clusters of the reference frame: each cluster takes the majority value of the reference "
+        "under it (a MASK drawn on the frame: 1 = object, 0 = background; or a label IMAGE with palette colours / "
+        "grey ids). Without a reference the cluster ids become the labels. Reference labels that win no cluster are "
+        "lost for the whole video (reported in the info output).")
+    CATEGORY = "VidSeg/stages"
+    FUNCTION = "assign"
+    RETURN_TYPES = (VIDSEG_CLUSTERS, "STRING")
+    RETURN_NAMES = ("clusters", "info")
+    OUTPUT_TOOLTIPS = ("The clusters with their label names and colours (the label table).",
+                       "What was assigned: labels, clusters without a label, reference labels that were lost.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clusters": (VIDSEG_CLUSTERS, {"tooltip": "Clusters from KMeans Init."}),
+                "frame_index": ("INT", {"default": -1, "min": -1, "max": 100000, "step": 1,
+                                        "tooltip": "Video frame the reference belongs to; -1 = KMeans Init's "
+                                                   "reference_frame. It must lie in the clustered batch."}),
+                "label_names": ("STRING", {"default": "", "multiline": False,
+                                           "tooltip": "Optional names, e.g. '1: swan, 0: water'. A MASK reference is "
+                                                      "named 0: background, 1: object by default."}),
+                "void_value": ("INT", {"default": 255, "min": -1, "max": 255, "step": 1,
+                                       "tooltip": "Reference value that never names a cluster (DAVIS / VSPW: 255); "
+                                                  "-1 = none."}),
+            },
+            "optional": {
+                "reference_mask": ("MASK", {"tooltip": "Mask of the object on the reference frame (e.g. painted in "
+                                                       "Load Image's mask editor); >= 0.5 is the object. One frame, or "
+                                                       "one per video frame (frame_index is used)."}),
+                "reference_labels": ("IMAGE", {"tooltip": "Or: a label map as an image (DAVIS / VOC palette colours, "
+                                                          "or grey levels = ids; black/white = 0/1)."}),
+            },
+        }
+
+    def assign(self, clusters, frame_index=-1, label_names="", void_value=255, reference_mask=None,
+               reference_labels=None):
+        if not isinstance(clusters, Clusters):
+            raise InputError(f"Expected VidSeg clusters, got {type(clusters).__name__}.",
+                             "Connect the output of KMeans Init.")
+        if reference_mask is not None and reference_labels is not None:
+            raise InputError("Both a reference mask and a reference label image are connected.",
+                             "Connect only one of them.")
+        frame = clusters.reference_frame if frame_index < 0 else int(frame_index)
+        cl = clusters.frame_clusters(frame)
+        void = () if void_value < 0 else (int(void_value),)
+        names = {}
+        ref = None
+        if reference_mask is not None:
+            ref = reference_from_mask(reference_mask, frame)
+            names = dict(MASK_NAMES)
+        elif reference_labels is not None:
+            ref = reference_from_label_image(reference_labels, frame)
+        if ref is not None:
+            ref = prepare_reference(ref, clusters.grid, clusters.frame_size, void)
+        names.update(parse_names(label_names))
+        assignment = assign_labels(cl, clusters.num_clusters, ref, void)
+        table = LabelTable.from_values(assignment.mapping.values(), names, assignment.kind)
+        if assignment.lost_labels:
+            log.warning("[VidSeg] reference labels %s won no KMeans cluster and are lost for the whole video; "
+                        "raise num_clusters.", assignment.lost_labels)
+        named = dataclasses.replace(clusters, reference_frame=frame, assignment=assignment, table=table,
+                                    meta={**clusters.meta, "reference": ref is not None})
+        return (named, self.describe(named))
+
+    @staticmethod
+    def describe(c: Clusters) -> str:
+        a, t = c.assignment, c.table
+        src = "the reference" if a.kind == "label" else "no reference (cluster ids are the labels)"
+        lines = [f"Frame {c.reference_frame}: {len(a.mapping)} of {c.num_clusters} clusters named from {src}; "
+                 f"{len(t)} labels: " + ", ".join(f"{e.value} ({e.name})" for e in t)]
+        if a.unassigned_clusters:
+            lines.append(f"Clusters without a label (not used): {a.unassigned_clusters}")
+        if a.lost_labels:
+            lines.append(f"Reference labels lost (no cluster won them; raise K): {a.lost_labels}")
+        return "\n".join(lines)
+
+
+NODE_CLASS_MAPPINGS = {"VidSegAssignLabels": VidSegAssignLabels}
+NODE_DISPLAY_NAME_MAPPINGS = {"VidSegAssignLabels": "Assign Labels (VidSeg)"}

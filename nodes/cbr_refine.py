@@ -1,0 +1,96 @@
+"""CBR Refine (``VidSegCBRRefine``): the refiner of the scene-context loop (paper §4.2, Eqs 3-5)."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..vidseg_core.batching import plan_batches
+from ..vidseg_core.errors import InputError
+from ..vidseg_core.refiners import CBRRefiner, NoRefiner
+from ..vidseg_core.video_features import VideoFeatures
+from . import comfy_bridge as cb
+from .sockets import VIDSEG_FEATURES, VIDSEG_LABELS, VIDSEG_REFINER, require_labels
+
+METHODS = ("cbr", "cbr_compat", "none")
+
+
+def make_refiner(method: str, radius_sq: float = 2.0, jump_threshold: int = 1, signed: bool = True):
+    if method == "cbr":
+        return CBRRefiner(radius_sq=None if radius_sq <= 0 else float(radius_sq))
+    if method == "cbr_compat":
+        return CBRRefiner(compat=True, jump_threshold=int(jump_threshold), signed=bool(signed))
+    if method == "none":
+        return NoRefiner()
+    raise InputError(f"Unknown refinement method {method!r}.", f"Use one of {', '.join(METHODS)}.")
+
+
+class VidSegCBRRefine:
+    DESCRIPTION = (
+        "Correspondence-based refinement (paper §4.2): each cell follows its best-matching cells (block-7 query "
+        "similarity) through the rest of the batch and takes the majority label along the track. Outputs the refiner "
+        "for KNN Context Model, where it refines every batch before the context model learns from it. With coarse "
+        "labels and features connected it also refines those labels directly.")
+    CATEGORY = "VidSeg/stages"
+    FUNCTION = "build"
+    RETURN_TYPES = (VIDSEG_REFINER, VIDSEG_LABELS)
+    RETURN_NAMES = ("refiner", "refined_labels")
+    OUTPUT_TOOLTIPS = ("The refinement step for KNN Context Model.",
+                       "The optional coarse labels refined batch by batch (None when they are not connected).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "method": (list(METHODS), {
+                    "default": "cbr",
+                    "tooltip": "cbr = the paper's Eqs 3-5; cbr_compat = the authors' published code (their quirks "
+                               "included); none = keep the KNN labels (ablation)."}),
+                "radius_sq": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 64.0, "step": 0.5,
+                                        "tooltip": "cbr: squared search radius in feature cells (2 = 3x3, the "
+                                                   "authors' 1-cell threshold); 0 = the whole frame."}),
+                "jump_threshold": ("INT", {"default": 1, "min": 0, "max": 64, "step": 1,
+                                           "tooltip": "cbr_compat: a track is dropped when it jumps more cells "
+                                                      "than this between frames."}),
+                "signed": ("BOOLEAN", {"default": True,
+                                       "tooltip": "cbr_compat: the authors' signed jump test (on) or the absolute "
+                                                  "one (off)."}),
+            },
+            "optional": {
+                "coarse_labels": (VIDSEG_LABELS, {"tooltip": "Coarse labels to refine directly (optional)."}),
+                "features": (VIDSEG_FEATURES, {"tooltip": "The features of the same video (needed with "
+                                                          "coarse_labels)."}),
+            },
+        }
+
+    def build(self, method="cbr", radius_sq=2.0, jump_threshold=1, signed=True, coarse_labels=None, features=None):
+        refiner = make_refiner(method, radius_sq, jump_threshold, signed)
+        if coarse_labels is None and features is None:
+            return (refiner, None)
+        if coarse_labels is None or features is None:
+            raise InputError("Refining labels needs both coarse_labels and features.",
+                             "Connect both, or neither (then only the refiner is output).")
+        labels = require_labels(coarse_labels)
+        if not isinstance(features, VideoFeatures):
+            raise InputError(f"Expected VidSeg features, got {type(features).__name__}.",
+                             "Connect the output of Extract Block Features.")
+        if not labels.coarse or tuple(labels.labels.shape) != (features.num_frames,) + features.grid:
+            raise InputError(f"The labels {tuple(labels.labels.shape)} are not coarse maps of these features "
+                             f"({features.num_frames} frames, grid {features.grid}).",
+                             "Connect the coarse labels from KNN Context Model and the features they came from.")
+        n = labels.num_frames
+        batch_size = int(labels.meta.get("batch_size") or features.meta.get("batch_size") or 14)
+        batches = plan_batches(n, batch_size)
+        progress = cb.Progress(len(batches))
+        out = torch.empty_like(labels.labels)
+        for b in batches:
+            progress(b.index, len(batches))
+            ref = refiner.refine(labels.labels[b.start:b.stop], features.correspondence[b.start:b.stop].float())
+            out[b.write_start:b.stop] = ref[b.write_offset:].cpu()
+        progress(len(batches), len(batches))
+        refined = dataclasses.replace(labels, labels=out, meta={**labels.meta, "refined_again": repr(refiner)})
+        return (refiner, refined)
+
+
+NODE_CLASS_MAPPINGS = {"VidSegCBRRefine": VidSegCBRRefine}
+NODE_DISPLAY_NAME_MAPPINGS = {"VidSegCBRRefine": "CBR Refine (VidSeg)"}

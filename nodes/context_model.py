@@ -1,0 +1,89 @@
+"""KNN Context Model (``VidSegKNNContextModel``): coarse labels of the whole video (paper §4.1-4.2).
+
+The loop: the KNN is fitted on the named reference frame; each batch is labelled
+by the KNN, refined (CBR), and the refined labels become the KNN's new training
+set for the next batch (reference §5.3).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..vidseg_core.batching import plan_batches
+from ..vidseg_core.context_model import SceneContext
+from ..vidseg_core.errors import InputError
+from ..vidseg_core.labels import LabelTable, assign_labels
+from ..vidseg_core.refiners import CBRRefiner, Refiner
+from ..vidseg_core.video_features import VideoFeatures
+from . import comfy_bridge as cb
+from .sockets import VIDSEG_CLUSTERS, VIDSEG_FEATURES, VIDSEG_LABELS, VIDSEG_REFINER, Clusters, Labels
+
+
+class VidSegKNNContextModel:
+    DESCRIPTION = (
+        "The scene context model (paper §4.1): a KNN (k = 4) over feature tokens, fitted on the named reference frame, "
+        "labels each batch; the refiner (CBR Refine; default: the paper's CBR) corrects the batch and the corrected "
+        "labels refit the KNN for the next batch. Output: coarse label maps at the feature grid (frame size / 16).")
+    CATEGORY = "VidSeg/stages"
+    FUNCTION = "propagate"
+    RETURN_TYPES = (VIDSEG_LABELS,)
+    RETURN_NAMES = ("coarse_labels",)
+    OUTPUT_TOOLTIPS = ("Coarse label maps [T, H/16, W/16] of every frame with the label table.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "features": (VIDSEG_FEATURES, {"tooltip": "Features from Extract Block Features."}),
+                "clusters": (VIDSEG_CLUSTERS, {"tooltip": "Named clusters from Assign Labels (unnamed clusters from "
+                                                          "KMeans Init use the cluster ids as labels)."}),
+                "n_neighbors": ("INT", {"default": 4, "min": 1, "max": 64, "step": 1,
+                                        "tooltip": "k of the KNN classifier (authors: 4)."}),
+                "implementation": (["torch", "sklearn"], {
+                    "default": "torch", "tooltip": "torch runs on ComfyUI's device; sklearn is the CPU reference."}),
+            },
+            "optional": {
+                "refiner": (VIDSEG_REFINER, {"tooltip": "Refinement from CBR Refine; not connected = the paper's CBR."}),
+            },
+        }
+
+    def propagate(self, features, clusters, n_neighbors=4, implementation="torch", refiner=None):
+        if not isinstance(features, VideoFeatures):
+            raise InputError(f"Expected VidSeg features, got {type(features).__name__}.",
+                             "Connect the output of Extract Block Features.")
+        if not isinstance(clusters, Clusters):
+            raise InputError(f"Expected VidSeg clusters, got {type(clusters).__name__}.",
+                             "Connect the output of Assign Labels (or KMeans Init).")
+        if refiner is not None and not isinstance(refiner, Refiner):
+            raise InputError(f"Expected a VidSeg refiner, got {type(refiner).__name__}.", "Connect CBR Refine.")
+        n = features.num_frames
+        if clusters.grid != features.grid or clusters.batch_stop > n:
+            raise InputError(f"The clusters (grid {clusters.grid}, frames up to {clusters.batch_stop}) do not belong "
+                             f"to these features (grid {features.grid}, {n} frames).",
+                             "Use clusters computed from the same features.")
+        assignment, table = clusters.assignment, clusters.table
+        frame = clusters.reference_frame
+        if assignment is None:  # not named: cluster ids are the labels
+            assignment = assign_labels(clusters.frame_clusters(frame), clusters.num_clusters)
+            table = LabelTable.from_values(assignment.mapping.values(), None, assignment.kind)
+        batch_size = int(clusters.meta.get("batch_size") or features.meta.get("batch_size") or 14)
+        batches = plan_batches(n, batch_size)
+        progress = cb.Progress(n)
+        progress(0, n)
+        ctx = SceneContext(n_neighbors, refiner if refiner is not None else CBRRefiner(), cb.torch_device(),
+                           implementation)
+        ctx.init_from_assignment(features.aggregated[frame], clusters.frame_clusters(frame), assignment, table=table)
+        h, w = features.grid
+        out = torch.empty(n, h, w, dtype=torch.long)
+        for b in batches:
+            progress(b.write_start, n)
+            out[b.write_start:b.stop] = ctx.step(features.aggregated[b.start:b.stop],
+                                                 features.correspondence[b.start:b.stop], b.write_offset)
+        progress(n, n)
+        meta = {"batch_size": batch_size, "seed": features.meta.get("seed"), "backbone": features.backbone,
+                "refiner": repr(ctx.refiner), "n_neighbors": n_neighbors, "reference_frame": frame,
+                "work_size": tuple(features.work_size)}
+        return (Labels(out, table, tuple(features.frame_size), True, meta),)
+
+
+NODE_CLASS_MAPPINGS = {"VidSegKNNContextModel": VidSegKNNContextModel}
+NODE_DISPLAY_NAME_MAPPINGS = {"VidSegKNNContextModel": "KNN Context Model (VidSeg)"}

@@ -1,0 +1,65 @@
+"""KMeans Init (``VidSegKMeansInit``): clusters of the reference batch that start the scene context model."""
+from __future__ import annotations
+
+from ..vidseg_core.batching import plan_batches
+from ..vidseg_core.errors import InputError
+from ..vidseg_core.kmeans import fit_kmeans
+from ..vidseg_core.video_features import VideoFeatures
+from . import comfy_bridge as cb
+from .sockets import VIDSEG_CLUSTERS, VIDSEG_FEATURES, Clusters
+
+
+class VidSegKMeansInit:
+    DESCRIPTION = (
+        "KMeans on all feature tokens of the batch that holds the reference frame (paper §4.1: K = 20, 10 k-means++ "
+        "runs). The clusters of the reference frame are then named by Assign Labels and seed the KNN context model.")
+    CATEGORY = "VidSeg/stages"
+    FUNCTION = "cluster"
+    RETURN_TYPES = (VIDSEG_CLUSTERS,)
+    RETURN_NAMES = ("clusters",)
+    OUTPUT_TOOLTIPS = ("KMeans cluster maps of the reference batch (not yet named).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "features": (VIDSEG_FEATURES, {"tooltip": "Features from Extract Block Features."}),
+            "num_clusters": ("INT", {"default": 20, "min": 1, "max": 255, "step": 1,
+                                     "tooltip": "K clusters (paper: 20 for VSPW, 5 in the authors' demo). Fewer "
+                                                "clusters give coarser regions."}),
+            "reference_frame": ("INT", {"default": 0, "min": 0, "max": 100000, "step": 1,
+                                        "tooltip": "Index of the frame the reference mask belongs to (0 = first "
+                                                   "frame); the batch that holds it is clustered."}),
+            "n_init": ("INT", {"default": 10, "min": 1, "max": 100, "step": 1,
+                               "tooltip": "k-means++ restarts; the run with the lowest inertia wins (authors: 10)."}),
+            "seed": ("INT", {"default": 1, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": False,
+                             "tooltip": "Seed of the k-means++ initialisation."}),
+            "implementation": (["torch", "sklearn"], {
+                "default": "torch",
+                "tooltip": "torch runs on ComfyUI's device; sklearn is the CPU reference (same quality, other clusters)."}),
+        }}
+
+    def cluster(self, features, num_clusters=20, reference_frame=0, n_init=10, seed=1, implementation="torch"):
+        if not isinstance(features, VideoFeatures):
+            raise InputError(f"Expected VidSeg features, got {type(features).__name__}.",
+                             "Connect the output of Extract Block Features.")
+        n = features.num_frames
+        if not 0 <= reference_frame < n:
+            raise InputError(f"reference_frame {reference_frame} is outside the video's {n} frames.",
+                             f"Use an index in 0..{n - 1}.")
+        cb.check_interrupt()
+        batch_size = int(features.meta.get("batch_size") or 14)
+        rb = next(b for b in plan_batches(n, batch_size) if b.write_start <= reference_frame < b.stop)
+        feats = features.aggregated[rb.start:rb.stop].float()
+        t, h, w, c = feats.shape
+        km = fit_kmeans(feats.reshape(-1, c), num_clusters, n_init=n_init, seed=seed, impl=implementation,
+                        device=cb.torch_device())
+        cb.check_interrupt()
+        clusters = km.labels.reshape(t, h, w).cpu()
+        meta = {"batch_size": batch_size, "seed": features.meta.get("seed"), "n_init": n_init, "kmeans_seed": seed,
+                "implementation": implementation, "backbone": features.backbone}
+        return (Clusters(clusters, rb.start, rb.stop, int(num_clusters), int(reference_frame),
+                         tuple(features.frame_size), float(km.inertia), meta=meta),)
+
+
+NODE_CLASS_MAPPINGS = {"VidSegKMeansInit": VidSegKMeansInit}
+NODE_DISPLAY_NAME_MAPPINGS = {"VidSegKMeansInit": "KMeans Init (VidSeg)"}

@@ -1,0 +1,58 @@
+"""Load SD 2.1 / SVD (``VidSegLoadModel``): the loader half of the loader -> compute-node pattern."""
+from __future__ import annotations
+
+import torch
+
+from ..vidseg_core.backbones import TINY_MODELS, load_backbone
+from ..vidseg_core.devices import PRECISIONS
+from . import comfy_bridge as cb
+from .sockets import VIDSEG_MODEL, ModelHandle
+
+DEVICES = ("auto", "cpu", "cuda")
+PREDICTION_TYPES = ("auto", "epsilon", "v_prediction")
+
+
+class VidSegLoadModel:
+    DESCRIPTION = (
+        "Loads Stable Diffusion 2.1 or Stable Video Diffusion for VidSeg, fully offline. Lists single files from "
+        "ComfyUI/models/checkpoints and ComfyUI/models/vidseg and diffusers folders from ComfyUI/models/diffusers; "
+        "'tiny-sd' / 'tiny-svd' are random test models (fast, meaningless masks). The model stays on ComfyUI's "
+        "offload device until a VidSeg compute node needs it.")
+    CATEGORY = "VidSeg/loaders"
+    FUNCTION = "load"
+    RETURN_TYPES = (VIDSEG_MODEL,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The loaded diffusion backbone (SD 2.1 or SVD) for the VidSeg nodes.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (cb.list_models() + list(TINY_MODELS), {
+                "tooltip": "SD 2.1 (v2-1_512-ema-pruned / v2-1_768-ema-pruned) or SVD (svd / svd_xt) checkpoint. "
+                           "Put files in ComfyUI/models/checkpoints or ComfyUI/models/vidseg, diffusers folders in "
+                           "ComfyUI/models/diffusers. tiny-sd / tiny-svd are random test models."}),
+            "precision": (list(PRECISIONS), {
+                "default": "auto",
+                "tooltip": "auto = fp32 on the CPU, bf16 on GPUs that support it, else fp16. fp16 is refused on the CPU."}),
+            "device": (list(DEVICES), {
+                "default": "auto",
+                "tooltip": "Where VidSeg computes: auto = ComfyUI's device (honours --cpu)."}),
+            "prediction_type": (list(PREDICTION_TYPES), {
+                "default": "auto",
+                "tooltip": "SD 2.1 only: auto reads it from the file / folder (768 models are v_prediction)."}),
+        }}
+
+    def load(self, model, precision="auto", device="auto", prediction_type="auto"):
+        dev = cb.torch_device() if device == "auto" else torch.device(device)
+        path = model if model in TINY_MODELS else cb.resolve_model(model)
+        bb = load_backbone(path, dev, precision, prediction_type=None if prediction_type == "auto" else prediction_type,
+                           search_dirs=cb.all_model_folders())
+        handle = ModelHandle(bb, model, bb.device, bb.dtype)
+        off = cb.offload_device()
+        if off != bb.device:
+            bb.to(off)
+        return (handle,)
+
+
+NODE_CLASS_MAPPINGS = {"VidSegLoadModel": VidSegLoadModel}
+NODE_DISPLAY_NAME_MAPPINGS = {"VidSegLoadModel": "Load SD/SVD (VidSeg)"}

@@ -1,0 +1,52 @@
+"""Colour label maps and overlays (``VidSegColorizeLabels``), stable across the whole video."""
+from __future__ import annotations
+
+from ..vidseg_core.errors import InputError
+from ..vidseg_core.label_io import colorize, overlay
+from . import comfy_bridge as cb
+from .convert import image_batch
+from .sockets import VIDSEG_LABELS, require_labels
+
+
+class VidSegColorizeLabels:
+    DESCRIPTION = (
+        "Draws the label maps in the label table's colours (DAVIS / VOC palette by label value, so a label has the "
+        "same colour in every frame and every run) and blends them over the frames.")
+    CATEGORY = "VidSeg/visualize"
+    FUNCTION = "draw"
+    RETURN_TYPES = ("IMAGE", "IMAGE")
+    RETURN_NAMES = ("color_labels", "overlay")
+    OUTPUT_TOOLTIPS = ("Colour label image per frame [T, H, W, 3].",
+                       "The frames with the label colours blended in (the colour image when no frames are given).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "labels": (VIDSEG_LABELS, {"tooltip": "Label maps (full resolution or coarse)."}),
+                "alpha": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
+                                    "tooltip": "Opacity of the label colours in the overlay."}),
+            },
+            "optional": {
+                "frames": ("IMAGE", {"tooltip": "The video the labels belong to, for the overlay."}),
+            },
+        }
+
+    def draw(self, labels, alpha=0.5, frames=None):
+        labels = require_labels(labels)
+        full = labels.full_resolution()
+        colors = colorize(full, labels.table).float() / 255.0
+        if frames is None:
+            over = colors
+        else:
+            frames = image_batch(frames)
+            if tuple(frames.shape[:3]) != tuple(full.shape):
+                raise InputError(f"The frames {tuple(frames.shape[:3])} and the labels {tuple(full.shape)} "
+                                 "(frames, height, width) differ.",
+                                 "Connect the video the labels were computed from.")
+            over = overlay(frames, full, labels.table, float(alpha))
+        return (cb.outputs_device(colors), cb.outputs_device(over.clamp(0, 1)))
+
+
+NODE_CLASS_MAPPINGS = {"VidSegColorizeLabels": VidSegColorizeLabels}
+NODE_DISPLAY_NAME_MAPPINGS = {"VidSegColorizeLabels": "Colorize Labels (VidSeg)"}
