@@ -29,7 +29,7 @@ class VidSegExtractFeatures:
             "batch_size": ("INT", {"default": 14, "min": 1, "max": 64, "step": 1,
                                    "tooltip": "Frames per batch B (paper: 14). SVD sees a batch as one clip; a short "
                                               "last batch is computed as the last B frames."}),
-            "seed": ("INT", {"default": 1, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": False,
+            "seed": ("INT", {"default": 1, "min": 0, "max": 0xFFFFFFFF, "step": 1, "control_after_generate": False,
                              "tooltip": "Per-batch seed of the encoding / noise (authors: 1). Masked modulation "
                                         "re-uses it to rebuild the same noisy latents."}),
             "keep_model_loaded": ("BOOLEAN", {"default": False, "tooltip": KEEP_MODEL_TOOLTIP}),

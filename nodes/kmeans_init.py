@@ -31,7 +31,7 @@ class VidSegKMeansInit:
                                                    "frame); the batch that holds it is clustered."}),
             "n_init": ("INT", {"default": 10, "min": 1, "max": 100, "step": 1,
                                "tooltip": "k-means++ restarts; the run with the lowest inertia wins (authors: 10)."}),
-            "seed": ("INT", {"default": 1, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": False,
+            "seed": ("INT", {"default": 1, "min": 0, "max": 0xFFFFFFFF, "step": 1, "control_after_generate": False,
                              "tooltip": "Seed of the k-means++ initialisation."}),
             "implementation": (["torch", "sklearn"], {
                 "default": "torch",

@@ -50,7 +50,7 @@ class VidSegSegmentVideo:
                 "mode": (list(MODES), {"default": "quality",
                                        "tooltip": "quality = masked modulation (paper, 2 diffusion passes per label); "
                                                   "fast = guided filter (no extra passes)."}),
-                "seed": ("INT", {"default": 1, "min": 0, "max": 0xFFFFFFFF, "control_after_generate": False,
+                "seed": ("INT", {"default": 1, "min": 0, "max": 0xFFFFFFFF, "step": 1, "control_after_generate": False,
                                  "tooltip": "Per-batch seed (authors: 1)."}),
                 "keep_model_loaded": ("BOOLEAN", {"default": False, "tooltip": KEEP_MODEL_TOOLTIP}),
                 "reference_frame": ("INT", {"default": 0, "min": 0, "max": 100000, "step": 1,

@@ -1,0 +1,1 @@
+"""Developer tools of the VidSeg pack (workflow building, ComfyUI checks); not imported by ComfyUI."""
