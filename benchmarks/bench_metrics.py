@@ -52,22 +52,28 @@ def _time(fn, repeat=3):
     return best, out
 
 
-def main(argv):
-    data = Path(argv[1]) if len(argv) > 1 else ROOT.parent / "shared" / "data" / "blackswan"
+def run(data=ROOT.parent / "shared" / "data" / "blackswan", log=print):
+    """Times (seconds) of each metric and of the full-frame baseline vs the cropped computation, as a dict."""
+    data = Path(data)
     gt, _ = read_label_sequence(data / "masks_osvos")
     pred, _ = read_label_sequence(data / "masks_rvos")
     radius = boundary_tolerance(gt.shape)
     n_prop = int(pred.max())
+    out = {"frames": int(gt.shape[0]), "size": tuple(gt.shape[1:]), "proposals": n_prop}
 
     t_unsup, r = _time(lambda: evaluate_unsupervised(pred, gt))
-    print(f"unsupervised J&F ({n_prop} proposals x 1 object x {gt.shape[0]} frames): {t_unsup:.3f} s "
-          f"(J&F = {r.jf_mean:.6f})")
+    log(f"unsupervised J&F ({n_prop} proposals x 1 object x {gt.shape[0]} frames): {t_unsup:.3f} s "
+        f"(J&F = {r.jf_mean:.6f})")
+    out["unsupervised"] = {"seconds": t_unsup, "jf": r.jf_mean}
     t_semi, r = _time(lambda: evaluate_semi_supervised((pred == 1).astype(np.uint8), gt))
-    print(f"semi-supervised J&F (1 object x {gt.shape[0] - 2} frames): {t_semi:.3f} s (J-Mean = {r.J_mean:.6f})")
+    log(f"semi-supervised J&F (1 object x {gt.shape[0] - 2} frames): {t_semi:.3f} s (J-Mean = {r.J_mean:.6f})")
+    out["semi_supervised"] = {"seconds": t_semi, "J_mean": r.J_mean}
     t_vc, _ = _time(lambda: (video_consistency(pred, gt, 8), video_consistency(pred, gt, 16)))
-    print(f"VC_8 + VC_16: {t_vc:.3f} s")
+    log(f"VC_8 + VC_16: {t_vc:.3f} s")
+    out["vc"] = {"seconds": t_vc}
     t_miou, _ = _time(lambda: mean_iou(pred, gt, 21))
-    print(f"mIoU (21 classes): {t_miou:.3f} s")
+    log(f"mIoU (21 classes): {t_miou:.3f} s")
+    out["miou"] = {"seconds": t_miou}
 
     def baseline():
         return [[_full_frame_f(pred[t] == k, gt[t] == 1, radius) for k in range(1, n_prop + 1)]
@@ -76,8 +82,15 @@ def main(argv):
     t_base, base = _time(baseline, repeat=1)
     t_crop, J_F = _time(lambda: davis_mod._pair_scores(pred, gt, None, n_prop, 1, 0.008, False), repeat=1)
     same = np.allclose(np.array(base).T, J_F[1][:, 0, :], atol=1e-12)
-    print(f"F of all (proposal, frame) pairs: full-frame baseline {t_base:.3f} s, cropped (J and F) {t_crop:.3f} s "
-          f"-> {t_base / t_crop:.1f}x faster; identical values: {same}")
+    log(f"F of all (proposal, frame) pairs: full-frame baseline {t_base:.3f} s, cropped (J and F) {t_crop:.3f} s "
+        f"-> {t_base / t_crop:.1f}x faster; identical values: {same}")
+    out["boundary"] = {"baseline": t_base, "cropped": t_crop, "identical": bool(same)}
+    return out
+
+
+def main(argv):
+    data = Path(argv[1]) if len(argv) > 1 else ROOT.parent / "shared" / "data" / "blackswan"
+    run(data)
 
 
 if __name__ == "__main__":

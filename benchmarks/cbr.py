@@ -33,6 +33,35 @@ def timed(fn, repeat=1):
     return out, best
 
 
+def run(frames=14, h=28, w=52, channels=640, repeat=3, compat=False, log=print):
+    """Time both implementations on the same inputs; returns the figures (seconds) as a dict."""
+    torch.manual_seed(0)
+    labels, feats = structured_inputs(frames, h, w, channels)
+    out = {"frames": frames, "h": h, "w": w, "channels": channels, "labels": int(labels.unique().numel()),
+           "threads": torch.get_num_threads()}
+    log(f"inputs: {frames} frames, {h}x{w} grid, {channels} channels, "
+        f"{out['labels']} labels, torch threads {torch.get_num_threads()}")
+
+    fast, t_fast = timed(lambda: cbr_refine(labels, feats), repeat)
+    slow, t_slow = timed(lambda: cbr_loop(labels, feats))
+    same = torch.equal(fast, slow)
+    changed = float((fast != labels).float().mean())
+    log(f"default CBR (Eqs 3-5, radius^2 = 2): vectorised {t_fast * 1000:.1f} ms, loop {t_slow:.2f} s, "
+        f"speed-up x{t_slow / t_fast:.0f}; identical output: {same}; cells changed: {changed:.1%}")
+    assert same, "vectorised CBR differs from the loop oracle"
+    out["default"] = {"vectorised": t_fast, "loop": t_slow, "identical": same, "changed": changed}
+
+    if compat:
+        fast, t_fast = timed(lambda: cbr_refine_compat(labels, feats, dtype=torch.float64), repeat)
+        slow, t_slow = timed(lambda: cbr_compat_loop(labels, feats, dtype=torch.float64))
+        same = torch.equal(fast, slow)
+        log(f"compat CBR (reference §7): vectorised {t_fast * 1000:.1f} ms, loop {t_slow:.2f} s, "
+            f"speed-up x{t_slow / t_fast:.0f}; identical output: {same}")
+        assert same, "vectorised compat CBR differs from the loop oracle"
+        out["compat"] = {"vectorised": t_fast, "loop": t_slow, "identical": same}
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=14)
@@ -42,26 +71,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3, help="repeats of the vectorised run (best time)")
     ap.add_argument("--compat", action="store_true", help="also time the authors' variant (float64, both sides)")
     args = ap.parse_args(argv)
-    torch.manual_seed(0)
-    labels, feats = structured_inputs(args.frames, args.h, args.w, args.channels)
-    print(f"inputs: {args.frames} frames, {args.h}x{args.w} grid, {args.channels} channels, "
-          f"{int(labels.unique().numel())} labels, torch threads {torch.get_num_threads()}")
-
-    fast, t_fast = timed(lambda: cbr_refine(labels, feats), args.repeat)
-    slow, t_slow = timed(lambda: cbr_loop(labels, feats))
-    same = torch.equal(fast, slow)
-    changed = float((fast != labels).float().mean())
-    print(f"default CBR (Eqs 3-5, radius^2 = 2): vectorised {t_fast * 1000:.1f} ms, loop {t_slow:.2f} s, "
-          f"speed-up x{t_slow / t_fast:.0f}; identical output: {same}; cells changed: {changed:.1%}")
-    assert same, "vectorised CBR differs from the loop oracle"
-
-    if args.compat:
-        fast, t_fast = timed(lambda: cbr_refine_compat(labels, feats, dtype=torch.float64), args.repeat)
-        slow, t_slow = timed(lambda: cbr_compat_loop(labels, feats, dtype=torch.float64))
-        same = torch.equal(fast, slow)
-        print(f"compat CBR (reference §7): vectorised {t_fast * 1000:.1f} ms, loop {t_slow:.2f} s, "
-              f"speed-up x{t_slow / t_fast:.0f}; identical output: {same}")
-        assert same, "vectorised compat CBR differs from the loop oracle"
+    run(args.frames, args.h, args.w, args.channels, args.repeat, args.compat)
     return 0
 
 

@@ -44,6 +44,39 @@ VARIANTS = [
 ]
 
 
+def run(data=ROOT.parent / "shared" / "data" / "blackswan" / "masks_osvos", sigmas=(0.1, 0.3, 0.5, 0.7, 1.0),
+        n_init=10, frames=50, log=print):
+    """The table above as ``{"results": {sigma: {variant: (mIoU, mVC_8)}}, ...}`` (also logged as markdown)."""
+    masks = load_masks(Path(data), frames)
+    gt = grid_gt(masks)
+    log(f"{len(masks)} frames, grid {gt.shape[1]}x{gt.shape[2]}, swan cells in frame 0: {int(gt[0].sum())}")
+    header = "| sigma | " + " | ".join(f"{name} mIoU | {name} mVC_8" for name, _, _ in VARIANTS) + " |"
+    log(header)
+    log("|" + "---|" * (1 + 2 * len(VARIANTS)))
+    t0 = time.perf_counter()
+    results = {}
+    for sigma in sigmas:
+        feats = oracle_features(masks, sigma)
+        cells = []
+        results[sigma] = {}
+        for name, refiner, corr_sigma in VARIANTS:
+            f = feats
+            if corr_sigma is not None:
+                f = VideoFeatures(feats.aggregated, oracle_features(masks, corr_sigma, seed=1).correspondence,
+                                  feats.frame_size, feats.work_size, "oracle")
+            cs = coarse_segment(f, k=20, batch_size=14, refiner=refiner, reference=masks[0], seed=1,
+                                n_init=n_init)
+            pred = cs.labels.numpy()
+            scores = (miou(pred, gt, 2), video_consistency(pred, gt, 8))
+            results[sigma][name] = scores
+            cells += [f"{scores[0]:.4f}", f"{scores[1]:.4f}"]
+        log(f"| {sigma:g} | " + " | ".join(cells) + " |")
+    seconds = time.perf_counter() - t0
+    log(f"total {seconds:.0f} s, torch threads {torch.get_num_threads()}")
+    return {"frames": len(masks), "grid": tuple(gt.shape[1:]), "results": results, "seconds": seconds,
+            "n_init": n_init}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "blackswan" / "masks_osvos")
@@ -54,27 +87,7 @@ def main(argv=None):
     if not args.data.is_dir():
         print(f"masks not found at {args.data}", file=sys.stderr)
         return 2
-    masks = load_masks(args.data, args.frames)
-    gt = grid_gt(masks)
-    print(f"{len(masks)} frames, grid {gt.shape[1]}x{gt.shape[2]}, swan cells in frame 0: {int(gt[0].sum())}")
-    header = "| sigma | " + " | ".join(f"{name} mIoU | {name} mVC_8" for name, _, _ in VARIANTS) + " |"
-    print(header)
-    print("|" + "---|" * (1 + 2 * len(VARIANTS)))
-    t0 = time.perf_counter()
-    for sigma in args.sigmas:
-        feats = oracle_features(masks, sigma)
-        cells = []
-        for _, refiner, corr_sigma in VARIANTS:
-            f = feats
-            if corr_sigma is not None:
-                f = VideoFeatures(feats.aggregated, oracle_features(masks, corr_sigma, seed=1).correspondence,
-                                  feats.frame_size, feats.work_size, "oracle")
-            cs = coarse_segment(f, k=20, batch_size=14, refiner=refiner, reference=masks[0], seed=1,
-                                n_init=args.n_init)
-            pred = cs.labels.numpy()
-            cells += [f"{miou(pred, gt, 2):.4f}", f"{video_consistency(pred, gt, 8):.4f}"]
-        print(f"| {sigma:g} | " + " | ".join(cells) + " |", flush=True)
-    print(f"total {time.perf_counter() - t0:.0f} s, torch threads {torch.get_num_threads()}")
+    run(args.data, args.sigmas, args.n_init, args.frames, log=lambda m: print(m, flush=True))
     return 0
 
 

@@ -1,0 +1,299 @@
+"""Every VidSeg benchmark in one run, printed as ONE markdown table (and written to ``--out``).
+
+    python benchmarks/run_all.py --out benchmarks/results/latest.md [--quick] [--skip memory coarse_oracle]
+                                 [--only cbr]
+
+Benchmarks (names for ``--skip`` / ``--only``):
+
+* ``modulation``    -- masked modulation: sequential oracle vs batched vs the fast mode on tiny-sd, and FLOPs
+                       of the real SD 2.1 / SVD architectures (``benchmarks/modulation.py``);
+* ``cbr``           -- vectorised CBR vs the per-trajectory loop (``benchmarks/cbr.py``), at the default
+                       thread count and at 1 thread;
+* ``pipeline``      -- feature extraction and the whole pipeline (fast, quality) per frame on the blackswan
+                       frames with tiny-sd (``benchmarks/pipeline_speed.py``);
+* ``memory``        -- peak RSS against video length on the bedroom frames, a fresh process per
+                       configuration (``benchmarks/pipeline_memory.py``);
+* ``coarse_oracle`` -- coarse-stage quality on oracle features (``benchmarks/coarse_oracle.py``);
+* ``metrics``       -- metric timings (``benchmarks/bench_metrics.py``).
+
+Every ratio is between two timings taken side by side in this run.  Wall times
+on a shared 2-core machine suffer when other processes run: with 2 torch
+threads an OpenMP region waits for its slowest thread, so a busy core can slow
+small operations many times over; ``--threads 1`` is steadier there, and the
+pipeline rows also give CPU time.  ``--quick``
+runs reduced sizes (a smoke run of a few minutes; its figures are not the
+benchmark's).  The machine (CPU, cores, torch, threads) and the load average
+are printed above the table: the figures are CPU times on a possibly shared
+machine.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.report import load_average, machine, ratio, render, row, seconds  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+Rows = List[Dict[str, str]]
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+# ---------------------------------------------------------------------------------------------- settings
+#: full and quick settings of every benchmark (all figures of the table come from these)
+SETTINGS = {
+    "modulation": {
+        "full": dict(frames=4, labels=5, height=448, width=832, repeats=1, flop_labels=10, flop_frames=14),
+        "quick": dict(frames=2, labels=2, height=64, width=128, repeats=1, flop_labels=2, flop_frames=2,
+                      flop_height=64, flop_width=128),
+    },
+    "cbr": {
+        "full": dict(frames=14, h=28, w=52, channels=640, repeat=3, compat=True),
+        "quick": dict(frames=3, h=6, w=8, channels=16, repeat=1, compat=True),
+    },
+    "pipeline": {
+        "full": dict(clusters=5, num_frames=None, max_side=None),
+        "quick": dict(clusters=2, num_frames=4, max_side=256),
+    },
+    "memory": {
+        "full": dict(lengths=(14, 56, 200), max_side=384, clusters=3, batch_size=None),
+        "quick": dict(lengths=(4, 8, 16), max_side=256, clusters=2, batch_size=4),
+    },
+    "coarse_oracle": {
+        "full": dict(sigmas=(0.5,), n_init=10, frames=50),
+        "quick": dict(sigmas=(0.5,), n_init=1, frames=14),
+    },
+    "metrics": {"full": {}, "quick": {}},
+}
+
+
+# ---------------------------------------------------------------------------------------------- adapters
+def bench_modulation(cfg, log) -> Rows:
+    from benchmarks import modulation
+
+    res = modulation.run(**cfg, log=log)
+    rows: Rows = []
+    tm = res.get("timing")
+    if tm:
+        s = tm["setting"]
+        where = f"tiny-sd, {s['frames']} frames {s['width']}x{s['height']}, K = {s['labels']} labels " \
+                f"({2 * s['labels']} modulated runs), best of {s['repeats']}"
+        pf = tm["per_frame"]
+        seq = pf["sequential oracle"]
+        for name, t in pf.items():
+            r = "1.00x (baseline)" if name == "sequential oracle" else f"{ratio(seq, t)} faster than sequential"
+            note = where if name == "sequential oracle" else ""
+            if name == "batched (one chunk)":
+                note = f"labels agree with the oracle on {100 * tm['agree']:.3f}% of pixels, " \
+                       f"max |Δ difference map| {tm['dmax']:.1e}"
+            if name.endswith("reference stored"):
+                note = f"store holds {tm['store_mib']:.1f} MiB"
+            rows.append(row("modulation: time", name, "s/frame", f"{t:.3f}", r, note))
+    for arch, f in (res.get("flops") or {}).items():
+        s = f["setting"]
+        where = f"{s['width']}x{s['height']}, T = {s['frames']}, K = {s['labels']} labels, meta tensors"
+        rows.append(row(f"modulation: FLOPs {arch}", "authors' schedule (reference + 2K passes + 2K decodes)",
+                        "TFLOP/frame", f"{f['authors'] / 1e12:.3f}", "1.00x (baseline)", where))
+        rows.append(row(f"modulation: FLOPs {arch}", "ours (batched modulate_batch)", "TFLOP/frame",
+                        f"{f['ours'] / 1e12:.3f}", f"{f['authors'] / f['ours']:.3f}x fewer",
+                        f"{100 * (1 - f['ours'] / f['authors']):.1f}% fewer FLOPs"))
+        rows.append(row(f"modulation: FLOPs {arch}", "fast mode (guided filter)", "GFLOP/frame (all ops)",
+                        f"{f['fast_all'] / 1e9:.3f}", f"quality/fast {f['ours_all'] / f['fast_all']:.3g}x (all ops)",
+                        f"matmul/conv only: {f['fast'] / 1e9:.3f} GFLOP/frame"))
+    return rows
+
+
+def bench_cbr(cfg, log) -> Rows:
+    import torch
+
+    from benchmarks import cbr
+
+    rows: Rows = []
+    threads = torch.get_num_threads()
+    for n in dict.fromkeys((threads, 1)):
+        torch.set_num_threads(n)
+        try:
+            res = cbr.run(**cfg, log=log)
+        finally:
+            torch.set_num_threads(threads)
+        where = f"{res['frames']} frames, {res['h']}x{res['w']} grid, {res['channels']} channels, " \
+                f"{res['labels']} labels, {n} thread{'s' if n > 1 else ''}"
+        for variant, title in (("default", "paper Eqs 3-5"), ("compat", "authors' variant, float64")):
+            if variant not in res:
+                continue
+            d = res[variant]
+            rows.append(row("cbr", f"loop oracle, {title}", "time", seconds(d["loop"]), "1.00x (baseline)", where))
+            rows.append(row("cbr", f"vectorised, {title}", "time", seconds(d["vectorised"]),
+                            f"{ratio(d['loop'], d['vectorised'])} faster than loop",
+                            f"identical output: {d['identical']}"))
+    return rows
+
+
+def bench_pipeline(cfg, log, data: Path = DATA) -> Rows:
+    from benchmarks import pipeline_speed
+
+    res = pipeline_speed.run(data / "blackswan" / "frames", **cfg, log=log)
+    s = res["setting"]
+    where = f"{s['model']}, {s['frames']} blackswan frames {s['source_size'][1]}x{s['source_size'][0]}" + \
+            (f" (capped {s['frame_size'][1]}x{s['frame_size'][0]})" if s["frame_size"] != s["source_size"] else "") + \
+            f" -> work {s['work_size'][1]}x{s['work_size'][0]}, grid {s['grid'][0]}x{s['grid'][1]}, " \
+            f"batch {s['batch_size']}"
+    feat = res["features"]["per_frame"]
+    rows = [row("pipeline", "feature extraction (extract_features)", "s/frame", f"{feat:.3f}", "1.00x (baseline)",
+                f"{where}; CPU {res['features']['cpu_seconds'] / s['frames']:.3f} s/frame")]
+    for mode in ("fast", "quality"):
+        if mode not in res:
+            continue
+        m = res[mode]
+        stages = ", ".join(f"{k} {v / s['frames']:.3f}" for k, v in m["stages"].items() if k != "read")
+        r = f"{m['per_frame'] / feat:.2f}x features"
+        if mode == "quality" and "fast" in res:
+            r += f"; {m['seconds'] / res['fast']['seconds']:.1f}x fast"
+        rows.append(row("pipeline", f"whole pipeline, {mode} mode (segment_video)", "s/frame",
+                        f"{m['per_frame']:.3f}", r,
+                        f"K = {s['clusters']} ({m['labels']} labels, no reference mask); per frame: {stages} s; "
+                        f"CPU {m['cpu_seconds'] / s['frames']:.3f} s/frame"))
+    return rows
+
+
+def bench_memory(cfg, log, data: Path = DATA) -> Rows:
+    from benchmarks import pipeline_memory
+
+    res = pipeline_memory.run(data / "bedroom" / "frames", log=log, **cfg)
+    rows: Rows = []
+    for rep in res["configs"]:
+        s = rep["summary"]
+        src, work = rep["source_size"], rep["work_size"]
+        cap = f"max side {rep['max_side']} -> " if rep.get("max_side") else ""
+        drift = s["rss_drift_after_batch1_mb"]
+        rows.append(row(
+            "memory vs length", f"{rep['mode']}, {rep['frames']} frames ({rep['num_batches']} batches)", "peak RSS",
+            f"{s['peak_mb']:.0f} MB", f"{s['vs_shortest']:.3f}x the {res['configs'][0]['frames']}-frame run"
+            if rep["frames"] != min(c["frames"] for c in res["configs"] if c["mode"] == rep["mode"])
+            else "1.000x (baseline)",
+            f"bedroom {src[1]}x{src[0]}, {cap}work {work[1]}x{work[0]}, K = {rep['clusters']}; fresh process; "
+            f"model loaded {s['model_mb']:.0f} MB; peak growth after batch 1 {s['peak_growth_after_batch1_mb']:+.0f} MB, "
+            f"RSS drift {'n/a' if drift is None else f'{drift:+.0f} MB'}; {s['seconds_per_batch']:.1f} s/batch"))
+    return rows
+
+
+def bench_coarse_oracle(cfg, log, data: Path = DATA) -> Rows:
+    from benchmarks import coarse_oracle
+
+    res = coarse_oracle.run(data / "blackswan" / "masks_osvos", log=log, **cfg)
+    rows: Rows = []
+    for sigma, variants in res["results"].items():
+        base = variants.get("KNN only")
+        for name, (miou, vc) in variants.items():
+            r = "baseline" if name == "KNN only" or base is None else \
+                f"mIoU {miou - base[0]:+.4f}, mVC_8 {vc - base[1]:+.4f}"
+            rows.append(row("coarse stage on oracle features", f"{name}, noise sigma {sigma:g}", "mIoU / mVC_8",
+                            f"{miou:.4f} / {vc:.4f}", r,
+                            f"{res['frames']} blackswan masks (OSVOS pseudo-GT), grid {res['grid'][0]}x{res['grid'][1]}, "
+                            f"K = 20, n_init {res['n_init']}; regression figures, not benchmark results"))
+    return rows
+
+
+def bench_metrics(cfg, log, data: Path = DATA) -> Rows:
+    from benchmarks import bench_metrics
+
+    res = bench_metrics.run(data / "blackswan", log=log)
+    where = f"{res['frames']} masks {res['size'][1]}x{res['size'][0]}"
+    b = res["boundary"]
+    return [
+        row("metrics", f"DAVIS unsupervised J&F ({res['proposals']} proposals)", "time",
+            seconds(res["unsupervised"]["seconds"]), "", f"{where}; J&F = {res['unsupervised']['jf']:.6f}"),
+        row("metrics", "DAVIS semi-supervised J&F", "time", seconds(res["semi_supervised"]["seconds"]), "", where),
+        row("metrics", "VC_8 + VC_16", "time", seconds(res["vc"]["seconds"]), "", where),
+        row("metrics", "mIoU (21 classes)", "time", seconds(res["miou"]["seconds"]), "", where),
+        row("metrics", "F of all (proposal, frame) pairs, full-frame baseline", "time", seconds(b["baseline"]),
+            "1.00x (baseline)", where),
+        row("metrics", "F of all (proposal, frame) pairs, cropped", "time", seconds(b["cropped"]),
+            f"{ratio(b['baseline'], b['cropped'])} faster", f"identical values: {b['identical']}"),
+    ]
+
+
+BENCHMARKS: Dict[str, Callable] = {
+    "modulation": bench_modulation,
+    "cbr": bench_cbr,
+    "pipeline": bench_pipeline,
+    "memory": bench_memory,
+    "coarse_oracle": bench_coarse_oracle,
+    "metrics": bench_metrics,
+}
+
+
+# ---------------------------------------------------------------------------------------------- driver
+def run_benchmarks(names, quick: bool = False, log=_log, overrides: Optional[Dict[str, dict]] = None):
+    """Run the named benchmarks in order; returns ``(rows, footer lines)``.  A failing benchmark gives an
+    error row (the others still run)."""
+    rows: Rows = []
+    footer: List[str] = []
+    for name in names:
+        cfg = dict(SETTINGS[name]["quick" if quick else "full"])
+        cfg.update((overrides or {}).get(name, {}))
+        log(f"== {name} ({'quick' if quick else 'full'}), load average {load_average()}")
+        t = time.perf_counter()
+        try:
+            rows += BENCHMARKS[name](cfg, log)
+            status = "ok"
+        except Exception as exc:  # noqa: BLE001 - report and go on with the other benchmarks
+            log(traceback.format_exc())
+            rows.append(row(name, "FAILED", "error", f"{type(exc).__name__}: {exc}"[:300]))
+            status = "FAILED"
+        dt = time.perf_counter() - t
+        footer.append(f"- `{name}`: {status}, {dt:.0f} s wall, load average after: {load_average()}")
+        log(f"   {name}: {status} in {dt:.0f} s")
+    return rows, footer
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=None, help="write the markdown table here too")
+    ap.add_argument("--quick", action="store_true", help="reduced sizes: a smoke run, not benchmark figures")
+    ap.add_argument("--skip", nargs="*", default=[], choices=list(BENCHMARKS), metavar="NAME",
+                    help=f"benchmarks to leave out ({', '.join(BENCHMARKS)})")
+    ap.add_argument("--only", nargs="*", default=None, choices=list(BENCHMARKS), metavar="NAME",
+                    help="run only these benchmarks")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads for everything (default: torch's); 1 is steadier on a loaded machine")
+    args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    names = [n for n in (args.only or BENCHMARKS) if n not in args.skip]
+    info = machine()
+    _log(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} threads; "
+         f"load average {info['load_start']}")
+    t0 = time.perf_counter()
+    rows, footer = run_benchmarks(names, args.quick)
+    total = time.perf_counter() - t0
+    info["load_end"] = load_average()
+    footer = [f"Total wall time: {total:.0f} s ({total / 60:.1f} min){' — QUICK run (reduced sizes)' if args.quick else ''}."
+              ] + footer
+    text = render(rows, info, title="VidSeg benchmarks" + (" (quick)" if args.quick else ""), footer=footer)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        _log(f"wrote {args.out}")
+    return 1 if any(r["case"] == "FAILED" for r in rows) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

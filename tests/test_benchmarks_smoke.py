@@ -1,0 +1,73 @@
+"""Smoke test of ``benchmarks/run_all.py``: the cheapest benchmark (CBR) in quick mode on tiny inputs.
+
+Checks the shape of the one table (columns, rows, ratios present), the file
+written by ``--out`` and that a failing benchmark becomes an error row while
+the others still run.  No timing assertions.
+"""
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import report, run_all
+
+HEADER = "| " + " | ".join(h for _, h in report.COLUMNS) + " |"
+
+
+def _table_rows(text):
+    lines = [l for l in text.splitlines() if l.startswith("|")]
+    assert lines[0] == HEADER
+    assert set(lines[1].strip("|").split("|")) == {"---"}
+    return [[c.strip() for c in l.strip().strip("|").split(" | ")] for l in lines[2:]]
+
+
+def test_every_benchmark_has_full_and_quick_settings():
+    assert set(run_all.SETTINGS) == set(run_all.BENCHMARKS)
+    for name, s in run_all.SETTINGS.items():
+        assert set(s) == {"full", "quick"}, name
+
+
+def test_quick_cbr_rows():
+    rows, footer = run_all.run_benchmarks(["cbr"], quick=True, log=lambda m: None,
+                                          overrides={"cbr": {"compat": False}})
+    assert all(set(r) == {k for k, _ in report.COLUMNS} for r in rows)
+    cases = [r["case"] for r in rows]
+    assert cases.count("loop oracle, paper Eqs 3-5") >= 1
+    assert cases.count("vectorised, paper Eqs 3-5") == cases.count("loop oracle, paper Eqs 3-5")
+    assert not any("authors' variant" in c for c in cases)  # compat switched off by the override
+    for r in rows:
+        assert r["benchmark"] == "cbr" and r["measure"] == "time"
+        if r["case"].startswith("vectorised"):
+            assert r["ratio"].endswith("faster than loop") and r["notes"] == "identical output: True"
+        else:
+            assert r["ratio"] == "1.00x (baseline)" and "3 frames, 6x8 grid, 16 channels" in r["notes"]
+    assert len(footer) == 1 and footer[0].startswith("- `cbr`: ok")
+
+
+def test_main_prints_and_writes_one_table(tmp_path, capsys):
+    out = tmp_path / "results" / "quick.md"
+    assert run_all.main(["--quick", "--only", "cbr", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text == capsys.readouterr().out.strip("\n") + "\n"
+    assert "Machine: " in text and " cores; torch " in text and " threads" in text and "Load average" in text
+    assert "Total wall time:" in text and "QUICK" in text
+    table = _table_rows(text)
+    assert len(table) >= 4  # default and compat variant, loop and vectorised, at least one thread count
+    assert {r[0] for r in table} == {"cbr"}
+    assert all(len(r) == len(report.COLUMNS) for r in table)
+
+
+def test_a_failing_benchmark_becomes_an_error_row(monkeypatch):
+    def broken(cfg, log):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(run_all.BENCHMARKS, "metrics", broken)
+    rows, footer = run_all.run_benchmarks(["metrics", "cbr"], quick=True, log=lambda m: None,
+                                          overrides={"cbr": {"compat": False}})
+    assert rows[0]["benchmark"] == "metrics" and rows[0]["case"] == "FAILED" and "boom" in rows[0]["value"]
+    assert any(r["benchmark"] == "cbr" for r in rows[1:])
+    assert "FAILED" in footer[0] and "ok" in footer[1]
+
+
+def test_unknown_benchmark_name_is_refused():
+    with pytest.raises(SystemExit):
+        run_all.main(["--only", "nonexistent"])
