@@ -97,18 +97,31 @@ class Progress:
         return report
 
 
+def move_model(backbone, device: torch.device) -> None:
+    """Move a backbone unless it is already there (diffusers' dtype notice on every move is silenced)."""
+    if backbone.device == torch.device(device):
+        return
+    quiet = logging.getLogger("diffusers")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        backbone.to(device)
+    finally:
+        quiet.setLevel(level)
+
+
 @contextlib.contextmanager
 def model_on_device(handle, keep_model_loaded: bool) -> Iterator:
     """Move the handle's backbone to its compute device for the block; afterwards (also after an
     error or an interrupt) move it to ComfyUI's offload device and free the cache, unless
     ``keep_model_loaded``.  Yields the backbone."""
     bb = handle.backbone
-    bb.to(handle.device)
+    move_model(bb, handle.device)
     try:
         yield bb
     finally:
         if not keep_model_loaded:
-            bb.to(offload_device())
+            move_model(bb, offload_device())
             soft_empty_cache()
 
 

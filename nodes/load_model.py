@@ -48,9 +48,7 @@ class VidSegLoadModel:
         bb = load_backbone(path, dev, precision, prediction_type=None if prediction_type == "auto" else prediction_type,
                            search_dirs=cb.all_model_folders())
         handle = ModelHandle(bb, model, bb.device, bb.dtype)
-        off = cb.offload_device()
-        if off != bb.device:
-            bb.to(off)
+        cb.move_model(bb, cb.offload_device())
         return (handle,)
 
 

@@ -302,9 +302,12 @@ def _spy_model(handle, monkeypatch):
 
     def to(device=None, dtype=None):
         moves.append(torch.device(device))
-        return real_to("cpu", dtype)
+        real_to("cpu", dtype)
+        handle.backbone.device = torch.device(device)  # pretend it moved (both are the CPU here)
+        return handle.backbone
 
     monkeypatch.setattr(handle.backbone, "to", to)
+    monkeypatch.setattr(handle.backbone, "device", handle.backbone.device)  # restored after the test
     monkeypatch.setattr(mm, "unet_offload_device", lambda: OFFLOAD)
     monkeypatch.setattr(mm, "soft_empty_cache", lambda force=False: empties.append(1))
     return moves, empties
@@ -316,10 +319,12 @@ def test_keep_model_loaded(model, monkeypatch, keep):
     bars = new_bars()
     run_node("VidSegExtractFeatures", model=model, frames=FRAMES, keep_model_loaded=keep)
     if keep:
-        assert moves == [model.device] and empties == []
+        assert moves == [] and empties == []  # already on the compute device, and stays there
     else:
-        assert moves == [model.device, OFFLOAD] and empties == [1]
-    (bar,) = bars()
+        assert moves == [OFFLOAD] and empties == [1]
+        run_node("VidSegExtractFeatures", model=model, frames=FRAMES, keep_model_loaded=True)
+        assert moves == [OFFLOAD, model.device], "moved back to the compute device for the work"
+    bar = bars()[0]
     assert bar.current == bar.total == T
 
 
