@@ -65,6 +65,15 @@ class VidSegEvaluate:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, metrics="miou,jf"):
+        """Reject unknown metric names before anything runs."""
+        try:
+            parse_metrics(metrics)
+        except InputError as exc:
+            return str(exc)
+        return True
+
     def evaluate(self, labels, metrics="miou,jf", protocol="semi", num_classes=0, ground_truth_mask=None,
                  ground_truth_labels=None):
         labels = require_labels(labels)

@@ -56,6 +56,15 @@ class VidSegSaveLabelMaps:
                                            "tooltip": "Sub-folder and file name prefix inside ComfyUI's output folder."}),
         }}
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix="vidseg/labels"):
+        """Reject a prefix outside the output folder before anything runs."""
+        try:
+            output_target("/output", filename_prefix)
+        except InputError as exc:
+            return str(exc)
+        return True
+
     def save(self, labels, filename_prefix="vidseg/labels"):
         labels = require_labels(labels)
         full = labels.full_resolution()

@@ -87,6 +87,11 @@ def test_declaration(node_id):
             assert isinstance(opts["default"], bool), where
         elif kind == "STRING":
             assert isinstance(opts["default"], str), where
+    if hasattr(cls, "VALIDATE_INPUTS"):  # V3 validate_inputs: only widget inputs, True for the defaults
+        vparams = inspect.signature(cls.VALIDATE_INPUTS).parameters
+        widgets = {n: e[1].get("default") for _, n, e in _inputs(cls) if e[0] in WIDGETS or isinstance(e[0], list)}
+        assert set(vparams) <= set(widgets), node_id
+        assert cls.VALIDATE_INPUTS(**{n: widgets[n] for n in vparams}) is True
     # a keyword-only run never needs a parameter that is not an input
     names = {n for _, n, _ in _inputs(cls)}
     extra = [p for p in params if p != "self" and p not in names]
@@ -161,3 +166,9 @@ def test_nodes_keep_no_state_and_core_never_imports_comfy():
         assert not re.search(r"^\s*(import|from)\s+(comfy|folder_paths)\b", text, re.M), f
         assert not re.search(r"self\.\w+\s*=", text), f"{f.name}: node methods must not keep state on the instance"
         assert not re.search(r"^\s*global\s", text, re.M), f"{f.name}: no module-level state"
+
+
+def test_validate_inputs_reject_bad_values_before_running():
+    assert "outside" in NODES["VidSegSaveLabelMaps"].VALIDATE_INPUTS(filename_prefix="../../etc/x")
+    assert NODES["VidSegSaveLabelMaps"].VALIDATE_INPUTS(filename_prefix="clips/run") is True
+    assert "Unknown" in NODES["VidSegEvaluate"].VALIDATE_INPUTS(metrics="miou,accuracy")
