@@ -53,6 +53,7 @@ def machine() -> Dict[str, str]:
         "cores": str(os.cpu_count()),
         "torch": torch.__version__,
         "threads": str(torch.get_num_threads()),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "load_start": load_average(),
@@ -75,7 +76,7 @@ def render(rows: List[Dict[str, str]], info: Dict[str, str], title: str = "VidSe
     """The machine line(s), the table and optional footer lines, as markdown."""
     head = [f"# {title}", "",
             f"Machine: {info.get('cpu', '?')}, {info.get('cores', '?')} cores; torch {info.get('torch', '?')}, "
-            f"{info.get('threads', '?')} threads; Python {info.get('python', '?')}; {info.get('date', '')}",
+            f"{info.get('threads', '?')} threads (OMP_WAIT_POLICY {info.get('omp_wait_policy', '?')}); Python {info.get('python', '?')}; {info.get('date', '')}",
             f"Load average (1/5/15 min) at start: {info.get('load_start', 'n/a')}"
             + (f", at end: {info['load_end']}" if info.get("load_end") else ""), ""]
     return "\n".join(head + [markdown_table(rows)] + ([""] + footer if footer else [])) + "\n"

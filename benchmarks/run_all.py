@@ -17,10 +17,11 @@ Benchmarks (names for ``--skip`` / ``--only``):
 * ``metrics``       -- metric timings (``benchmarks/bench_metrics.py``).
 
 Every ratio is between two timings taken side by side in this run.  Wall times
-on a shared 2-core machine suffer when other processes run: with 2 torch
-threads an OpenMP region waits for its slowest thread, so a busy core can slow
-small operations many times over; ``--threads 1`` is steadier there, and the
-pipeline rows also give CPU time.  ``--quick``
+on a shared 2-core machine suffer when other processes run.  With torch's
+default OpenMP spinning, 2 threads on a busy 2-core machine were 100-250x
+slower than 1 thread, so this script sets ``OMP_WAIT_POLICY=PASSIVE`` unless
+the environment already sets it (printed above the table); ``--threads 1`` is
+steadier still, and the pipeline rows also give CPU time.  ``--quick``
 runs reduced sizes (a smoke run of a few minutes; its figures are not the
 benchmark's).  The machine (CPU, cores, torch, threads) and the load average
 are printed above the table: the figures are CPU times on a possibly shared
@@ -29,11 +30,18 @@ machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
+
+# Before torch is imported (libgomp reads it when it loads; the memory children inherit it): threads that
+# sleep at OpenMP barriers instead of spinning.  With the default spinning, 2 threads on a 2-core machine
+# busy with other processes made tiny-sd runs 100-250x slower (e.g. 78-190 s instead of 0.8 s).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -58,8 +66,7 @@ def _quiet(_msg: str) -> None:
 SETTINGS = {
     "modulation": {
         "full": dict(frames=4, labels=5, height=448, width=832, repeats=1, flop_labels=10, flop_frames=14),
-        "quick": dict(frames=2, labels=2, height=64, width=128, repeats=1, flop_labels=2, flop_frames=2,
-                      flop_height=64, flop_width=128),
+        "quick": dict(frames=2, labels=2, height=64, width=128, repeats=1, flop_labels=2, flop_frames=2),
     },
     "cbr": {
         "full": dict(frames=14, h=28, w=52, channels=640, repeat=3, compat=True),
@@ -67,11 +74,11 @@ SETTINGS = {
     },
     "pipeline": {
         "full": dict(clusters=5, num_frames=None, max_side=None),
-        "quick": dict(clusters=2, num_frames=4, max_side=256),
+        "quick": dict(clusters=2, num_frames=2, max_side=192),
     },
     "memory": {
         "full": dict(lengths=(14, 56, 200), max_side=384, clusters=3, batch_size=None),
-        "quick": dict(lengths=(4, 8, 16), max_side=256, clusters=2, batch_size=4),
+        "quick": dict(lengths=(2, 4, 6), max_side=192, clusters=2, batch_size=2),
     },
     "coarse_oracle": {
         "full": dict(sigmas=(0.5,), n_init=10, frames=50),
@@ -85,7 +92,7 @@ SETTINGS = {
 def bench_modulation(cfg, log) -> Rows:
     from benchmarks import modulation
 
-    res = modulation.run(**cfg, log=log)
+    res = modulation.run(**cfg)  # prints its own report (sent to stderr by run_benchmarks)
     rows: Rows = []
     tm = res.get("timing")
     if tm:
@@ -97,6 +104,8 @@ def bench_modulation(cfg, log) -> Rows:
         for name, t in pf.items():
             r = "1.00x (baseline)" if name == "sequential oracle" else f"{ratio(seq, t)} faster than sequential"
             note = where if name == "sequential oracle" else ""
+            if name.startswith("("):  # components, not alternatives
+                r, note = "", "component of one modulated run"
             if name == "batched (one chunk)":
                 note = f"labels agree with the oracle on {100 * tm['agree']:.3f}% of pixels, " \
                        f"max |Δ difference map| {tm['dmax']:.1e}"
@@ -111,6 +120,10 @@ def bench_modulation(cfg, log) -> Rows:
         rows.append(row(f"modulation: FLOPs {arch}", "ours (batched modulate_batch)", "TFLOP/frame",
                         f"{f['ours'] / 1e12:.3f}", f"{f['authors'] / f['ours']:.3f}x fewer",
                         f"{100 * (1 - f['ours'] / f['authors']):.1f}% fewer FLOPs"))
+        if f.get("ours_plain"):
+            rows.append(row(f"modulation: FLOPs {arch}", "ours, attention probabilities not shared", "TFLOP/frame",
+                            f"{f['ours_plain'] / 1e12:.3f}", f"{f['authors'] / f['ours_plain']:.3f}x fewer",
+                            f"{100 * (1 - f['ours_plain'] / f['authors']):.1f}% fewer FLOPs"))
         rows.append(row(f"modulation: FLOPs {arch}", "fast mode (guided filter)", "GFLOP/frame (all ops)",
                         f"{f['fast_all'] / 1e9:.3f}", f"quality/fast {f['ours_all'] / f['fast_all']:.3g}x (all ops)",
                         f"matmul/conv only: {f['fast'] / 1e9:.3f} GFLOP/frame"))
@@ -151,7 +164,7 @@ def bench_pipeline(cfg, log, data: Path = DATA) -> Rows:
     where = f"{s['model']}, {s['frames']} blackswan frames {s['source_size'][1]}x{s['source_size'][0]}" + \
             (f" (capped {s['frame_size'][1]}x{s['frame_size'][0]})" if s["frame_size"] != s["source_size"] else "") + \
             f" -> work {s['work_size'][1]}x{s['work_size'][0]}, grid {s['grid'][0]}x{s['grid'][1]}, " \
-            f"batch {s['batch_size']}"
+            f"B = {s['batch_size']}"
     feat = res["features"]["per_frame"]
     rows = [row("pipeline", "feature extraction (extract_features)", "s/frame", f"{feat:.3f}", "1.00x (baseline)",
                 f"{where}; CPU {res['features']['cpu_seconds'] / s['frames']:.3f} s/frame")]
@@ -249,7 +262,8 @@ def run_benchmarks(names, quick: bool = False, log=_log, overrides: Optional[Dic
         log(f"== {name} ({'quick' if quick else 'full'}), load average {load_average()}")
         t = time.perf_counter()
         try:
-            rows += BENCHMARKS[name](cfg, log)
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the table only
+                rows += BENCHMARKS[name](cfg, log)
             status = "ok"
         except Exception as exc:  # noqa: BLE001 - report and go on with the other benchmarks
             log(traceback.format_exc())
