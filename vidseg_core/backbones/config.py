@@ -56,8 +56,10 @@ class SD21Config(BackboneConfig):
     injection_layers: Tuple[str, ...] = ("spatial_self", "spatial_cross")
     #: latent blending after steps [start, end] inclusive (SD: t_m and t_m + 1)
     blend_steps: Tuple[int, int] = (22, 23)
-    #: frames per VAE decode call (None = all at once, as the authors do for SD)
-    decode_chunk: int | None = None
+    #: frames per VAE encode / decode call.  The SD VAE treats frames independently,
+    #: so this bounds memory without changing the maths (the authors decode all 14
+    #: at once: None); the posterior noise is drawn for the whole batch first.
+    decode_chunk: int | None = 4
 
 
 @dataclass(frozen=True)
