@@ -18,6 +18,7 @@ from vidseg_core.features import prepare_batch
 from vidseg_core.modulation import ModulationCancelled, ModulationSettings, modulate_batch
 from vidseg_core.modulation.hooks import ModulationHook
 from vidseg_core.modulation.runner import _BatchModulation, is_out_of_memory
+from vidseg_core.modulation.shared_attention import SharedAttentionProcessor, sharing_attention
 from vidseg_core.modulation.unet_split import SplitUNet, shared_prefix
 
 FRAME = (77, 131)  # odd "original" size; the working size is 64x128
@@ -103,6 +104,17 @@ def test_prefix_driver_restores_forward_and_falls_back(sd_setup):
     assert torch.allclose(other[0], plain[0], atol=1e-5)
 
 
+def test_shared_attention_processors_are_restored(setup):
+    bb, inputs, coarse = setup
+    bb.install_processors()
+    before = {l: m.processor for l, m in bb.attention_layers().items()}
+    plan = ModulationSettings().resolve(bb)
+    with sharing_attention(bb, plan.injected):
+        swapped = {l for l, m in bb.attention_layers().items() if isinstance(m.processor, SharedAttentionProcessor)}
+    assert swapped == set(plan.injected)
+    assert {l: m.processor for l, m in bb.attention_layers().items()} == before
+
+
 # ------------------------------------------------------------------ batched == sequential
 def test_batched_equals_sequential_oracle(setup):
     bb, inputs, coarse = setup
@@ -126,7 +138,8 @@ def test_later_modulation_step_equals_sequential_oracle(sd_setup):
 def test_chunked_and_store_modes_equal_one_chunk(sd_setup, sd_baseline):
     bb, inputs, coarse = sd_setup
     for st in (ModulationSettings(max_runs_per_chunk=3), ModulationSettings(max_runs_per_chunk=2),
-               ModulationSettings(reference="store", max_runs_per_chunk=2), ModulationSettings(share_prefix=False)):
+               ModulationSettings(reference="store", max_runs_per_chunk=2), ModulationSettings(share_prefix=False),
+               ModulationSettings(share_attention=False)):
         res = modulate_batch(bb, inputs, coarse, None, FRAME, st.with_(return_difference_maps=True))
         assert _agree(res.labels, sd_baseline.labels) >= 0.999
         assert (res.difference_maps - sd_baseline.difference_maps).abs().max() <= 1e-4

@@ -39,6 +39,7 @@ from .difference import LabelArgmax, difference_map, filter_maps
 from .hooks import ModulationHook, ReferenceRecorder, ReferenceStore
 from .masks import coarse_present, label_masks, lanczos_upsample_mask, resize_nearest
 from .settings import ModulationPlan, ModulationSettings
+from .shared_attention import sharing_attention
 from .unet_split import shared_prefix
 
 #: progress(done_runs, total_runs) -> None; may raise to cancel
@@ -173,7 +174,8 @@ class _BatchModulation:
         dev = backbone.device
         self.ids = ids
         self.coarse = coarse.to(dev)
-        self.masks = label_masks(self.coarse, ids.to(dev))  # [L,T,h,w] float
+        self.masks_cpu = label_masks(coarse.cpu(), ids)  # [L,T,h,w] float (Lanczos masks are made on the CPU)
+        self.masks = self.masks_cpu.to(dev)
         self.L, self.T = self.masks.shape[0], self.masks.shape[1]
         self.latent_hw = inputs.latent_hw
         self.present = coarse_present(self.coarse, ids.to(dev))  # [L,T]
@@ -277,8 +279,8 @@ class _BatchModulation:
             d = difference_map(plus, minus, self.frame_size, self.s.blur_kernel, self.s.blur_sigma, self.s.compat)
             del plus, minus
             if self.maps is not None:
-                self.maps.append(d.detach().cpu())
-            soft = lanczos_upsample_mask(self.masks[l], self.frame_size).to(d.device)
+                self.maps.append(d.detach() if d.device.type == "meta" else d.detach().cpu())
+            soft = lanczos_upsample_mask(self.masks_cpu[l], self.frame_size).to(d.device)
             scores = filter_maps(d, soft, float(self.s.filter_s))
             if self.s.absent_labels == "skip":
                 absent = ~self.present[l].to(scores.device)
@@ -291,6 +293,11 @@ class _BatchModulation:
             self.progress(2 * self.next_label + len(self.finished), 2 * self.L)
 
     # -------------------------------------------------------- main loop
+    def _share_attention(self) -> bool:
+        if self.s.share_attention is None:
+            return self.bb.device.type == "cpu"
+        return bool(self.s.share_attention)
+
     def initial_runs(self) -> int:
         total = 2 * self.L + 1
         if self.s.max_runs_per_chunk is not None:
@@ -308,7 +315,8 @@ class _BatchModulation:
         max_runs = self.initial_runs()
         if mode == "auto":
             mode = "repeat" if max_runs >= 2 else "store"
-        with shared_prefix(self.bb, self.plan.block, self.plan.t_m, enabled=self.s.share_prefix) as driver:
+        with shared_prefix(self.bb, self.plan.block, self.plan.t_m, enabled=self.s.share_prefix) as driver, \
+                sharing_attention(self.bb, self.plan.injected, enabled=self._share_attention()):
             x_tm = self.shared_start()
             while pending:
                 self._check_cancel()
@@ -355,7 +363,9 @@ class _BatchModulation:
                 self.stats["prefix"] = dict(driver.stats)
         self.stats["reference"] = mode
         self.stats["seconds"] = round(time.perf_counter() - t0, 3)
-        labels = self.acc.labels(self.ids).cpu()
+        labels = self.acc.labels(self.ids)
+        if labels.device.type != "meta":  # meta tensors: FLOP counting (benchmarks/modulation.py)
+            labels = labels.cpu()
         maps = torch.stack(self.maps) if self.maps is not None else None
         return ModulationResult(labels, self.ids.clone(), maps, self.stats)
 
