@@ -76,6 +76,11 @@ class Clusters:
     def named(self) -> bool:
         return self.assignment is not None
 
+    def __repr__(self) -> str:  # short: ComfyUI prints node inputs in error reports
+        state = f"named, {len(self.table)} labels" if self.named else "not named"
+        return (f"Clusters(K={self.num_clusters}, frames {self.batch_start}..{self.batch_stop - 1}, grid {self.grid}, "
+                f"reference frame {self.reference_frame}, {state})")
+
     def frame_clusters(self, frame: int) -> torch.Tensor:
         """Cluster map [h, w] of video frame ``frame`` (must lie in the clustered batch)."""
         if not self.batch_start <= frame < self.batch_stop:
@@ -112,6 +117,9 @@ class Labels:
             return lab
         out = F.interpolate(lab[:, None].float(), size=(H, W), mode="nearest-exact")[:, 0]
         return out.round().long()
+
+    def __repr__(self) -> str:  # short: ComfyUI prints node inputs in error reports
+        return f"Labels({self.describe()})"
 
     def describe(self) -> str:
         kind = "coarse" if self.coarse else "full-resolution"

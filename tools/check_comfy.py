@@ -5,7 +5,9 @@
 
 1. ``GET /object_info``: every VidSeg node is registered (from ``custom_nodes``), and the
    hand-written core specs of ``tools/comfy_core_nodes.py`` agree with the live ones;
-2. every ``workflows/*.json`` is converted UI -> API with the *live* ``/object_info``
+2. optionally (``--ui-prompts``), the prompts the real frontend built for the workflows
+   (``tools/ui_smoke.js``) equal the converter's;
+3. every ``workflows/*.json`` is converted UI -> API with the *live* ``/object_info``
    (comfyui notes §16.2), widget values are overridden (``--tiny``: the tiny test
    backbones and K = 4; ``--set``: anything), submitted to ``POST /prompt`` and polled
    on ``/history`` until it finishes (comfyui notes §16.1).  Prints timings and outputs.
@@ -67,6 +69,25 @@ def compare_core_specs(live: dict) -> list:
     return out
 
 
+def compare_ui_prompts(smoke: dict, live: dict) -> bool:
+    """The frontend's prompts (``tools/ui_smoke.js``) vs :func:`ui_to_api` on the same files.
+
+    Frontend-only widget values that are not node inputs (e.g. Load Video's preview) are ignored."""
+    ok = True
+    for name, rec in sorted(smoke.get("workflows", {}).items()):
+        mine = ui_to_api(json.loads((ROOT / "workflows" / name).read_text()), live)
+        diffs = []
+        for key, node in rec["prompt"].items():
+            spec_inputs = {n for _, n, _ in ordered_inputs(live[node["class_type"]])}
+            theirs = {k: v for k, v in node["inputs"].items() if k in spec_inputs}
+            if key not in mine or mine[key]["class_type"] != node["class_type"] or mine[key]["inputs"] != theirs:
+                diffs.append(key)
+        diffs += [k for k in mine if k not in rec["prompt"]]
+        print(f"{name}: frontend prompt {'==' if not diffs else '!='} converter" + (f" (nodes {diffs})" if diffs else ""))
+        ok &= not diffs and not rec.get("missing")
+    return ok
+
+
 def tiny_overrides(stem: str) -> dict:
     model = "tiny-svd" if "svd" in stem else "tiny-sd"
     return {("VidSegLoadModel", "model"): model, ("VidSegKMeansInit", "num_clusters"): 4,
@@ -113,6 +134,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", action="append", help="workflow file stem(s) to run (default: all)")
     p.add_argument("--set", action="append", metavar="CLASS.INPUT=VALUE", help="override a widget value (JSON)")
     p.add_argument("--no-run", action="store_true", help="only check registration and specs")
+    p.add_argument("--ui-prompts", metavar="JSON", help="output of tools/ui_smoke.js: compare the frontend's "
+                                                        "graphToPrompt() with the converter")
     args = p.parse_args(argv)
     ok = True
     t = time.perf_counter()
@@ -125,6 +148,8 @@ def main(argv=None) -> int:
     diffs = compare_core_specs(live)
     print("core specs agree with the live ones" if not diffs else "core spec differences:\n  " + "\n  ".join(diffs))
     ok &= not diffs
+    if args.ui_prompts:
+        ok &= compare_ui_prompts(json.loads(Path(args.ui_prompts).read_text()), live)
     if args.no_run:
         return 0 if ok else 1
     for path in sorted((ROOT / "workflows").glob("*.json")):
