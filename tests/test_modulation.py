@@ -127,6 +127,20 @@ def test_batched_equals_sequential_oracle(setup):
     assert res.stats["prefix"]["prefix"] == 1  # the shared part of step t_m was computed once
 
 
+def test_absent_labels_equal_sequential_oracle(setup):
+    """Label 1 is missing from frame 1 and label 5 from every frame: their difference there is exactly 0."""
+    bb, inputs, coarse = setup
+    coarse = coarse.clone()
+    coarse[1][coarse[1] == 1] = 0
+    labels_seq, maps_seq = sequential_modulation(bb, inputs, coarse, [0, 1, 2, 5], FRAME)
+    res = modulate_batch(bb, inputs, coarse, [0, 1, 2, 5], FRAME, ModulationSettings(return_difference_maps=True))
+    assert maps_seq[1, 1].abs().max() == 0 and maps_seq[3].abs().max() == 0  # the authors' structure gives 0 too
+    assert res.difference_maps[1, 1].abs().max() == 0 and res.difference_maps[3].abs().max() == 0
+    assert _agree(res.labels, labels_seq) >= 0.999
+    assert (res.difference_maps - maps_seq).abs().max().item() <= 1e-4
+    assert res.stats["chunks"] == [7]  # label 5's runs are not computed at all
+
+
 def test_later_modulation_step_equals_sequential_oracle(sd_setup):
     bb, inputs, coarse = sd_setup
     labels_seq, maps_seq = sequential_modulation(bb, inputs, coarse, [0, 1, 2], FRAME, t_m=23, blend_steps=(23, 24))

@@ -178,7 +178,8 @@ class _BatchModulation:
         self.masks = self.masks_cpu.to(dev)
         self.L, self.T = self.masks.shape[0], self.masks.shape[1]
         self.latent_hw = inputs.latent_hw
-        self.present = coarse_present(self.coarse, ids.to(dev))  # [L,T]
+        self.present_cpu = coarse_present(coarse.cpu(), ids)  # [L,T] bool
+        self.active = self.present_cpu.any(1).tolist()  # labels present in at least one frame
         self.acc = LabelArgmax((self.T,) + tuple(frame_size), device=dev, keep_maps=False)
         self.maps: Optional[List[torch.Tensor]] = [] if self.s.return_difference_maps else None
         self.store: Optional[ReferenceStore] = None
@@ -270,20 +271,52 @@ class _BatchModulation:
         _free_memory()
         return torch.cat([self.bb.decode(z[i:i + 1]) for i in range(z.shape[0])])
 
+    def zero_when_absent(self) -> bool:
+        """Is a frame where the label's mask is empty provably unchanged (so its difference is exactly 0)?
+
+        SD: the UNet and the VAE treat frames independently, and such a frame
+        gets no offset and the reference's q/k: it IS the reference.  SVD:
+        only when blending resets it to the reference latent after the last
+        step and frames are decoded one at a time (the authors' setting).
+        """
+        if self.bb.family == "sd":
+            return True
+        w = self.plan.blend_window
+        return w is not None and w[1] >= self.plan.last and getattr(self.bb.config, "decode_chunk", None) == 1
+
+    def _difference(self, l: int, zp: Optional[torch.Tensor], zm: Optional[torch.Tensor]) -> torch.Tensor:
+        """Normalised difference maps ``[T,H,W]`` of label ``l``; frames that cannot differ are not decoded."""
+        present = self.present_cpu[l]
+        args = (self.frame_size, self.s.blur_kernel, self.s.blur_sigma, self.s.compat)
+        if zp is not None and (bool(present.all()) or not self.zero_when_absent()):
+            return difference_map(self._decode(zp), self._decode(zm), *args)
+        dev = self.bb.device
+        d = torch.zeros((self.T,) + tuple(self.frame_size), dtype=torch.float32, device=dev)
+        idx = present.nonzero().flatten()
+        if zp is not None and idx.numel():
+            i = idx.to(zp.device)
+            d[idx.to(dev)] = difference_map(self._decode(zp[i]), self._decode(zm[i]), *args).to(dev)
+        return d
+
     def fold_finished(self) -> None:
-        while 2 * self.next_label + 1 in self.finished and 2 * self.next_label in self.finished:
+        """Decode finished ± pairs and fold them into the argmax, in label order (labels in no frame: zero maps)."""
+        while self.next_label < self.L:
             l = self.next_label
-            zp, zm = self.finished.pop(2 * l), self.finished.pop(2 * l + 1)
+            if not self.active[l]:
+                zp = zm = None  # no offset anywhere: both runs are the reference, D = 0
+            elif 2 * l in self.finished and 2 * l + 1 in self.finished:
+                zp, zm = self.finished.pop(2 * l), self.finished.pop(2 * l + 1)
+            else:
+                break
             self._check_cancel()
-            plus, minus = self._decode(zp), self._decode(zm)
-            d = difference_map(plus, minus, self.frame_size, self.s.blur_kernel, self.s.blur_sigma, self.s.compat)
-            del plus, minus
+            d = self._difference(l, zp, zm)
+            del zp, zm
             if self.maps is not None:
                 self.maps.append(d.detach() if d.device.type == "meta" else d.detach().cpu())
             soft = lanczos_upsample_mask(self.masks_cpu[l], self.frame_size).to(d.device)
             scores = filter_maps(d, soft, float(self.s.filter_s))
             if self.s.absent_labels == "skip":
-                absent = ~self.present[l].to(scores.device)
+                absent = ~self.present_cpu[l].to(scores.device)
                 scores = torch.where(absent.view(-1, 1, 1), torch.full_like(scores, -math.inf), scores)
             self.acc.update(l, scores)
             self.next_label += 1
@@ -310,7 +343,7 @@ class _BatchModulation:
 
     def run(self) -> ModulationResult:
         t0 = time.perf_counter()
-        pending = list(range(2 * self.L))
+        pending = [r for r in range(2 * self.L) if self.active[r // 2]]
         mode = self.s.reference
         max_runs = self.initial_runs()
         if mode == "auto":
@@ -318,6 +351,7 @@ class _BatchModulation:
         with shared_prefix(self.bb, self.plan.block, self.plan.t_m, enabled=self.s.share_prefix) as driver, \
                 sharing_attention(self.bb, self.plan.injected, enabled=self._share_attention()):
             x_tm = self.shared_start()
+            self.fold_finished()
             while pending:
                 self._check_cancel()
                 per_chunk = max_runs - 1 if mode == "repeat" else max_runs
@@ -361,6 +395,9 @@ class _BatchModulation:
                 self._report()
             if driver is not None:
                 self.stats["prefix"] = dict(driver.stats)
+        self.fold_finished()
+        if self.next_label != self.L:
+            raise RuntimeError(f"internal error: {self.next_label} of {self.L} labels folded")
         self.stats["reference"] = mode
         self.stats["seconds"] = round(time.perf_counter() - t0, 3)
         labels = self.acc.labels(self.ids)
