@@ -295,6 +295,15 @@ def test_compat_and_options_run(sd_setup, sd_baseline):
     assert _agree(off.labels, sd_baseline.labels) < 1.0  # the options change the result
 
 
+def test_progress_is_monotonic_and_complete(sd_setup):
+    bb, inputs, coarse = sd_setup
+    seen = []
+    modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=3),
+                   progress=lambda done, total: seen.append((done, total)))
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and seen[-1][0] == seen[-1][1] == 6 * 4  # 6 runs x (3 steps + decode)
+
+
 def test_single_label_and_cancel(sd_setup):
     bb, inputs, coarse = sd_setup
     one = modulate_batch(bb, inputs, torch.full_like(coarse, 4), None, FRAME)

@@ -185,6 +185,7 @@ class _BatchModulation:
         self.store: Optional[ReferenceStore] = None
         self.finished: Dict[int, torch.Tensor] = {}
         self.next_label = 0
+        self.units = self.total_units = 0
         self.stats: Dict[str, object] = {"chunks": [], "oom_retries": 0, "reference": None}
 
     # -------------------------------------------------------- helpers
@@ -217,11 +218,15 @@ class _BatchModulation:
         m = resize_nearest(torch.stack(rows), self.latent_hw)  # [R,T,lh,lw]
         return m.unsqueeze(2).to(dtype)
 
-    def _callback(self, latent_masks, reference_run: Optional[int], record: Optional[ReferenceStore] = None):
+    def _callback(self, latent_masks, reference_run: Optional[int], record: Optional[ReferenceStore] = None,
+                  runs_done_per_step: int = 0):
         plan = self.plan
 
         def cb(step: int, x: torch.Tensor) -> torch.Tensor:
             self._check_cancel()
+            if runs_done_per_step:
+                self.units += runs_done_per_step
+                self._report()
             if plan.blends(step):
                 if record is not None:
                     record.latents[step] = x[0].detach().clone()
@@ -258,7 +263,8 @@ class _BatchModulation:
         lm = self._latent_masks(runs, x_tm.dtype)
         x = x_tm.unsqueeze(0).expand(R, *x_tm.shape).clone()
         with self.bb.hooks(hook):
-            out = self.bb.denoise(x, self.inputs.cond, self.plan.t_m, None, self._callback(lm, ref))
+            out = self.bb.denoise(x, self.inputs.cond, self.plan.t_m, None,
+                                  self._callback(lm, ref, runs_done_per_step=len(chunk)))
         return out[1:] if with_reference else out
 
     # -------------------------------------------------------- decode + reduce
@@ -309,6 +315,7 @@ class _BatchModulation:
             else:
                 break
             self._check_cancel()
+            zp_given = zp is not None
             d = self._difference(l, zp, zm)
             del zp, zm
             if self.maps is not None:
@@ -320,10 +327,14 @@ class _BatchModulation:
                 scores = torch.where(absent.view(-1, 1, 1), torch.full_like(scores, -math.inf), scores)
             self.acc.update(l, scores)
             self.next_label += 1
+            if zp_given:
+                self.units += 2
+                self._report()
 
     def _report(self):
+        """progress(done, total) in units of one modulated run through one step or one decode."""
         if self.progress is not None:
-            self.progress(2 * self.next_label + len(self.finished), 2 * self.L)
+            self.progress(min(self.units, self.total_units), self.total_units)
 
     # -------------------------------------------------------- main loop
     def _share_attention(self) -> bool:
@@ -344,6 +355,7 @@ class _BatchModulation:
     def run(self) -> ModulationResult:
         t0 = time.perf_counter()
         pending = [r for r in range(2 * self.L) if self.active[r // 2]]
+        self.units, self.total_units = 0, len(pending) * (self.plan.last - self.plan.t_m + 2)
         mode = self.s.reference
         max_runs = self.initial_runs()
         if mode == "auto":
@@ -359,6 +371,7 @@ class _BatchModulation:
                     per_chunk -= 1
                 per_chunk = max(1, per_chunk)
                 chunk = pending[:per_chunk]
+                units_before = self.units
                 try:
                     if mode == "store" and self.store is None:
                         self.build_store(x_tm)
@@ -368,6 +381,7 @@ class _BatchModulation:
                         raise
                     msg = f"{type(exc).__name__}: {str(exc)[:200]}"
                     del exc
+                    self.units = units_before
                     _free_memory()
                     self.stats["oom_retries"] = int(self.stats["oom_retries"]) + 1
                     current = per_chunk + (1 if mode == "repeat" else 0)
@@ -390,9 +404,7 @@ class _BatchModulation:
                     self.finished[r] = z.detach()
                 del final
                 pending = pending[len(chunk):]
-                self._report()
                 self.fold_finished()
-                self._report()
             if driver is not None:
                 self.stats["prefix"] = dict(driver.stats)
         self.fold_finished()
