@@ -10,7 +10,7 @@ after loading the model and after every batch, and its current RSS
 final peak and as a drift from batch to batch.
 
     python benchmarks/pipeline_memory.py [--data ../shared/data/bedroom/frames] [--lengths 14 56 200]
-        [--modes fast quality] [--max-side 480] [--clusters 3] [--model tiny-sd]
+        [--modes fast quality] [--max-side 480 (0 = none)] [--clusters 3] [--model tiny-sd]
 """
 from __future__ import annotations
 
@@ -94,8 +94,7 @@ def run_config(data, frames: int, mode: str, max_side: Optional[int], clusters: 
 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--data", str(data), "--frames", str(frames),
            "--mode", mode, "--clusters", str(clusters), "--model", model]
-    if max_side:
-        cmd += ["--max-side", str(max_side)]
+    cmd += ["--max-side", str(max_side or 0)]  # 0 = no cap (the child's default is a cap)
     if batch_size:
         cmd += ["--batch-size", str(batch_size)]
     cmd += ["--threads", str(threads or torch.get_num_threads())]

@@ -77,7 +77,7 @@ SETTINGS = {
         "quick": dict(clusters=2, num_frames=2, max_side=192),
     },
     "memory": {
-        "full": dict(lengths=(14, 56, 200), max_side=384, clusters=3, batch_size=None),
+        "full": dict(lengths=(14, 56, 200), max_side=480, clusters=3, batch_size=None),
         "quick": dict(lengths=(2, 4, 6), max_side=192, clusters=2, batch_size=2),
     },
     "coarse_oracle": {
