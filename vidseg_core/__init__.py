@@ -1,8 +1,8 @@
 """VidSeg core: training-free video semantic segmentation from diffusion features.
 
 A plain library (torch, diffusers, numpy, scikit-learn, OpenCV) that implements
-"Unleashing the Potential of Diffusion Models for Zero-Shot Video Semantic
-Segmentation" (VidSeg).  It never imports ComfyUI; the node pack in ``nodes/``
+VidSeg, "Zero-Shot Video Semantic Segmentation based on Pre-Trained Diffusion
+Models".  It never imports ComfyUI; the node pack in ``nodes/``
 and the command line (``python -m vidseg_core``) are thin layers over it.
 
 Heavy dependencies (diffusers, transformers, scikit-learn, cv2) are imported
