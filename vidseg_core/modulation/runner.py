@@ -183,6 +183,7 @@ class _BatchModulation:
         self.acc = LabelArgmax((self.T,) + tuple(frame_size), device=dev, keep_maps=False)
         self.maps: Optional[List[torch.Tensor]] = [] if self.s.return_difference_maps else None
         self.store: Optional[ReferenceStore] = None
+        self.store_device: Optional[torch.device] = None  # None: the compute device
         self.finished: Dict[int, torch.Tensor] = {}
         self.next_label = 0
         self.units = self.total_units = 0
@@ -229,7 +230,7 @@ class _BatchModulation:
                 self._report()
             if plan.blends(step):
                 if record is not None:
-                    record.latents[step] = x[0].detach().clone()
+                    record.latents[step] = x[0].detach().to(self.store_device or x.device, copy=True)
                     return x
                 ref = x[reference_run] if reference_run is not None else self.store.latents[step].to(x.device, x.dtype)
                 x = x * latent_masks + ref.unsqueeze(0) * (1 - latent_masks)
@@ -246,7 +247,8 @@ class _BatchModulation:
 
     def build_store(self, x_tm: torch.Tensor) -> None:
         store = ReferenceStore()
-        rec = ReferenceRecorder(store, self.plan.injected, self.plan.t_m)
+        # after an out-of-memory fallback on a GPU the store lives in CPU memory (moved in layer by layer)
+        rec = ReferenceRecorder(store, self.plan.injected, self.plan.t_m, device=self.store_device)
         with self.bb.hooks(rec):
             self.bb.denoise(x_tm[None], self.inputs.cond, self.plan.t_m, None,
                             self._callback(None, None, record=store))
@@ -392,6 +394,8 @@ class _BatchModulation:
                         continue
                     if mode == "repeat" and self.s.reference == "auto":
                         mode, max_runs = "store", 1
+                        if self.bb.device.type != "cpu":
+                            self.store_device = torch.device("cpu")
                         warnings.warn("Even the reference plus one modulated run does not fit in memory; "
                                       "computing the reference once and keeping its q/k and latents (store mode).",
                                       RuntimeWarning, stacklevel=2)

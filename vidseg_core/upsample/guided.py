@@ -9,8 +9,8 @@ softened by a Gaussian of ``softness`` cells) bilinearly upsampled:
 (He, Sun & Tang, "Guided Image Filtering", colour version), computed at
 1/``subsample`` resolution with the coefficients bilinearly upsampled ("Fast
 Guided Filter", He & Sun 2015), then ``argmax_l q_l`` with ties to the lowest
-label.  Box means use clipped windows at the borders (``avg_pool2d`` with
-``count_include_pad=False``).  Everything is torch, on the frames' device.
+label.  Box means use windows clipped at the borders (cumulative sums).
+Everything is torch, on the frames' device.
 """
 from __future__ import annotations
 
@@ -23,16 +23,29 @@ from ..errors import InputError
 from .base import UpsampleContext, Upsampler, check_upsample_inputs
 
 
+def _box_sum_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Sums over ``[i − r, i + r]`` clipped to the axis, by cumulative sums (O(1) per element)."""
+    n = x.shape[dim]
+    shape = list(x.shape)
+    shape[dim] = 1
+    c = torch.cat([torch.zeros(shape, dtype=x.dtype, device=x.device), torch.cumsum(x, dim)], dim)
+    i = torch.arange(n, device=x.device)
+    hi = (i + r + 1).clamp(max=n)
+    lo = (i - r).clamp(min=0)
+    return c.index_select(dim, hi) - c.index_select(dim, lo)
+
+
 def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Mean over the ``(2r+1)²`` window clipped to the image, ``x [N,C,H,W]``."""
+    """Mean over the ``(2r+1)²`` window clipped to the image, ``x [N,C,H,W]`` (float64 sums where available)."""
     if r < 1:
         return x
-    rh, rw = min(r, x.shape[-2] - 1), min(r, x.shape[-1] - 1)
-    if rw > 0:
-        x = F.avg_pool2d(x, (1, 2 * rw + 1), stride=1, padding=(0, rw), count_include_pad=False)
-    if rh > 0:
-        x = F.avg_pool2d(x, (2 * rh + 1, 1), stride=1, padding=(rh, 0), count_include_pad=False)
-    return x
+    acc = torch.float32 if x.device.type == "mps" else torch.float64
+    H, W = x.shape[-2:]
+    s = _box_sum_1d(_box_sum_1d(x.to(acc), r, -1), r, -2)
+    iy, ix = torch.arange(H, device=x.device), torch.arange(W, device=x.device)
+    ny = ((iy + r + 1).clamp(max=H) - (iy - r).clamp(min=0)).to(acc)
+    nx = ((ix + r + 1).clamp(max=W) - (ix - r).clamp(min=0)).to(acc)
+    return (s / (ny[:, None] * nx[None, :])).to(x.dtype)
 
 
 def guided_filter_color(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
@@ -67,6 +80,16 @@ def guided_filter_color(guide: torch.Tensor, src: torch.Tensor, radius: int, eps
     mean_a = box_mean(a.reshape(n, 3 * L, H, W), radius).reshape(n, 3, L, H, W)
     mean_b = box_mean(b, radius)
     return mean_a, mean_b
+
+
+def _argmax_first(q: torch.Tensor) -> torch.Tensor:
+    """Argmax over dim 0 with ties to the lowest index (a running comparison: fast for few labels)."""
+    best, idx = q[0], torch.zeros(q.shape[1:], dtype=torch.long, device=q.device)
+    for l in range(1, q.shape[0]):
+        better = q[l] > best
+        best = torch.where(better, q[l], best)
+        idx = torch.where(better, torch.full_like(idx, l), idx)
+    return idx
 
 
 class GuidedFilterUpsampler(Upsampler):
@@ -136,7 +159,7 @@ class GuidedFilterUpsampler(Upsampler):
                                        align_corners=False).reshape(1, 3, L, H, W)
                 mean_b = F.interpolate(mean_b, (H, W), mode="bilinear", align_corners=False)
             q = (mean_a * guide.unsqueeze(2)).sum(1) + mean_b  # [1,L,H,W]
-            out[t] = ids_d[q[0].argmax(0)]
+            out[t] = ids_d[_argmax_first(q[0])]
             if context is not None and context.progress is not None:
                 context.progress(t + 1, T)
         return out
