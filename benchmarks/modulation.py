@@ -32,11 +32,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
-import torch
+# OpenMP threads sleep at barriers instead of spinning (read when torch loads libgomp): with spinning, 2 threads
+# on a busy 2-core machine made the tiny-model timings up to 100x slower and meaningless
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

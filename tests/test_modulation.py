@@ -115,6 +115,17 @@ def test_shared_attention_processors_are_restored(setup):
     assert {l: m.processor for l, m in bb.attention_layers().items()} == before
 
 
+def test_prefix_driver_keeps_out_of_wrapped_forwards(sd_setup):
+    bb, _, _ = sd_setup
+    wrapped = bb.unet.forward
+    bb.unet.forward = wrapped  # e.g. an offloading hook that replaced forward on the instance
+    try:
+        with shared_prefix(bb, 7, 22) as drv:
+            assert drv is None and bb.unet.__dict__["forward"] is wrapped
+    finally:
+        del bb.unet.forward
+
+
 # ------------------------------------------------------------------ batched == sequential
 def test_batched_equals_sequential_oracle(setup):
     bb, inputs, coarse = setup

@@ -191,7 +191,8 @@ class SplitUNet:
         for i in range(first, len(u.up_blocks)):
             blk = u.up_blocks[i]
             res, skips = skips[-len(blk.resnets):], skips[:-len(blk.resnets)]
-            h = self._up_block(blk, h, res, st.emb, st.context, st.indicator, self._upsample_size(i, skips, st.forward_upsample_size))
+            size = self._upsample_size(i, skips, st.forward_upsample_size)
+            h = self._up_block(blk, h, res, st.emb, st.context, st.indicator, size)
         if u.conv_norm_out is not None:
             h = u.conv_norm_out(h)
             h = u.conv_act(h)
@@ -319,13 +320,12 @@ def shared_prefix(backbone, split_block: int, step: int, enabled: bool = True) -
         yield None
         return
     unet = backbone.unet
-    had = "forward" in unet.__dict__
-    previous = unet.__dict__.get("forward")
+    if "forward" in unet.__dict__ or hasattr(unet, "_hf_hook") or hasattr(unet, "_orig_mod"):
+        # someone already wraps the forward (accelerate offloading, torch.compile, ...): do not bypass it
+        yield None
+        return
     unet.forward = driver
     try:
         yield driver
     finally:
-        if had:
-            unet.forward = previous
-        else:
-            del unet.forward
+        del unet.forward
