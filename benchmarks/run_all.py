@@ -200,7 +200,9 @@ def bench_memory(cfg, log, data: Path = DATA) -> Rows:
             else "1.000x (baseline)",
             f"bedroom {src[1]}x{src[0]}, {cap}work {work[1]}x{work[0]}, K = {rep['clusters']}; fresh process; "
             f"model loaded {s['model_mb']:.0f} MB; peak growth after batch 1 {s['peak_growth_after_batch1_mb']:+.0f} MB, "
-            f"RSS drift {'n/a' if drift is None else f'{drift:+.0f} MB'}; {s['seconds_per_batch']:.1f} s/batch"))
+            f"RSS drift {'n/a' if drift is None else f'{drift:+.0f} MB'}; {s['seconds_per_batch']:.1f} s/batch; "
+            f"peak = {rep.get('peak_source', 'ru_maxrss')} (ru_maxrss {rep.get('ru_maxrss_mb', 0):.0f} MB, of which "
+            f"{rep.get('ru_maxrss_mb_start', 0):.0f} MB inherited from the parent at start)"))
     return rows
 
 

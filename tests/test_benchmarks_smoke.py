@@ -6,9 +6,15 @@ the others still run.  No timing assertions.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from benchmarks import report, run_all
+
+ROOT = Path(__file__).resolve().parents[1]
 
 HEADER = "| " + " | ".join(h for _, h in report.COLUMNS) + " |"
 
@@ -71,3 +77,14 @@ def test_a_failing_benchmark_becomes_an_error_row(monkeypatch):
 def test_unknown_benchmark_name_is_refused():
     with pytest.raises(SystemExit):
         run_all.main(["--only", "nonexistent"])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+def test_memory_child_peak_does_not_include_the_parents_memory():
+    """The memory benchmark's children measure their own peak (VmHWM), not ru_maxrss inherited from a big parent."""
+    ballast = bytearray(300 * 2**20)  # touched: 300 MB of RSS in this (parent) process
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    code = "from benchmarks import pipeline_memory as m; print(m._peak_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), check=True)
+    del ballast
+    assert float(out.stdout.strip()) < 200
