@@ -203,8 +203,8 @@ def test_latents_outside_the_mask_equal_the_reference_in_the_window(setup):
     seen = {}
     make = job._callback
 
-    def recording(lm, ref, record=None):
-        cb = make(lm, ref, record)
+    def recording(lm, ref, record=None, **kwargs):
+        cb = make(lm, ref, record, **kwargs)
 
         def wrapped(step, x):
             x = cb(step, x)
