@@ -130,7 +130,8 @@ def test_prefix_driver_keeps_out_of_wrapped_forwards(sd_setup):
 def test_batched_equals_sequential_oracle(setup):
     bb, inputs, coarse = setup
     labels_seq, maps_seq = sequential_modulation(bb, inputs, coarse, [0, 1, 2], FRAME)
-    res = modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(return_difference_maps=True))
+    res = modulate_batch(bb, inputs, coarse, None, FRAME,
+                         ModulationSettings(share_attention=True, return_difference_maps=True))
     assert res.labels.shape == (2,) + FRAME and res.labels.dtype == torch.long
     assert _agree(res.labels, labels_seq) >= 0.999
     assert (res.difference_maps - maps_seq).abs().max().item() <= 1e-4 * maps_seq.abs().max().item()
@@ -163,7 +164,8 @@ def test_later_modulation_step_equals_sequential_oracle(sd_setup):
 def test_chunked_and_store_modes_equal_one_chunk(sd_setup, sd_baseline):
     bb, inputs, coarse = sd_setup
     for st in (ModulationSettings(max_runs_per_chunk=3), ModulationSettings(max_runs_per_chunk=2),
-               ModulationSettings(reference="store", max_runs_per_chunk=2), ModulationSettings(share_prefix=False),
+               ModulationSettings(reference="store", max_runs_per_chunk=2, share_attention=True),
+               ModulationSettings(share_prefix=False), ModulationSettings(share_attention=True),
                ModulationSettings(share_attention=False)):
         res = modulate_batch(bb, inputs, coarse, None, FRAME, st.with_(return_difference_maps=True))
         assert _agree(res.labels, sd_baseline.labels) >= 0.999

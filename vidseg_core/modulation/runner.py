@@ -39,7 +39,7 @@ from .difference import LabelArgmax, difference_map, filter_maps
 from .hooks import ModulationHook, ReferenceRecorder, ReferenceStore
 from .masks import coarse_present, label_masks, lanczos_upsample_mask, resize_nearest
 from .settings import ModulationPlan, ModulationSettings
-from .shared_attention import sharing_attention
+from .shared_attention import CPU_MIN_RUNS, sharing_attention
 from .unet_split import shared_prefix
 
 #: progress(done_runs, total_runs) -> None; may raise to cancel
@@ -339,10 +339,11 @@ class _BatchModulation:
             self.progress(min(self.units, self.total_units), self.total_units)
 
     # -------------------------------------------------------- main loop
-    def _share_attention(self) -> bool:
+    def _share_attention(self) -> Tuple[bool, int]:
+        """(enabled, fewest runs per evaluation): None = on the CPU for chunks of >= CPU_MIN_RUNS runs."""
         if self.s.share_attention is None:
-            return self.bb.device.type == "cpu"
-        return bool(self.s.share_attention)
+            return self.bb.device.type == "cpu", CPU_MIN_RUNS
+        return bool(self.s.share_attention), 2
 
     def initial_runs(self) -> int:
         total = 2 * self.L + 1
@@ -363,7 +364,7 @@ class _BatchModulation:
         if mode == "auto":
             mode = "repeat" if max_runs >= 2 else "store"
         with shared_prefix(self.bb, self.plan.block, self.plan.t_m, enabled=self.s.share_prefix) as driver, \
-                sharing_attention(self.bb, self.plan.injected, enabled=self._share_attention()):
+                sharing_attention(self.bb, self.plan.injected, *self._share_attention()):
             x_tm = self.shared_start()
             self.fold_finished()
             while pending:

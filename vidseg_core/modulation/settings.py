@@ -54,8 +54,9 @@ class ModulationSettings:
     reference: str = "auto"
     #: compute the part of step t_m shared by every run once
     share_prefix: bool = True
-    #: compute the attention probabilities of the injected layers once for all runs (exact rewrite;
-    #: None = on for the CPU, where it measured ~1.5x faster per layer than separate SDPA calls; not measured on GPUs)
+    #: compute the attention probabilities of the injected layers once for all runs (exact rewrite, fewer
+    #: FLOPs); None = on the CPU for chunks of >= 8 runs, where it measured faster than separate fused SDPA
+    #: calls (not measured on GPUs, where fused attention is cheap: off there)
     share_attention: Optional[bool] = None
     #: also return the normalised difference maps [L,T,H,W] (memory grows with L)
     return_difference_maps: bool = False
