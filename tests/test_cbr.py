@@ -57,7 +57,7 @@ def test_search_radius_restricts_matches():
 def test_default_hand_example_static_scene():
     # distinct feature per cell, identical in every frame -> every trajectory stays put (identity T^j)
     T, h, w = 3, 1, 3
-    feats = torch.eye(3).reshape(1, 1, 3, 3).repeat(T, 1, 1, 1)
+    feats = torch.eye(w).reshape(1, h, w, w).repeat(T, 1, 1, 1)
     labels = torch.tensor([[[1, 1, 5]], [[2, 1, 5]], [[1, 1, 1]]])
     out = cbr_refine(labels, feats)
     # frame 0: cell 0 sees [1, 2, 1] -> 1; cell 2 sees [5, 5, 1] -> 5

@@ -48,6 +48,10 @@ class Backbone(ABC):
         self.dtype = dtype
         self.controller = AttentionController()
         self._processors_installed = False
+        #: latent scale of the VAE (0.18215 for SD 2.1 and SVD)
+        self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
+        #: pixels per latent cell (8)
+        self._vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
 
     # ------------------------------------------------------------ frames
     def work_size(self, height: int, width: int) -> tuple:
@@ -75,15 +79,71 @@ class Backbone(ABC):
             x = F.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
         return (x * 2 - 1).to(self.dtype)
 
-    # ------------------------------------------------------------ model parts
-    @abstractmethod
+    # ------------------------------------------------------------ VAE (shared by every backbone)
+    def _vae_dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
+
+    def _keep_vae_fp32(self) -> None:
+        """The SD 2.1 and SVD VAEs overflow in fp16 (their configs say ``force_upcast``): kept in fp32 then."""
+        if self.dtype == torch.float16:
+            self.vae.to(dtype=torch.float32)
+
+    def _chunks(self, n: int):
+        """``(start, stop)`` ranges of ``config.decode_chunk`` frames (``None``: all at once)."""
+        step = self.config.decode_chunk or n
+        if step < 1:
+            raise InputError(f"decode_chunk must be at least 1; got {step}.", "Use None (all at once) or a positive int.")
+        return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+    def _check_frames(self, frames, what: str) -> tuple:
+        """``(T, H, W)`` of prepared frames ``[T,3,H,W]``, or a readable error."""
+        f = self._vae_factor
+        if not torch.is_tensor(frames) or frames.ndim != 4 or frames.shape[1] != 3:
+            raise InputError(f"{what} expects frames [T,3,H,W] in -1..1; got {getattr(frames, 'shape', type(frames))}.",
+                             "Use prepare_frames() first.")
+        t, _, h, w = frames.shape
+        if t == 0 or h == 0 or w == 0 or h % f or w % f:
+            raise InputError(f"Frames of {w}x{h} (T={t}) cannot be used: sides must be non-zero multiples of {f}.",
+                             "Use prepare_frames(), which resizes to multiples of 64.")
+        return t, h, w
+
     def encode(self, frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """``[T,3,H,W]`` in -1..1 -> scaled latents ``[T,4,H/8,W/8]`` (posterior *sample*)."""
+        """``[T,3,H,W]`` in -1..1 -> ``scaling · (mean + std·ε)`` ``[T,4,H/8,W/8]`` (posterior *sample*).
 
-    @abstractmethod
+        ``ε`` is drawn on the CPU from ``generator`` for the whole batch at once,
+        so chunking (``config.decode_chunk``, used for encoding too) does not
+        change the result.
+        """
+        t, h, w = self._check_frames(frames, "encode")
+        f = self._vae_factor
+        vdt = self._vae_dtype()
+        noise = self.randn((t, self.vae.config.latent_channels, h // f, w // f), generator).to(vdt)
+        out = []
+        with torch.no_grad():
+            for a, b in self._chunks(t):
+                dist = self.vae.encode(frames[a:b].to(self.device, vdt)).latent_dist
+                out.append(dist.mean + dist.std * noise[a:b])
+        return (torch.cat(out) * self.scaling_factor).to(self.dtype)
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents ``[N,4,h,w]`` -> frames ``[N,3,8h,8w]`` in 0..1 (float32)."""
+        """Scaled latents ``[N,4,h,w]`` -> frames ``[N,3,8h,8w]`` float32 in 0..1, ``config.decode_chunk`` a call."""
+        channels = self.vae.config.latent_channels
+        if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != channels:
+            raise InputError(f"decode expects latents [N,{channels},h,w]; got {getattr(latents, 'shape', type(latents))}.",
+                             "Flatten run / frame dimensions first.")
+        vdt = self._vae_dtype()
+        out = []
+        with torch.no_grad():
+            for a, b in self._chunks(latents.shape[0]):
+                x = self._vae_decode(latents[a:b].to(self.device, vdt) / self.scaling_factor)
+                out.append(((x.float() + 1.0) / 2.0).clamp(0.0, 1.0))
+        return torch.cat(out)
 
+    def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+        """One VAE decoder call on unscaled latents ``[n,4,h,w]`` -> ``[n,3,8h,8w]`` in -1..1."""
+        return self.vae.decode(z).sample
+
+    # ------------------------------------------------------------ model parts
     @abstractmethod
     def condition(self, frames: torch.Tensor, generator: torch.Generator) -> Any:
         """Conditioning of one ``T``-frame batch (both guidance halves), from prepared frames."""

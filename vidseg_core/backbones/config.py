@@ -5,7 +5,7 @@ README command lines).  Step indices index the 25-step schedule (§2.2).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Tuple
 
 

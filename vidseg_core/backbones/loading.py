@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
@@ -146,6 +147,20 @@ def check_folder_parts(folder: Path, parts: Sequence[str]) -> None:
 
 
 # ---------------------------------------------------------------- finding
+def weights_variant(part_folder: Path, stem: str) -> Optional[str]:
+    """The diffusers ``variant`` of a component folder: ``None`` when ``<stem>.safetensors`` / ``.bin`` is there,
+    else the tag of the first ``<stem>.<tag>.safetensors`` / ``.bin`` (``"fp16"`` as the HF repos ship)."""
+    part_folder = Path(part_folder)
+    if any((part_folder / f"{stem}{ext}").is_file() for ext in (".safetensors", ".bin")):
+        return None
+    for ext in ("safetensors", "bin"):
+        for p in sorted(part_folder.glob(f"{stem}.*.{ext}")):
+            m = re.fullmatch(re.escape(stem) + r"\.([A-Za-z0-9_]+)\." + ext, p.name)
+            if m:
+                return m.group(1)
+    return None
+
+
 def resolve_model_path(model: str, search_dirs: Iterable[os.PathLike] = ()) -> Path:
     """A path as given, or a name found in one of ``search_dirs``."""
     p = Path(model).expanduser()

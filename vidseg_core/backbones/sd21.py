@@ -165,10 +165,8 @@ class SD21Backbone(Backbone):
         super().__init__(name, config, unet, vae, torch.device(device), dtype)
         #: ``last_hidden_state`` of the empty prompt, ``[1, 77, C]`` float32 on the CPU
         self.empty_embedding = empty_embedding.detach().to("cpu", torch.float32).clone()
-        self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
         self._sigmas: Optional[torch.Tensor] = None
         self._timesteps: Optional[List[int]] = None
-        self._vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self._keep_vae_fp32()
 
     # ------------------------------------------------------------ schedule
@@ -182,58 +180,6 @@ class SD21Backbone(Backbone):
         """DDPM timestep the UNet sees at each step (the σ's discrete index)."""
         self.sigmas()
         return list(self._timesteps)
-
-    # ------------------------------------------------------------ VAE
-    def _vae_dtype(self) -> torch.dtype:
-        return next(self.vae.parameters()).dtype
-
-    def _keep_vae_fp32(self) -> None:
-        # the SD VAE overflows in fp16 (its config says force_upcast); bf16 / fp32 are used as is
-        if self.dtype == torch.float16:
-            self.vae.to(dtype=torch.float32)
-
-    def _chunks(self, n: int):
-        step = self.config.decode_chunk or n
-        if step < 1:
-            raise InputError(f"decode_chunk must be at least 1; got {step}.", "Use None (all at once) or a positive int.")
-        return [(i, min(i + step, n)) for i in range(0, n, step)]
-
-    def encode(self, frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """``[T,3,H,W]`` in -1..1 -> ``0.18215 · (mean + std·ε)`` ``[T,4,H/8,W/8]``, ``ε`` from ``generator`` (CPU).
-
-        ``ε`` is drawn for the whole batch at once, so chunking (``config.decode_chunk``,
-        used for encoding too) does not change the result.
-        """
-        f = self._vae_factor
-        if not torch.is_tensor(frames) or frames.ndim != 4 or frames.shape[1] != 3:
-            raise InputError(f"encode expects frames [T,3,H,W]; got {getattr(frames, 'shape', type(frames))}.",
-                             "Use prepare_frames() first.")
-        t, _, h, w = frames.shape
-        if t == 0 or h % f or w % f:
-            raise InputError(f"Frames of {w}x{h} (T={t}) cannot be encoded: sides must be non-zero multiples of {f}.",
-                             "Use prepare_frames(), which resizes to multiples of 64.")
-        vdt = self._vae_dtype()
-        noise = self.randn((t, 4, h // f, w // f), generator).to(vdt)
-        out = []
-        with torch.no_grad():
-            for a, b in self._chunks(t):
-                dist = self.vae.encode(frames[a:b].to(self.device, vdt)).latent_dist
-                out.append(dist.mean + dist.std * noise[a:b])
-        return (torch.cat(out) * self.scaling_factor).to(self.dtype)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents ``[N,4,h,w]`` -> ``[N,3,8h,8w]`` float32 in 0..1, ``config.decode_chunk`` frames a call."""
-        if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != 4:
-            raise InputError(f"decode expects latents [N,4,h,w]; got {getattr(latents, 'shape', type(latents))}.",
-                             "Flatten run / frame dimensions first.")
-        vdt = self._vae_dtype()
-        out = []
-        with torch.no_grad():
-            for a, b in self._chunks(latents.shape[0]):
-                z = latents[a:b].to(self.device, vdt) / self.scaling_factor
-                x = self.vae.decode(z).sample
-                out.append(((x.float() + 1.0) / 2.0).clamp(0.0, 1.0))
-        return torch.cat(out)
 
     # ------------------------------------------------------------ conditioning + denoiser
     def condition(self, frames: torch.Tensor, generator: torch.Generator) -> SD21Condition:
@@ -511,15 +457,6 @@ def load_sd21_single_file(path, device, dtype, prediction_type: Optional[str] = 
 
 
 # ------------------------------------------------------------------ diffusers folders
-def _variant(sub: Path, stem: str) -> Optional[str]:
-    """``"fp16"`` when a component folder only holds ``<stem>.fp16.*`` weights."""
-    if any((sub / f"{stem}{ext}").is_file() for ext in (".safetensors", ".bin")):
-        return None
-    if any((sub / f"{stem}.fp16{ext}").is_file() for ext in (".safetensors", ".bin")):
-        return "fp16"
-    return None
-
-
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
@@ -537,7 +474,7 @@ def load_sd21_diffusers(folder, device, dtype, prediction_type: Optional[str] = 
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from .loading import check_folder_parts
+    from .loading import check_folder_parts, weights_variant
 
     folder = Path(folder)
     check_folder_parts(folder, ("unet", "vae", "text_encoder"))
@@ -555,12 +492,12 @@ def load_sd21_diffusers(folder, device, dtype, prediction_type: Optional[str] = 
     try:
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", local_files_only=True,
                                                     torch_dtype=dtype,
-                                                    variant=_variant(folder / "unet", "diffusion_pytorch_model"))
+                                                    variant=weights_variant(folder / "unet", "diffusion_pytorch_model"))
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", local_files_only=True, torch_dtype=vae_dtype,
-                                            variant=_variant(folder / "vae", "diffusion_pytorch_model"))
+                                            variant=weights_variant(folder / "vae", "diffusion_pytorch_model"))
         te, info = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True,
                                                  torch_dtype=torch.float32, output_loading_info=True,
-                                                 variant=_variant(folder / "text_encoder", "model"))
+                                                 variant=weights_variant(folder / "text_encoder", "model"))
     except Exception as exc:
         raise ModelLoadError(f"Cannot load the diffusers folder {folder.name}: {type(exc).__name__}: {exc}",
                              "Copy the complete model folder again from its source.") from exc

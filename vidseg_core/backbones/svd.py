@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -159,8 +158,6 @@ class SVDBackbone(Backbone):
         super().__init__(name, config, unet, vae, torch.device(device), dtype)
         self.image_encoder = image_encoder
         self.cond_encoder = cond_encoder
-        self.scaling_factor = float(getattr(vae.config, "scaling_factor", 0.18215))
-        self._vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self._sigmas: Optional[torch.Tensor] = None
         self._keep_vae_fp32()
 
@@ -173,8 +170,8 @@ class SVDBackbone(Backbone):
 
     def _keep_vae_fp32(self) -> None:
         # the SVD VAE config says force_upcast: fp16 is not used for it (bf16 / fp32 are kept)
+        super()._keep_vae_fp32()
         if self.dtype == torch.float16:
-            self.vae.to(dtype=torch.float32)
             if self.cond_encoder is not None:
                 self.cond_encoder.to(dtype=torch.float32)
 
@@ -183,26 +180,6 @@ class SVDBackbone(Backbone):
         self._keep_vae_fp32()
         return self
 
-    def _vae_dtype(self) -> torch.dtype:
-        return next(self.vae.parameters()).dtype
-
-    def _chunks(self, n: int):
-        step = self.config.decode_chunk or n
-        if step < 1:
-            raise InputError(f"decode_chunk must be at least 1; got {step}.", "Use None (all at once) or a positive int.")
-        return [(i, min(i + step, n)) for i in range(0, n, step)]
-
-    def _check_frames(self, frames, what: str) -> Tuple[int, int, int]:
-        f = self._vae_factor
-        if not torch.is_tensor(frames) or frames.ndim != 4 or frames.shape[1] != 3:
-            raise InputError(f"{what} expects frames [T,3,H,W] in -1..1; got {getattr(frames, 'shape', type(frames))}.",
-                             "Use prepare_frames() first.")
-        t, _, h, w = frames.shape
-        if t == 0 or h % f or w % f or h == 0 or w == 0:
-            raise InputError(f"Frames of {w}x{h} (T={t}) cannot be used: sides must be non-zero multiples of {f}.",
-                             "Use prepare_frames(), which resizes to multiples of 64.")
-        return t, h, w
-
     # ------------------------------------------------------------ schedule
     def sigmas(self) -> torch.Tensor:
         if self._sigmas is None:
@@ -210,32 +187,9 @@ class SVDBackbone(Backbone):
         return self._sigmas
 
     # ------------------------------------------------------------ VAE
-    def encode(self, frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """``[T,3,H,W]`` in -1..1 -> ``0.18215 · (mean + std·ε)`` ``[T,4,H/8,W/8]``, ``ε`` from ``generator`` (CPU)."""
-        t, h, w = self._check_frames(frames, "encode")
-        f = self._vae_factor
-        vdt = self._vae_dtype()
-        noise = self.randn((t, self.vae.config.latent_channels, h // f, w // f), generator).to(vdt)
-        out = []
-        with torch.no_grad():
-            for a, b in self._chunks(t):
-                dist = self.vae.encode(frames[a:b].to(self.device, vdt)).latent_dist
-                out.append(dist.mean + dist.std * noise[a:b])
-        return (torch.cat(out) * self.scaling_factor).to(self.dtype)
-
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents ``[N,4,h,w]`` -> ``[N,3,8h,8w]`` float32 in 0..1; ``config.decode_chunk`` frames per call."""
-        if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != self.vae.config.latent_channels:
-            raise InputError(f"decode expects latents [N,4,h,w]; got {getattr(latents, 'shape', type(latents))}.",
-                             "Flatten run / frame dimensions first.")
-        vdt = self._vae_dtype()
-        out = []
-        with torch.no_grad():
-            for a, b in self._chunks(latents.shape[0]):
-                z = latents[a:b].to(self.device, vdt) / self.scaling_factor
-                x = self.vae.decode(z, num_frames=b - a).sample
-                out.append(((x.float() + 1.0) / 2.0).clamp(0.0, 1.0))
-        return torch.cat(out)
+    def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The temporal VAE decoder needs its frame count (each chunk is decoded as one clip)."""
+        return self.vae.decode(z, num_frames=z.shape[0]).sample
 
     # ------------------------------------------------------------ conditioning
     def image_embedding(self, image: torch.Tensor) -> torch.Tensor:
@@ -530,23 +484,12 @@ def load_svd_single_file(path, device, dtype, config: Optional[SVDConfig] = None
 
 
 # ------------------------------------------------------------------ diffusers folders
-def _variant(sub: Path, stem: str) -> Optional[str]:
-    """``"fp16"`` when a component folder only has ``<stem>.fp16.safetensors`` (as the HF SVD repos ship)."""
-    if (sub / f"{stem}.safetensors").is_file() or (sub / f"{stem}.bin").is_file():
-        return None
-    for p in sorted(sub.glob(f"{stem}.*.safetensors")) + sorted(sub.glob(f"{stem}.*.bin")):
-        m = re.fullmatch(re.escape(stem) + r"\.([A-Za-z0-9_]+)\.(safetensors|bin)", p.name)
-        if m:
-            return m.group(1)
-    return None
-
-
 def load_svd_diffusers(folder, device, dtype, config: Optional[SVDConfig] = None) -> SVDBackbone:
     """A diffusers-format SVD folder (``unet/``, ``vae/``, ``image_encoder/``), offline."""
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
     from transformers import CLIPVisionModelWithProjection
 
-    from .loading import check_folder_parts
+    from .loading import check_folder_parts, weights_variant
 
     folder = Path(folder)
     device = torch.device(device)
@@ -557,7 +500,7 @@ def load_svd_diffusers(folder, device, dtype, config: Optional[SVDConfig] = None
     parts = []
     for sub, cls, stem in loaders:
         kwargs = {"local_files_only": True}
-        variant = _variant(folder / sub, stem)
+        variant = weights_variant(folder / sub, stem)
         if variant:
             kwargs["variant"] = variant
         try:
