@@ -70,6 +70,45 @@ def test_encode_decode_shapes_and_determinism(backbone, frames):
 
 
 @torch.inference_mode()
+def test_encoding_in_chunks_equals_all_at_once_and_bad_frames_are_refused(backbone, frames):
+    """The posterior noise is drawn for the whole batch, so ``decode_chunk`` does not change the latents."""
+    import copy
+
+    prepared, z0, _, _ = _inputs(backbone, frames)
+    whole = copy.copy(backbone)
+    whole.config = backbone.config.with_(decode_chunk=None)
+    torch.testing.assert_close(whole.encode(prepared, whole.generator(1)), z0, rtol=1e-5, atol=1e-5)
+    one = copy.copy(backbone)
+    one.config = backbone.config.with_(decode_chunk=1)
+    torch.testing.assert_close(one.encode(prepared, one.generator(1)), z0, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InputError, match="multiples of 8"):
+        backbone.encode(prepared[..., :-4], backbone.generator(1))
+    with pytest.raises(InputError, match=r"\[T,3,H,W\]"):
+        backbone.encode(prepared[:, :2], backbone.generator(1))
+    with pytest.raises(InputError, match="decode expects latents"):
+        backbone.decode(z0[:, :3])
+    bad = copy.copy(backbone)
+    bad.config = backbone.config.with_(decode_chunk=0)
+    with pytest.raises(InputError, match="decode_chunk"):
+        bad.decode(z0)
+
+
+def test_weights_variant_of_diffusers_part_folders(tmp_path):
+    from vidseg_core.backbones.loading import weights_variant
+
+    stem = "diffusion_pytorch_model"
+    assert weights_variant(tmp_path, stem) is None  # empty folder: no variant (the loader reports what is missing)
+    (tmp_path / f"{stem}.fp16.safetensors").write_bytes(b"")
+    assert weights_variant(tmp_path, stem) == "fp16"
+    (tmp_path / f"{stem}.safetensors").write_bytes(b"")
+    assert weights_variant(tmp_path, stem) is None  # the plain file wins
+    other = tmp_path / "text_encoder"
+    other.mkdir()
+    (other / "model.bf16.bin").write_bytes(b"")
+    assert weights_variant(other, "model") == "bf16"
+
+
+@torch.inference_mode()
 def test_runs_are_independent_and_batched_equals_single(backbone, frames):
     """R runs in one evaluation give what each run gives alone (the modulation relies on it)."""
     _, z0, cond, noise = _inputs(backbone, frames)

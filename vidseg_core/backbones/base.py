@@ -90,7 +90,7 @@ class Backbone(ABC):
 
     def _chunks(self, n: int):
         """``(start, stop)`` ranges of ``config.decode_chunk`` frames (``None``: all at once)."""
-        step = self.config.decode_chunk or n
+        step = n if self.config.decode_chunk is None else int(self.config.decode_chunk)
         if step < 1:
             raise InputError(f"decode_chunk must be at least 1; got {step}.", "Use None (all at once) or a positive int.")
         return [(i, min(i + step, n)) for i in range(0, n, step)]
