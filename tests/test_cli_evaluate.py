@@ -74,6 +74,35 @@ def test_reader_rejects_bad_folders(tmp_path):
         read_label_sequence(tmp_path / "broken")
 
 
+def test_pairs_predictions_with_ground_truth_by_file_name(tmp_path):
+    from vidseg_core.metrics import read_pair
+
+    gt = _video(t=4)
+    g = _save(tmp_path / "gt", gt[[0, 2]], names=["00000.png", "00002.png"])  # sparse annotation
+    p = _save(tmp_path / "pred", gt)  # a prediction for every frame, 00000..00003
+    pred, gt_read, names = read_pair(p, g)
+    assert names == ["00000.png", "00002.png"] and np.array_equal(pred, gt_read)
+    # names win over sorted position: a prediction folder with an extra early frame is still paired right
+    q = _save(tmp_path / "pred2", np.concatenate([gt[:1] * 0, gt]), names=["0.png"] + [f"{i:05d}.png" for i in range(4)])
+    pred, gt_read, _ = read_pair(q, g)
+    assert np.array_equal(pred, gt_read)
+
+
+def test_pairing_falls_back_to_sorted_order_only_with_a_warning(tmp_path):
+    from vidseg_core.metrics import read_pair
+
+    gt = _video(t=3)
+    g = _save(tmp_path / "gt", gt)
+    p = _save(tmp_path / "pred", gt, names=[f"frame_{i}.png" for i in range(3)])
+    with pytest.warns(UserWarning, match="paired in sorted name order"):
+        pred, gt_read, _ = read_pair(p, g)
+    assert np.array_equal(pred, gt_read)
+    r = _save(tmp_path / "partial", gt[:2])  # 00000, 00001 + a stray name: 00002 has no prediction
+    _save(r, gt[2:], names=["stray.png"])
+    with pytest.raises(InputError, match=r"no prediction for 1 of the 3 ground-truth frames \(00002.png\)"):
+        read_pair(r, g)
+
+
 # ------------------------------------------------------------------ command
 def test_cli_perfect_prediction(tmp_path, capsys):
     gt = _video()

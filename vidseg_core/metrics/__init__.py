@@ -26,7 +26,7 @@ from .davis import (
     score_sequence,
 )
 from .evaluate import METRICS, evaluate_arrays, evaluate_dirs, parse_metrics
-from .io import list_frames, read_label_png, read_label_sequence, read_pair
+from .io import list_frames, pair_frames, read_label_png, read_label_sequence, read_pair
 from .labels import vspw_remap
 
 __all__ = [
@@ -37,5 +37,5 @@ __all__ = [
     "davis_statistics", "decay_bins", "evaluate_semi_supervised", "evaluate_unsupervised",
     "region_similarity", "score_sequence",
     "evaluate_arrays", "evaluate_dirs", "parse_metrics",
-    "list_frames", "read_label_png", "read_label_sequence", "read_pair",
+    "list_frames", "pair_frames", "read_label_png", "read_label_sequence", "read_pair",
 ]

@@ -1,15 +1,17 @@
 """Reading label-map sequences from folders of PNGs (one file per frame).
 
 Frames are the ``*.png`` files of a folder sorted lexicographically by name
-(zero-padded names keep that equal to frame order).  Each PNG is read as its
+(zero-padded names keep that equal to frame order).  A prediction folder is
+paired with its ground truth by file name (:func:`pair_frames`).  Each PNG is read as its
 raw stored values - palette indices for mode ``P``, grey levels for ``L`` /
 ``1`` / 16-bit ``I;16`` - never through a palette-to-RGB conversion.  Colour
 (RGB/RGBA) PNGs are rejected: their colours are not label ids.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -62,6 +64,10 @@ def read_label_png(path) -> np.ndarray:
 def read_label_sequence(folder) -> Tuple[np.ndarray, List[str]]:
     """All frames of ``folder`` as ``[T, H, W]`` plus their file names (sizes must agree)."""
     files = list_frames(folder)
+    return _read_files(files, folder), [f.name for f in files]
+
+
+def _read_files(files: Sequence[Path], folder) -> np.ndarray:
     frames = []
     for f in files:
         a = read_label_png(f)
@@ -71,22 +77,48 @@ def read_label_sequence(folder) -> Tuple[np.ndarray, List[str]]:
                 "All frames of a sequence must have the same size.")
         frames.append(a)
     dtype = np.result_type(*[a.dtype for a in frames])
-    return np.stack(frames).astype(dtype, copy=False), [f.name for f in files]
+    return np.stack(frames).astype(dtype, copy=False)
+
+
+def pair_frames(pred_files: Sequence[Path], gt_files: Sequence[Path], pred_dir=None, gt_dir=None
+                ) -> List[Tuple[Path, Path]]:
+    """``(prediction, ground truth)`` file pairs, matched by file name stem.
+
+    * every ground-truth frame has a prediction of the same stem: paired by name
+      (predictions of frames without ground truth, e.g. sparse annotations, are
+      not evaluated);
+    * no stem in common and as many predictions as ground-truth frames: paired
+      in sorted order, with a warning (e.g. ``frame_0001.png`` vs ``00000.png``);
+    * anything else is an error naming the frames without a prediction.
+    """
+    pred_by_stem = {p.stem: p for p in pred_files}
+    missing = [g.name for g in gt_files if g.stem not in pred_by_stem]
+    if not missing:
+        return [(pred_by_stem[g.stem], g) for g in gt_files]
+    if len(missing) == len(gt_files) and len(pred_files) == len(gt_files):
+        warnings.warn(f"No prediction file name matches a ground-truth file name ({pred_files[0].name} vs "
+                      f"{gt_files[0].name}): the {len(gt_files)} frames are paired in sorted name order.",
+                      stacklevel=3)
+        return list(zip(pred_files, gt_files))
+    shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+    raise InputError(
+        f"{pred_dir or 'The prediction folder'} has no prediction for {len(missing)} of the {len(gt_files)} "
+        f"ground-truth frames ({shown}); it has {len(pred_files)} PNG frames but {gt_dir or 'the ground truth'} "
+        f"has {len(gt_files)}.",
+        "Give one predicted PNG per ground-truth PNG, named like it (e.g. 00000.png for 00000.png).")
 
 
 def read_pair(pred_dir, gt_dir) -> Tuple[np.ndarray, np.ndarray, List[str]]:
-    """Prediction and GT sequences, checked to have the same frame count and size.
+    """Prediction and GT sequences paired by file name (:func:`pair_frames`), checked to have the same size.
 
-    Frames are paired in sorted order; returns ``(pred [T,H,W], gt [T,H,W], gt file names)``.
+    Returns ``(pred [T,H,W], gt [T,H,W], gt file names)``.
     """
-    gt, gt_names = read_label_sequence(gt_dir)
-    pred, _ = read_label_sequence(pred_dir)
-    if pred.shape[0] != gt.shape[0]:
-        raise InputError(
-            f"{pred_dir} has {pred.shape[0]} PNG frames but {gt_dir} has {gt.shape[0]}.",
-            "Give exactly one predicted PNG per ground-truth PNG (frames are paired in sorted name order).")
+    gt_files = list_frames(gt_dir)
+    pairs = pair_frames(list_frames(pred_dir), gt_files, pred_dir, gt_dir)
+    gt = _read_files(gt_files, gt_dir)
+    pred = _read_files([p for p, _ in pairs], pred_dir)
     if pred.shape[1:] != gt.shape[1:]:
         raise InputError(
             f"Predicted frames are {pred.shape[2]}x{pred.shape[1]} but ground-truth frames are {gt.shape[2]}x{gt.shape[1]} (W x H).",
             "Resize the predictions to the ground-truth resolution with nearest-neighbour interpolation.")
-    return pred, gt, gt_names
+    return pred, gt, [g.name for g in gt_files]
