@@ -48,6 +48,34 @@ def test_same_seed_same_features(tiny_sd):
     assert not torch.equal(a.aggregated, c.aggregated)
 
 
+@pytest.mark.parametrize("name", ["tiny-sd", "tiny-svd"])
+def test_stopping_the_last_unet_evaluation_after_block_8_gives_identical_features(name):
+    from vidseg_core.backbones.attention import CaptureQueries
+    from vidseg_core.features import capture_features, prepare_batch
+
+    bb = load_backbone(name, device="cpu", precision="fp32")
+    frames = torch.rand(2, 64, 128, 3, generator=torch.Generator().manual_seed(5))
+    inputs = prepare_batch(bb, frames)
+    calls = {"full": 0, "early": 0}
+    seen = []
+
+    class Count(CaptureQueries):  # records which decoder blocks ran at the feature step
+        def on_qk(self, layer, q, k, ctx):
+            seen.append(layer.block)
+            return q, k
+
+    counter = Count({l for l in bb.attention_layers()}, steps={bb.config.feature_step})
+    with bb.hooks(counter):
+        full = capture_features(bb, inputs, stop_early=False)
+        calls["full"] = max(seen)
+        seen.clear()
+        early = capture_features(bb, inputs)
+        calls["early"] = max(seen)
+    assert torch.equal(full[0], early[0]) and torch.equal(full[1], early[1])
+    assert calls == {"full": 11, "early": 8}  # blocks 9-11 skipped once
+    assert bb.controller.hooks == []
+
+
 def test_tail_batch_does_not_overwrite(tiny_sd):
     """With B=2 and 3 frames, frames 0-1 come from batch [0,2); the tail batch [1,3) writes only frame 2."""
     frames = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(4))

@@ -8,7 +8,8 @@ Per batch of B frames, exactly as the authors' reference pass:
 4. noise the clean latent directly to t_m (``x = z0 + σ_{t_m} ε``: t_inv = t_m);
 5. denoise from t_m to the end, capturing at the feature step t_k (the last one)
    the spatial self-attention queries of decoder blocks 6, 7, 8 (conditional
-   half);
+   half); the UNet evaluation of step t_k stops right after block 8's queries
+   (its output is never used), which skips decoder blocks 9-11 once;
 6. F̃ = mean of the three blocks' queries, each token divided by its max-abs
    value over channels; CBR uses block 7's queries unnormalised.
 
@@ -23,7 +24,7 @@ from typing import Any, Callable, Iterator, Optional, Tuple
 
 import torch
 
-from .backbones.attention import CaptureQueries, LayerId
+from .backbones.attention import CaptureComplete, CaptureQueries, LayerId
 from .backbones.base import Backbone
 from .batching import Batch, plan_batches
 from .errors import InputError
@@ -68,17 +69,24 @@ def aggregate_queries(queries) -> torch.Tensor:
 
 @torch.inference_mode()
 def capture_features(backbone: Backbone, inputs: BatchInputs,
-                     store_dtype: torch.dtype = torch.float16) -> Tuple[torch.Tensor, torch.Tensor]:
+                     store_dtype: torch.dtype = torch.float16,
+                     stop_early: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     """Steps 5-6 above: the reference trajectory from t_m to t_k with the queries captured.
 
-    Returns ``(aggregated [T,h,w,C], correspondence [T,h,w,C])`` on the CPU.
+    ``stop_early`` ends the last UNet evaluation after the last captured layer
+    (identical features, less work).  Returns ``(aggregated [T,h,w,C],
+    correspondence [T,h,w,C])`` on the CPU.
     """
     cfg = backbone.config
     blocks = tuple(cfg.feature_blocks)
     layers = {LayerId(b, "spatial_self") for b in blocks + (cfg.correspondence_block,)}
-    capture = CaptureQueries(layers, steps={cfg.feature_step}, half=1, run=0, dtype=torch.float32, device="cpu")
-    with backbone.hooks(capture):
-        backbone.denoise(inputs.x_start[None], inputs.cond, cfg.modulation_step, end_step=cfg.feature_step)
+    capture = CaptureQueries(layers, steps={cfg.feature_step}, half=1, run=0, dtype=torch.float32, device="cpu",
+                             stop_when_done=stop_early)
+    try:
+        with backbone.hooks(capture):
+            backbone.denoise(inputs.x_start[None], inputs.cond, cfg.modulation_step, end_step=cfg.feature_step)
+    except CaptureComplete:
+        pass
     missing = [l for l in layers if (cfg.feature_step, l) not in capture.captured]
     if missing:
         raise RuntimeError(f"feature capture missed layers {missing}: the backbone does not expose them")

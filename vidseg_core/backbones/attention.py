@@ -154,21 +154,30 @@ class HookedAttnProcessor:
         return out / getattr(attn, "rescale_output_factor", 1.0)
 
 
+class CaptureComplete(Exception):
+    """Raised by :class:`CaptureQueries` (``stop_when_done=True``) once every wanted query is captured:
+    the rest of that UNet evaluation is not needed (the feature pass discards its output)."""
+
+
 class CaptureQueries(AttentionHook):
     """Records the projected queries of chosen layers at chosen steps.
 
     ``half`` selects the guidance half (1 = conditional, as the authors use,
     reference §3.2); ``run`` selects the sampler run.  Captured tensors are
     stored as ``[frames, tokens, C]`` (spatial layers), detached, in ``dtype``
-    on ``device``.
+    on ``device``.  With ``stop_when_done`` the hook raises
+    :class:`CaptureComplete` right after the last wanted query, which ends the
+    UNet evaluation early (the decoder blocks after it are skipped).
     """
 
     def __init__(self, layers, steps, half: int = 1, run: int = 0,
-                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                 stop_when_done: bool = False):
         self.layers = set(layers)
         self.steps = set(steps)
         self.half, self.run = half, run
         self.dtype, self.device = dtype, torch.device(device)
+        self.stop_when_done = stop_when_done
         self.captured: Dict[tuple, torch.Tensor] = {}
 
     def wants(self, layer, ctx):
@@ -182,4 +191,6 @@ class CaptureQueries(AttentionHook):
         else:
             sel = q.view(lay.runs, lay.halves, lay.frames, -1, q.shape[-1])[self.run, self.half]
         self.captured[(ctx.step, layer)] = sel.detach().to(self.device, self.dtype).clone()
+        if self.stop_when_done and len(self.captured) == len(self.layers) * len(self.steps):
+            raise CaptureComplete()
         return q, k
