@@ -14,7 +14,9 @@ Benchmarks (names for ``--skip`` / ``--only``):
 * ``memory``        -- peak RSS against video length on the bedroom frames, a fresh process per
                        configuration (``benchmarks/pipeline_memory.py``);
 * ``coarse_oracle`` -- coarse-stage quality on oracle features (``benchmarks/coarse_oracle.py``);
-* ``metrics``       -- metric timings (``benchmarks/bench_metrics.py``).
+* ``metrics``       -- metric timings (``benchmarks/bench_metrics.py``);
+* ``features_flops``-- FLOPs per frame of the feature pass on the real SD 2.1 / SVD architectures, full vs
+                       stopped after block 8 at the last step (``benchmarks/features_flops.py``).
 
 Every ratio is between two timings taken side by side in this run.  Wall times
 on a shared 2-core machine suffer when other processes run.  With torch's
@@ -85,6 +87,10 @@ SETTINGS = {
         "quick": dict(sigmas=(0.5,), n_init=1, frames=14),
     },
     "metrics": {"full": {}, "quick": {}},
+    "features_flops": {
+        "full": dict(frames=14, height=448, width=832),
+        "quick": dict(frames=2, height=64, width=128),
+    },
 }
 
 
@@ -242,6 +248,22 @@ def bench_metrics(cfg, log, data: Path = DATA) -> Rows:
     ]
 
 
+def bench_features_flops(cfg, log) -> Rows:
+    from benchmarks import features_flops
+
+    res = features_flops.run(**cfg, log=log)
+    rows: Rows = []
+    for arch, f in res.items():
+        s = f["setting"]
+        where = f"{s['width']}x{s['height']}, T = {s['frames']}, {f['steps']} UNet evaluations, meta tensors"
+        rows.append(row(f"features: FLOPs {arch}", "encode + every evaluation complete (authors' reference pass)",
+                        "TFLOP/frame", f"{f['full'] / 1e12:.3f}", "1.00x (baseline)", where))
+        rows.append(row(f"features: FLOPs {arch}", "ours: last evaluation stopped after block 8", "TFLOP/frame",
+                        f"{f['ours'] / 1e12:.3f}", f"{f['full'] / f['ours']:.3f}x fewer",
+                        f"the stopped evaluation costs {100 * f['last_fraction']:.0f}% of a full one; identical features"))
+    return rows
+
+
 BENCHMARKS: Dict[str, Callable] = {
     "modulation": bench_modulation,
     "cbr": bench_cbr,
@@ -249,6 +271,7 @@ BENCHMARKS: Dict[str, Callable] = {
     "memory": bench_memory,
     "coarse_oracle": bench_coarse_oracle,
     "metrics": bench_metrics,
+    "features_flops": bench_features_flops,
 }
 
 

@@ -49,6 +49,14 @@ def test_quick_cbr_rows():
     assert len(footer) == 1 and footer[0].startswith("- `cbr`: ok")
 
 
+def test_quick_features_flops_rows_show_fewer_flops_for_both_architectures():
+    rows, _ = run_all.run_benchmarks(["features_flops"], quick=True, log=lambda m: None)
+    assert [r["benchmark"] for r in rows] == ["features: FLOPs SD 2.1"] * 2 + ["features: FLOPs SVD"] * 2
+    for full, ours in (rows[0:2], rows[2:4]):
+        assert full["ratio"] == "1.00x (baseline)" and ours["ratio"].endswith("x fewer")
+        assert 0 < float(ours["value"]) < float(full["value"])
+
+
 def test_main_prints_and_writes_one_table(tmp_path, capsys):
     out = tmp_path / "results" / "quick.md"
     assert run_all.main(["--quick", "--only", "cbr", "--out", str(out)]) == 0

@@ -1,0 +1,83 @@
+"""Feature extraction FLOPs per frame on the REAL SD 2.1 and SVD architectures (meta tensors, no weights).
+
+    python benchmarks/features_flops.py [--frames 14] [--height 448] [--width 832]
+
+The feature pass (paper §4.1, reference notes §2.3) encodes the frames and runs
+the UNet from t_m to the last step, where the queries of decoder blocks 6-8 are
+read.  The last evaluation's output is never used, so ``capture_features``
+stops it right after block 8's queries (``CaptureQueries(stop_when_done=True)``;
+identical features, tested in ``tests/test_features.py``).  This script counts,
+with ``torch.utils.flop_counter.FlopCounterMode`` (attention through the math
+SDPA kernel so that it is counted), the FLOPs per frame of
+
+* the full pass: encode + every UNet evaluation complete (the authors' reference pass);
+* ours: encode + the same pass with the last evaluation stopped after block 8.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.modulation import _meta, count, meta_sd, meta_svd  # noqa: E402
+from vidseg_core.backbones.attention import CaptureComplete, CaptureQueries, LayerId  # noqa: E402
+
+
+def _last_evaluation_until_block_8(bb, x, step, cond):
+    cfg = bb.config
+    layers = {LayerId(b, "spatial_self") for b in tuple(cfg.feature_blocks) + (cfg.correspondence_block,)}
+    capture = CaptureQueries(layers, steps={step}, device="meta", stop_when_done=True)
+    try:
+        with bb.hooks(capture):
+            bb.denoised(x, step, cond)
+    except CaptureComplete:
+        return
+    raise RuntimeError("the capture did not stop the evaluation")
+
+
+def run(frames: int = 14, height: int = 448, width: int = 832, log=print) -> dict:
+    """``{arch: {"full": FLOP/frame, "ours": FLOP/frame, "steps": n, "setting": ...}}``."""
+    T, H, W = frames, height, width
+    lh, lw = H // 8, W // 8
+    log(f"== feature pass FLOPs per frame: real architectures (meta tensors), {W}x{H}, T = {T} frames")
+    result = {}
+    for name, make in (("SD 2.1", meta_sd), ("SVD", meta_svd)):
+        bb, cond_of = make()
+        cfg = bb.config
+        x = _meta(1, T, 4, lh, lw)
+        cond = cond_of(T, lh, lw)
+        steps = cfg.feature_step - cfg.modulation_step + 1
+        unet_eval = count(lambda: bb.denoised(x, cfg.feature_step, cond))
+        last = count(lambda: _last_evaluation_until_block_8(bb, x, cfg.feature_step, cond))
+        encode = count(lambda: bb.vae.encode(_meta(T, 3, H, W)))
+        full = encode + steps * unet_eval
+        ours = encode + (steps - 1) * unet_eval + last
+        tf = 1e12
+        log(f"  {name}: {steps} UNet evaluations (CFG, {2 * T} rows) of {unet_eval / tf:.2f} TFLOP; the last one "
+            f"stopped after block 8: {last / tf:.2f} TFLOP ({100 * last / unet_eval:.0f}%); encode {encode / tf:.2f} TFLOP")
+        log(f"    full pass {full / T / tf:.3f} TFLOP/frame, ours {ours / T / tf:.3f} TFLOP/frame "
+            f"({full / ours:.3f}x fewer, {100 * (1 - ours / full):.1f}% saved)")
+        result[name] = {"full": full / T, "ours": ours / T, "steps": steps, "last_fraction": last / unet_eval,
+                        "setting": {"frames": T, "height": H, "width": W}}
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=14)
+    ap.add_argument("--height", type=int, default=448)
+    ap.add_argument("--width", type=int, default=832)
+    args = ap.parse_args(argv)
+    with torch.inference_mode():
+        run(args.frames, args.height, args.width)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
