@@ -5,13 +5,15 @@
 The feature pass (paper §4.1, reference notes §2.3) encodes the frames and runs
 the UNet from t_m to the last step, where the queries of decoder blocks 6-8 are
 read.  The last evaluation's output is never used, so ``capture_features``
-stops it right after block 8's queries (``CaptureQueries(stop_when_done=True)``;
-identical features, tested in ``tests/test_features.py``).  This script counts,
+runs it on the conditional half only (``denoised(conditional_only=True)``) and
+stops it right after block 8's queries (``CaptureQueries(stop_when_done=True)``);
+the features agree with the full pass to float rounding (~1e-6, tested in
+``tests/test_features.py``).  This script counts,
 with ``torch.utils.flop_counter.FlopCounterMode`` (attention through the math
 SDPA kernel so that it is counted), the FLOPs per frame of
 
 * the full pass: encode + every UNet evaluation complete (the authors' reference pass);
-* ours: encode + the same pass with the last evaluation stopped after block 8.
+* ours: encode + the same pass with the last evaluation conditional-only and stopped after block 8.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def _last_evaluation_until_block_8(bb, x, step, cond):
     capture = CaptureQueries(layers, steps={step}, device="meta", stop_when_done=True)
     try:
         with bb.hooks(capture):
-            bb.denoised(x, step, cond)
+            bb.denoised(x, step, cond, conditional_only=True)
     except CaptureComplete:
         return
     raise RuntimeError("the capture did not stop the evaluation")
@@ -60,7 +62,7 @@ def run(frames: int = 14, height: int = 448, width: int = 832, log=print) -> dic
         ours = encode + (steps - 1) * unet_eval + last
         tf = 1e12
         log(f"  {name}: {steps} UNet evaluations (CFG, {2 * T} rows) of {unet_eval / tf:.2f} TFLOP; the last one "
-            f"stopped after block 8: {last / tf:.2f} TFLOP ({100 * last / unet_eval:.0f}%); encode {encode / tf:.2f} TFLOP")
+            f"conditional-only, stopped after block 8: {last / tf:.2f} TFLOP ({100 * last / unet_eval:.0f}%); encode {encode / tf:.2f} TFLOP")
         log(f"    full pass {full / T / tf:.3f} TFLOP/frame, ours {ours / T / tf:.3f} TFLOP/frame "
             f"({full / ours:.3f}x fewer, {100 * (1 - ours / full):.1f}% saved)")
         result[name] = {"full": full / T, "ours": ours / T, "steps": steps, "last_fraction": last / unet_eval,

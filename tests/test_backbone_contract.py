@@ -109,6 +109,33 @@ def test_weights_variant_of_diffusers_part_folders(tmp_path):
 
 
 @torch.inference_mode()
+def test_conditional_only_evaluation_equals_the_conditional_half(backbone, frames):
+    """Queries of every decoder layer and the unguided conditional D equal those of the guided evaluation."""
+    _, z0, cond, noise = _inputs(backbone, frames)
+    step = backbone.config.modulation_step
+    x = torch.stack([backbone.add_noise(z0, step, noise), backbone.add_noise(z0, step, torch.flip(noise, [0]))])
+    layers = set(backbone.attention_layers())
+    guided = CaptureQueries(layers, steps={step}, half=1, run=1)
+    with backbone.hooks(guided):
+        d = backbone.denoised(x, step, cond)
+    alone = CaptureQueries(layers, steps={step}, half=1, run=1)
+    with backbone.hooks(alone):
+        d_cond = backbone.denoised(x, step, cond, conditional_only=True)
+    assert backbone.controller.layout.halves == 1 and d_cond.shape == d.shape
+    assert set(alone.captured) == set(guided.captured) == {(step, l) for l in layers}
+    for key, q in guided.captured.items():
+        torch.testing.assert_close(alone.captured[key], q, rtol=1e-4, atol=1e-5, msg=str(key))
+    with pytest.raises(ValueError, match="unconditional half"):
+        with backbone.hooks(CaptureQueries(layers, steps={step}, half=0)):
+            backbone.denoised(x, step, cond, conditional_only=True)
+    # frame 0 is guided with scale 1 for SVD (1.0 -> 2.5 over the frames); SD's CFG 5 mixes the halves
+    if backbone.family == "svd":
+        torch.testing.assert_close(d_cond[:, 0], d[:, 0], rtol=1e-4, atol=1e-5)
+    else:
+        assert not torch.allclose(d_cond, d)
+
+
+@torch.inference_mode()
 def test_runs_are_independent_and_batched_equals_single(backbone, frames):
     """R runs in one evaluation give what each run gives alone (the modulation relies on it)."""
     _, z0, cond, noise = _inputs(backbone, frames)

@@ -8,8 +8,9 @@ Per batch of B frames, exactly as the authors' reference pass:
 4. noise the clean latent directly to t_m (``x = z0 + σ_{t_m} ε``: t_inv = t_m);
 5. denoise from t_m to the end, capturing at the feature step t_k (the last one)
    the spatial self-attention queries of decoder blocks 6, 7, 8 (conditional
-   half); the UNet evaluation of step t_k stops right after block 8's queries
-   (its output is never used), which skips decoder blocks 9-11 once;
+   half); the output of the evaluation at t_k is never used, so it runs the
+   conditional half alone and stops right after block 8's queries (exact: the
+   halves are independent rows of the UNet batch);
 6. F̃ = mean of the three blocks' queries, each token divided by its max-abs
    value over channels; CBR uses block 7's queries unnormalised.
 
@@ -73,8 +74,9 @@ def capture_features(backbone: Backbone, inputs: BatchInputs,
                      stop_early: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
     """Steps 5-6 above: the reference trajectory from t_m to t_k with the queries captured.
 
-    ``stop_early`` ends the last UNet evaluation after the last captured layer
-    (identical features, less work).  Returns ``(aggregated [T,h,w,C],
+    ``stop_early`` evaluates the UNet at t_k on the conditional half only and
+    ends it after the last captured layer (identical features, less work; the
+    authors run the whole guided evaluation).  Returns ``(aggregated [T,h,w,C],
     correspondence [T,h,w,C])`` on the CPU.
     """
     cfg = backbone.config
@@ -82,9 +84,15 @@ def capture_features(backbone: Backbone, inputs: BatchInputs,
     layers = {LayerId(b, "spatial_self") for b in blocks + (cfg.correspondence_block,)}
     capture = CaptureQueries(layers, steps={cfg.feature_step}, half=1, run=0, dtype=torch.float32, device="cpu",
                              stop_when_done=stop_early)
+    x = inputs.x_start[None]
     try:
         with backbone.hooks(capture):
-            backbone.denoise(inputs.x_start[None], inputs.cond, cfg.modulation_step, end_step=cfg.feature_step)
+            if not stop_early:
+                backbone.denoise(x, inputs.cond, cfg.modulation_step, end_step=cfg.feature_step)
+            else:
+                if cfg.feature_step > cfg.modulation_step:
+                    x = backbone.denoise(x, inputs.cond, cfg.modulation_step, end_step=cfg.feature_step - 1)
+                backbone.denoised(x, cfg.feature_step, inputs.cond, conditional_only=True)
     except CaptureComplete:
         pass
     missing = [l for l in layers if (cfg.feature_step, l) not in capture.captured]

@@ -43,7 +43,11 @@ class LayerId(NamedTuple):
 
 @dataclass(frozen=True)
 class RowLayout:
-    """How UNet batch rows map to (run, guidance half, frame)."""
+    """How UNet batch rows map to (run, guidance half, frame).
+
+    ``halves`` is 2 (unconditional, conditional) for a guided evaluation, or 1
+    when only the conditional half is evaluated (``denoised(conditional_only=True)``).
+    """
 
     runs: int
     frames: int
@@ -185,11 +189,18 @@ class CaptureQueries(AttentionHook):
 
     def on_qk(self, layer, q, k, ctx):
         lay = ctx.layout
-        if layer.temporal:
-            # [runs*2*tokens, frames, C] -> [frames, tokens, C]
-            sel = q.view(lay.runs, lay.halves, -1, lay.frames, q.shape[-1])[self.run, self.half].transpose(0, 1)
+        if lay.halves == 2:
+            half = self.half
+        elif self.half == 1:  # a conditional-only evaluation holds the conditional half alone
+            half = 0
         else:
-            sel = q.view(lay.runs, lay.halves, lay.frames, -1, q.shape[-1])[self.run, self.half]
+            raise ValueError("CaptureQueries(half=0) needs the unconditional half, absent from a "
+                             "conditional-only evaluation")
+        if layer.temporal:
+            # [runs*halves*tokens, frames, C] -> [frames, tokens, C]
+            sel = q.view(lay.runs, lay.halves, -1, lay.frames, q.shape[-1])[self.run, half].transpose(0, 1)
+        else:
+            sel = q.view(lay.runs, lay.halves, lay.frames, -1, q.shape[-1])[self.run, half]
         self.captured[(ctx.step, layer)] = sel.detach().to(self.device, self.dtype).clone()
         if self.stop_when_done and len(self.captured) == len(self.layers) * len(self.steps):
             raise CaptureComplete()

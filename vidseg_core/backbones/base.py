@@ -153,11 +153,15 @@ class Backbone(ABC):
         """The schedule: ``num_steps + 1`` noise levels (float64, last = 0)."""
 
     @abstractmethod
-    def denoised(self, x: torch.Tensor, step: int, cond: Any) -> torch.Tensor:
+    def denoised(self, x: torch.Tensor, step: int, cond: Any, conditional_only: bool = False) -> torch.Tensor:
         """One guided UNet evaluation at ``step``: ``x [R,T,4,h,w]`` -> D ``[R,T,4,h,w]``.
 
-        Implementations must set ``self.controller.layout`` / ``latent_grid``
-        (see :meth:`_prepare_controller`) before calling the UNet.
+        ``conditional_only`` evaluates the conditional half alone (rows
+        ``[run, frame]``, layout ``halves = 1``) and returns its unguided D: for
+        reading the conditional queries of an evaluation whose output is not
+        needed (the feature step).  Implementations must set
+        ``self.controller.layout`` / ``latent_grid`` (see
+        :meth:`_prepare_controller`) before calling the UNet.
         """
 
     @abstractmethod
@@ -185,9 +189,9 @@ class Backbone(ABC):
                 x = callback(i, x)
         return x
 
-    def _prepare_controller(self, step: int, runs: int, frames: int, latent_hw: tuple) -> None:
+    def _prepare_controller(self, step: int, runs: int, frames: int, latent_hw: tuple, halves: int = 2) -> None:
         self.controller.step = step
-        self.controller.layout = RowLayout(runs, frames)
+        self.controller.layout = RowLayout(runs, frames, halves)
         self.controller.latent_grid = tuple(int(v) for v in latent_hw)
 
     # ------------------------------------------------------------ hooks

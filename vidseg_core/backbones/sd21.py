@@ -187,8 +187,12 @@ class SD21Backbone(Backbone):
         e = self.empty_embedding.to(self.device, self.dtype)
         return SD21Condition(torch.cat([torch.zeros_like(e), e]))
 
-    def denoised(self, x: torch.Tensor, step: int, cond: SD21Condition) -> torch.Tensor:
-        """One guided UNet call on ``R`` runs: rows ``[run, half, frame]``, CFG per run (see module doc)."""
+    def denoised(self, x: torch.Tensor, step: int, cond: SD21Condition,
+                 conditional_only: bool = False) -> torch.Tensor:
+        """One guided UNet call on ``R`` runs: rows ``[run, half, frame]``, CFG per run (see module doc).
+
+        ``conditional_only``: the conditional rows ``[run, frame]`` alone, unguided D.
+        """
         sig = self.sigmas()
         if not 0 <= int(step) < len(sig) - 1:
             raise InputError(f"Step {step} is outside the {len(sig) - 1}-step schedule.",
@@ -204,21 +208,24 @@ class SD21Backbone(Backbone):
         timestep = torch.tensor(self._timesteps[step], device=self.device, dtype=torch.long)
         c_in = 1.0 / math.sqrt(sigma ** 2 + 1.0)
 
+        halves = 1 if conditional_only else 2
         xs = x.to(self.device, self.dtype)
-        rows = xs.unsqueeze(1).expand(r, 2, t, c, h, w).reshape(r * 2 * t, c, h, w)
-        ctx = cond.context.to(self.device, self.dtype)
+        rows = xs.unsqueeze(1).expand(r, halves, t, c, h, w).reshape(r * halves * t, c, h, w)
+        ctx = cond.context.to(self.device, self.dtype)[2 - halves:]
         n_tok, dim = ctx.shape[-2:]
-        ctx_rows = ctx.view(1, 2, 1, n_tok, dim).expand(r, 2, t, n_tok, dim).reshape(r * 2 * t, n_tok, dim)
+        ctx_rows = ctx.view(1, halves, 1, n_tok, dim).expand(r, halves, t, n_tok, dim).reshape(r * halves * t, n_tok, dim)
 
-        self._prepare_controller(int(step), r, t, (h, w))
+        self._prepare_controller(int(step), r, t, (h, w), halves)
         with torch.no_grad():
             out = self.unet(rows * c_in, timestep, encoder_hidden_states=ctx_rows, return_dict=False)[0]
-        out = out.float().view(r, 2, t, c, h, w)
+        out = out.float().view(r, halves, t, c, h, w)
         x32 = xs.float().unsqueeze(1)
         if self.config.prediction_type == "v_prediction":
             d = x32 / (sigma ** 2 + 1.0) - (sigma / math.sqrt(sigma ** 2 + 1.0)) * out
         else:
             d = x32 - sigma * out
+        if conditional_only:
+            return d[:, 0].to(x.dtype)
         d = d[:, 0] + self.config.guidance_scale * (d[:, 1] - d[:, 0])
         return d.to(x.dtype)
 

@@ -225,8 +225,12 @@ class SVDBackbone(Backbone):
                             added_time_ids=ids.expand(2, 3).clone(), guidance=guidance.to(self.device))
 
     # ------------------------------------------------------------ denoiser
-    def denoised(self, x: torch.Tensor, step: int, cond: SVDCondition) -> torch.Tensor:
-        """One guided UNet call on ``R`` runs sharing ``cond`` (rows ``[run, half, frame]``, per-frame CFG)."""
+    def denoised(self, x: torch.Tensor, step: int, cond: SVDCondition,
+                 conditional_only: bool = False) -> torch.Tensor:
+        """One guided UNet call on ``R`` runs sharing ``cond`` (rows ``[run, half, frame]``, per-frame CFG).
+
+        ``conditional_only``: the conditional rows ``[run, frame]`` alone, unguided D.
+        """
         sig = self.sigmas()
         if not 0 <= int(step) < len(sig) - 1:
             raise InputError(f"Step {step} is outside the {len(sig) - 1}-step schedule.",
@@ -248,22 +252,27 @@ class SVDBackbone(Backbone):
         c_in = 1.0 / math.sqrt(sigma ** 2 + 1.0)
         c_noise = 0.25 * math.log(sigma)
 
+        halves = 1 if conditional_only else 2
+        first = 2 - halves  # the conditional half is index 1 of every conditioning tensor
         xs = x.to(self.device, self.dtype)
-        noisy = (xs * c_in).unsqueeze(1).expand(r, 2, t, c, h, w)
-        lat = cond.concat_latent.to(self.device, self.dtype)
-        concat = lat.view(1, 2, 1, *lat.shape[1:]).expand(r, 2, t, *lat.shape[1:])
-        sample = torch.cat([noisy, concat], dim=3).reshape(r * 2, t, c + lat.shape[1], h, w)
-        emb = cond.image_embeds.to(self.device, self.dtype)
-        emb = emb.unsqueeze(0).expand(r, *emb.shape).reshape(r * 2, *emb.shape[1:])
+        noisy = (xs * c_in).unsqueeze(1).expand(r, halves, t, c, h, w)
+        lat = cond.concat_latent.to(self.device, self.dtype)[first:]
+        concat = lat.view(1, halves, 1, *lat.shape[1:]).expand(r, halves, t, *lat.shape[1:])
+        sample = torch.cat([noisy, concat], dim=3).reshape(r * halves, t, c + lat.shape[1], h, w)
+        emb = cond.image_embeds.to(self.device, self.dtype)[first:]
+        emb = emb.unsqueeze(0).expand(r, *emb.shape).reshape(r * halves, *emb.shape[1:])
         # time ids and c_noise stay float32: diffusers embeds them sinusoidally, then casts to the model dtype
-        ids = cond.added_time_ids.to(self.device, torch.float32).unsqueeze(0).expand(r, 2, -1).reshape(r * 2, -1)
+        ids = cond.added_time_ids.to(self.device, torch.float32)[first:]
+        ids = ids.unsqueeze(0).expand(r, halves, -1).reshape(r * halves, -1)
         timestep = torch.tensor(c_noise, device=self.device, dtype=torch.float32)
 
-        self._prepare_controller(int(step), r, t, (h, w))
+        self._prepare_controller(int(step), r, t, (h, w), halves)
         with torch.no_grad():
             out = self.unet(sample, timestep, encoder_hidden_states=emb, added_time_ids=ids, return_dict=False)[0]
-        out = out.float().view(r, 2, t, c, h, w)
+        out = out.float().view(r, halves, t, c, h, w)
         d = c_skip * xs.float().unsqueeze(1) + c_out * out
+        if conditional_only:
+            return d[:, 0].to(x.dtype)
         scale = cond.guidance.to(d.device, torch.float32).view(1, t, 1, 1, 1)
         d = d[:, 0] + scale * (d[:, 1] - d[:, 0])
         return d.to(x.dtype)
