@@ -109,6 +109,17 @@ def test_weights_variant_of_diffusers_part_folders(tmp_path):
 
 
 @torch.inference_mode()
+def test_denoised_refuses_a_step_outside_the_schedule_and_a_foreign_conditioning(backbone, frames):
+    _, z0, cond, _ = _inputs(backbone, frames)
+    n = len(backbone.sigmas()) - 1
+    for step in (-1, n):
+        with pytest.raises(InputError, match=f"outside the {n}-step schedule"):
+            backbone.denoised(z0[None], step, cond)
+    with pytest.raises(InputError, match=r"cond must come from \w+Backbone.condition\(\)"):
+        backbone.denoised(z0[None], 0, object())
+
+
+@torch.inference_mode()
 def test_conditional_only_evaluation_equals_the_conditional_half(backbone, frames):
     """Queries of every decoder layer and the unguided conditional D equal those of the guided evaluation."""
     _, z0, cond, noise = _inputs(backbone, frames)

@@ -168,6 +168,17 @@ class Backbone(ABC):
     def attention_layers(self) -> Dict[LayerId, torch.nn.Module]:
         """The decoder attention modules (LDM output blocks 3..11) by layer id."""
 
+    def _check_denoise_args(self, step: int, cond: Any, cond_type: type) -> torch.Tensor:
+        """The schedule, after checking ``step`` lies in it and ``cond`` came from :meth:`condition`."""
+        sig = self.sigmas()
+        if not 0 <= int(step) < len(sig) - 1:
+            raise InputError(f"Step {step} is outside the {len(sig) - 1}-step schedule.",
+                             f"Use a step index in 0..{len(sig) - 2}.")
+        if not isinstance(cond, cond_type):
+            raise InputError(f"cond must come from {type(self).__name__}.condition(); got {type(cond).__name__}.",
+                             "Call backbone.condition(frames, generator).")
+        return sig
+
     # ------------------------------------------------------------ sampler
     def add_noise(self, z0: torch.Tensor, step: int, noise: torch.Tensor) -> torch.Tensor:
         """The authors' "add_noise" inversion: ``x = z0 + σ_step · ε``."""

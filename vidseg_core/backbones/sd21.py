@@ -193,16 +193,10 @@ class SD21Backbone(Backbone):
 
         ``conditional_only``: the conditional rows ``[run, frame]`` alone, unguided D.
         """
-        sig = self.sigmas()
-        if not 0 <= int(step) < len(sig) - 1:
-            raise InputError(f"Step {step} is outside the {len(sig) - 1}-step schedule.",
-                             f"Use a step index in 0..{len(sig) - 2}.")
+        sig = self._check_denoise_args(step, cond, SD21Condition)
         if not torch.is_tensor(x) or x.ndim != 5 or x.shape[2] != 4:
             raise InputError(f"denoised expects latents [R,T,4,h,w]; got {getattr(x, 'shape', type(x))}.",
                              "Add the run dimension.")
-        if not isinstance(cond, SD21Condition):
-            raise InputError(f"cond must come from SD21Backbone.condition(); got {type(cond).__name__}.",
-                             "Call backbone.condition(frames, generator).")
         r, t, c, h, w = x.shape
         sigma = float(sig[step])
         timestep = torch.tensor(self._timesteps[step], device=self.device, dtype=torch.long)

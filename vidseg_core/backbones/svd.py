@@ -231,13 +231,7 @@ class SVDBackbone(Backbone):
 
         ``conditional_only``: the conditional rows ``[run, frame]`` alone, unguided D.
         """
-        sig = self.sigmas()
-        if not 0 <= int(step) < len(sig) - 1:
-            raise InputError(f"Step {step} is outside the {len(sig) - 1}-step schedule.",
-                             f"Use a step index in 0..{len(sig) - 2}.")
-        if not isinstance(cond, SVDCondition):
-            raise InputError(f"cond must come from SVDBackbone.condition(); got {type(cond).__name__}.",
-                             "Call backbone.condition(frames, generator).")
+        sig = self._check_denoise_args(step, cond, SVDCondition)
         if not torch.is_tensor(x) or x.ndim != 5 or x.shape[2] != cond.concat_latent.shape[1]:
             raise InputError(f"denoised expects latents [R,T,4,h,w]; got {getattr(x, 'shape', type(x))}.",
                              "Add the run dimension.")
