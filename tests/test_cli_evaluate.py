@@ -99,8 +99,28 @@ def test_pairing_falls_back_to_sorted_order_only_with_a_warning(tmp_path):
     assert np.array_equal(pred, gt_read)
     r = _save(tmp_path / "partial", gt[:2])  # 00000, 00001 + a stray name: 00002 has no prediction
     _save(r, gt[2:], names=["stray.png"])
+    with pytest.warns(UserWarning, match=r"no prediction for 1 of the 3 ground-truth frames \(00002.png\): only "
+                                         r"the 2 frames with a prediction are evaluated"):
+        pred, gt_read, names = read_pair(r, g)
+    assert names == ["00000.png", "00001.png"] and np.array_equal(pred, gt_read)
     with pytest.raises(InputError, match=r"no prediction for 1 of the 3 ground-truth frames \(00002.png\)"):
-        read_pair(r, g)
+        read_pair(r, g, require_all=True)
+    s = _save(tmp_path / "strangers", gt[:2], names=["x.png", "y.png"])  # no name in common, counts differ
+    with pytest.raises(InputError, match="no file name matches at all"):
+        read_pair(s, g)
+
+
+def test_cli_evaluates_a_segmented_frame_range_against_longer_ground_truth(tmp_path, capsys):
+    gt = _video(t=6)
+    g = _save(tmp_path / "gt", gt)
+    p = _save(tmp_path / "pred", gt[:4])
+    rc, out, err = _run(capsys, "--pred", p, "--gt", g, "--metrics", "miou")
+    res = json.loads(out)
+    assert rc == 0 and res["frames"] == 4 and res["ground_truth_frames_without_prediction"] == 2
+    assert res["miou"]["miou"] == 1.0
+    assert err.startswith("warning: ") and "no prediction for 2 of the 6 ground-truth frames" in err
+    rc, out, err = _run(capsys, "--pred", p, "--gt", g, "--metrics", "miou", "--require-all-frames")
+    assert rc == 2 and out == "" and "Fix:" in err
 
 
 # ------------------------------------------------------------------ command
@@ -202,8 +222,9 @@ def test_cli_bad_inputs(tmp_path, capsys, case, message):
         pass
     elif case == "empty":
         p.mkdir()
-    elif case == "count":
+    elif case == "count":  # a missing frame is only an error when every frame is required
         _save(p, gt[:9])
+        extra = ["--require-all-frames"]
     elif case == "size":
         _save(p, gt[:, :20])
     elif case == "rgb":

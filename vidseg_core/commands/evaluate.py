@@ -42,6 +42,9 @@ def add_arguments(p) -> None:
     p.add_argument("--max-proposals", type=int, default=MAX_PROPOSALS,
                    help=f"unsupervised protocol: most predicted ids allowed (default {MAX_PROPOSALS})")
     p.add_argument("--per-frame", action="store_true", help="also print per-frame J/F and per-window VC values")
+    p.add_argument("--require-all-frames", action="store_true",
+                   help="refuse ground-truth frames without a prediction (default: evaluate the frames that have "
+                        "one, with a warning, and count the others in the result)")
     p.add_argument("--out", default=None, metavar="FILE.json", help="also write the JSON to this file")
 
 
@@ -51,7 +54,8 @@ def run(args) -> int:
     result = evaluate_dirs(
         args.pred, args.gt, metrics=args.metrics, protocol=args.protocol, num_classes=args.num_classes,
         vspw_remap=args.vspw_remap, remap_pred=args.remap_pred, class_average=args.class_average,
-        bound_th=args.bound_th, max_proposals=args.max_proposals, per_frame=args.per_frame)
+        bound_th=args.bound_th, max_proposals=args.max_proposals, per_frame=args.per_frame,
+        require_all=args.require_all_frames)
     text = json.dumps(result, allow_nan=False)
     if args.out:
         try:

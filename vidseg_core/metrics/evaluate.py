@@ -85,6 +85,7 @@ class _Run:
         self.vc = {m: VideoConsistency(VC_WINDOWS[m]) for m in metrics if m in VC_WINDOWS}
         self.davis = DavisEvaluator(protocol, bound_th, max_proposals) if "jf" in metrics else None
         self.frames = 0
+        self.frames_without_prediction = 0
         self.sequences: List[str] = []
         self.size = None
 
@@ -102,6 +103,8 @@ class _Run:
     def result(self, per_frame: bool, inferred: bool) -> dict:
         out = {"metrics": list(self.metrics), "videos": len(self.sequences), "frames": self.frames,
                "height_width": self.size}
+        if self.frames_without_prediction:
+            out["ground_truth_frames_without_prediction"] = self.frames_without_prediction
         if len(self.sequences) > 1:
             out["sequences"] = list(self.sequences)
         if self.cm is not None:
@@ -159,10 +162,13 @@ def _video_dirs(gt_dir: Path) -> List[Path]:
 def evaluate_dirs(pred_dir, gt_dir, metrics: Optional[Union[str, Sequence[str]]] = None, protocol: str = "semi",
                   num_classes: Optional[int] = None, vspw_remap: bool = False, remap_pred: bool = False,
                   class_average: str = "official", ignore_index: int = 255, bound_th: float = BOUND_TH,
-                  max_proposals: int = MAX_PROPOSALS, per_frame: bool = False) -> dict:
+                  max_proposals: int = MAX_PROPOSALS, per_frame: bool = False, require_all: bool = False) -> dict:
     """Evaluate PNG folders: one video (``gt_dir/*.png``) or a dataset (``gt_dir/<video>/*.png``).
 
-    Predictions mirror the GT layout.  Same options and result as :func:`evaluate_arrays`.
+    Predictions mirror the GT layout and are paired with the GT by file name
+    (:func:`~.io.pair_frames`): ground-truth frames without a prediction are
+    left out with a warning and counted in the result, or refused with
+    ``require_all``.  Same options and result as :func:`evaluate_arrays`.
     """
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for d, what in ((gt_dir, "ground-truth"), (pred_dir, "prediction")):
@@ -186,6 +192,7 @@ def evaluate_dirs(pred_dir, gt_dir, metrics: Optional[Union[str, Sequence[str]]]
     metrics, num_classes, inferred = _setup(metrics, protocol, num_classes, vspw_remap, class_average, gts)
     run = _Run(metrics, protocol, num_classes, vspw_remap, remap_pred, class_average, ignore_index, bound_th, max_proposals)
     for p, g, name in pairs:
-        pred, gt, _ = read_pair(p, g)
+        pred, gt, names = read_pair(p, g, require_all)
         run.add(pred, gt, name)
+        run.frames_without_prediction += len(list_frames(g)) - len(names)
     return run.result(per_frame, inferred)

@@ -80,41 +80,49 @@ def _read_files(files: Sequence[Path], folder) -> np.ndarray:
     return np.stack(frames).astype(dtype, copy=False)
 
 
-def pair_frames(pred_files: Sequence[Path], gt_files: Sequence[Path], pred_dir=None, gt_dir=None
-                ) -> List[Tuple[Path, Path]]:
+def pair_frames(pred_files: Sequence[Path], gt_files: Sequence[Path], pred_dir=None, gt_dir=None,
+                require_all: bool = False) -> List[Tuple[Path, Path]]:
     """``(prediction, ground truth)`` file pairs, matched by file name stem.
 
     * every ground-truth frame has a prediction of the same stem: paired by name
       (predictions of frames without ground truth, e.g. sparse annotations, are
       not evaluated);
+    * only some have one (e.g. a clip segmented over a frame range): those frames
+      are paired, with a warning naming how many ground-truth frames are left
+      out, unless ``require_all``, which makes it an error;
     * no stem in common and as many predictions as ground-truth frames: paired
       in sorted order, with a warning (e.g. ``frame_0001.png`` vs ``00000.png``);
-    * anything else is an error naming the frames without a prediction.
+    * anything else is an error.
     """
     pred_by_stem = {p.stem: p for p in pred_files}
     missing = [g.name for g in gt_files if g.stem not in pred_by_stem]
+    pairs = [(pred_by_stem[g.stem], g) for g in gt_files if g.stem in pred_by_stem]
     if not missing:
-        return [(pred_by_stem[g.stem], g) for g in gt_files]
-    if len(missing) == len(gt_files) and len(pred_files) == len(gt_files):
+        return pairs
+    shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+    where = f"{pred_dir or 'The prediction folder'} has no prediction for {len(missing)} of the {len(gt_files)} " \
+            f"ground-truth frames ({shown})"
+    if pairs and not require_all:
+        warnings.warn(f"{where}: only the {len(pairs)} frames with a prediction are evaluated.", stacklevel=3)
+        return pairs
+    if not pairs and len(pred_files) == len(gt_files):
         warnings.warn(f"No prediction file name matches a ground-truth file name ({pred_files[0].name} vs "
                       f"{gt_files[0].name}): the {len(gt_files)} frames are paired in sorted name order.",
                       stacklevel=3)
         return list(zip(pred_files, gt_files))
-    shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
     raise InputError(
-        f"{pred_dir or 'The prediction folder'} has no prediction for {len(missing)} of the {len(gt_files)} "
-        f"ground-truth frames ({shown}); it has {len(pred_files)} PNG frames but {gt_dir or 'the ground truth'} "
-        f"has {len(gt_files)}.",
-        "Give one predicted PNG per ground-truth PNG, named like it (e.g. 00000.png for 00000.png).")
+        f"{where}; it has {len(pred_files)} PNG frames but {gt_dir or 'the ground truth'} has {len(gt_files)}.",
+        "Give one predicted PNG per ground-truth PNG, named like it (e.g. 00000.png for 00000.png)"
+        + ("" if pairs else "; no file name matches at all") + ".")
 
 
-def read_pair(pred_dir, gt_dir) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+def read_pair(pred_dir, gt_dir, require_all: bool = False) -> Tuple[np.ndarray, np.ndarray, List[str]]:
     """Prediction and GT sequences paired by file name (:func:`pair_frames`), checked to have the same size.
 
-    Returns ``(pred [T,H,W], gt [T,H,W], gt file names)``.
+    Returns ``(pred [T,H,W], gt [T,H,W], file names of the evaluated ground-truth frames)``.
     """
-    gt_files = list_frames(gt_dir)
-    pairs = pair_frames(list_frames(pred_dir), gt_files, pred_dir, gt_dir)
+    pairs = pair_frames(list_frames(pred_dir), list_frames(gt_dir), pred_dir, gt_dir, require_all)
+    gt_files = [g for _, g in pairs]
     gt = _read_files(gt_files, gt_dir)
     pred = _read_files([p for p, _ in pairs], pred_dir)
     if pred.shape[1:] != gt.shape[1:]:
