@@ -189,6 +189,16 @@ def bench_pipeline(cfg, log, data: Path = DATA) -> Rows:
     return rows
 
 
+def _peak_source_note(rep) -> str:
+    """Where the peak comes from; ru_maxrss is only explained when it is the source (it includes the parent's
+    RSS at fork on Linux, see ``pipeline_memory._peak_mb``)."""
+    source = rep.get("peak_source", "ru_maxrss")
+    if source != "ru_maxrss":
+        return f"peak = {source} of the child"
+    return (f"peak = ru_maxrss ({rep.get('ru_maxrss_mb', 0):.0f} MB, of which "
+            f"{rep.get('ru_maxrss_mb_start', 0):.0f} MB inherited from the parent at start)")
+
+
 def bench_memory(cfg, log, data: Path = DATA) -> Rows:
     from benchmarks import pipeline_memory
 
@@ -207,8 +217,7 @@ def bench_memory(cfg, log, data: Path = DATA) -> Rows:
             f"bedroom {src[1]}x{src[0]}, {cap}work {work[1]}x{work[0]}, K = {rep['clusters']}; fresh process; "
             f"model loaded {s['model_mb']:.0f} MB; peak growth after batch 1 {s['peak_growth_after_batch1_mb']:+.0f} MB, "
             f"RSS drift {'n/a' if drift is None else f'{drift:+.0f} MB'}; {s['seconds_per_batch']:.1f} s/batch; "
-            f"peak = {rep.get('peak_source', 'ru_maxrss')} (ru_maxrss {rep.get('ru_maxrss_mb', 0):.0f} MB, of which "
-            f"{rep.get('ru_maxrss_mb_start', 0):.0f} MB inherited from the parent at start)"))
+            + _peak_source_note(rep)))
     return rows
 
 

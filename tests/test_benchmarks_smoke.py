@@ -82,6 +82,13 @@ def test_a_failing_benchmark_becomes_an_error_row(monkeypatch):
     assert "FAILED" in footer[0] and "ok" in footer[1]
 
 
+def test_memory_rows_explain_ru_maxrss_only_when_it_is_the_peak_source():
+    rep = {"peak_source": "VmHWM", "ru_maxrss_mb": 7000, "ru_maxrss_mb_start": 7000}
+    assert run_all._peak_source_note(rep) == "peak = VmHWM of the child"
+    rep["peak_source"] = "ru_maxrss"
+    assert run_all._peak_source_note(rep) == "peak = ru_maxrss (7000 MB, of which 7000 MB inherited from the parent at start)"
+
+
 def test_unknown_benchmark_name_is_refused():
     with pytest.raises(SystemExit):
         run_all.main(["--only", "nonexistent"])
