@@ -28,19 +28,16 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.modulation import _meta, count, meta_sd, meta_svd  # noqa: E402
-from vidseg_core.backbones.attention import CaptureComplete, CaptureQueries, LayerId  # noqa: E402
+from vidseg_core.backbones.attention import CaptureQueries  # noqa: E402
+from vidseg_core.features import evaluate_feature_step, feature_layers  # noqa: E402
 
 
-def _last_evaluation_until_block_8(bb, x, step, cond):
-    cfg = bb.config
-    layers = {LayerId(b, "spatial_self") for b in tuple(cfg.feature_blocks) + (cfg.correspondence_block,)}
-    capture = CaptureQueries(layers, steps={step}, device="meta", stop_when_done=True)
-    try:
-        with bb.hooks(capture):
-            bb.denoised(x, step, cond, conditional_only=True)
-    except CaptureComplete:
-        return
-    raise RuntimeError("the capture did not stop the evaluation")
+def _stopped_feature_step(bb, x, cond):
+    capture = CaptureQueries(feature_layers(bb.config), steps={bb.config.feature_step}, device="meta",
+                             stop_when_done=True)
+    evaluate_feature_step(bb, x, cond, capture)
+    if len(capture.captured) != len(capture.layers):
+        raise RuntimeError("the feature step did not capture every feature layer")
 
 
 def run(frames: int = 14, height: int = 448, width: int = 832, log=print) -> dict:
@@ -56,7 +53,7 @@ def run(frames: int = 14, height: int = 448, width: int = 832, log=print) -> dic
         cond = cond_of(T, lh, lw)
         steps = cfg.feature_step - cfg.modulation_step + 1
         unet_eval = count(lambda: bb.denoised(x, cfg.feature_step, cond))
-        last = count(lambda: _last_evaluation_until_block_8(bb, x, cfg.feature_step, cond))
+        last = count(lambda: _stopped_feature_step(bb, x, cond))
         encode = count(lambda: bb.vae.encode(_meta(T, 3, H, W)))
         full = encode + steps * unet_eval
         ours = encode + (steps - 1) * unet_eval + last

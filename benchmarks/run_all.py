@@ -95,6 +95,17 @@ SETTINGS = {
 
 
 # ---------------------------------------------------------------------------------------------- adapters
+def _tflop_row(benchmark: str, case: str, flops: float, baseline: Optional[float] = None,
+               notes: Optional[str] = None):
+    """A FLOPs-per-frame row against ``baseline`` (``None``: this row is the baseline); ``notes`` defaults to
+    the saving in per cent."""
+    if baseline is None:
+        return row(benchmark, case, "TFLOP/frame", f"{flops / 1e12:.3f}", "1.00x (baseline)", notes or "")
+    if notes is None:
+        notes = f"{100 * (1 - flops / baseline):.1f}% fewer FLOPs"
+    return row(benchmark, case, "TFLOP/frame", f"{flops / 1e12:.3f}", f"{baseline / flops:.3f}x fewer", notes)
+
+
 def bench_modulation(cfg, log) -> Rows:
     from benchmarks import modulation
 
@@ -121,15 +132,12 @@ def bench_modulation(cfg, log) -> Rows:
     for arch, f in (res.get("flops") or {}).items():
         s = f["setting"]
         where = f"{s['width']}x{s['height']}, T = {s['frames']}, K = {s['labels']} labels, meta tensors"
-        rows.append(row(f"modulation: FLOPs {arch}", "authors' schedule (reference + 2K passes + 2K decodes)",
-                        "TFLOP/frame", f"{f['authors'] / 1e12:.3f}", "1.00x (baseline)", where))
-        rows.append(row(f"modulation: FLOPs {arch}", "ours (batched modulate_batch)", "TFLOP/frame",
-                        f"{f['ours'] / 1e12:.3f}", f"{f['authors'] / f['ours']:.3f}x fewer",
-                        f"{100 * (1 - f['ours'] / f['authors']):.1f}% fewer FLOPs"))
+        bench = f"modulation: FLOPs {arch}"
+        rows.append(_tflop_row(bench, "authors' schedule (reference + 2K passes + 2K decodes)", f["authors"],
+                               notes=where))
+        rows.append(_tflop_row(bench, "ours (batched modulate_batch)", f["ours"], f["authors"]))
         if f.get("ours_plain"):
-            rows.append(row(f"modulation: FLOPs {arch}", "ours, attention probabilities not shared", "TFLOP/frame",
-                            f"{f['ours_plain'] / 1e12:.3f}", f"{f['authors'] / f['ours_plain']:.3f}x fewer",
-                            f"{100 * (1 - f['ours_plain'] / f['authors']):.1f}% fewer FLOPs"))
+            rows.append(_tflop_row(bench, "ours, attention probabilities not shared", f["ours_plain"], f["authors"]))
         rows.append(row(f"modulation: FLOPs {arch}", "fast mode (guided filter)", "GFLOP/frame (all ops)",
                         f"{f['fast_all'] / 1e9:.3f}", f"quality/fast {f['ours_all'] / f['fast_all']:.3g}x (all ops)",
                         f"matmul/conv only: {f['fast'] / 1e9:.3f} GFLOP/frame"))
@@ -265,11 +273,12 @@ def bench_features_flops(cfg, log) -> Rows:
     for arch, f in res.items():
         s = f["setting"]
         where = f"{s['width']}x{s['height']}, T = {s['frames']}, {f['steps']} UNet evaluations, meta tensors"
-        rows.append(row(f"features: FLOPs {arch}", "encode + every evaluation complete (authors' reference pass)",
-                        "TFLOP/frame", f"{f['full'] / 1e12:.3f}", "1.00x (baseline)", where))
-        rows.append(row(f"features: FLOPs {arch}", "ours: last evaluation conditional half only, stopped after block 8", "TFLOP/frame",
-                        f"{f['ours'] / 1e12:.3f}", f"{f['full'] / f['ours']:.3f}x fewer",
-                        f"the last evaluation costs {100 * f['last_fraction']:.0f}% of a full one; same features (float rounding)"))
+        bench = f"features: FLOPs {arch}"
+        rows.append(_tflop_row(bench, "encode + every evaluation complete (authors' reference pass)", f["full"],
+                               notes=where))
+        rows.append(_tflop_row(bench, "ours: last evaluation conditional half only, stopped after block 8", f["ours"],
+                               f["full"], f"the last evaluation costs {100 * f['last_fraction']:.0f}% of a full one; "
+                                          "same features (float rounding)"))
     return rows
 
 

@@ -68,6 +68,22 @@ def aggregate_queries(queries) -> torch.Tensor:
     return mean / mean.abs().amax(-1, keepdim=True).clamp_min(1e-12)
 
 
+def feature_layers(config) -> set:
+    """The layers whose queries make the features: spatial self-attention of the feature blocks and the
+    correspondence block."""
+    return {LayerId(b, "spatial_self") for b in tuple(config.feature_blocks) + (config.correspondence_block,)}
+
+
+def evaluate_feature_step(backbone: Backbone, x: torch.Tensor, cond, capture: CaptureQueries) -> None:
+    """The UNet evaluation at t_k, run only for ``capture``: conditional half alone, ended by ``capture``
+    (``stop_when_done=True``) right after its last layer.  ``x`` is the latent entering step t_k."""
+    try:
+        with backbone.hooks(capture):
+            backbone.denoised(x, backbone.config.feature_step, cond, conditional_only=True)
+    except CaptureComplete:
+        pass
+
+
 @torch.inference_mode()
 def capture_features(backbone: Backbone, inputs: BatchInputs,
                      store_dtype: torch.dtype = torch.float16,
@@ -75,26 +91,23 @@ def capture_features(backbone: Backbone, inputs: BatchInputs,
     """Steps 5-6 above: the reference trajectory from t_m to t_k with the queries captured.
 
     ``stop_early`` evaluates the UNet at t_k on the conditional half only and
-    ends it after the last captured layer (identical features, less work; the
-    authors run the whole guided evaluation).  Returns ``(aggregated [T,h,w,C],
-    correspondence [T,h,w,C])`` on the CPU.
+    ends it after the last captured layer (:func:`evaluate_feature_step`; same
+    features, less work; the authors run the whole guided evaluation).
+    Returns ``(aggregated [T,h,w,C], correspondence [T,h,w,C])`` on the CPU.
     """
     cfg = backbone.config
     blocks = tuple(cfg.feature_blocks)
-    layers = {LayerId(b, "spatial_self") for b in blocks + (cfg.correspondence_block,)}
+    layers = feature_layers(cfg)
     capture = CaptureQueries(layers, steps={cfg.feature_step}, half=1, run=0, dtype=torch.float32, device="cpu",
                              stop_when_done=stop_early)
     x = inputs.x_start[None]
-    try:
+    if stop_early:
+        if cfg.feature_step > cfg.modulation_step:
+            x = backbone.denoise(x, inputs.cond, cfg.modulation_step, end_step=cfg.feature_step - 1)
+        evaluate_feature_step(backbone, x, inputs.cond, capture)
+    else:
         with backbone.hooks(capture):
-            if not stop_early:
-                backbone.denoise(x, inputs.cond, cfg.modulation_step, end_step=cfg.feature_step)
-            else:
-                if cfg.feature_step > cfg.modulation_step:
-                    x = backbone.denoise(x, inputs.cond, cfg.modulation_step, end_step=cfg.feature_step - 1)
-                backbone.denoised(x, cfg.feature_step, inputs.cond, conditional_only=True)
-    except CaptureComplete:
-        pass
+            backbone.denoise(x, inputs.cond, cfg.modulation_step, end_step=cfg.feature_step)
     missing = [l for l in layers if (cfg.feature_step, l) not in capture.captured]
     if missing:
         raise RuntimeError(f"feature capture missed layers {missing}: the backbone does not expose them")

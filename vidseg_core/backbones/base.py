@@ -227,12 +227,18 @@ class Backbone(ABC):
 
     # ------------------------------------------------------------ housekeeping
     def to(self, device=None, dtype=None) -> "Backbone":
-        """Move every module (ComfyUI offloading); returns self."""
+        """Move / cast every module (ComfyUI offloading), only where needed; the VAE stays fp32 when ``dtype``
+        is fp16 (:meth:`_keep_vae_fp32`).  Returns self."""
         device = torch.device(device) if device is not None else self.device
         dtype = dtype or self.dtype
         for m in self.modules().values():
-            m.to(device=device, dtype=dtype)
+            p = next(m.parameters(), None)
+            if p is None or p.device != device:
+                m.to(device=device)
+            if p is not None and p.dtype != dtype:
+                m.to(dtype=dtype)
         self.device, self.dtype = device, dtype
+        self._keep_vae_fp32()
         return self
 
     def modules(self) -> Dict[str, torch.nn.Module]:

@@ -233,20 +233,6 @@ class SD21Backbone(Backbone):
             layers[LayerId(b, "spatial_cross")] = block.attn2
         return layers
 
-    def to(self, device=None, dtype=None) -> "SD21Backbone":
-        """Move / cast every module (casts only when needed; the VAE stays fp32 when ``dtype`` is fp16)."""
-        device = torch.device(device) if device is not None else self.device
-        dtype = dtype or self.dtype
-        for m in self.modules().values():
-            p = next(m.parameters(), None)
-            if p is None or p.device != device:
-                m.to(device=device)
-            if p is not None and p.dtype != dtype:
-                m.to(dtype=dtype)
-        self.device, self.dtype = device, dtype
-        self._keep_vae_fp32()
-        return self
-
 
 # ------------------------------------------------------------------ text tower
 def empty_prompt_embedding(text_encoder) -> torch.Tensor:

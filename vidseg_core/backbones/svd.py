@@ -175,11 +175,6 @@ class SVDBackbone(Backbone):
             if self.cond_encoder is not None:
                 self.cond_encoder.to(dtype=torch.float32)
 
-    def to(self, device=None, dtype=None) -> "SVDBackbone":
-        super().to(device, dtype)
-        self._keep_vae_fp32()
-        return self
-
     # ------------------------------------------------------------ schedule
     def sigmas(self) -> torch.Tensor:
         if self._sigmas is None:
