@@ -1,0 +1,32 @@
+"""Small tensor helpers that never make the host wait for the device.
+
+``torch.nn.functional.one_hot`` reads ``min()``/``max()`` of its input on the
+host on every device but CUDA, and a ``topk`` followed by a tie check needs a
+host decision; these helpers give the same results with device-side work only,
+so loops over chunks, frames or iterations stay free of synchronisations on
+any accelerator (checked on the CPU by ``tests/helpers/sync_counter.py``).
+"""
+from __future__ import annotations
+
+import torch
+
+
+def one_hot_mask(idx: torch.Tensor, n: int) -> torch.Tensor:
+    """``idx [...]`` integers in ``0..n-1`` -> bool ``[..., n]`` (``one_hot(idx, n).bool()`` without its checks)."""
+    return idx.unsqueeze(-1) == torch.arange(n, device=idx.device)
+
+
+def smallest_k(d: torch.Tensor, k: int) -> torch.Tensor:
+    """Column indices ``[m, k]`` of the ``k`` smallest entries of every row of ``d [m, n]`` (finite, >= 0),
+    ordered by ``(value, index)``: equal values go to the smallest index, exactly and on every device.
+
+    float32 rows (and 16-bit ones, widened exactly) are ranked by one int64 key per entry,
+    ``bits(value) * n + index``: the IEEE bits of a non-negative float order like the floats.
+    float64 rows use a stable sort.
+    """
+    n = int(d.shape[1])
+    if d.dtype == torch.float64:
+        return torch.sort(d, dim=1, stable=True).indices[:, :k]
+    bits = (d.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0
+    key = bits.to(torch.int64).mul_(n).add_(torch.arange(n, device=d.device))
+    return key.topk(k, dim=1, largest=False, sorted=True).indices
