@@ -43,19 +43,22 @@ def _data(n, C=24, classes=(3, 7, 11), seed=0):
 
 def test_knn_predict_has_no_synchronisation_per_chunk():
     x, y = _data(600)
-    knn = KNNContextModel(4, chunk_size=50).fit(x, y)
+    knn = KNNContextModel(4, chunk_size=50, sync_free=True).fit(x, y)  # the default on a GPU
     one = _count(lambda: knn.predict(x[:50]))  # 1 chunk
     many = _count(lambda: knn.predict(torch.cat([x] * 3)))  # 36 chunks
     assert one.total == many.total <= 1, many.report()  # the input's finiteness check only
 
 
+@pytest.mark.parametrize("sync_free", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
-def test_smallest_k_orders_by_value_then_index(dtype):
+def test_smallest_k_orders_by_value_then_index(dtype, sync_free):
     g = torch.Generator().manual_seed(1)
     d = torch.randint(0, 6, (40, 30), generator=g).to(dtype) / 4  # many exact ties
     d[0, 3] = -0.0  # a negative zero is a zero
+    d[1] = torch.arange(30, dtype=dtype)  # no tie at all
     expect = torch.sort(d.double() + 0.0, dim=1, stable=True).indices[:, :5]
-    assert torch.equal(smallest_k(d, 5), expect)
+    assert torch.equal(smallest_k(d, 5, sync_free), expect)
+    assert torch.equal(smallest_k(d[1:2], 5, sync_free), expect[1:2])
     assert torch.equal(one_hot_mask(torch.tensor([2, 0]), 3), torch.tensor([[False, False, True], [True, False, False]]))
 
 
@@ -71,7 +74,7 @@ def test_scene_context_step_synchronisations_do_not_grow_with_frames(refiner):
     agg, corr = _features(12)
     ctx = SceneContext(refiner=refiner)
     ctx.init(agg[:4], None, 0, num_clusters=5, n_init=1)
-    ctx.knn.chunk_size = 32  # 6 chunks for 4 frames, 18 for 12
+    ctx.knn.chunk_size, ctx.knn.sync_free = 32, True  # 6 chunks for 4 frames, 18 for 12; the GPU default
     small = _count(lambda: ctx.step(agg[:4], corr[:4]))
     large = _count(lambda: ctx.step(agg, corr))
     assert small.events == large.events, (small.report(), large.report())
