@@ -22,8 +22,8 @@ re-expressed here from its definition, per axis with ``f = in / out``:
 Both stages are linear and act on one axis each, so each axis is one
 ``out × in`` matrix (built in float64) and the resize is ``M_h · X · M_wᵀ``.
 torch's own ``interpolate(..., antialias=True)`` widens the cubic kernel instead
-(PIL style), which at 448x832 differs from this by up to 0.7 in CLIP-normalised
-units.
+(PIL style, ``a = −0.5``), which on real 448x832 frames differs from this by a
+mean 0.08-0.16 and a max 0.7-1.3 in CLIP-normalised units.
 """
 from __future__ import annotations
 
@@ -111,8 +111,8 @@ def resize_antialiased_bicubic(image: torch.Tensor, size: Tuple[int, int]) -> to
         return image
     dtype = image.dtype if image.dtype in (torch.float32, torch.float64) else torch.float32
     x = image.to(dtype)
-    m_h = resize_matrix(image.shape[-2], h, dtype).to(x.device, dtype)
-    m_w = resize_matrix(image.shape[-1], w, dtype).to(x.device, dtype)
+    m_h = resize_matrix(image.shape[-2], h, dtype).to(dtype).to(x.device)  # cast first: MPS has no float64
+    m_w = resize_matrix(image.shape[-1], w, dtype).to(dtype).to(x.device)
     return m_h @ x @ m_w.transpose(0, 1)
 
 
