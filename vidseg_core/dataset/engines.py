@@ -34,13 +34,19 @@ def run_local(videos: List, config: JobConfig, on_video: OnVideo) -> List[dict]:
     """All ``videos`` in this process with one model."""
     if not videos:
         return []
-    worker = VideoWorker(config)
-    records = []
-    for v in longest_first(videos):
-        rec = worker.run(v)
-        records.append(rec)
-        on_video(rec)
-    return records
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        worker = VideoWorker(config)
+        records = []
+        for v in longest_first(videos):
+            rec = worker.run(v)
+            records.append(rec)
+            on_video(rec)
+        return records
+    finally:
+        torch.set_num_threads(threads)  # config.threads applies to the run only
 
 
 def import_ray():

@@ -49,6 +49,7 @@ class DatasetResult:
     skipped: List[str] = field(default_factory=list)   # finished earlier, not recomputed
     computed: List[str] = field(default_factory=list)  # segmented by this run
     failed: List[str] = field(default_factory=list)
+    records: List[dict] = field(default_factory=list)  # this run's per-video records (worker pid, seconds, ...)
 
     @property
     def exit_code(self) -> int:
@@ -101,6 +102,7 @@ def run_dataset(run: DatasetRun) -> DatasetResult:
             records = run_ray(todo, config, progress.video, run.workers, run.ray_address)
         else:
             records = run_local(todo, config, progress.video)
+        result.records = records
         result.computed = [r["video"] for r in records if r["status"] == "done"]
         result.failed = [r["video"] for r in records if r["status"] != "done"]
     result.scores = score_run(dataset, folder, names, metrics, run.num_classes or dataset.num_classes)
