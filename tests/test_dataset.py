@@ -266,3 +266,39 @@ def test_ray_missing_gives_a_clear_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(InputError, match="pip install 'vidseg\\[ray\\]'"):
         import_ray()
+
+
+# ---------------------------------------------------------------- Ray
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray instance (2 CPUs) for this module; its files go to a temporary HOME / RAY_TMPDIR."""
+    import os
+    import shutil
+    import tempfile
+
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'vidseg[ray]')")
+    from vidseg_core.dataset.engines import start_ray
+
+    tmp = tempfile.mkdtemp(prefix="vsray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    saved = {k: os.environ.get(k) for k in ("HOME", "RAY_TMPDIR")}
+    os.environ.update(HOME=tmp, RAY_TMPDIR=tmp)
+    try:
+        start_ray(None, 2)
+        yield ray
+    finally:
+        ray.shutdown()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_ray_two_workers_match_the_local_engine(local_ray, davis, baseline, tmp_path):
+    out = tmp_path / "out"
+    res = run(davis, "davis2017", out, engine="ray", workers=2)
+    assert res.exit_code == 0 and sorted(res.computed) == ["swan-a", "swan-b", "swan-c"]
+    assert len({r["worker_pid"] for r in res.records}) == 2  # two workers, each loading the model once
+    assert tree_bytes(out) == tree_bytes(baseline[0])
+    assert res.scores["dataset"] == baseline[1].scores["dataset"]

@@ -15,12 +15,14 @@ SIZE = (128, 72)  # W x H
 CLIPS = {"swan-a": (0, 6, False), "swan-b": (6, 4, False), "swan-c": (9, 5, True)}
 
 
-def _frame(src: Path, i: int) -> Image.Image:
-    return Image.open(src / "frames" / f"{i:05d}.jpg").convert("RGB").resize(SIZE, Image.BICUBIC)
+def _frame(src: Path, i: int, size=SIZE) -> Image.Image:
+    im = Image.open(src / "frames" / f"{i:05d}.jpg").convert("RGB")
+    return im if size is None else im.resize(size, Image.BICUBIC)
 
 
-def _mask(src: Path, i: int) -> np.ndarray:
-    return np.asarray(Image.open(src / "masks_osvos" / f"{i:05d}.png").resize(SIZE, Image.NEAREST)).astype(np.uint8)
+def _mask(src: Path, i: int, size=SIZE) -> np.ndarray:
+    im = Image.open(src / "masks_osvos" / f"{i:05d}.png")
+    return np.asarray(im if size is None else im.resize(size, Image.NEAREST)).astype(np.uint8)
 
 
 def _save_p(arr: np.ndarray, path: Path) -> None:
@@ -35,17 +37,17 @@ def _indices(spec):
     return idx[::-1] if rev else idx
 
 
-def make_davis2017(blackswan: Path, root: Path, clips=CLIPS, split="val") -> Path:
+def make_davis2017(blackswan: Path, root: Path, clips=CLIPS, split="val", size=SIZE) -> Path:
     """``root/JPEGImages/480p/<v>``, ``Annotations/480p/<v>`` (0 bg, 1 swan, 2 bank, 255 void strip),
-    ``ImageSets/2017/<split>.txt`` and ``ImageSets/2016/<split>.txt``."""
+    ``ImageSets/2017/<split>.txt`` and ``ImageSets/2016/<split>.txt``; ``size`` (W, H) or None = 854 x 480."""
     for name, spec in clips.items():
         jd = root / "JPEGImages" / "480p" / name
         ad = root / "Annotations" / "480p" / name
         jd.mkdir(parents=True)
         ad.mkdir(parents=True)
         for k, i in enumerate(_indices(spec)):
-            _frame(blackswan, i).save(jd / f"{k:05d}.jpg", quality=95)
-            m = _mask(blackswan, i).copy()
+            _frame(blackswan, i, size).save(jd / f"{k:05d}.jpg", quality=95)
+            m = _mask(blackswan, i, size).copy()
             m[:12][m[:12] == 0] = 2  # a second object: the top strip of the bank
             m[-2:] = 255  # a void strip
             _save_p(m, ad / f"{k:05d}.png")
