@@ -233,17 +233,20 @@ def test_killed_run_resumes_to_identical_outputs(davis, baseline, tmp_path, monk
 
 
 def test_failing_video_is_recorded_and_exit_is_nonzero(tmp_path, blackswan_dir, capsys):
-    root = make_davis2017(blackswan_dir, tmp_path / "DAVIS", clips={"good": (0, 3, False), "bad": (3, 4, False)})
+    root = make_davis2017(blackswan_dir, tmp_path / "DAVIS",
+                          clips={"good": (0, 3, False), "bad": (3, 4, False), "badgt": (7, 3, False)})
     (root / "JPEGImages" / "480p" / "bad" / "00002.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    (root / "Annotations" / "480p" / "badgt" / "00001.png").write_bytes(b"\x89PNG truncated")
     before = tree_bytes(root) | {"bad.jpg": hashlib.sha1((root / "JPEGImages/480p/bad/00002.jpg").read_bytes()).hexdigest()}
     out = tmp_path / "out"
     rc = main(["dataset", str(root), "--layout", "davis2017", "--out", str(out)] + OPTS)
     assert rc == 1
     printed = capsys.readouterr().out
-    assert "FAILED (1)" in printed and "bad" in printed and "00002.jpg" in printed
+    assert "FAILED (2)" in printed and "bad" in printed and "00002.jpg" in printed
     scores = json.loads((out / "scores.json").read_text())
     assert scores["videos"]["good"]["status"] == "done" and scores["videos"]["bad"]["status"] == "failed"
-    assert "Cannot read image 00002.jpg" in scores["failed"]["bad"] and scores["dataset"]["videos"] == 1
+    assert "Cannot read image 00002.jpg" in scores["failed"]["bad"] and scores["dataset"]["videos_scored"] == 1
+    assert scores["failed"]["badgt"].startswith("scoring: Cannot read") and (out / "badgt").is_dir()
     assert "bad,failed" in (out / "scores.csv").read_text() and not (out / "bad").exists()
     assert before == tree_bytes(root) | {"bad.jpg": hashlib.sha1(
         (root / "JPEGImages/480p/bad/00002.jpg").read_bytes()).hexdigest()}

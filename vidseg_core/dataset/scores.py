@@ -22,6 +22,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..errors import InputError
 from ..metrics.confusion import ConfusionMatrix
 from ..metrics.consistency import VideoConsistency
 from ..metrics.davis import DavisEvaluator, summarize
@@ -126,13 +127,18 @@ def score_run(dataset: Dataset, folder: RunFolder, names: List[str], metrics=Non
         frames += rec["frames"]
         v = by_name[n]
         if v.annotations:
-            pred, raw, _ = read_pair(folder.video_dir(n), v.annotations)
-            gt = transform_gt(raw, dataset.gt_transform)
-            own = _Scorer(metrics, num_classes, dataset.void)
-            own.add(pred, gt, raw, n)
-            whole.add(pred, gt, raw, n)
-            entry.update(own.figures())
-            scored += 1
+            try:
+                pred, raw, _ = read_pair(folder.video_dir(n), v.annotations)
+                gt = transform_gt(raw, dataset.gt_transform)
+                own = _Scorer(metrics, num_classes, dataset.void)
+                own.add(pred, gt, raw, n)
+            except InputError as exc:  # e.g. a corrupt ground-truth PNG: the video cannot be scored
+                entry.update(status="failed", error=f"scoring: {exc}")
+                failed[n] = entry["error"]
+            else:
+                whole.add(pred, gt, raw, n)
+                entry.update(own.figures())
+                scored += 1
         videos[n] = entry
     summary = {"layout": dataset.layout, "split": dataset.split, "videos": len(done), "videos_scored": scored,
                "frames": frames, "metrics": list(metrics)}
