@@ -55,6 +55,48 @@ def one_run(root: Path, out: Path, engine: str, workers: int, threads: int, mode
     return dt, res.scores["dataset"]["frames"], sum(r["seconds"] for r in res.records)
 
 
+def run(videos: int = 6, size: str = "256x144", repeats: int = 3, workers: int = 2, mode: str = "fast",
+        log=print) -> dict:
+    """Times of both engines on one small set; see the module docstring.  Returns seconds and counts."""
+    import torch
+
+    from vidseg_core.dataset.engines import start_ray
+
+    cpus = os.cpu_count() or 1
+    w, h = (int(v) for v in size.lower().split("x"))
+    tmp = Path(tempfile.mkdtemp(prefix="vsbench", dir="/tmp"))
+    os.environ.setdefault("RAY_TMPDIR", str(tmp))
+    try:
+        root = make_davis2017(BLACKSWAN, tmp / "DAVIS", clips=clips(videos), size=(w, h))
+        n_frames = sum(c[1] for c in clips(videos).values())
+        log(f"set: {videos} videos, {n_frames} frames at {w}x{h}; tiny-sd, --mode {mode}, K = 5; {cpus} CPUs; "
+            f"local = 1 process x {cpus} threads, ray = {workers} workers x {max(1, cpus // workers)} threads; "
+            f"torch {torch.__version__}")
+        t = time.perf_counter()
+        ray, _ = start_ray(None, cpus)
+        t_init = time.perf_counter() - t
+        times = {"local": [], "ray": []}
+        work = {"local": [], "ray": []}
+        k = 0
+        for r in range(-1, repeats):  # r = -1: one warm-up run of each engine, not counted
+            for engine in (("local", "ray") if r % 2 == 0 else ("ray", "local")):
+                k += 1
+                dt, frames, busy = one_run(root, tmp / f"out{k}", engine, workers, cpus, mode)
+                if r >= 0:
+                    times[engine].append(dt)
+                    work[engine].append(busy)
+                log(f"  {'warm-up ' if r < 0 else f'repeat {r + 1}'} {engine:5s}: {dt:7.2f} s  "
+                    f"({frames / dt:6.2f} frames/s; per-video work {busy:.2f} s summed over workers)")
+                shutil.rmtree(tmp / f"out{k}")
+        t = time.perf_counter()
+        ray.shutdown()
+        t_down = time.perf_counter() - t
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"videos": videos, "frames": n_frames, "size": [w, h], "workers": workers, "cpus": cpus,
+            "times": times, "work": work, "ray_init": t_init, "ray_shutdown": t_down}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=6)
@@ -63,48 +105,16 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--mode", default="fast", choices=["fast", "quality"])
     args = ap.parse_args(argv)
-    import torch
-
-    from vidseg_core.dataset.engines import start_ray
-
-    cpus = os.cpu_count() or 1
-    w, h = (int(v) for v in args.size.lower().split("x"))
-    tmp = Path(tempfile.mkdtemp(prefix="vsbench", dir="/tmp"))
-    os.environ.setdefault("RAY_TMPDIR", str(tmp))
-    try:
-        root = make_davis2017(BLACKSWAN, tmp / "DAVIS", clips=clips(args.videos), size=(w, h))
-        n_frames = sum(c[1] for c in clips(args.videos).values())
-        print(f"set: {args.videos} videos, {n_frames} frames at {w}x{h}; tiny-sd, --mode {args.mode}, K = 5; "
-              f"{cpus} CPUs; local = 1 process x {cpus} threads, ray = {args.workers} workers x "
-              f"{max(1, cpus // args.workers)} threads; torch {torch.__version__}")
-        t = time.perf_counter()
-        ray, _ = start_ray(None, cpus)
-        t_init = time.perf_counter() - t
-        times = {"local": [], "ray": []}
-        k = 0
-        for r in range(-1, args.repeats):  # r = -1: one warm-up run of each engine, not counted
-            order = ("local", "ray") if r % 2 == 0 else ("ray", "local")
-            for engine in order:
-                k += 1
-                dt, frames, work = one_run(root, tmp / f"out{k}", engine, args.workers, cpus, args.mode)
-                if r >= 0:
-                    times[engine].append(dt)
-                print(f"  {'warm-up ' if r < 0 else f'repeat {r + 1}'} {engine:5s}: {dt:7.2f} s  "
-                      f"({frames / dt:6.2f} frames/s; per-video work {work:.2f} s summed over workers)", flush=True)
-                shutil.rmtree(tmp / f"out{k}")
-        t = time.perf_counter()
-        ray.shutdown()
-        t_down = time.perf_counter() - t
-        print(f"ray start-up (ray.init of a local instance, {cpus} CPUs): {t_init:.2f} s; shutdown {t_down:.2f} s")
-        for engine, ts in times.items():
-            med = statistics.median(ts)
-            print(f"{engine:5s}: {med:7.2f} s per run (min {min(ts):.2f}, max {max(ts):.2f}); "
-                  f"{3600 * args.videos / med:8.0f} videos/h; {n_frames / med:6.2f} frames/s")
-        ratios = [a / b for a, b in zip(times["local"], times["ray"])]
-        print(f"ray ({args.workers} workers) / local speed-up: {statistics.median(ratios):.2f}x "
-              f"(per-repeat {min(ratios):.2f} .. {max(ratios):.2f})")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    res = run(args.videos, args.size, args.repeats, args.workers, args.mode, log=lambda m: print(m, flush=True))
+    print(f"ray start-up (ray.init of a local instance, {res['cpus']} CPUs): {res['ray_init']:.2f} s; "
+          f"shutdown {res['ray_shutdown']:.2f} s")
+    for engine, ts in res["times"].items():
+        med = statistics.median(ts)
+        print(f"{engine:5s}: {med:7.2f} s per run (min {min(ts):.2f}, max {max(ts):.2f}); "
+              f"{3600 * res['videos'] / med:8.0f} videos/h; {res['frames'] / med:6.2f} frames/s")
+    ratios = [a / b for a, b in zip(res["times"]["local"], res["times"]["ray"])]
+    print(f"ray ({res['workers']} workers) / local speed-up: {statistics.median(ratios):.2f}x "
+          f"(per-repeat {min(ratios):.2f} .. {max(ratios):.2f})")
     return 0
 
 
