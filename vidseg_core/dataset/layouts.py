@@ -13,7 +13,7 @@ Layouts (datasets notes §5):
   to the reference, so predictions come out in the 124-class evaluation space;
 * ``folders``: one sub-folder of frames or one video file per clip in ``ROOT``; with ``annotations``,
   ``ANN/<clip>/*.png`` (ground truth per frame, named like the frames; the first is the reference) or
-  ``ANN/<clip>.png`` (a reference mask of the clip's first frame only).
+  ``ANN/<clip>.png`` (a reference mask of the clip's first selected frame only, not scored).
 
 Everything is checked before any work starts; a missing or malformed folder or file is an
 :class:`~vidseg_core.errors.InputError` naming it.  Nothing is ever written into ``ROOT``.
