@@ -15,6 +15,8 @@ Benchmarks (names for ``--skip`` / ``--only``):
                        configuration (``benchmarks/pipeline_memory.py``);
 * ``coarse_oracle`` -- coarse-stage quality on oracle features (``benchmarks/coarse_oracle.py``);
 * ``metrics``       -- metric timings (``benchmarks/bench_metrics.py``);
+* ``dataset``       -- dataset throughput of ``dataset --mode fast``: one process against Ray with 2 workers,
+                       interleaved repeats, and Ray's start-up (``benchmarks/dataset_throughput.py``; needs ray);
 * ``features_flops``-- FLOPs per frame of the feature pass on the real SD 2.1 / SVD architectures, full vs
                        the last step conditional-only and stopped after block 8 (``benchmarks/features_flops.py``).
 
@@ -87,6 +89,10 @@ SETTINGS = {
         "quick": dict(sigmas=(0.5,), n_init=1, frames=14),
     },
     "metrics": {"full": {}, "quick": {}},
+    "dataset": {
+        "full": dict(videos=12, size="384x216", repeats=3, workers=2),
+        "quick": dict(videos=2, size="128x72", repeats=1, workers=2),
+    },
     "features_flops": {
         "full": dict(frames=14, height=448, width=832),
         "quick": dict(frames=2, height=64, width=128),
@@ -282,6 +288,31 @@ def bench_features_flops(cfg, log) -> Rows:
     return rows
 
 
+def bench_dataset(cfg, log) -> Rows:
+    import statistics
+
+    from benchmarks import dataset_throughput
+
+    res = dataset_throughput.run(**cfg, log=log)
+    where = (f"{res['videos']} videos, {res['frames']} frames at {res['size'][0]}x{res['size'][1]}, fast mode, "
+             f"tiny-sd; {len(res['times']['local'])} interleaved repeats")
+    med = {e: statistics.median(ts) for e, ts in res["times"].items()}
+    ratios = [a / b for a, b in zip(res["times"]["local"], res["times"]["ray"])]
+    spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+    return [
+        row("dataset", f"local engine, 1 process x {res['cpus']} threads", "videos/h",
+            f"{3600 * res['videos'] / med['local']:.0f}", "1.00x (baseline)",
+            f"{where}; {med['local']:.1f} s per run (min {min(res['times']['local']):.1f}, "
+            f"max {max(res['times']['local']):.1f})"),
+        row("dataset", f"Ray engine, {res['workers']} workers", "videos/h", f"{3600 * res['videos'] / med['ray']:.0f}",
+            f"{statistics.median(ratios):.2f}x ({spread})",
+            f"{med['ray']:.1f} s per run (min {min(res['times']['ray']):.1f}, max {max(res['times']['ray']):.1f}); "
+            "workers start and load the model in every run"),
+        row("dataset", "Ray start-up (ray.init, local instance)", "time", seconds(res["ray_init"]), "",
+            f"shutdown {seconds(res['ray_shutdown'])}"),
+    ]
+
+
 BENCHMARKS: Dict[str, Callable] = {
     "modulation": bench_modulation,
     "cbr": bench_cbr,
@@ -289,6 +320,7 @@ BENCHMARKS: Dict[str, Callable] = {
     "memory": bench_memory,
     "coarse_oracle": bench_coarse_oracle,
     "metrics": bench_metrics,
+    "dataset": bench_dataset,
     "features_flops": bench_features_flops,
 }
 

@@ -103,3 +103,16 @@ def test_memory_child_peak_does_not_include_the_parents_memory():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), check=True)
     del ballast
     assert float(out.stdout.strip()) < 200
+
+
+def test_dataset_rows_from_the_throughput_figures(monkeypatch):
+    from benchmarks import dataset_throughput
+
+    fake = {"videos": 4, "frames": 40, "size": [128, 72], "workers": 2, "cpus": 2, "ray_init": 3.0,
+            "ray_shutdown": 1.2, "times": {"local": [10.0, 12.0, 11.0], "ray": [5.0, 8.0, 5.5]},
+            "work": {"local": [9.0] * 3, "ray": [9.0] * 3}}
+    monkeypatch.setattr(dataset_throughput, "run", lambda **kw: fake)
+    rows = run_all.bench_dataset(run_all.SETTINGS["dataset"]["quick"], lambda m: None)
+    assert [r["measure"] for r in rows] == ["videos/h", "videos/h", "time"]
+    assert rows[0]["value"] == "1309" and rows[1]["value"] == "2618"  # 3600 * 4 / median time
+    assert rows[1]["ratio"] == "2.00x (1.50-2.00)" and rows[2]["value"] == "3.00 s"

@@ -17,6 +17,7 @@ COMMANDS = {
     "segment": ".commands.segment",
     "features": ".commands.features",
     "evaluate": ".commands.evaluate",
+    "dataset": ".commands.dataset",
     "demo": ".commands.demo",
 }
 

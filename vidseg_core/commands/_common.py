@@ -15,6 +15,11 @@ MODEL_DIR_VARIABLES = ("VIDSEG_MODELS_DIR", "COMFYUI_MODELS_DIR")
 
 def add_input_arguments(p) -> None:
     p.add_argument("input", metavar="INPUT", help="video file (mp4, mov, avi, webm, gif) or folder of frames")
+    add_frame_arguments(p)
+
+
+def add_frame_arguments(p) -> None:
+    """Which frames of a video are used, and at what resolution (also per video of ``dataset``)."""
     p.add_argument("--frames", default=None, metavar="START:STOP",
                    help="frame range of the input (default: all), e.g. 0:50")
     p.add_argument("--stride", type=int, default=1, help="use every N-th frame (default 1)")
@@ -57,10 +62,12 @@ def model_search_dirs() -> List[Path]:
     return dirs
 
 
-def open_source(args):
+def open_source(args, path=None):
+    """The :class:`~vidseg_core.video_io.FrameSource` of ``path`` (default ``args.input``) with the frame options."""
     from ..video_io import FrameSource
 
-    return FrameSource(args.input, frame_range=parse_range(args.frames), stride=args.stride, max_side=args.max_side)
+    return FrameSource(args.input if path is None else path, frame_range=parse_range(args.frames),
+                       stride=args.stride, max_side=args.max_side)
 
 
 def load_model(args):

@@ -1,6 +1,7 @@
 """``segment``: segment a video into temporally stable label maps (the whole method)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -26,6 +27,15 @@ def add_arguments(p) -> None:
                    help="label mask (palette or grey PNG) naming the clusters, e.g. a first-frame annotation")
     p.add_argument("--reference-frame", type=int, default=0,
                    help="index (among the selected frames) of the frame the reference mask belongs to (default 0)")
+    add_method_arguments(p)
+    p.add_argument("--fps", type=float, default=12.0, help="frame rate of the overlay video")
+    p.add_argument("--no-overlay", action="store_true", help="do not write the overlay video")
+    p.add_argument("--overwrite", action="store_true", help="replace VidSeg outputs already in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_method_arguments(p) -> None:
+    """The method's settings (one video at a time): shared by ``segment`` and ``dataset``."""
     p.add_argument("--clusters", type=int, default=20, help="K of the KMeans initialisation (default 20)")
     p.add_argument("--mode", choices=["quality", "fast"], default="quality",
                    help="quality = masked modulation (the paper); fast = edge-aware upsampling, no extra passes")
@@ -35,10 +45,26 @@ def add_arguments(p) -> None:
     p.add_argument("--filter-s", type=float, default=0.7, help="difference-map filter s (default 0.7, 1 = off)")
     p.add_argument("--compat", choices=["none", "wrap", "wrap+jpeg"], default="none",
                    help="reproduce the authors' uint8 difference bug (wrap) and JPEG round trip (default: fixed)")
-    p.add_argument("--fps", type=float, default=12.0, help="frame rate of the overlay video")
-    p.add_argument("--no-overlay", action="store_true", help="do not write the overlay video")
-    p.add_argument("--overwrite", action="store_true", help="replace VidSeg outputs already in DIR")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def settings_from_args(args, reference=None, reference_frame: int = 0):
+    """The :class:`~vidseg_core.pipeline.SegmentSettings` of the method options (:func:`add_method_arguments`)."""
+    from ..modulation import ModulationSettings
+    from ..pipeline import SegmentSettings
+
+    if not 1 <= args.clusters <= 255:
+        raise InputError(f"--clusters must be in 1..255, got {args.clusters}.", "The paper uses 20.")
+    return SegmentSettings(
+        num_clusters=args.clusters, batch_size=args.batch_size, mode=args.mode, refiner=args.refiner,
+        seed=args.seed, reference=reference, reference_frame=reference_frame,
+        modulation=ModulationSettings(lam=args.lam, filter_s=args.filter_s, compat=args.compat))
+
+
+def labels_at_size(labels, size):
+    """Label maps ``[n,h,w]`` brought back to ``size`` (the input's, after a --max-side cap) by nearest."""
+    if tuple(labels.shape[1:]) == tuple(size):
+        return labels
+    return torch.nn.functional.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest-exact")[:, 0].long()
 
 
 def _prepare_out(out: Path, source_path: Path, overwrite: bool) -> None:
@@ -99,14 +125,12 @@ class _Bar:
 
 def run(args) -> int:
     from ..label_io import OverlayVideoWriter, overlay, save_label_png
-    from ..modulation import ModulationSettings
-    from ..pipeline import SegmentSettings, VideoSegmenter
+    from ..pipeline import VideoSegmenter
 
     out = Path(args.out)
     t0 = time.perf_counter()
     source = open_source(args)
-    if not 1 <= args.clusters <= 255:
-        raise InputError(f"--clusters must be in 1..255, got {args.clusters}.", "The paper uses 20.")
+    settings = settings_from_args(args)  # validates the method options before any work
     reference = None
     if args.reference_mask:
         reference = load_reference(args.reference_mask, source.source_size)
@@ -120,10 +144,7 @@ def run(args) -> int:
     _prepare_out(out, Path(args.input), args.overwrite)
     backbone = load_model(args)
     t_load = time.perf_counter() - t0
-    settings = SegmentSettings(
-        num_clusters=args.clusters, batch_size=args.batch_size, mode=args.mode, refiner=args.refiner,
-        seed=args.seed, reference=reference, reference_frame=args.reference_frame,
-        modulation=ModulationSettings(lam=args.lam, filter_s=args.filter_s, compat=args.compat))
+    settings = dataclasses.replace(settings, reference=reference, reference_frame=args.reference_frame)
     seg = VideoSegmenter(backbone, settings, _Bar(args.quiet))
     names = source.names
     src_h, src_w = source.source_size
@@ -131,10 +152,7 @@ def run(args) -> int:
     t_write = 0.0
     for res in seg.run(source.read, len(source), source.frame_size):
         t = time.perf_counter()
-        labels = res.labels
-        if tuple(labels.shape[1:]) != (src_h, src_w):  # working-resolution cap: back to the input size
-            labels = torch.nn.functional.interpolate(labels[:, None].float(), size=(src_h, src_w),
-                                                     mode="nearest-exact")[:, 0].long()
+        labels = labels_at_size(res.labels, (src_h, src_w))  # working-resolution cap: back to the input size
         for i, f in enumerate(res.batch.written):
             save_label_png(out / "labels" / f"{names[f]}.png", labels[i])
         if writer is not None:

@@ -1,0 +1,148 @@
+"""The paper's protocol on one video of a dataset, and the worker that runs it (model loaded once).
+
+Per video (reference notes §5.1, §6):
+
+* the video is segmented exactly as ``segment`` does it (:class:`~vidseg_core.pipeline.VideoSegmenter`
+  with the same :class:`~vidseg_core.pipeline.SegmentSettings`), streaming batch by batch;
+* the reference that names the clusters is the ground truth of the first selected frame that has an
+  annotation (DAVIS: object ids; VSPW: class ids after the remap; void 255 never becomes a label); a clip
+  without any annotation (plain folders) is labelled with cluster ids, as ``segment`` without a mask;
+* predictions are indexed PNGs named like the frames (``DIR/<video>/<frame>.png``) at the frames' own
+  size, the layout ``davis2017-evaluation`` and the VSPW scripts read;
+* the video folder is verified and marked done atomically (:mod:`.progress`).
+
+:class:`VideoWorker` is what an engine runs: the local engine makes one, Ray makes one actor per GPU or
+CPU slice; both call :meth:`VideoWorker.run` per video, which never raises for a failing video (the error
+is recorded and returned) so the run goes on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+from ..errors import InputError
+from .layouts import Video, transform_gt
+from .progress import RunFolder
+
+
+@dataclass
+class JobConfig:
+    """Everything a worker needs; plain data, so it can be sent to Ray workers."""
+
+    out: str
+    model: str
+    device: str = "auto"
+    precision: str = "auto"
+    prediction_type: Optional[str] = None
+    settings: object = None  # SegmentSettings without a reference
+    frames: Optional[str] = None  # START:STOP per video
+    stride: int = 1
+    max_side: Optional[int] = None
+    gt_transform: str = "none"
+    #: torch threads of the worker (None = leave as is)
+    threads: Optional[int] = None
+
+    def model_args(self):
+        """An argparse-like namespace for :func:`~vidseg_core.commands._common.load_model` / ``open_source``."""
+        import argparse
+
+        return argparse.Namespace(model=self.model, device=self.device, precision=self.precision,
+                                  prediction_type=self.prediction_type, frames=self.frames, stride=self.stride,
+                                  max_side=self.max_side, input=None)
+
+
+def find_reference(video: Video, names) -> Tuple[Optional[str], int]:
+    """(path of the first selected frame's annotation, its index among the selected frames) or (None, 0)."""
+    if video.reference is not None:  # a single mask of the clip's first frame
+        return video.reference, 0
+    if video.annotations is None:
+        return None, 0
+    ann = Path(video.annotations)
+    for i, n in enumerate(names):
+        p = ann / f"{n}.png"
+        if p.is_file():
+            return str(p), i
+    raise InputError(f"None of the selected frames of video {video.name!r} has an annotation in {ann}.",
+                     "Select frames that include the first annotated frame (see --frames).")
+
+
+def load_video_reference(path: str, source, gt_transform: str):
+    """The reference label mask at the working size, in the predictions' label space."""
+    from ..commands.segment import load_reference
+    from ..labels import resize_nearest
+
+    ref = transform_gt(load_reference(path, source.source_size), gt_transform)
+    if ref.shape != tuple(source.frame_size):
+        ref = resize_nearest(ref, tuple(source.frame_size))
+    return ref
+
+
+def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFolder) -> dict:
+    """Segment ``video`` into ``partial/<video>``, verify and commit it; return its record."""
+    import torch
+
+    from ..commands._common import open_source
+    from ..commands.segment import labels_at_size
+    from ..label_io import save_label_png
+    from ..pipeline import VideoSegmenter
+
+    t0 = time.perf_counter()
+    part = folder.reset(video.name)
+    with open_source(config.model_args(), video.frames) as source:
+        names = source.names
+        ref_path, ref_index = find_reference(video, names)
+        reference = None if ref_path is None else load_video_reference(ref_path, source, config.gt_transform)
+        settings = dataclasses.replace(config.settings, reference=reference, reference_frame=ref_index)
+        seg = VideoSegmenter(backbone, settings)
+        size = tuple(source.source_size)
+        for res in seg.run(source.read, len(source), source.frame_size):
+            labels = labels_at_size(res.labels, size)
+            for i, f in enumerate(res.batch.written):
+                save_label_png(part / f"{names[f]}.png", labels[i])
+        frames = len(source)
+    summary = seg.summary.to_dict()
+    record = {
+        "video": video.name, "status": "done", "frames": frames, "frame_names": names,
+        "size": list(size), "reference": ref_path, "reference_frame": ref_index,
+        "label_table": [e["value"] for e in summary["label_table"]["entries"]],
+        "lost_labels": summary["lost_labels"], "seconds": round(time.perf_counter() - t0, 3),
+        "stage_seconds": summary["seconds"], "peak_memory_mb": summary["peak_memory_mb"],
+        "device": str(backbone.device), "torch_threads": torch.get_num_threads(),
+    }
+    folder.commit(video.name, record, size)
+    return record
+
+
+class VideoWorker:
+    """Loads the model once, then segments whole videos (one engine worker)."""
+
+    def __init__(self, config: JobConfig):
+        import os
+
+        import torch
+
+        from ..commands._common import load_model
+
+        if config.threads:
+            torch.set_num_threads(int(config.threads))
+        self.config = config
+        self.folder = RunFolder(config.out)
+        self.backbone = load_model(config.model_args())
+        self.pid = os.getpid()
+        self.videos_run = 0
+
+    def run(self, video: Video) -> dict:
+        """The video's record; a failure is recorded (``status: failed``) instead of raised."""
+        self.videos_run += 1
+        try:
+            rec = segment_video_into(self.backbone, video, self.config, self.folder)
+        except Exception as exc:  # one bad video (corrupt frame, missing mask, out of memory) must not stop the run
+            msg = f"{type(exc).__name__}: {exc}"
+            rec = self.folder.record_failure(video.name, msg)
+            rec["traceback"] = traceback.format_exc(limit=4)
+        rec["worker_pid"] = self.pid
+        return rec
