@@ -234,3 +234,18 @@ def standin_foreign(name: str = "SDXL"):
     inner.apply_model = lambda *a, **k: None
     inner.diffusion_model = torch.nn.Linear(1, 1)
     return ModelPatcher(inner)
+
+
+def native_backbone(family: str, seed: int = 0, name: str | None = None):
+    """The pack's ComfyUI adapter over the stand-ins (``family`` "tiny-sd" / "tiny-svd"), as the node builds it."""
+    from tools.pack_loader import load_pack
+
+    load_pack()
+    import sys
+
+    native = sys.modules["vidseg_pack.nodes.comfy_native"]
+    if family == "tiny-sd":
+        model, clip, vae = standin_sd(seed)
+        return native.backbone_from_comfy(model, vae, clip=clip, name=name or "comfy-tiny-sd")
+    model, clip_vision, vae = standin_svd(seed)
+    return native.backbone_from_comfy(model, vae, clip_vision=clip_vision, name=name or "comfy-tiny-svd")
