@@ -26,8 +26,8 @@ The authors' computation is reproduced exactly (reference notes §2; design in
   ``clip_vision.encode_image``, which crops), the posterior mode of the noised
   first frame, and ``encode_adm(fps = fps_id + 1, ...)`` (ComfyUI subtracts 1).
 
-ComfyUI is only reached through the objects handed in and, lazily,
-``comfy.model_management`` / ``comfy.ldm.modules.attention``.
+ComfyUI is only reached through the objects handed in and, through
+:mod:`.comfy_bridge`, ``comfy.model_management`` / ``comfy.ldm.modules.attention``.
 """
 from __future__ import annotations
 
@@ -42,22 +42,13 @@ from ..vidseg_core.backbones.config import SD21Config, SVDConfig
 from ..vidseg_core.backbones.sd21 import SD21Condition, schedule_sigmas, step_timesteps
 from ..vidseg_core.backbones.svd import clip_preprocess, edm_sigmas
 from ..vidseg_core.errors import InputError
+from .comfy_bridge import _mm, optimized_attention as _optimized_attention
 
 #: decoder blocks with attention (LDM output blocks 3..11)
 DECODER_BLOCKS = tuple(range(3, 12))
 SUPPORTED = "Stable Diffusion 2.x (SD 2.0 / 2.1, 512-base or 768-v) and Stable Video Diffusion img2vid (SVD / SVD-XT)"
 
 
-def _mm():
-    import comfy.model_management as mm
-
-    return mm
-
-
-def _optimized_attention():
-    from comfy.ldm.modules.attention import optimized_attention
-
-    return optimized_attention
 
 
 # ------------------------------------------------------------------ family detection
