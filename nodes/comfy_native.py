@@ -40,7 +40,7 @@ from ..vidseg_core.backbones.attention import AttentionController, LayerId
 from ..vidseg_core.backbones.base import Backbone
 from ..vidseg_core.backbones.config import SD21Config, SVDConfig
 from ..vidseg_core.backbones.sd21 import SD21Condition, schedule_sigmas, step_timesteps
-from ..vidseg_core.backbones.svd import clip_preprocess, edm_sigmas
+from ..vidseg_core.backbones.svd import check_latents, clip_preprocess, edm_sigmas
 from ..vidseg_core.errors import InputError
 from .comfy_bridge import _mm, optimized_attention as _optimized_attention
 
@@ -384,14 +384,7 @@ class ComfySVDBackbone(ComfyBackbone):
 
     def denoised(self, x, step, cond, conditional_only: bool = False) -> torch.Tensor:
         sig = self._check_denoise_args(step, cond, ComfySVDCondition)
-        if not torch.is_tensor(x) or x.ndim != 5 or x.shape[2] != cond.concat_latent.shape[1]:
-            raise InputError(f"denoised expects latents [R,T,4,h,w]; got {getattr(x, 'shape', type(x))}.",
-                             "Add the run dimension.")
-        r, t, c, h, w = x.shape
-        if t != cond.frames or (h, w) != tuple(cond.concat_latent.shape[-2:]):
-            raise InputError(f"Latents [R,{t},{c},{h},{w}] do not match the conditioning (T={cond.frames}, "
-                             f"latent {tuple(cond.concat_latent.shape[-2:])}).",
-                             "Build the conditioning from the same prepared frames as the latents.")
+        r, t, c, h, w = check_latents(x, cond)
         halves = 1 if conditional_only else 2
         first = 2 - halves
 

@@ -91,7 +91,7 @@ def write_sd(path: Path, seed: int = 0) -> None:
     vae = AutoencoderKL.from_config(cfg("vae"))
     text = {k: v for k, v in cfg("text_encoder").items() if k not in ("architectures", "model_type")}
     te = CLIPTextModel(CLIPTextConfig(**text))
-    state = sd_ldm_state(unet, vae, te)
+    state = sd_ldm_state(unet.half(), vae.half(), te.half())
     del unet, vae, te
     _save(state, path)
 
@@ -102,7 +102,7 @@ def write_svd(path: Path, seed: int = 0) -> None:
     from vidseg_core.backbones.svd_convert import diffusers_to_sgm
 
     torch.manual_seed(seed)
-    unet, vae, enc = _build_parts(*real_configs(14))
+    unet, vae, enc = (m.half() for m in _build_parts(*real_configs(14)))  # fp16 storage: halves the peak
     state = diffusers_to_sgm(unet.state_dict(), vae.state_dict(), enc.state_dict())
     del unet, vae, enc
     _save(state, path)

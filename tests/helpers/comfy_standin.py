@@ -100,6 +100,17 @@ def _patch_decoder(owner, unet, temporal: bool) -> None:
             blk.attn2.set_processor(PatchedAttention(owner, b, "attn2"))
 
 
+class DiffusionModel(torch.nn.Module):
+    """The UNet as ComfyUI holds it: a plain module (no diffusers ``config``), so the adapter cannot lean on it."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.inner = unet
+
+    def forward(self, *args, **kwargs):
+        return self.inner(*args, **kwargs)
+
+
 def _config(name: str, **unet_config):
     return type(name, (), {"unet_config": unet_config})()
 
@@ -109,7 +120,7 @@ class BaseModel(torch.nn.Module):
 
     def __init__(self, unet):
         super().__init__()
-        self.diffusion_model = unet
+        self.diffusion_model = DiffusionModel(unet)
         self.model_config = _config("SD20", context_dim=1024, model_channels=320, in_channels=4,
                                     adm_in_channels=None, use_temporal_attention=False)
         self.model_type = "ModelType.EPS"
@@ -137,7 +148,7 @@ class SVD_img2vid(torch.nn.Module):  # noqa: N801 - ComfyUI's class name is what
 
     def __init__(self, unet):
         super().__init__()
-        self.diffusion_model = unet
+        self.diffusion_model = DiffusionModel(unet)
         self.model_config = _config("SVD_img2vid", context_dim=1024, model_channels=320, in_channels=8,
                                     adm_in_channels=768, use_temporal_attention=True)
         self.model_type = "ModelType.V_PREDICTION_EDM"
