@@ -58,8 +58,14 @@ def _save(state, path: Path) -> None:
     from safetensors.torch import save_file
 
     tmp = path.with_suffix(".partial")
-    save_file({k: v.to(torch.float16).contiguous() if v.is_floating_point() else v.contiguous()
-               for k, v in state.items()}, str(tmp))
+    out, seen = {}, set()
+    for k, v in state.items():
+        v = (v.to(torch.float16) if v.is_floating_point() else v).contiguous()
+        if v.data_ptr() in seen:  # a part written twice (SVD's conditioning encoder copy): its own storage
+            v = v.clone()
+        seen.add(v.data_ptr())
+        out[k] = v
+    save_file(out, str(tmp))
     tmp.rename(path)
 
 
