@@ -21,6 +21,8 @@ The authors' computation is reproduced exactly (reference notes §2; design in
 * VAE encode draws the posterior *sample* as the authors do (ComfyUI's
   ``vae.encode`` takes the mode); decode calls the first-stage decoder per
   ``decode_chunk`` frames (no silent tiling fallback);
+* interrupts: ComfyUI's flag is checked before every UNet / VAE pass and in
+  every decoder block, so a cancel stops within a fraction of one UNet pass;
 * SVD conditioning per batch: the core's :func:`clip_preprocess` (whole frame
   squashed, no crop) and the vision model called directly (not
   ``clip_vision.encode_image``, which crops), the posterior mode of the noised
@@ -118,6 +120,7 @@ class AttentionOutput(_Patch):
         block = extra_options.get("block")
         if not block or block[0] != "output" or block[1] not in DECODER_BLOCKS or extra_options.get("block_index", 0):
             return n
+        _mm().throw_exception_if_processing_interrupted()  # stop inside a long UNet pass (CPU / low VRAM)
         layer = self.bb.layer_of(self.attn, int(block[1]), n, extra_options, output=True)
         ctrl = self.bb.controller
         if ctrl.hooks and layer is not None:
@@ -222,6 +225,7 @@ class ComfyBackbone(Backbone):
 
     def _evaluate(self, x_rows, sigma: float, halves: int, runs: int, frames: int, **conds) -> torch.Tensor:
         """One ``apply_model`` call on rows ``[run, half, frame]`` -> denoised float32."""
+        _mm().throw_exception_if_processing_interrupted()
         self.load_unet(tuple(x_rows.shape))
         dev = self.device
         to = dict(self.patched.model_options.get("transformer_options", {}))
@@ -263,6 +267,7 @@ class ComfyBackbone(Backbone):
         out = []
         with torch.no_grad():
             for a, b in self._chunks(t):
+                _mm().throw_exception_if_processing_interrupted()
                 mean, std = self._mean_std(frames[a:b].to(dev, vdt))
                 out.append(mean + std * noise[a:b].to(dev))
         return (torch.cat(out) * self.scaling_factor).to(self.device, self.dtype)

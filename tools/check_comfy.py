@@ -44,7 +44,8 @@ def _get(url: str):
 def _post(url: str, body: dict):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())
+        body = r.read()
+        return json.loads(body) if body.strip() else {}  # /interrupt answers with an empty body
 
 
 def compare_core_specs(live: dict) -> list:
