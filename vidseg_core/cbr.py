@@ -49,6 +49,7 @@ from typing import Optional
 import torch
 
 from .errors import InputError
+from .tensor_ops import one_hot_mask
 
 _EPS = 1e-12
 
@@ -156,13 +157,13 @@ def cbr_refine(labels: torch.Tensor, features: torch.Tensor, radius_sq: Optional
     nxt = correspondence_maps(features, radius_sq, method, dtype).reshape(T - 1, h * w)
     idx = idx.reshape(T, h * w)
     # Backward recursion over frames: votes and first-reach distance along trajectories.
-    onehot = torch.nn.functional.one_hot(idx[T - 1], L)
+    onehot = one_hot_mask(idx[T - 1], L)
     count = onehot.to(torch.int32)
-    first = torch.where(onehot.bool(), 0, T).to(torch.int32)
+    first = torch.where(onehot, 0, T).to(torch.int32)
     out = torch.empty(T, h * w, dtype=torch.long, device=features.device)
     out[T - 1] = idx[T - 1]
     for j in range(T - 2, -1, -1):
-        oh = torch.nn.functional.one_hot(idx[j], L).bool()
+        oh = one_hot_mask(idx[j], L)
         count = oh.to(torch.int32) + count[nxt[j]]
         first = torch.where(oh, 0, torch.clamp(first[nxt[j]] + 1, max=T)).to(torch.int32)
         key = count * (T + 1) - first  # most votes, then earliest reached
@@ -206,16 +207,15 @@ def cbr_refine_compat(labels: torch.Tensor, features: torch.Tensor, jump_thresho
     L = values.numel()
     idx = idx.reshape(T, n)
     along = torch.gather(idx, 1, pos)  # [T, n] label index met by trajectory n in frame t
-    oh = torch.nn.functional.one_hot(along, L)  # [T, n, L]
+    oh = one_hot_mask(along, L)  # [T, n, L]
     count = oh.sum(0)
     tt = torch.arange(T, device=dev)[:, None, None]
-    first = torch.where(oh.bool(), tt, T).amin(0)
+    first = torch.where(oh, tt, T).amin(0)
     vote = (count * (T + 1) - first).argmax(1)  # [n]; ties -> first reached in frame order
     out = idx.clone()
-    traj = torch.arange(n, device=dev)
+    src = torch.where(alive, torch.arange(n, device=dev), -1)  # dropped trajectories bid -1: they never win
     for t in range(T):  # last trajectory (raster order of its start) wins on converging cells
         winner = torch.full((n,), -1, dtype=torch.long, device=dev)
-        winner.scatter_reduce_(0, pos[t][alive], traj[alive], reduce="amax", include_self=True)
-        hit = winner >= 0
-        out[t][hit] = vote[winner[hit]]
+        winner.scatter_reduce_(0, pos[t], src, reduce="amax", include_self=True)
+        out[t] = torch.where(winner >= 0, vote[winner.clamp(min=0)], out[t])  # no boolean indexing: no sync
     return values[out].reshape(T, h, w).to(device=labels.device, dtype=torch.long)

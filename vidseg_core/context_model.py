@@ -37,6 +37,7 @@ from .errors import InputError
 from .kmeans import fit_kmeans
 from .labels import DEFAULT_VOID, ClusterAssignment, LabelTable, assign_labels, prepare_reference
 from .refiners import Refiner, get_refiner
+from .tensor_ops import one_hot_mask, smallest_k
 
 
 def _owned(x: torch.Tensor, device, dtype) -> torch.Tensor:
@@ -51,7 +52,7 @@ class KNNContextModel:
     """k-nearest-neighbour classifier over feature tokens (Euclidean, uniform votes)."""
 
     def __init__(self, n_neighbors: int = 4, impl: str = "torch", device=None, dtype=torch.float32,
-                 chunk_size: int = 1024):
+                 chunk_size: int = 1024, sync_free: Optional[bool] = None):
         if not isinstance(n_neighbors, int) or n_neighbors < 1:
             raise InputError(f"n_neighbors must be a positive integer, got {n_neighbors!r}.", "Use 4 (authors).")
         if impl not in ("torch", "sklearn"):
@@ -61,6 +62,9 @@ class KNNContextModel:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype
         self.chunk_size = max(1, int(chunk_size))
+        #: distance ties decided on the device (no host read per chunk); None: on any device but the CPU,
+        #: where the host check is free and the float top-k 5x cheaper (same labels either way)
+        self.sync_free = self.device.type != "cpu" if sync_free is None else bool(sync_free)
         self.classes_: Optional[torch.Tensor] = None
         self._x = self._y = self._x_sq = None
         self._sk = None
@@ -73,7 +77,12 @@ class KNNContextModel:
     def num_train(self) -> int:
         return 0 if self._x is None else int(self._x.shape[0])
 
-    def fit(self, tokens: torch.Tensor, labels: torch.Tensor) -> "KNNContextModel":
+    def fit(self, tokens: torch.Tensor, labels: torch.Tensor,
+            classes: Optional[torch.Tensor] = None) -> "KNNContextModel":
+        """Learn ``labels`` [n] of ``tokens`` [n, C].  ``classes``: the sorted label values that can occur
+        (a superset of ``labels``' values), given by callers that know them: then no ``unique`` runs
+        (a host synchronisation on a GPU).  Classes without tokens get no votes, so they never win and the
+        result is the same as with the present classes only."""
         if tokens.ndim != 2 or labels.ndim != 1 or tokens.shape[0] != labels.shape[0]:
             raise InputError(f"KNN fit needs tokens [n, C] and labels [n]; got {tuple(tokens.shape)} and "
                              f"{tuple(labels.shape)}.", "Flatten frames and labels consistently.")
@@ -83,8 +92,12 @@ class KNNContextModel:
         if not bool(torch.isfinite(tokens).all()):
             raise InputError("Context-model features contain NaN or infinite values.",
                              "Check the feature extraction (precision overflow?).")
-        classes, y = torch.unique(labels.long().cpu(), sorted=True, return_inverse=True)
-        self.classes_ = classes
+        if classes is None:
+            classes, y = torch.unique(labels.long(), sorted=True, return_inverse=True)
+        else:
+            classes = classes.to(device=labels.device, dtype=torch.long)
+            y = torch.searchsorted(classes, labels.long())
+        self.classes_ = classes.to(self.device)
         if self.impl == "sklearn":
             from sklearn.neighbors import KNeighborsClassifier
 
@@ -98,7 +111,7 @@ class KNNContextModel:
         return self
 
     def predict(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Label values [m] (int64, CPU) for ``tokens`` [m, C]."""
+        """Label values [m] (int64, on the model's device; CPU for ``impl="sklearn"``) for ``tokens`` [m, C]."""
         if not self.is_fitted:
             raise InputError("The context model is not initialised.", "Call init()/fit() first.")
         if tokens.ndim != 2 or tokens.shape[1] != self._x.shape[1]:
@@ -111,25 +124,14 @@ class KNNContextModel:
             return torch.from_numpy(self._sk.predict(tokens.detach().cpu().float().numpy())).long()
         L = int(self.classes_.numel())
         k = min(self.n_neighbors, self.num_train)
-        out = torch.empty(tokens.shape[0], dtype=torch.long)
-        for s in range(0, tokens.shape[0], self.chunk_size):
+        out = torch.empty(tokens.shape[0], dtype=torch.long, device=self.device)
+        for s in range(0, tokens.shape[0], self.chunk_size):  # with sync_free no host decision inside
             q = tokens[s:s + self.chunk_size].to(device=self.device, dtype=self.dtype)
             d = torch.addmm(self._x_sq[None, :], q, self._x.T, beta=1.0, alpha=-2.0)
             d.add_((q * q).sum(1, keepdim=True)).clamp_(min=0)
-            kk = min(k + 1, self.num_train)  # one more to detect ties at the k-th distance
-            vals, idx = d.topk(kk, dim=1, largest=False, sorted=True)
-            kth = vals[:, k - 1:k]
-            idx = idx[:, :k]
-            if kk > k and bool((vals[:, k] == vals[:, k - 1]).any()):
-                # several tokens at the k-th distance: keep the smallest training indices among them
-                rows = torch.nonzero(vals[:, k] == vals[:, k - 1]).flatten()
-                dr, kr = d[rows], kth[rows]
-                lt = dr < kr
-                eq_rank = torch.cumsum((dr == kr).to(torch.int32), 1)
-                sel = lt | ((dr == kr) & (eq_rank <= (k - lt.sum(1, keepdim=True))))
-                idx[rows] = torch.sort(torch.nonzero(sel)[:, 1].reshape(-1, k), dim=1).values
-            votes = torch.nn.functional.one_hot(self._y[idx], L).sum(1)
-            out[s:s + q.shape[0]] = votes.argmax(1).cpu()  # first maximum = smallest label
+            idx = smallest_k(d, k, self.sync_free)  # equal distances at the k-th neighbour: smallest indices
+            votes = one_hot_mask(self._y[idx], L).sum(1)
+            out[s:s + q.shape[0]] = votes.argmax(1)  # first maximum = smallest label
         return self.classes_[out]
 
 
@@ -148,6 +150,7 @@ class SceneContext:
         self.channels: Optional[int] = None
         self.kmeans_inertia: Optional[float] = None
         self.last_knn_labels: Optional[torch.Tensor] = None
+        self._classes: Optional[torch.Tensor] = None
         self.steps = 0
 
     # ------------------------------------------------------------ init
@@ -194,12 +197,15 @@ class SceneContext:
         lut = torch.full((size,), -1, dtype=torch.long)
         for c, v in assignment.mapping.items():
             lut[c] = v
-        lab = lut[clusters.reshape(-1)]
+        lab = lut[clusters.reshape(-1)].to(feats.device)
         keep = lab >= 0
-        self.knn.fit(feats.reshape(-1, C)[keep], lab[keep])
-        self.assignment = assignment
         self.table = table if table is not None else LabelTable.from_values(assignment.mapping.values(), names,
                                                                             assignment.kind)
+        # every value the KNN can meet, sorted: refits need no unique() (a host synchronisation on a GPU)
+        self._classes = torch.tensor(sorted(set(self.table.values) | set(assignment.mapping.values())),
+                                     dtype=torch.long, device=self.device)
+        self.knn.fit(feats.reshape(-1, C)[keep], lab[keep], self._classes)
+        self.assignment = assignment
         self.grid, self.channels = (h, w), C
         self.steps = 0
         return self.table
@@ -208,7 +214,9 @@ class SceneContext:
     def step(self, aggregated: torch.Tensor, correspondence: torch.Tensor, write_offset: int = 0) -> torch.Tensor:
         """Label one batch (KNN of the previous state), refine it, make it the new state.
 
-        Returns the refined labels of frames ``write_offset..T-1`` (int64, CPU).
+        Returns the refined labels of frames ``write_offset..T-1`` (int64, on the context's device: the
+        features, KNN labels and refined labels stay there; nothing in the step waits for the device
+        except the input checks).
         """
         if self.table is None:
             raise InputError("The scene context is not initialised.", "Call init(first_batch_features, ...) first.")
@@ -222,13 +230,13 @@ class SceneContext:
             raise InputError(f"write_offset {write_offset} is outside the batch of {T} frames.",
                              "Use Batch.write_offset from plan_batches.")
         tokens = agg.reshape(-1, C)
-        knn = self.knn.predict(tokens).reshape(T, h, w)
-        refined = self.refiner.refine(knn, corr.to(self.device))
+        knn = self.knn.predict(tokens).reshape(T, h, w).to(self.device)
+        refined = self.refiner.refine(knn, corr)
         if refined.shape != knn.shape:
             raise InputError(f"Refiner {self.refiner!r} returned shape {tuple(refined.shape)} for {tuple(knn.shape)}.",
                              "Fix the Refiner: it must keep [T, h, w].")
-        refined = refined.to("cpu", torch.long)
-        self.knn.fit(tokens, refined.reshape(-1))  # autoregressive: replaces the previous batch
+        refined = refined.to(self.device, torch.long)
+        self.knn.fit(tokens, refined.reshape(-1), self._classes)  # autoregressive: replaces the previous batch
         self.last_knn_labels = knn[int(write_offset):]
         self.steps += 1
         return refined[int(write_offset):]
@@ -261,7 +269,7 @@ class SceneContext:
             if channels and int(x.shape[3]) != self.channels:
                 raise InputError(f"{what} have {int(x.shape[3])} channels, the context model {self.channels}.",
                                  "Use the same backbone and blocks for every batch.")
-        return x.to(self.dtype) if x.dtype != self.dtype else x
+        return x.to(device=self.device, dtype=self.dtype)
 
 
 def coarse_segment(features, k: int = 20, batch_size: int = 14, refiner="cbr", reference=None,

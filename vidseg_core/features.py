@@ -87,18 +87,21 @@ def evaluate_feature_step(backbone: Backbone, x: torch.Tensor, cond, capture: Ca
 @torch.inference_mode()
 def capture_features(backbone: Backbone, inputs: BatchInputs,
                      store_dtype: torch.dtype = torch.float16,
-                     stop_early: bool = True) -> Tuple[torch.Tensor, torch.Tensor]:
+                     stop_early: bool = True, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Steps 5-6 above: the reference trajectory from t_m to t_k with the queries captured.
 
     ``stop_early`` evaluates the UNet at t_k on the conditional half only and
     ends it after the last captured layer (:func:`evaluate_feature_step`; same
     features, less work; the authors run the whole guided evaluation).
-    Returns ``(aggregated [T,h,w,C], correspondence [T,h,w,C])`` on the CPU.
+    Returns ``(aggregated [T,h,w,C], correspondence [T,h,w,C])`` on ``device`` (None: the CPU, for storage;
+    the pipeline passes the backbone's device so the features go from capture to the KNN and CBR without
+    a round trip through the host).
     """
     cfg = backbone.config
     blocks = tuple(cfg.feature_blocks)
     layers = feature_layers(cfg)
-    capture = CaptureQueries(layers, steps={cfg.feature_step}, half=1, run=0, dtype=torch.float32, device="cpu",
+    capture = CaptureQueries(layers, steps={cfg.feature_step}, half=1, run=0, dtype=torch.float32,
+                             device=torch.device("cpu") if device is None else device,
                              stop_when_done=stop_early)
     x = inputs.x_start[None]
     if stop_early:

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
 
 from .errors import InputError
+from .tensor_ops import one_hot_mask
 
 _IMPLS = ("torch", "sklearn")
 
@@ -66,11 +68,13 @@ def _as_tokens(tokens) -> torch.Tensor:
 
 def fit_kmeans(tokens, k: int, n_init: int = 10, seed: int = 1, impl: str = "torch",
                device=None, max_iter: int = 300, tol: float = 1e-4,
-               chunk_size: int = 16384) -> KMeansResult:
+               chunk_size: int = 16384, check_every: Optional[int] = None) -> KMeansResult:
     """Cluster ``tokens`` [n, C] into ``k`` clusters (best of ``n_init`` k-means++ runs).
 
     Returns a :class:`KMeansResult` (unpacks as ``centers, labels, inertia``).
     ``k`` larger than the number of tokens raises :class:`InputError`.
+    ``check_every``: the host reads the convergence test every that many Lloyd iterations (None: 1 on the
+    CPU, 8 on an accelerator, where each read is a synchronisation); the result does not depend on it.
     """
     x = _as_tokens(tokens)
     n = int(x.shape[0])
@@ -88,7 +92,7 @@ def fit_kmeans(tokens, k: int, n_init: int = 10, seed: int = 1, impl: str = "tor
     if impl == "sklearn":
         return _fit_sklearn(x, int(k), n_init, seed, max_iter, tol)
     dev = torch.device(device) if device is not None else x.device
-    return _fit_torch(x, int(k), n_init, seed, dev, max_iter, tol, max(1, int(chunk_size)))
+    return _fit_torch(x, int(k), n_init, seed, dev, max_iter, tol, max(1, int(chunk_size)), check_every)
 
 
 # ---------------------------------------------------------------- sklearn
@@ -127,22 +131,27 @@ def _dist_to_points(x: torch.Tensor, x_sq: torch.Tensor, pts: torch.Tensor, chun
 
 
 def _kmeans_pp(x, x_sq, k, gen, chunk) -> torch.Tensor:
+    """Greedy k-means++ seeding.  The random numbers come from the CPU generator ``gen`` in the same order
+    as drawn one by one (first index, then ``trials`` uniforms per centre), copied to the device once; the
+    chosen indices stay on the device (no host synchronisation per centre)."""
     n = x.shape[0]
     trials = 2 + int(math.log(k))
-    first = int(torch.randint(n, (1,), generator=gen))
-    centers = [x[first]]
-    closest = _dist_to_points(x, x_sq, x[first:first + 1], chunk)[0]
+    first = torch.randint(n, (1,), generator=gen)
+    r_all = torch.rand(k - 1, trials, generator=gen, dtype=torch.float64).to(x.device)
+    first = first.to(x.device)
+    centers = [x.index_select(0, first)[0]]
+    closest = _dist_to_points(x, x_sq, x.index_select(0, first), chunk)[0]
     pot = closest.double().sum()
-    for _ in range(1, k):
-        r = torch.rand(trials, generator=gen, dtype=torch.float64).to(x.device) * pot
+    for i in range(k - 1):
+        r = r_all[i] * pot
         cum = torch.cumsum(closest.double(), 0)
         cand = torch.searchsorted(cum, r).clamp_(max=n - 1)
         d = torch.minimum(_dist_to_points(x, x_sq, x[cand], chunk), closest[None, :])
         pots = d.double().sum(1)
-        best = int(torch.argmin(pots))
-        pot = pots[best]
-        closest = d[best]
-        centers.append(x[cand[best]])
+        best = torch.argmin(pots).view(1)
+        pot = pots.index_select(0, best)[0]
+        closest = d.index_select(0, best)[0]
+        centers.append(x.index_select(0, cand.index_select(0, best))[0])
     return torch.stack(centers)
 
 
@@ -152,46 +161,74 @@ def _centre_sums(x, labels, k, chunk):
         sums.index_add_(0, labels, x)
         return sums, torch.bincount(labels, minlength=k)
     for s in range(0, x.shape[0], chunk):  # one-hot matmul: deterministic on GPUs (index_add_ is not)
-        oh = torch.nn.functional.one_hot(labels[s:s + chunk], k).to(x.dtype)
+        oh = one_hot_mask(labels[s:s + chunk], k).to(x.dtype)
         sums += oh.T @ x[s:s + chunk]
     counts = torch.bincount(labels, minlength=k)
     return sums, counts
 
 
-def _lloyd(x, x_sq, centers, max_iter, tol_abs, chunk):
+def _move_empty(new, counts, x, mind, eager: bool):
+    """Empty clusters go to the points farthest from their centres, the i-th empty cluster (by index) to the
+    i-th farthest point (stable order).  ``eager`` asks the host whether any cluster is empty first (free on
+    the CPU, skips the sort); otherwise all of it runs on the device."""
+    empty = counts == 0
+    if eager and not bool(empty.any()):
+        return new
+    k = new.shape[0]
+    far = torch.argsort(mind, descending=True, stable=True)[:k]
+    rank = (torch.cumsum(empty, 0) - 1).clamp_(min=0)
+    return torch.where(empty[:, None], x[far[rank]], new)
+
+
+def _lloyd(x, x_sq, centers, max_iter, tol_abs, chunk, check_every: int):
+    """Lloyd iterations; stops when the labels repeat or the squared centre shift is <= ``tol_abs``.
+
+    The stop decision is kept on the device and read by the host only every ``check_every`` iterations (1 on
+    the CPU); iterations after the stop leave centres and labels frozen, so the result, ``n_iter`` included,
+    is the same for every ``check_every``.
+    """
     k = centers.shape[0]
+    eager = check_every == 1
+    done = torch.zeros((), dtype=torch.bool, device=x.device)
+    n_iter = torch.full((), max_iter, dtype=torch.long, device=x.device)
     prev = None
-    it = 0
     for it in range(1, max_iter + 1):
         labels, mind = _sq_dist(x, x_sq, centers, chunk)
-        if prev is not None and torch.equal(labels, prev):
-            break  # strict convergence: the assignment is stable
+        if prev is not None:  # strict convergence: the assignment is stable (centres unchanged)
+            stable = ~done & (labels == prev).all()
+            n_iter = torch.where(stable, it, n_iter)
+            done = done | stable
         sums, counts = _centre_sums(x, labels, k, chunk)
         new = sums / counts.clamp(min=1)[:, None].to(x.dtype)
-        empty = torch.nonzero(counts == 0).flatten()
-        if empty.numel():  # move empty clusters to the points farthest from their centres
-            far = torch.argsort(mind, descending=True, stable=True)[: empty.numel()]
-            new[empty] = x[far]
-        shift = float(((new - centers) ** 2).sum())
-        centers, prev = new, labels
-        if shift <= tol_abs:
+        new = _move_empty(new, counts, x, mind, eager)
+        small = ~done & (((new - centers) ** 2).sum() <= tol_abs)
+        centers = torch.where(done, centers, new)
+        prev = labels if prev is None else torch.where(done, prev, labels)
+        n_iter = torch.where(small, it, n_iter)
+        done = done | small
+        if it % check_every == 0 and bool(done):
             break
     labels, mind = _sq_dist(x, x_sq, centers, chunk)  # labels consistent with the final centres
-    return centers, labels, float(mind.double().sum()), it
+    return centers, labels, mind.double().sum(), n_iter
 
 
-def _fit_torch(x, k, n_init, seed, device, max_iter, tol, chunk) -> KMeansResult:
+def _fit_torch(x, k, n_init, seed, device, max_iter, tol, chunk, check_every) -> KMeansResult:
     x = x.to(device=device, dtype=torch.float32)
     mean = x.mean(0, keepdim=True)
     xc = x - mean  # centring improves the precision of |x|^2 - 2x.c + |c|^2
     x_sq = (xc * xc).sum(1)
-    tol_abs = float(xc.var(0, unbiased=False).mean()) * tol
+    tol_abs = xc.var(0, unbiased=False).mean().double() * tol  # float64, compared with the float32 shift
+    if check_every is None:
+        check_every = 1 if device.type == "cpu" else 8
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    best = None
+    best = None  # (centers, labels, inertia, n_iter), chosen on the device: the first lowest inertia wins
     for _ in range(n_init):
         c0 = _kmeans_pp(xc, x_sq, k, gen, chunk)
-        centers, labels, inertia, n_iter = _lloyd(xc, x_sq, c0, max_iter, tol_abs, chunk)
-        if best is None or inertia < best[2]:
-            best = (centers, labels, inertia, n_iter)
+        run = _lloyd(xc, x_sq, c0, max_iter, tol_abs, chunk, max(1, int(check_every)))
+        if best is None:
+            best = run
+        else:
+            better = run[2] < best[2]
+            best = tuple(torch.where(better, a, b) for a, b in zip(run, best))
     centers, labels, inertia, n_iter = best
-    return KMeansResult((centers + mean).float().cpu(), labels.cpu(), inertia, n_iter)
+    return KMeansResult((centers + mean).float().cpu(), labels.cpu(), float(inertia), int(n_iter))

@@ -146,7 +146,7 @@ class VideoSegmenter:
 
     def _features(self, frames: torch.Tensor):
         inputs = prepare_batch(self.backbone, frames, self.settings.seed)
-        agg, corr = capture_features(self.backbone, inputs)
+        agg, corr = capture_features(self.backbone, inputs, device=self.backbone.device)  # stay on the device
         return inputs, agg, corr
 
     def _upsampler(self):
@@ -205,7 +205,8 @@ class VideoSegmenter:
                                       cancel=self.cancel)
                 labels = upsampler.upsample(frames, coarse, ids, ctx)[off:]
             else:
-                labels = upsampler.upsample(frames[off:], coarse[off:], ids, UpsampleContext(cancel=self.cancel))
+                labels = upsampler.upsample(frames[off:].to(bb.device), coarse[off:], ids,
+                                            UpsampleContext(cancel=self.cancel))
             seconds["upsample"] += time.perf_counter() - t
             self._tick(b.index + 1, units, "batch")
             yield BatchResult(b, labels.cpu(), coarse[off:].cpu(), knn[off:].cpu())

@@ -51,14 +51,16 @@ def _lanczos(x: torch.Tensor) -> torch.Tensor:
 
 
 @lru_cache(maxsize=64)
-def _fixed_point_weights(in_size: int, out_size: int) -> torch.Tensor:
-    """``[out, in]`` float64 matrix of Pillow's integer filter coefficients (``precompute_coeffs`` +
-    ``normalize_coeffs_8bpc``) for a full-image resize ``in_size -> out_size``."""
+def _fixed_point_taps(in_size: int, out_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pillow's integer filter coefficients (``precompute_coeffs`` + ``normalize_coeffs_8bpc``) for a
+    full-image resize ``in_size -> out_size``, as taps: ``first [out]`` (index of the first input sample of
+    each output) and ``weights [out, ksize]`` int64 (zero past each output's support).  CPU tensors."""
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = _LANCZOS_SUPPORT * filterscale
     ksize = int(math.ceil(support)) * 2 + 1
-    mat = torch.zeros(out_size, in_size, dtype=torch.float64)
+    first = torch.zeros(out_size, dtype=torch.int64)
+    weights = torch.zeros(out_size, ksize, dtype=torch.int64)
     for xx in range(out_size):
         center = (xx + 0.5) * scale
         xmin = max(int(center - support + 0.5), 0)
@@ -72,15 +74,27 @@ def _fixed_point_weights(in_size: int, out_size: int) -> torch.Tensor:
         one = float(1 << _PRECISION_BITS)
         # C's (int) cast truncates toward zero: (int)(±0.5 + k·2^22)
         fixed = torch.where(w < 0, torch.trunc(-0.5 + w * one), torch.trunc(0.5 + w * one))
-        mat[xx, xmin:xmin + len(fixed)] = fixed
-    return mat
+        first[xx] = xmin
+        weights[xx, :len(fixed)] = fixed.to(torch.int64)
+    return first, weights
 
 
-def _clip8(acc: torch.Tensor) -> torch.Tensor:
-    """Pillow's ``clip8``: ``acc >> 22`` clamped to 0..255 (``acc`` holds exact integers in float64)."""
-    out = torch.floor(acc / float(1 << _PRECISION_BITS))
-    out = torch.where(acc <= 0, torch.zeros_like(out), out)
-    return out.clamp(0, 255)
+def _resample_axis(x: torch.Tensor, dim: int, out_size: int) -> torch.Tensor:
+    """One 8-bit pass of Pillow's resampling along ``dim`` of the int64 image ``x``: taps summed exactly in
+    int64, rounded (``+ 2^21``), then ``clip8`` (``>> 22`` clamped to 0..255, 0 for sums <= 0)."""
+    n = x.shape[dim]
+    first, weights = _fixed_point_taps(n, out_size)
+    first, weights = first.to(x.device), weights.to(x.device)
+    shape = [1] * x.ndim
+    shape[dim] = out_size
+    acc = torch.full((), 1 << (_PRECISION_BITS - 1), dtype=torch.int64, device=x.device)
+    for j in range(weights.shape[1]):  # ksize taps (7 when upsampling): a few elementwise passes
+        idx = (first + j).clamp_(max=n - 1)  # past the support the weight is 0
+        acc = acc + x.index_select(dim, idx) * weights[:, j].reshape(shape)
+    return torch.where(acc <= 0, torch.zeros_like(acc), acc >> _PRECISION_BITS).clamp_(0, 255)
+
+
+_BYTE_TO_UNIT = (torch.arange(256, dtype=torch.float64) / 255.0).to(torch.float32)  # k -> float32(k / 255)
 
 
 def lanczos_upsample_mask(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
@@ -88,19 +102,18 @@ def lanczos_upsample_mask(masks: torch.Tensor, size: Tuple[int, int]) -> torch.T
 
     A bit-exact emulation of Pillow's 8-bit two-pass resampling (horizontal
     pass first, rounded and clipped to 0..255 in between, 22-bit fixed-point
-    coefficients); computed in float64 on the CPU (integers stay exact), the
-    result is returned on the input's device.
+    coefficients), in int64 arithmetic on the masks' own device (exact on any
+    device; no float64, no matrix product that TF32 could round).
     """
     H, W = int(size[0]), int(size[1])
     h, w = masks.shape[-2:]
     lead = masks.shape[:-2]
-    x = (masks.detach().to("cpu", torch.float64) * 255.0).round().reshape(-1, h, w)
-    half = float(1 << (_PRECISION_BITS - 1))
+    x = (masks.detach().to(torch.float32) * 255.0).round().to(torch.int64).reshape(-1, h, w)
     if W != w:
-        x = _clip8(torch.matmul(x, _fixed_point_weights(w, W).t()) + half)
+        x = _resample_axis(x, 2, W)
     if H != h:
-        x = _clip8(torch.matmul(_fixed_point_weights(h, H), x) + half)
-    return (x / 255.0).to(torch.float32).reshape(*lead, H, W).to(masks.device)
+        x = _resample_axis(x, 1, H)
+    return _BYTE_TO_UNIT.to(x.device)[x].reshape(*lead, H, W)
 
 
 def coarse_present(coarse: torch.Tensor, label_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
