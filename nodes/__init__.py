@@ -12,7 +12,7 @@ log = logging.getLogger("vidseg")
 
 #: node modules in menu order
 NODE_MODULES = (
-    "load_model", "extract_features", "kmeans_init", "assign_labels", "cbr_refine", "context_model",
+    "model_from_comfy", "load_model", "extract_features", "kmeans_init", "assign_labels", "cbr_refine", "context_model",
     "masked_modulation", "guided_upsample", "segment_video", "select_labels", "visualize", "save_labels", "evaluate",
 )
 

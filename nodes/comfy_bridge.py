@@ -34,6 +34,13 @@ def _mm():
     return mm
 
 
+def optimized_attention():
+    """ComfyUI's attention function ``(q, k, v, heads, mask=None, attn_precision=None)`` for replace patches."""
+    from comfy.ldm.modules.attention import optimized_attention as attention
+
+    return attention
+
+
 def torch_device() -> torch.device:
     return _mm().get_torch_device()
 

@@ -141,6 +141,26 @@ def _install_comfy_stand_ins() -> None:
     mm.should_use_bf16 = lambda device=None, **kw: False
     mm.should_use_fp16 = lambda device=None, **kw: False
     mm.get_autocast_device = lambda dev: getattr(dev, "type", "cpu")
+    #: every ModelPatcher handed to load_models_gpu, in order (the adapter's model-management calls)
+    mm.loaded_models = []
+
+    def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
+                        force_full_load=False):
+        mm.loaded_models.extend(models)
+
+    mm.load_models_gpu = load_models_gpu
+
+    # comfy.ldm.modules.attention.optimized_attention (the adapter's default attention in its replace patches)
+    from tests.helpers.comfy_standin import optimized_attention
+
+    ldm = types.ModuleType("comfy.ldm")
+    ldm_modules = types.ModuleType("comfy.ldm.modules")
+    attention = types.ModuleType("comfy.ldm.modules.attention")
+    attention.optimized_attention = optimized_attention
+    ldm.modules, ldm_modules.attention = ldm_modules, attention
+    comfy.ldm = ldm
+    for name, mod in (("comfy.ldm", ldm), ("comfy.ldm.modules", ldm_modules), ("comfy.ldm.modules.attention", attention)):
+        sys.modules[name] = mod
 
     comfy.utils = utils
     comfy.model_management = mm

@@ -7,15 +7,29 @@ import pytest
 import torch
 
 from vidseg_core.backbones import Backbone, CaptureQueries, LayerId, load_backbone
-from vidseg_core.errors import InputError
+from tools.pack_loader import load_pack
+from vidseg_core.errors import InputError as CoreInputError
 
-BACKBONES = ["tiny-sd", "tiny-svd"]
+#: the adapter lives in the pack's node package, which imports the core under the pack's own name
+InputError = (CoreInputError, load_pack().vidseg_core.errors.InputError)
+
+#: the pack's own tiny twins, and the ComfyUI adapter (nodes/comfy_native.py) over stand-ins of ComfyUI's
+#: loader objects wrapping the same tiny models (tests/helpers/comfy_standin.py)
+BACKBONES = ["tiny-sd", "tiny-svd", "comfy-tiny-sd", "comfy-tiny-svd"]
 T, H, W = 2, 128, 192  # frames of 128x192 -> latent 16x24 -> blocks 6-8 at 8x12
+
+
+def make_backbone(name: str) -> Backbone:
+    if name.startswith("comfy-"):
+        from tests.helpers.comfy_standin import native_backbone
+
+        return native_backbone(name[len("comfy-"):])
+    return load_backbone(name, device="cpu", precision="fp32")
 
 
 @pytest.fixture(scope="module", params=BACKBONES)
 def backbone(request) -> Backbone:
-    return load_backbone(request.param, device="cpu", precision="fp32")
+    return make_backbone(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +196,7 @@ def test_attention_layers_cover_decoder_blocks_3_to_11(backbone):
 @torch.inference_mode()
 def test_hooked_processors_equal_default_and_capture_blocks_6_to_8_at_one_sixteenth(frames):
     for name in BACKBONES:
-        bb = load_backbone(name, device="cpu", precision="fp32")  # fresh: default processors
+        bb = make_backbone(name)  # fresh: default processors
         _, z0, cond, noise = _inputs(bb, frames)
         step = bb.config.modulation_step
         x = bb.add_noise(z0, step, noise)[None]
@@ -200,3 +214,4 @@ def test_hooked_processors_equal_default_and_capture_blocks_6_to_8_at_one_sixtee
 def test_to_moves_and_keeps_interface(backbone):
     same = backbone.to("cpu", torch.float32)
     assert same is backbone and next(backbone.unet.parameters()).dtype == torch.float32
+    assert isinstance(backbone, (Backbone, load_pack().vidseg_core.backbones.Backbone))

@@ -19,12 +19,12 @@ NODES_PKG = sys.modules["vidseg_pack.nodes"]
 SOCKETS = sys.modules["vidseg_pack.nodes.sockets"]
 
 WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN")
-CORE_SOCKETS = ("IMAGE", "MASK")
+CORE_SOCKETS = ("IMAGE", "MASK", "MODEL", "VAE", "CLIP", "CLIP_VISION")  # the last four: the adapter's inputs
 CUSTOM = tuple(SOCKETS.CUSTOM_TYPES)
 
 #: the design card's stage nodes and the ones around them (issue: node pack)
 EXPECTED = {
-    "VidSegLoadModel", "VidSegExtractFeatures", "VidSegKMeansInit", "VidSegKNNContextModel", "VidSegCBRRefine",
+    "VidSegModelFromComfy", "VidSegLoadModel", "VidSegExtractFeatures", "VidSegKMeansInit", "VidSegKNNContextModel", "VidSegCBRRefine",
     "VidSegMaskedModulation", "VidSegAssignLabels", "VidSegGuidedUpsample", "VidSegSegmentVideo",
     "VidSegSelectLabels", "VidSegAllLabelMasks", "VidSegColorizeLabels", "VidSegSaveLabelMaps", "VidSegEvaluate",
 }
@@ -164,6 +164,8 @@ def test_nodes_keep_no_state_and_core_never_imports_comfy():
             continue
         text = f.read_text()
         assert not re.search(r"^\s*(import|from)\s+(comfy|folder_paths)\b", text, re.M), f
+        if f.name == "comfy_native.py":  # the ComfyUI backbone adapter (an object, not a node)
+            continue
         assert not re.search(r"self\.\w+\s*=", text), f"{f.name}: node methods must not keep state on the instance"
         assert not re.search(r"^\s*global\s", text, re.M), f"{f.name}: no module-level state"
 

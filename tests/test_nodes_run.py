@@ -122,7 +122,18 @@ class _Core:
 
     @staticmethod
     def CheckpointLoaderSimple(ckpt_name):
-        return ("MODEL", "CLIP", "VAE")
+        """``tiny-sd``: stand-ins of ComfyUI's MODEL / CLIP / VAE over the tiny SD 2.1 twin."""
+        from tests.helpers.comfy_standin import standin_sd
+
+        assert ckpt_name == "tiny-sd", ckpt_name
+        return standin_sd()
+
+    @staticmethod
+    def ImageOnlyCheckpointLoader(ckpt_name):
+        from tests.helpers.comfy_standin import standin_svd
+
+        assert ckpt_name == "tiny-svd", ckpt_name
+        return standin_svd()
 
     @staticmethod
     def CLIPTextEncode(text, clip):
@@ -154,6 +165,7 @@ class _Core:
 
 #: loader outputs by inputs, kept across prompts as ComfyUI's output cache does
 _LOADED: dict = {}
+LOADERS = ("VidSegLoadModel", "CheckpointLoaderSimple", "ImageOnlyCheckpointLoader")
 
 
 def execute(api):
@@ -163,8 +175,9 @@ def execute(api):
     for key in topological_order(api):
         node = api[key]
         kwargs = {k: results[v[0]][v[1]] if isinstance(v, list) else v for k, v in node["inputs"].items()}
-        if node["class_type"] == "VidSegLoadModel" and json.dumps(kwargs, sort_keys=True) in _LOADED:
-            results[key] = _LOADED[json.dumps(kwargs, sort_keys=True)]
+        cache_key = node["class_type"] + json.dumps(kwargs, sort_keys=True, default=id)
+        if node["class_type"] in LOADERS and cache_key in _LOADED:
+            results[key] = _LOADED[cache_key]
             continue
         if node["class_type"] in NODES:
             cls = NODES[node["class_type"]]
@@ -178,8 +191,8 @@ def execute(api):
             out = out.get("result", ())
         assert isinstance(out, tuple), node["class_type"]
         results[key] = out
-        if node["class_type"] == "VidSegLoadModel":
-            _LOADED[json.dumps(kwargs, sort_keys=True)] = out
+        if node["class_type"] in LOADERS:
+            _LOADED[cache_key] = out
     return results, uis
 
 
@@ -203,7 +216,7 @@ def test_sd21_workflow_executes_with_tiny_sd(tmp_path, monkeypatch):
     import folder_paths
 
     monkeypatch.setattr(folder_paths, "get_output_directory", lambda: str(tmp_path))
-    api = workflow_api("vidseg_sd21_full_pipeline", {("VidSegLoadModel", "model"): "tiny-sd",
+    api = workflow_api("vidseg_sd21_full_pipeline", {("CheckpointLoaderSimple", "ckpt_name"): "tiny-sd",
                                                       ("VidSegKMeansInit", "num_clusters"): 3})
     bars = new_bars()
     results, uis = execute(api)
@@ -228,7 +241,7 @@ def test_inpainting_and_preview_workflows_execute(tmp_path, monkeypatch):
     import folder_paths
 
     monkeypatch.setattr(folder_paths, "get_output_directory", lambda: str(tmp_path))
-    api = workflow_api("vidseg_mask_to_inpainting", {("VidSegLoadModel", "model"): "tiny-sd",
+    api = workflow_api("vidseg_mask_to_inpainting", {("CheckpointLoaderSimple", "ckpt_name"): "tiny-sd",
                                                       ("VidSegSegmentVideo", "num_clusters"): 3,
                                                       ("VidSegSegmentVideo", "mode"): "fast"})
     results, _ = execute(api)
@@ -245,6 +258,21 @@ def test_inpainting_and_preview_workflows_execute(tmp_path, monkeypatch):
     results, _ = execute(api)
     _, mask, _, over, _ = by_type(api, results, "VidSegSegmentVideo")[0]
     assert mask.shape == (T, H, W) and over.shape == (T, H, W, 3)
+
+
+def test_svd_workflow_executes_with_the_core_loader_and_the_adapter(tmp_path, monkeypatch):
+    import folder_paths
+
+    monkeypatch.setattr(folder_paths, "get_output_directory", lambda: str(tmp_path))
+    api = workflow_api("vidseg_svd_full_pipeline", {("ImageOnlyCheckpointLoader", "ckpt_name"): "tiny-svd",
+                                                     ("VidSegKMeansInit", "num_clusters"): 3})
+    results, _ = execute(api)
+    (handle,) = by_type(api, results, "VidSegModelFromComfy")[0]
+    assert handle.family == "svd" and type(handle.backbone).__name__ == "ComfySVDBackbone"
+    (labels,) = by_type(api, results, "VidSegMaskedModulation")[0]
+    assert labels.labels.shape == (T, H, W) and not labels.coarse
+    model = by_type(api, results, "ImageOnlyCheckpointLoader")[0][0]
+    assert model.model_options["transformer_options"] == {}  # the core MODEL is left as it was
 
 
 def _stage_chain(model, k, reference=None):

@@ -105,8 +105,16 @@ def test_workflow_contents_per_use_case():
     for t in ("VidSegExtractFeatures", "VidSegKMeansInit", "VidSegAssignLabels", "VidSegCBRRefine",
               "VidSegKNNContextModel", "VidSegMaskedModulation", "LoadImage", "VidSegSaveLabelMaps"):
         assert t in sd
-    svd_loader = next(n for n in wfs["vidseg_svd_full_pipeline"]["nodes"] if n["type"] == "VidSegLoadModel")
+    # the core loaders feed the adapter by default; the fast preview keeps the pack's own loader
+    svd_loader = next(n for n in wfs["vidseg_svd_full_pipeline"]["nodes"] if n["type"] == "ImageOnlyCheckpointLoader")
     assert "svd" in svd_loader["widgets_values"][0]
+    for stem in ("vidseg_sd21_full_pipeline", "vidseg_svd_full_pipeline", "vidseg_mask_to_inpainting"):
+        assert "VidSegModelFromComfy" in types(stem) and "VidSegLoadModel" not in types(stem), stem
+    assert types("vidseg_mask_to_inpainting").count("CheckpointLoaderSimple") == 1  # one load serves both
+    assert "VidSegLoadModel" in types("vidseg_fast_preview")
+    adapter = {k: n for k, n in _api("vidseg_svd_full_pipeline").items() if n["class_type"] == "VidSegModelFromComfy"}
+    (svd_adapter,) = adapter.values()
+    assert set(svd_adapter["inputs"]) == {"model", "vae", "clip_vision"}
     inpaint = types("vidseg_mask_to_inpainting")
     assert {"VidSegSegmentVideo", "GrowMask", "SetLatentNoiseMask", "CheckpointLoaderSimple", "KSampler"} <= \
         set(inpaint)

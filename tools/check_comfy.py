@@ -12,6 +12,11 @@
    backbones and K = 4; ``--set``: anything), submitted to ``POST /prompt`` and polled
    on ``/history`` until it finishes (comfyui notes §16.1).  Prints timings and outputs.
 
+4. optionally (``--interrupt-after S``), the first selected workflow is interrupted
+   ``S`` seconds after it started executing (``POST /interrupt``); the time until
+   ComfyUI reports it stopped is printed, then the workflows run normally (the next
+   prompt must succeed).
+
 Only the standard library is used for HTTP.  Exit code 0 when everything passed.
 """
 from __future__ import annotations
@@ -39,7 +44,8 @@ def _get(url: str):
 def _post(url: str, body: dict):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read())
+        body = r.read()
+        return json.loads(body) if body.strip() else {}  # /interrupt answers with an empty body
 
 
 def compare_core_specs(live: dict) -> list:
@@ -127,6 +133,29 @@ def run_prompt(url: str, api: dict, timeout: float = 1800.0):
     return {"status": "timeout", "seconds": round(time.perf_counter() - t0, 2)}
 
 
+def interrupt_check(url: str, api: dict, after: float, timeout: float = 600.0) -> bool:
+    """Submit ``api``, interrupt ``after`` s after it starts executing; True when it stopped as interrupted."""
+    pid = _post(f"{url}/prompt", {"prompt": api, "client_id": str(uuid.uuid4())})["prompt_id"]
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if not _get(f"{url}/queue").get("queue_pending"):
+            break  # ours is running
+        time.sleep(0.2)
+    time.sleep(after)
+    sent = time.perf_counter()
+    _post(f"{url}/interrupt", {})
+    while time.perf_counter() - sent < timeout:
+        hist = _get(f"{url}/history/{pid}")
+        if pid in hist and (hist[pid]["status"].get("completed") or hist[pid]["status"].get("status_str") == "error"):
+            msgs = [m[0] for m in hist[pid]["status"].get("messages", [])]
+            print(f"interrupt: sent {after} s into the run; stopped {time.perf_counter() - sent:.2f} s later "
+                  f"({hist[pid]['status'].get('status_str')}, {msgs})")
+            return "execution_interrupted" in msgs
+        time.sleep(0.1)
+    print("interrupt: the prompt did not stop")
+    return False
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", default="http://127.0.0.1:8188")
@@ -134,6 +163,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", action="append", help="workflow file stem(s) to run (default: all)")
     p.add_argument("--set", action="append", metavar="CLASS.INPUT=VALUE", help="override a widget value (JSON)")
     p.add_argument("--no-run", action="store_true", help="only check registration and specs")
+    p.add_argument("--interrupt-after", type=float, metavar="S",
+                   help="first interrupt the first selected workflow S seconds into its run")
     p.add_argument("--ui-prompts", metavar="JSON", help="output of tools/ui_smoke.js: compare the frontend's "
                                                         "graphToPrompt() with the converter")
     args = p.parse_args(argv)
@@ -152,6 +183,7 @@ def main(argv=None) -> int:
         ok &= compare_ui_prompts(json.loads(Path(args.ui_prompts).read_text()), live)
     if args.no_run:
         return 0 if ok else 1
+    interrupt = args.interrupt_after
     for path in sorted((ROOT / "workflows").glob("*.json")):
         if args.only and path.stem not in args.only:
             continue
@@ -161,6 +193,9 @@ def main(argv=None) -> int:
             for (cls, name), value in overrides.items():
                 if node["class_type"] == cls and name in node["inputs"]:
                     node["inputs"][name] = value
+        if interrupt is not None:
+            ok &= interrupt_check(args.url, api, interrupt)
+            interrupt = None
         res = run_prompt(args.url, api)
         summary = {k: list(v) for k, v in res.get("outputs", {}).items()}
         print(f"{path.stem}: {res['status']} in {res['seconds']} s; outputs {summary}")

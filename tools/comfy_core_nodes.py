@@ -53,6 +53,8 @@ CORE_NODES: Dict[str, dict] = {
                         ["IMAGE"], category="image/upscaling"),
     "CheckpointLoaderSimple": _spec([("ckpt_name", [[], {"dynamic": True}])], ["MODEL", "CLIP", "VAE"],
                                     category="loaders"),
+    "ImageOnlyCheckpointLoader": _spec([("ckpt_name", [[], {"dynamic": True}])], ["MODEL", "CLIP_VISION", "VAE"],
+                                       category="loaders/video_models"),
     "CLIPTextEncode": _spec([("text", ["STRING", {"multiline": True, "dynamicPrompts": True}]),
                              ("clip", ["CLIP", {}])], ["CONDITIONING"], category="conditioning"),
     "VAEEncode": _spec([("pixels", ["IMAGE", {}]), ("vae", ["VAE", {}])], ["LATENT"], category="latent"),

@@ -21,8 +21,8 @@ ROOT = HERE.parent
 VIDEO_FILE = "vidseg_example.mp4"
 REFERENCE_FILE = "vidseg_first_frame.png"
 SD21_FILE = "checkpoints/v2-1_512-ema-pruned.safetensors"
-SVD_FILE = "checkpoints/svd_xt.safetensors"
 SD21_CORE_FILE = "v2-1_512-ema-pruned.safetensors"
+SVD_CORE_FILE = "svd_xt.safetensors"
 
 PACK_CNR = ("vidseg", "0.1.0")
 
@@ -65,11 +65,28 @@ def _mask_video_out(g, mask_src, mask_slot, comps, x, y, prefix):
     g.link(video, "VIDEO", save, "video")
 
 
-def stage_pipeline(specs, pack, model_file: str, reference: bool, k: int, title: str):
-    """Load Video -> stage nodes -> label PNGs, overlay preview, mask video."""
+def core_model(g, family: str, x: int, y: int):
+    """ComfyUI's own loader + VidSeg Model from ComfyUI -> (adapter node, loader node).
+
+    SD 2.1: Load Checkpoint (MODEL, CLIP, VAE); SVD: Image Only Checkpoint Loader (MODEL, CLIP_VISION, VAE)."""
+    if family == "sd":
+        ckpt = g.add("CheckpointLoaderSimple", (x, y), {"ckpt_name": SD21_CORE_FILE})
+        enc = ("CLIP", "clip")
+    else:
+        ckpt = g.add("ImageOnlyCheckpointLoader", (x, y), {"ckpt_name": SVD_CORE_FILE})
+        enc = ("CLIP_VISION", "clip_vision")
+    model = g.add("VidSegModelFromComfy", (x, y + 150))
+    g.link(ckpt, "MODEL", model, "model")
+    g.link(ckpt, "VAE", model, "vae")
+    g.link(ckpt, enc[0], model, enc[1])
+    return model, ckpt
+
+
+def stage_pipeline(specs, pack, family: str, reference: bool, k: int, title: str):
+    """Load Video -> stage nodes -> label PNGs, overlay preview, mask video (the model from ComfyUI's loaders)."""
     g = _graph(specs, pack)
     comps = _video_in(g, 0, 0)
-    model = g.add("VidSegLoadModel", (0, 500), {"model": model_file})
+    model, _ = core_model(g, family, 0, 500)
     feats = g.add("VidSegExtractFeatures", (360, 0))
     g.link(model, "model", feats, "model")
     g.link(comps, "images", feats, "frames")
@@ -112,19 +129,20 @@ def stage_pipeline(specs, pack, model_file: str, reference: bool, k: int, title:
 
 
 def sd21_full(specs, pack):
-    return stage_pipeline(specs, pack, SD21_FILE, True, 20, "sd21")
+    return stage_pipeline(specs, pack, "sd", True, 20, "sd21")
 
 
 def svd_full(specs, pack):
-    return stage_pipeline(specs, pack, SVD_FILE, False, 5, "svd")
+    return stage_pipeline(specs, pack, "svd", False, 5, "svd")
 
 
 def mask_inpaint(specs, pack):
-    """First-frame mask propagated through the video, then inpainted with core SD nodes."""
+    """First-frame mask propagated through the video, then inpainted with core SD nodes (one checkpoint load
+    serves VidSeg and the inpainting)."""
     g = _graph(specs, pack)
     comps = _video_in(g, 0, 0)
     ref = g.add("LoadImage", (0, 480), {"image": REFERENCE_FILE}, size=(300, 320))
-    model = g.add("VidSegLoadModel", (0, 830), {"model": SD21_FILE})
+    model, ckpt = core_model(g, "sd", 0, 830)
     seg = g.add("VidSegSegmentVideo", (360, 0), {"num_clusters": 20, "mode": "quality"}, size=(340, 420))
     g.link(model, "model", seg, "model")
     g.link(comps, "images", seg, "frames")
@@ -133,7 +151,6 @@ def mask_inpaint(specs, pack):
     g.link(seg, "overlay", prev, "images")
     grow = g.add("GrowMask", (740, 0), {"expand": 8, "tapered_corners": True})
     g.link(seg, "mask", grow, "mask")
-    ckpt = g.add("CheckpointLoaderSimple", (740, 140), {"ckpt_name": SD21_CORE_FILE})
     pos = g.add("CLIPTextEncode", (740, 280), {"text": "a white swan swimming on a lake, photo"}, size=(320, 140))
     g.link(ckpt, "CLIP", pos, "clip")
     neg = g.add("CLIPTextEncode", (740, 450), {"text": "blurry, distorted"}, size=(320, 140))
@@ -162,7 +179,7 @@ def mask_inpaint(specs, pack):
 
 
 def fast_preview(specs, pack):
-    """A quick look: downscaled frames, the one-box node in fast mode, K = 5."""
+    """A quick look: downscaled frames, the one-box node in fast mode, K = 5; the pack's own loader."""
     g = _graph(specs, pack)
     comps = _video_in(g, 0, 0)
     scale = g.add("ImageScale", (360, 0), {"upscale_method": "area", "width": 512, "height": 0, "crop": "disabled"})
@@ -186,7 +203,7 @@ WORKFLOWS: Dict[str, Tuple[Callable, str]] = {
     "vidseg_sd21_full_pipeline": (sd21_full, "SD 2.1 full pipeline (stage nodes, first-frame mask)"),
     "vidseg_svd_full_pipeline": (svd_full, "SVD full pipeline (stage nodes, clusters)"),
     "vidseg_mask_to_inpainting": (mask_inpaint, "First-frame mask -> video mask -> SD inpainting"),
-    "vidseg_fast_preview": (fast_preview, "Fast preview (guided filter)"),
+    "vidseg_fast_preview": (fast_preview, "Fast preview (guided filter, pack loader)"),
 }
 
 

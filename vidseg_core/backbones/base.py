@@ -38,6 +38,9 @@ class Backbone(ABC):
 
     #: "sd" or "svd"
     family: ClassVar[str]
+    #: False for backbones whose hooks run in someone else's patch points (the ComfyUI adapter): the
+    #: modulation's processor swaps (``sharing_attention``) are then skipped
+    swappable_processors: ClassVar[bool] = True
 
     def __init__(self, name: str, config: BackboneConfig, unet, vae, device: torch.device, dtype: torch.dtype):
         self.name = name
@@ -127,7 +130,7 @@ class Backbone(ABC):
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents ``[N,4,h,w]`` -> frames ``[N,3,8h,8w]`` float32 in 0..1, ``config.decode_chunk`` a call."""
-        channels = self.vae.config.latent_channels
+        channels = self.latent_channels
         if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != channels:
             raise InputError(f"decode expects latents [N,{channels},h,w]; got {getattr(latents, 'shape', type(latents))}.",
                              "Flatten run / frame dimensions first.")
@@ -138,6 +141,11 @@ class Backbone(ABC):
                 x = self._vae_decode(latents[a:b].to(self.device, vdt) / self.scaling_factor)
                 out.append(((x.float() + 1.0) / 2.0).clamp(0.0, 1.0))
         return torch.cat(out)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of a latent (4 for SD 2.1 and SVD)."""
+        return int(self.vae.config.latent_channels)
 
     def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
         """One VAE decoder call on unscaled latents ``[n,4,h,w]`` -> ``[n,3,8h,8w]`` in -1..1."""

@@ -122,6 +122,19 @@ def clip_preprocess(image: torch.Tensor, size: int = 224) -> torch.Tensor:
     return (x - mean) / std
 
 
+def check_latents(x, cond) -> tuple:
+    """``(R, T, C, h, w)`` of latents ``[R,T,4,h,w]`` that fit an SVD conditioning, or a readable error."""
+    if not torch.is_tensor(x) or x.ndim != 5 or x.shape[2] != cond.concat_latent.shape[1]:
+        raise InputError(f"denoised expects latents [R,T,4,h,w]; got {getattr(x, 'shape', type(x))}.",
+                         "Add the run dimension.")
+    r, t, c, h, w = x.shape
+    if t != cond.frames or (h, w) != tuple(cond.concat_latent.shape[-2:]):
+        raise InputError(f"Latents [R,{t},{c},{h},{w}] do not match the conditioning (T={cond.frames}, "
+                         f"latent {tuple(cond.concat_latent.shape[-2:])}).",
+                         "Build the conditioning from the same prepared frames as the latents.")
+    return r, t, c, h, w
+
+
 @dataclass
 class SVDCondition:
     """Both guidance halves of one ``T``-frame batch (row 0 = unconditional = zeros, row 1 = conditional)."""
@@ -232,14 +245,7 @@ class SVDBackbone(Backbone):
         ``conditional_only``: the conditional rows ``[run, frame]`` alone, unguided D.
         """
         sig = self._check_denoise_args(step, cond, SVDCondition)
-        if not torch.is_tensor(x) or x.ndim != 5 or x.shape[2] != cond.concat_latent.shape[1]:
-            raise InputError(f"denoised expects latents [R,T,4,h,w]; got {getattr(x, 'shape', type(x))}.",
-                             "Add the run dimension.")
-        r, t, c, h, w = x.shape
-        if t != cond.frames or (h, w) != tuple(cond.concat_latent.shape[-2:]):
-            raise InputError(f"Latents [R,{t},{c},{h},{w}] do not match the conditioning (T={cond.frames}, "
-                             f"latent {tuple(cond.concat_latent.shape[-2:])}).",
-                             "Build the conditioning from the same prepared frames as the latents.")
+        r, t, c, h, w = check_latents(x, cond)
         sigma = float(sig[step])
         c_skip = 1.0 / (sigma ** 2 + 1.0)
         c_out = -sigma / math.sqrt(sigma ** 2 + 1.0)

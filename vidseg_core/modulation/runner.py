@@ -106,7 +106,7 @@ def estimate_run_bytes(backbone, frames: int, latent_hw: Tuple[int, int]) -> int
     a working set of ~16 channel-widths at full latent resolution (transformer
     feed-forward, attention projections), ×1.5 safety.
     """
-    ch = list(getattr(backbone.unet.config, "block_out_channels", (320, 640, 1280, 1280)))
+    ch = list(getattr(getattr(backbone.unet, "config", None), "block_out_channels", (320, 640, 1280, 1280)))
     tokens = latent_hw[0] * latent_hw[1]
     skips = 3 * ch[0]
     for lvl in range(1, len(ch)):

@@ -122,8 +122,8 @@ def _probabilities_times_values(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
 @contextlib.contextmanager
 def sharing_attention(backbone, layers, enabled: bool = True, min_runs: int = 2) -> Iterator[None]:
     """Temporarily give the injected ``layers`` a :class:`SharedAttentionProcessor`."""
-    if not enabled or not layers:
-        yield
+    if not enabled or not layers or not getattr(backbone, "swappable_processors", True):
+        yield  # (backbones hooked through someone else's patch points, e.g. ComfyUI's, cannot swap processors)
         return
     backbone.install_processors()
     modules = backbone.attention_layers()

@@ -1,0 +1,445 @@
+"""VidSeg backbones over the objects ComfyUI's own loaders give (``MODEL``, ``VAE``, ``CLIP``, ``CLIP_VISION``).
+
+:class:`ComfySD21Backbone` (MODEL + CLIP + VAE of "Load Checkpoint") and
+:class:`ComfySVDBackbone` (MODEL + CLIP_VISION + VAE of "Image Only Checkpoint
+Loader") implement the core's one backbone interface
+(:class:`vidseg_core.backbones.Backbone`), so every VidSeg node accepts them.
+The authors' computation is reproduced exactly (reference notes §2; design in
+``shared/notes/comfy_native.md`` §1.4):
+
+* the UNet runs through ``BaseModel.apply_model`` of a **clone** of the MODEL
+  (the input MODEL's options are never touched), loaded by
+  ``comfy.model_management.load_models_gpu`` (partial loading when VRAM is short);
+* the attention hooks of the core (feature capture, q/k injection, masked
+  modulation) run inside ComfyUI's public patch points: one ``attn1`` / ``attn2``
+  replace patch per decoder block (``("output", b, 0)``, b = 3..11) that calls a
+  replace patch already on the MODEL instead of dropping it, and one
+  ``attn1_output_patch`` / ``attn2_output_patch`` (the offset after ``to_out``);
+* the sampler loop, CFG and latent blending stay the core's (:class:`Backbone`);
+  the schedule is the core's — SD 2.1's DDPM timesteps 999, 959, …, 39 (ComfyUI
+  maps each σ back to its discrete timestep), SVD's EDM σ's;
+* VAE encode draws the posterior *sample* as the authors do (ComfyUI's
+  ``vae.encode`` takes the mode); decode calls the first-stage decoder per
+  ``decode_chunk`` frames (no silent tiling fallback);
+* interrupts: ComfyUI's flag is checked before every UNet / VAE pass and in
+  every decoder block, so a cancel stops within a fraction of one UNet pass;
+* SVD conditioning per batch: the core's :func:`clip_preprocess` (whole frame
+  squashed, no crop) and the vision model called directly (not
+  ``clip_vision.encode_image``, which crops), the posterior mode of the noised
+  first frame, and ``encode_adm(fps = fps_id + 1, ...)`` (ComfyUI subtracts 1).
+
+ComfyUI is only reached through the objects handed in and, through
+:mod:`.comfy_bridge`, ``comfy.model_management`` / ``comfy.ldm.modules.attention``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+
+from ..vidseg_core.backbones.attention import AttentionController, LayerId
+from ..vidseg_core.backbones.base import Backbone
+from ..vidseg_core.backbones.config import SD21Config, SVDConfig
+from ..vidseg_core.backbones.sd21 import SD21Condition, schedule_sigmas, step_timesteps
+from ..vidseg_core.backbones.svd import check_latents, clip_preprocess, edm_sigmas
+from ..vidseg_core.errors import InputError
+from .comfy_bridge import _mm, optimized_attention as _optimized_attention
+
+#: decoder blocks with attention (LDM output blocks 3..11)
+DECODER_BLOCKS = tuple(range(3, 12))
+SUPPORTED = "Stable Diffusion 2.x (SD 2.0 / 2.1, 512-base or 768-v) and Stable Video Diffusion img2vid (SVD / SVD-XT)"
+
+
+
+
+# ------------------------------------------------------------------ family detection
+def model_family(model) -> str:
+    """``"sd"`` or ``"svd"`` from a ComfyUI MODEL (a ``ModelPatcher``), else a readable :class:`InputError`."""
+    inner = getattr(model, "model", None)
+    config = getattr(inner, "model_config", None)
+    unet = dict(getattr(config, "unet_config", None) or {})
+    what = type(config).__name__ if config is not None else type(model).__name__
+    if inner is None or config is None or not hasattr(inner, "apply_model"):
+        raise InputError(f"The 'model' input is a {type(model).__name__}, not a ComfyUI MODEL.",
+                         "Connect the MODEL output of Load Checkpoint (SD 2.1) or Image Only Checkpoint Loader (SVD).")
+    temporal = bool(unet.get("use_temporal_attention"))
+    if temporal and type(inner).__name__ == "SVD_img2vid" and unet.get("in_channels") == 8:
+        return "svd"
+    if (not temporal and unet.get("context_dim") == 1024 and unet.get("model_channels") == 320
+            and unet.get("in_channels", 4) == 4 and not unet.get("adm_in_channels")):
+        return "sd"
+    raise InputError(f"The connected MODEL is {what} ({type(inner).__name__}); VidSeg supports {SUPPORTED}.",
+                     "Load v2-1_512-ema-pruned / v2-1_768-ema-pruned with Load Checkpoint, or svd / svd_xt with "
+                     "Image Only Checkpoint Loader (img2vid model), and connect that MODEL.")
+
+
+# ------------------------------------------------------------------ patches
+class _Patch:
+    """Base of the patch objects: shared, never copied (ComfyUI deep-copies ``model_options`` on clone)."""
+
+    def __init__(self, backbone: "ComfyBackbone"):
+        self.bb = backbone
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def to(self, device):  # multi-GPU clones cast patches per device; ours hold no tensors
+        return self
+
+
+class AttentionReplace(_Patch):
+    """``attn1`` / ``attn2`` replace patch of one decoder block: q/k hooks, then the previous patch or attention."""
+
+    def __init__(self, backbone, attn: str, block: int, previous=None):
+        super().__init__(backbone)
+        self.attn, self.block, self.previous = attn, block, previous
+
+    def __call__(self, q, k, v, extra_options):
+        layer = self.bb.layer_of(self.attn, self.block, q, extra_options, output=False)
+        ctrl = self.bb.controller
+        if ctrl.hooks and layer is not None:
+            hctx = ctrl.context(layer)
+            for hook in ctrl.hooks:
+                if hook.wants(layer, hctx):
+                    q, k = hook.on_qk(layer, q, k, hctx)
+        if self.previous is not None:
+            return self.previous(q, k, v, extra_options)
+        return _optimized_attention()(q, k, v, extra_options["n_heads"],
+                                      attn_precision=extra_options.get("attn_precision"))
+
+
+class AttentionOutput(_Patch):
+    """``attn1_output_patch`` / ``attn2_output_patch``: the hooks' ``on_output`` (after ``to_out``, before the residual)."""
+
+    def __init__(self, backbone, attn: str):
+        super().__init__(backbone)
+        self.attn = attn
+
+    def __call__(self, n, extra_options):
+        block = extra_options.get("block")
+        if not block or block[0] != "output" or block[1] not in DECODER_BLOCKS or extra_options.get("block_index", 0):
+            return n
+        _mm().throw_exception_if_processing_interrupted()  # stop inside a long UNet pass (CPU / low VRAM)
+        layer = self.bb.layer_of(self.attn, int(block[1]), n, extra_options, output=True)
+        ctrl = self.bb.controller
+        if ctrl.hooks and layer is not None:
+            hctx = ctrl.context(layer)
+            for hook in ctrl.hooks:
+                if hook.wants(layer, hctx):
+                    n = hook.on_output(layer, n, hctx)
+        return n
+
+
+# ------------------------------------------------------------------ the shared adapter
+class ComfyBackbone(Backbone):
+    """What both families share: the patched clone, loading, VAE, layer bookkeeping (see module doc)."""
+
+    #: the core must not swap attention processors (``sharing_attention``): hooks run in ComfyUI's patches
+    swappable_processors = False
+
+    def __init__(self, name: str, config, model, vae):
+        self.source_model = model
+        self.patched = model.clone()
+        self.vae_object = vae
+        inner = self.patched.model
+        self.name = name
+        self.config = config
+        self.unet = inner.diffusion_model
+        self.vae = vae.first_stage_model
+        self.device = torch.device(self.patched.load_device)
+        self.dtype = torch.float32  # latents and sampler maths; ComfyUI casts to the weights' dtype inside
+        self.controller = AttentionController()
+        self._processors_installed = True
+        self.scaling_factor = float(getattr(inner.latent_format, "scale_factor", 0.18215))
+        self._vae_factor = int(getattr(vae, "downscale_ratio", 8))
+        self._calls: Dict[tuple, int] = {}
+        self._install_patches()
+
+    # ------------------------------------------------------------ patches
+    def _install_patches(self) -> None:
+        to = self.patched.model_options.setdefault("transformer_options", {})
+        replaced = to.get("patches_replace", {})
+        for attn in ("attn1", "attn2"):
+            existing = replaced.get(attn, {})
+            for b in DECODER_BLOCKS:
+                previous = existing.get(("output", b, 0)) or existing.get(("output", b))
+                self.patched.set_model_patch_replace(AttentionReplace(self, attn, b, previous), attn, "output", b, 0)
+            self.patched.set_model_patch(AttentionOutput(self, attn), f"{attn}_output_patch")
+
+    def layer_of(self, attn: str, block: int, t: torch.Tensor, extra_options, output: bool) -> Optional[LayerId]:
+        """The layer id of a patch call.  SVD's spatial and temporal blocks share a key ("output", b, 0):
+        ComfyUI always runs the spatial block first, so calls alternate (checked against the shapes)."""
+        kind = "self" if attn == "attn1" else "cross"
+        if self.family != "svd":
+            return LayerId(block, f"spatial_{kind}")
+        key = (attn, block, output)
+        n = self._calls.get(key, 0)
+        self._calls[key] = n + 1
+        temporal = bool(n % 2)
+        lay = self.controller.layout
+        if lay is not None:
+            frames = lay.frames
+            spatial_shape = t.shape[0] == lay.rows
+            temporal_shape = t.shape[1] == frames and t.shape[0] % (lay.runs * lay.halves) == 0
+            if spatial_shape != temporal_shape and temporal != temporal_shape:
+                raise RuntimeError(f"VidSeg lost track of SVD's spatial / temporal attention calls at block {block} "
+                                   f"(shape {tuple(t.shape)}): another patch changes the call order.")
+        return LayerId(block, f"{'temporal' if temporal else 'spatial'}_{kind}")
+
+    def attention_layers(self) -> Dict[LayerId, str]:
+        """Decoder attention layers (blocks 3..11) -> their LDM module path (hooked through patches, not modules)."""
+        kinds = ("spatial_self", "spatial_cross") + (("temporal_self", "temporal_cross") if self.family == "svd" else ())
+        out = {}
+        for b in DECODER_BLOCKS:
+            for kind in kinds:
+                stack = "time_stack" if kind.startswith("temporal") else "transformer_blocks"
+                out[LayerId(b, kind)] = f"output_blocks.{b}.1.{stack}.0.{'attn1' if kind.endswith('self') else 'attn2'}"
+        return out
+
+    def install_processors(self) -> None:
+        """Nothing to install: the patches were set on the clone at construction."""
+
+    # ------------------------------------------------------------ ComfyUI model management
+    def load_unet(self, shape=None) -> None:
+        mm = _mm()
+        need = 0
+        if shape is not None and hasattr(self.patched.model, "memory_required"):
+            try:
+                need = int(self.patched.model.memory_required(list(shape)))
+            except Exception:  # noqa: BLE001 - an estimate only
+                need = 0
+        mm.load_models_gpu([self.patched], memory_required=need)
+        self.device = torch.device(self.patched.load_device)
+
+    def _load_vae(self):
+        _mm().load_models_gpu([self.vae_object.patcher])
+        return torch.device(self.vae_object.device), self.vae_object.vae_dtype
+
+    def to(self, device=None, dtype=None) -> "ComfyBackbone":
+        """Placement is ComfyUI's (``load_models_gpu`` before each use, its own offloading after): nothing moves."""
+        return self
+
+    def modules(self) -> Dict[str, torch.nn.Module]:
+        return {"unet": self.unet, "vae": self.vae}
+
+    def _evaluate(self, x_rows, sigma: float, halves: int, runs: int, frames: int, **conds) -> torch.Tensor:
+        """One ``apply_model`` call on rows ``[run, half, frame]`` -> denoised float32."""
+        _mm().throw_exception_if_processing_interrupted()
+        self.load_unet(tuple(x_rows.shape))
+        dev = self.device
+        to = dict(self.patched.model_options.get("transformer_options", {}))
+        to["cond_or_uncond"] = ([1, 0] if halves == 2 else [0]) * runs
+        sig = torch.full((x_rows.shape[0],), sigma, dtype=torch.float32, device=dev)
+        to["sigmas"] = sig
+        to["sample_sigmas"] = self.sigmas().to(dev, torch.float32)
+        self._calls = {}
+        with torch.no_grad():
+            out = self.patched.model.apply_model(x_rows.to(dev, torch.float32), sig, transformer_options=to,
+                                                 **{k: (v.to(dev) if torch.is_tensor(v) else v)
+                                                    for k, v in conds.items()})
+        return out.float()
+
+    # ------------------------------------------------------------ VAE
+    def _vae_dtype(self) -> torch.dtype:
+        return self.vae_object.vae_dtype
+
+    @property
+    def latent_channels(self) -> int:
+        return int(getattr(self.vae_object, "latent_channels", 4))
+
+    def _moments(self, x: torch.Tensor) -> torch.Tensor:
+        fsm = self.vae
+        h = fsm.encoder(x)
+        qc = getattr(fsm, "quant_conv", None)
+        return qc(h) if qc is not None else h
+
+    def _mean_std(self, x: torch.Tensor):
+        mean, logvar = self._moments(x).float().chunk(2, dim=1)
+        return mean, torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+
+    def encode(self, frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Posterior *sample* × scale (the authors'), noise drawn on the CPU for the whole batch (see base)."""
+        t, h, w = self._check_frames(frames, "encode")
+        f = self._vae_factor
+        noise = torch.randn((t, self.latent_channels, h // f, w // f), generator=generator, dtype=torch.float32)
+        dev, vdt = self._load_vae()
+        out = []
+        with torch.no_grad():
+            for a, b in self._chunks(t):
+                _mm().throw_exception_if_processing_interrupted()
+                mean, std = self._mean_std(frames[a:b].to(dev, vdt))
+                out.append(mean + std * noise[a:b].to(dev))
+        return (torch.cat(out) * self.scaling_factor).to(self.device, self.dtype)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        self._load_vae()
+        return super().decode(latents)
+
+    def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+        dev = torch.device(self.vae_object.device)
+        return self.vae.decode(z.to(dev, self.vae_object.vae_dtype)).float().to(self.device)
+
+    def randn(self, shape, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
+
+
+# ------------------------------------------------------------------ SD 2.1
+class ComfySD21Backbone(ComfyBackbone):
+    """SD 2.x from Load Checkpoint's MODEL + CLIP + VAE, the authors' SD sampler (see module doc)."""
+
+    family = "sd"
+
+    def __init__(self, model, clip, vae, config: Optional[SD21Config] = None, name: str = "comfy-sd21"):
+        ptype = "v_prediction" if "V_PREDICTION" in str(getattr(model.model, "model_type", "")) else "epsilon"
+        cfg = (config or SD21Config()).with_(prediction_type=ptype)
+        super().__init__(name, cfg, model, vae)
+        tokens = clip.tokenize("")
+        emb = clip.encode_from_tokens(tokens)
+        emb = emb[0] if isinstance(emb, (tuple, list)) else emb
+        #: the empty prompt's embedding [1, 77, C] (uncond: zeros, as the authors)
+        self.empty_embedding = emb.detach().to("cpu", torch.float32).clone()
+        self._sigmas = schedule_sigmas(cfg)
+        self._timesteps = step_timesteps(cfg)
+
+    def sigmas(self) -> torch.Tensor:
+        return self._sigmas
+
+    def timesteps(self) -> List[int]:
+        return list(self._timesteps)
+
+    def condition(self, frames: torch.Tensor, generator: torch.Generator) -> SD21Condition:
+        e = self.empty_embedding.to(self.device, self.dtype)
+        return SD21Condition(torch.cat([torch.zeros_like(e), e]))
+
+    def denoised(self, x, step, cond, conditional_only: bool = False) -> torch.Tensor:
+        sig = self._check_denoise_args(step, cond, SD21Condition)
+        if not torch.is_tensor(x) or x.ndim != 5 or x.shape[2] != 4:
+            raise InputError(f"denoised expects latents [R,T,4,h,w]; got {getattr(x, 'shape', type(x))}.",
+                             "Add the run dimension.")
+        r, t, c, h, w = x.shape
+        halves = 1 if conditional_only else 2
+        rows = x.float().unsqueeze(1).expand(r, halves, t, c, h, w).reshape(r * halves * t, c, h, w)
+        ctx = cond.context.float()[2 - halves:]
+        n_tok, dim = ctx.shape[-2:]
+        ctx = ctx.view(1, halves, 1, n_tok, dim).expand(r, halves, t, n_tok, dim).reshape(-1, n_tok, dim)
+        self._prepare_controller(int(step), r, t, (h, w), halves)
+        d = self._evaluate(rows, float(sig[step]), halves, r, t, c_crossattn=ctx).view(r, halves, t, c, h, w)
+        if conditional_only:
+            return d[:, 0].to(x.dtype)
+        return (d[:, 0] + self.config.guidance_scale * (d[:, 1] - d[:, 0])).to(x.dtype)
+
+
+# ------------------------------------------------------------------ SVD
+@dataclass
+class ComfySVDCondition:
+    """Both halves of one batch (row 0 = unconditional = zeros): CLIP embedding, concat latent, ``y``, guidance."""
+
+    image_embeds: torch.Tensor   # [2, 1, D]
+    concat_latent: torch.Tensor  # [2, 4, h, w] unscaled posterior mode of the noised first frame
+    y: torch.Tensor              # [2, adm]  encode_adm(fps_id + 1, motion_bucket_id, cond_aug), shared
+    guidance: torch.Tensor       # [T]
+
+    @property
+    def frames(self) -> int:
+        return int(self.guidance.shape[0])
+
+
+class ComfySVDBackbone(ComfyBackbone):
+    """SVD img2vid from Image Only Checkpoint Loader's MODEL + CLIP_VISION + VAE (see module doc)."""
+
+    family = "svd"
+
+    def __init__(self, model, clip_vision, vae, config: Optional[SVDConfig] = None, name: str = "comfy-svd"):
+        super().__init__(name, config or SVDConfig(), model, vae)
+        self.clip_vision = clip_vision
+        self._sigmas = edm_sigmas(self.config)
+
+    def sigmas(self) -> torch.Tensor:
+        return self._sigmas
+
+    def modules(self) -> Dict[str, torch.nn.Module]:
+        return {**super().modules(), "image_encoder": self.clip_vision.model}
+
+    def image_embedding(self, image: torch.Tensor) -> torch.Tensor:
+        """``image_embeds`` ``[N, D]`` of frames in -1..1: the core's preprocessing, the vision model called directly."""
+        cv = self.clip_vision
+        _mm().load_models_gpu([cv.patcher])
+        pixels = clip_preprocess(image.float(), int(getattr(cv, "image_size", 224)))
+        with torch.no_grad():
+            out = cv.model(pixel_values=pixels.to(cv.load_device), intermediate_output=-2)
+        return out[2].float().to(self.device)
+
+    def condition(self, frames: torch.Tensor, generator: torch.Generator) -> ComfySVDCondition:
+        t, _, _ = self._check_frames(frames, "condition")
+        cfg = self.config
+        first = frames[:1].to(self.device, torch.float32)
+        noise = self.randn(tuple(first.shape), generator).float()
+        dev, vdt = self._load_vae()
+        with torch.no_grad():
+            latent, _ = self._mean_std((first + cfg.cond_aug * noise).to(dev, vdt))
+        latent = latent.to(self.device)
+        embeds = self.image_embedding(first)[:, None]
+        y = self.patched.model.encode_adm(fps=cfg.fps_id + 1, motion_bucket_id=cfg.motion_bucket_id,
+                                          augmentation_level=cfg.cond_aug).float().to(self.device)
+        guidance = torch.linspace(cfg.min_guidance_scale, cfg.max_guidance_scale, t, dtype=torch.float32)
+        return ComfySVDCondition(image_embeds=torch.cat([torch.zeros_like(embeds), embeds]),
+                                 concat_latent=torch.cat([torch.zeros_like(latent), latent]),
+                                 y=y.expand(2, -1).clone(), guidance=guidance.to(self.device))
+
+    def denoised(self, x, step, cond, conditional_only: bool = False) -> torch.Tensor:
+        sig = self._check_denoise_args(step, cond, ComfySVDCondition)
+        r, t, c, h, w = check_latents(x, cond)
+        halves = 1 if conditional_only else 2
+        first = 2 - halves
+
+        def per_row(v):  # [2, ...] -> rows [run, half, frame]
+            v = v.float()[first:]
+            return v.view(1, halves, 1, *v.shape[1:]).expand(r, halves, t, *v.shape[1:]).reshape(-1, *v.shape[1:])
+
+        rows = x.float().unsqueeze(1).expand(r, halves, t, c, h, w).reshape(-1, c, h, w)
+        self._prepare_controller(int(step), r, t, (h, w), halves)
+        d = self._evaluate(rows, float(sig[step]), halves, r, t, c_concat=per_row(cond.concat_latent),
+                           c_crossattn=per_row(cond.image_embeds), y=per_row(cond.y), num_video_frames=t)
+        d = d.view(r, halves, t, c, h, w)
+        if conditional_only:
+            return d[:, 0].to(x.dtype)
+        scale = cond.guidance.to(d.device, torch.float32).view(1, t, 1, 1, 1)
+        return (d[:, 0] + scale * (d[:, 1] - d[:, 0])).to(x.dtype)
+
+
+def backbone_from_comfy(model, vae, clip=None, clip_vision=None, name: Optional[str] = None) -> ComfyBackbone:
+    """The VidSeg backbone for core objects: family from the MODEL, readable errors for missing parts."""
+    family = model_family(model)
+    if vae is None or not hasattr(vae, "first_stage_model"):
+        raise InputError(f"The 'vae' input is {type(vae).__name__}, not a ComfyUI VAE.",
+                         "Connect the VAE output of the same checkpoint loader.")
+    if family == "sd":
+        if clip is None or not hasattr(clip, "tokenize"):
+            raise InputError("Stable Diffusion 2.1 needs its CLIP (the empty prompt's embedding is the condition).",
+                             "Connect the CLIP output of Load Checkpoint to 'clip'.")
+        return ComfySD21Backbone(model, clip, vae, name=name or "comfy-sd21")
+    if clip_vision is None or not hasattr(clip_vision, "model"):
+        raise InputError("Stable Video Diffusion needs its CLIP_VISION (the first frame's image embedding).",
+                         "Connect the CLIP_VISION output of Image Only Checkpoint Loader (img2vid model) to "
+                         "'clip_vision'.")
+    return ComfySVDBackbone(model, clip_vision, vae, name=name or "comfy-svd")
+
+
+def _sigma_check(bb: ComfyBackbone) -> Optional[str]:
+    """SD only: do ComfyUI's σ of the schedule's timesteps agree with the core's (same β schedule)?"""
+    if bb.family != "sd":
+        return None
+    try:
+        ms = bb.patched.get_model_object("model_sampling")
+        theirs = ms.sigmas.detach().double().cpu()[torch.tensor(bb.timesteps())]
+    except Exception:  # noqa: BLE001 - informative only
+        return None
+    ours = bb.sigmas()[:-1]
+    rel = float(((theirs - ours).abs() / ours).max())
+    return None if rel < 1e-4 else (f"the MODEL's noise schedule differs from SD 2.1's by {rel:.2e} (relative): "
+                                    "VidSeg uses SD 2.1's")
+
+
+__all__ = ["ComfyBackbone", "ComfySD21Backbone", "ComfySVDBackbone", "ComfySVDCondition", "backbone_from_comfy",
+           "model_family", "SUPPORTED"]

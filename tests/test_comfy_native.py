@@ -1,0 +1,143 @@
+"""The ComfyUI adapter ("VidSeg Model from ComfyUI", ``nodes/comfy_native.py``) without ComfyUI.
+
+Over stand-ins of ComfyUI's loader objects wrapping the tiny twins
+(``tests/helpers/comfy_standin.py``):
+
+* the adapter and the pack's own loader give the same latents, queries, D and
+  labels on the same weights (the full-size check in real ComfyUI is
+  ``tools/check_native.py``);
+* unsupported MODELs and missing CLIP / CLIP_VISION are refused with a clear message;
+* the input MODEL's options are unchanged after a run, the computation goes
+  through ``load_models_gpu`` with the patched clone, a replace patch already on
+  the MODEL is called (composed), and an interrupt stops the run.
+"""
+from __future__ import annotations
+
+import copy
+import sys
+
+import pytest
+import torch
+
+from tests.helpers.comfy_standin import standin_foreign, standin_sd, standin_svd
+from tools.pack_loader import load_pack
+from vidseg_core.backbones import CaptureQueries, load_backbone
+
+PACK = load_pack()
+NODES = PACK.NODE_CLASS_MAPPINGS
+native = sys.modules["vidseg_pack.nodes.comfy_native"]
+PackInputError = PACK.vidseg_core.errors.InputError
+mm = sys.modules["comfy.model_management"]
+T, H, W = 2, 64, 128
+
+
+def _frames(seed=0):
+    return torch.rand(T, H, W, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def _node(model, vae, clip=None, clip_vision=None):
+    cls = NODES["VidSegModelFromComfy"]
+    with torch.inference_mode():
+        return getattr(cls(), cls.FUNCTION)(model=model, vae=vae, clip=clip, clip_vision=clip_vision)[0]
+
+
+@pytest.mark.parametrize("family", ["sd", "svd"])
+@torch.inference_mode()
+def test_adapter_equals_the_packs_loader_on_the_same_weights(family):
+    model, enc, vae = standin_sd() if family == "sd" else standin_svd()
+    kw = {"clip": enc} if family == "sd" else {"clip_vision": enc}
+    nb = _node(model, vae, **kw).backbone
+    pb = load_backbone(f"tiny-{family}", device="cpu", precision="fp32")
+    assert nb.family == pb.family and torch.equal(nb.sigmas(), pb.sigmas())
+    out = []
+    for bb in (nb, pb):
+        g = bb.generator(1)
+        x = bb.prepare_frames(_frames())
+        z0, cond = bb.encode(x, g), bb.condition(x, g)
+        noise = bb.randn(tuple(z0.shape), g)
+        step = bb.config.modulation_step
+        cap = CaptureQueries(set(bb.attention_layers()), steps={step})
+        with bb.hooks(cap):
+            d = bb.denoised(bb.add_noise(z0, step, noise)[None], step, cond)
+        out.append((z0, d, cap.captured, bb.decode(z0)))
+    (z_a, d_a, c_a, i_a), (z_b, d_b, c_b, i_b) = out
+    torch.testing.assert_close(z_a, z_b, rtol=0, atol=1e-6)
+    torch.testing.assert_close(d_a, d_b, rtol=1e-4, atol=1e-4)
+    assert {(s, str(l)) for s, l in c_a} == {(s, str(l)) for s, l in c_b}
+    for (s, layer), q in c_b.items():
+        qa = next(v for (sa, la), v in c_a.items() if sa == s and str(la) == str(layer))
+        torch.testing.assert_close(qa, q, rtol=1e-4, atol=1e-4, msg=str(layer))
+    torch.testing.assert_close(i_a, i_b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["sd", "svd"])
+def test_segment_video_on_the_adapter_gives_the_packs_labels_and_leaves_the_model_untouched(family):
+    model, enc, vae = standin_sd() if family == "sd" else standin_svd()
+    before = copy.deepcopy(model.model_options)
+    kw = {"clip": enc} if family == "sd" else {"clip_vision": enc}
+    handle = _node(model, vae, **kw)
+    mm.loaded_models.clear()
+    seg = NODES["VidSegSegmentVideo"]
+    args = dict(frames=_frames(1), num_clusters=3, mode="fast")
+    with torch.inference_mode():
+        ours = seg().segment(model=handle, **args)
+        theirs = seg().segment(model=NODES["VidSegLoadModel"]().load(f"tiny-{family}", "fp32")[0], **args)
+    ours = ours["result"] if isinstance(ours, dict) else ours
+    theirs = theirs["result"] if isinstance(theirs, dict) else theirs
+    assert torch.equal(ours[0].labels, theirs[0].labels)
+    assert model.model_options == before, "the input MODEL's options changed"
+    assert model.model_options["transformer_options"] == {}
+    patched = handle.backbone.patched
+    assert patched is not model and any(m is patched for m in mm.loaded_models)
+    assert not any(m is model for m in mm.loaded_models)
+
+
+def test_unsupported_models_and_missing_encoders_are_refused():
+    model, clip, vae = standin_sd()
+    with pytest.raises(PackInputError, match=r"MODEL is SDXL .*supports Stable Diffusion 2\.x"):
+        _node(standin_foreign("SDXL"), vae, clip=clip)
+    with pytest.raises(PackInputError, match="MODEL is Flux"):
+        _node(standin_foreign("Flux"), vae, clip=clip)
+    with pytest.raises(PackInputError, match="not a ComfyUI MODEL"):
+        _node(object(), vae, clip=clip)
+    with pytest.raises(PackInputError, match="needs its CLIP"):
+        _node(model, vae)
+    with pytest.raises(PackInputError, match="not a ComfyUI VAE"):
+        _node(model, None, clip=clip)
+    svd_model, clip_vision, svd_vae = standin_svd()
+    with pytest.raises(PackInputError, match="CLIP_VISION"):
+        _node(svd_model, svd_vae, clip=clip)
+
+
+@torch.inference_mode()
+def test_a_replace_patch_already_on_the_model_is_composed_not_dropped():
+    model, clip, vae = standin_sd()
+    calls = []
+
+    def previous(q, k, v, extra_options):
+        calls.append(extra_options["block"])
+        return native._optimized_attention()(q, k, v, extra_options["n_heads"])
+
+    model.set_model_patch_replace(previous, "attn1", "output", 7)  # keyed without the transformer index
+    bb = _node(model, vae, clip=clip).backbone
+    g = bb.generator(1)
+    x = bb.prepare_frames(_frames())
+    z0, cond = bb.encode(x, g), bb.condition(x, g)
+    step = bb.config.modulation_step
+    cap = CaptureQueries({native.LayerId(7, "spatial_self")}, steps={step})
+    with bb.hooks(cap):
+        bb.denoised(bb.add_noise(z0, step, bb.randn(tuple(z0.shape), g))[None], step, cond)
+    assert calls == [("output", 7)] and len(cap.captured) == 1
+    assert list(model.model_options["transformer_options"]["patches_replace"]["attn1"]) == [("output", 7)]
+
+
+def test_interrupt_stops_a_native_quality_run():
+    model, clip, vae = standin_sd()
+    handle = _node(model, vae, clip=clip)
+    mm.interrupt_checks, mm.interrupt_after_checks = 0, 3
+    try:
+        with pytest.raises(mm.InterruptProcessingException), torch.inference_mode():
+            NODES["VidSegSegmentVideo"]().segment(model=handle, frames=_frames(2), num_clusters=3, mode="quality")
+    finally:
+        mm.interrupt_after_checks = None
+    assert model.model_options["transformer_options"] == {}
