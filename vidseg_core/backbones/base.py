@@ -131,15 +131,45 @@ class Backbone(ABC):
         if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != channels:
             raise InputError(f"decode expects latents [N,{channels},h,w]; got {getattr(latents, 'shape', type(latents))}.",
                              "Flatten run / frame dimensions first.")
-        vdt = self._vae_dtype()
-        out = []
-        with torch.no_grad():
-            for a, b in self._chunks(latents.shape[0]):
-                x = self._vae_decode(latents[a:b].to(self.device, vdt) / self.scaling_factor)
-                out.append(((x.float() + 1.0) / 2.0).clamp(0.0, 1.0))
-        return torch.cat(out)
+        return torch.cat([self._decode_call(latents[a:b], b - a) for a, b in self._chunks(latents.shape[0])])
 
-    def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_clips(self, latents: torch.Tensor, max_frames: Optional[int] = None) -> torch.Tensor:
+        """Several clips ``[B,T,4,h,w]`` -> ``[B,T,3,8h,8w]``, each clip decoded as :meth:`decode` would, with the
+        same chunk of every clip in ONE VAE call (up to ``max_frames`` frames a call; None: ``decode_chunk``).
+
+        Backbones whose VAE treats frames independently (SD) regroup frames freely;
+        a temporal VAE (SVD) keeps its ``decode_chunk``-frame clips and batches whole clips.
+        """
+        channels = self.vae.config.latent_channels
+        if not torch.is_tensor(latents) or latents.ndim != 5 or latents.shape[2] != channels:
+            raise InputError(f"decode_clips expects latents [B,T,{channels},h,w]; got "
+                             f"{getattr(latents, 'shape', type(latents))}.", "Stack the clips first.")
+        B, T = latents.shape[:2]
+        limit = max_frames if max_frames is not None else (self.config.decode_chunk or T)
+        limit = max(1, int(limit))
+        if self.vae_frames_independent:
+            flat = latents.flatten(0, 1)
+            out = [self._decode_call(flat[a:a + limit], min(limit, flat.shape[0] - a))
+                   for a in range(0, flat.shape[0], limit)]
+            return torch.cat(out).view(B, T, *out[0].shape[1:])
+        parts = []
+        for a, b in self._chunks(T):
+            clips = max(1, limit // (b - a))
+            group = [self._decode_call(latents[i:i + clips, a:b].flatten(0, 1), b - a).unflatten(0, (-1, b - a))
+                     for i in range(0, B, clips)]
+            parts.append(torch.cat(group))
+        return torch.cat(parts, dim=1)
+
+    #: the VAE decodes every frame on its own (False: a temporal VAE, clips of ``decode_chunk`` frames)
+    vae_frames_independent: ClassVar[bool] = True
+
+    def _decode_call(self, latents: torch.Tensor, clip_frames: int) -> torch.Tensor:
+        """One VAE call on scaled latents ``[n,4,h,w]`` (clips of ``clip_frames``) -> float32 in 0..1."""
+        with torch.no_grad():
+            x = self._vae_decode(latents.to(self.device, self._vae_dtype()) / self.scaling_factor, clip_frames)
+        return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def _vae_decode(self, z: torch.Tensor, clip_frames: int) -> torch.Tensor:
         """One VAE decoder call on unscaled latents ``[n,4,h,w]`` -> ``[n,3,8h,8w]`` in -1..1."""
         return self.vae.decode(z).sample
 
@@ -204,6 +234,7 @@ class Backbone(ABC):
         self.controller.step = step
         self.controller.layout = RowLayout(runs, frames, halves)
         self.controller.latent_grid = tuple(int(v) for v in latent_hw)
+        self.controller.runs_share_context = True  # denoised() tiles the batch's one conditioning over the runs
 
     # ------------------------------------------------------------ hooks
     def install_processors(self) -> None:

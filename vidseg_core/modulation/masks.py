@@ -51,6 +51,12 @@ def _lanczos(x: torch.Tensor) -> torch.Tensor:
 
 
 @lru_cache(maxsize=64)
+def _fixed_point_weights_on(in_size: int, out_size: int, device: torch.device) -> torch.Tensor:
+    """:func:`_fixed_point_weights` moved to ``device`` once (no host->device copy per call)."""
+    return _fixed_point_weights(in_size, out_size).to(device)
+
+
+@lru_cache(maxsize=64)
 def _fixed_point_weights(in_size: int, out_size: int) -> torch.Tensor:
     """``[out, in]`` float64 matrix of Pillow's integer filter coefficients (``precompute_coeffs`` +
     ``normalize_coeffs_8bpc``) for a full-image resize ``in_size -> out_size``."""
@@ -88,18 +94,22 @@ def lanczos_upsample_mask(masks: torch.Tensor, size: Tuple[int, int]) -> torch.T
 
     A bit-exact emulation of Pillow's 8-bit two-pass resampling (horizontal
     pass first, rounded and clipped to 0..255 in between, 22-bit fixed-point
-    coefficients); computed in float64 on the CPU (integers stay exact), the
-    result is returned on the input's device.
+    coefficients); computed in float64 on the input's device (every value is an
+    integer below 2^53, so sums are exact in any order and the result is the
+    same bits on every device), on the CPU for devices without float64 (MPS).
     """
     H, W = int(size[0]), int(size[1])
     h, w = masks.shape[-2:]
     lead = masks.shape[:-2]
-    x = (masks.detach().to("cpu", torch.float64) * 255.0).round().reshape(-1, h, w)
+    dev = masks.device if masks.device.type not in ("mps", "meta") else torch.device("cpu")
+    if masks.device.type == "meta":
+        return torch.empty((*lead, H, W), dtype=torch.float32, device="meta")
+    x = (masks.detach().to(dev, torch.float64) * 255.0).round().reshape(-1, h, w)
     half = float(1 << (_PRECISION_BITS - 1))
     if W != w:
-        x = _clip8(torch.matmul(x, _fixed_point_weights(w, W).t()) + half)
+        x = _clip8(torch.matmul(x, _fixed_point_weights_on(w, W, dev).t()) + half)
     if H != h:
-        x = _clip8(torch.matmul(_fixed_point_weights(h, H), x) + half)
+        x = _clip8(torch.matmul(_fixed_point_weights_on(h, H, dev), x) + half)
     return (x / 255.0).to(torch.float32).reshape(*lead, H, W).to(masks.device)
 
 
