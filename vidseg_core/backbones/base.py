@@ -198,6 +198,15 @@ class Backbone(ABC):
     def attention_layers(self) -> Dict[LayerId, torch.nn.Module]:
         """The decoder attention modules (LDM output blocks 3..11) by layer id."""
 
+    def sigma_values(self) -> list:
+        """:meth:`sigmas` as Python floats, converted once (the sampler loop reads no tensor on the host)."""
+        sig = self.sigmas()
+        cached = getattr(self, "_sigma_values", None)
+        if cached is None or cached[0] is not sig:
+            cached = (sig, [float(v) for v in sig.tolist()])
+            self._sigma_values = cached
+        return cached[1]
+
     def _check_denoise_args(self, step: int, cond: Any, cond_type: type) -> torch.Tensor:
         """The schedule, after checking ``step`` lies in it and ``cond`` came from :meth:`condition`."""
         sig = self.sigmas()
@@ -212,18 +221,18 @@ class Backbone(ABC):
     # ------------------------------------------------------------ sampler
     def add_noise(self, z0: torch.Tensor, step: int, noise: torch.Tensor) -> torch.Tensor:
         """The authors' "add_noise" inversion: ``x = z0 + σ_step · ε``."""
-        sigma = float(self.sigmas()[step])
+        sigma = self.sigma_values()[step]
         return z0 + sigma * noise.to(z0.dtype)
 
     def denoise(self, x: torch.Tensor, cond: Any, start_step: int, end_step: Optional[int] = None,
                 callback: Optional[StepCallback] = None) -> torch.Tensor:
         """Deterministic Euler from ``start_step`` through ``end_step`` (default: the last step)."""
-        sigmas = self.sigmas()
+        sigmas = self.sigma_values()
         last = len(sigmas) - 2 if end_step is None else end_step
         if x.ndim != 5:
             raise InputError(f"Latents must be [R,T,4,h,w]; got {tuple(x.shape)}.", "Add the run dimension.")
         for i in range(start_step, last + 1):
-            s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+            s, s_next = sigmas[i], sigmas[i + 1]
             d_hat = self.denoised(x, i, cond)
             x = x + (s_next - s) * (x - d_hat) / s
             if callback is not None:

@@ -238,7 +238,7 @@ class SVDBackbone(Backbone):
             raise InputError(f"Latents [R,{t},{c},{h},{w}] do not match the conditioning (T={cond.frames}, "
                              f"latent {tuple(cond.concat_latent.shape[-2:])}).",
                              "Build the conditioning from the same prepared frames as the latents.")
-        sigma = float(sig[step])
+        sigma = self.sigma_values()[step]
         c_skip = 1.0 / (sigma ** 2 + 1.0)
         c_out = -sigma / math.sqrt(sigma ** 2 + 1.0)
         c_in = 1.0 / math.sqrt(sigma ** 2 + 1.0)

@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..cpu_memory import feed_forward_by_rows
 from ..errors import InputError, OutOfMemoryError, VidSegError
 from .difference import LabelArgmax, difference_map, filter_maps
 from .hooks import ModulationHook
@@ -331,8 +332,10 @@ class _BatchModulation:
         if mode == "repeat":
             self.store = None
         share = resolve_mode(self.s.share_attention, self.bb.device)
+        on_cpu = self.bb.device.type == "cpu"  # CPU memory: the feed-forward one run's rows at a time
         with shared_prefix(self.bb, self.plan.block, self.plan.t_m, enabled=self.s.share_prefix) as driver, \
-                sharing_attention(self.bb, self.plan.injected, share, CPU_MIN_RUNS):
+                sharing_attention(self.bb, self.plan.injected, share, CPU_MIN_RUNS), \
+                feed_forward_by_rows(self.bb.unet, 2 * self.T, enabled=on_cpu):
             if driver is not None:
                 driver.trusted = True  # every chunk starts from the one x_tm with the batch's conditioning
             x_tm = self.shared_start()
