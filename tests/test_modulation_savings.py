@@ -17,16 +17,9 @@ from vidseg_core.modulation import ModulationSettings, modulate_batch
 from vidseg_core.modulation.memory import choose_reference_mode, estimate_store_bytes
 from vidseg_core.modulation.reference import reference_pass
 
+from test_modulation import _coarse  # noqa: E402  (same coarse maps as the modulation tests)
+
 FRAME = (77, 131)
-
-
-def _coarse(T, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    c = torch.randint(0, 3, (T, 4, 8), generator=g)
-    c[:, :2, :3] = 0
-    c[:, 2:, 5:] = 2
-    c[0, 0, 7] = 1
-    return c
 
 
 @pytest.fixture(scope="module", params=["tiny-sd", "tiny-svd"])

@@ -73,6 +73,8 @@ class Backbone(ABC):
             raise InputError(f"Frames must be [T,H,W,3] (or [T,3,H,W]); got shape {tuple(frames.shape)}.",
                              "Pass an RGB image batch.")
         x = frames if frames.shape[1] == 3 and frames.shape[-1] != 3 else frames.permute(0, 3, 1, 2)
+        if self.device.type == "cuda" and x.device.type == "cpu":  # pinned + non-blocking: no host sync
+            x = x.to(torch.float32).contiguous().pin_memory().to(self.device, non_blocking=True)
         x = x.to(self.device, torch.float32)
         h, w = self.work_size(x.shape[-2], x.shape[-1])
         if (h, w) != tuple(x.shape[-2:]):
