@@ -14,9 +14,12 @@ the disk.  Here every pass of a batch is a *run* of one batched computation
   the UNet before the modulated block are computed once on the reference
   alone (:mod:`.unet_split`);
 * chunks are sized from free memory; a chunk that runs out of memory is retried
-  with half as many runs (with a warning).  When even the reference plus one
-  run does not fit, the reference is computed once and its per-step q/k and
-  latents are kept in a :class:`~.hooks.ReferenceStore` ("store" mode);
+  with half as many runs (with a warning).  The reference comes from a
+  :class:`~.reference.ReferenceStore` (its per-step q/k and latents) when the
+  caller hands one in (the pipeline's feature pass records it: the reference
+  trajectory is computed once per batch) or when storing it costs less than
+  repeating it in every chunk (:mod:`.memory`); otherwise it is run 0 of every
+  chunk;
 * after each chunk the finished ± pairs are decoded and reduced at once to
   difference maps and folded into a running argmax (:class:`~.difference.LabelArgmax`),
   so memory does not grow with the number of labels; the reference run is
