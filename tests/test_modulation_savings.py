@@ -219,3 +219,26 @@ def test_host_reads_do_not_grow_with_steps_frames_or_chunks(name):
                         lambda: modulate_batch(bb, inputs, coarse, None, FRAME, st, reference=store))
     assert len(set(counts.values())) == 1, counts
     assert max(counts.values()) <= 6, counts  # coarse / ids / present tables / labels to the host
+
+
+# ------------------------------------------------------------------ CPU memory (issue 14)
+def test_feed_forward_by_rows_is_exact_and_restored(setup):
+    from vidseg_core.cpu_memory import feed_forward_by_rows
+
+    bb, inputs, _ = setup
+    x = inputs.x_start[None].expand(3, *inputs.x_start.shape).clone()
+    with torch.inference_mode():
+        plain = bb.denoised(x, bb.config.modulation_step, inputs.cond)
+        with feed_forward_by_rows(bb.unet, 2 * x.shape[1]):
+            chunked = bb.denoised(x, bb.config.modulation_step, inputs.cond)
+    assert (chunked - plain).abs().max() <= 1e-5
+    assert all(getattr(m, "_chunk_size", None) is None for m in bb.unet.modules())
+
+
+def test_use_huge_pages_respects_the_environment(monkeypatch):
+    from vidseg_core.cpu_memory import use_huge_pages
+
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE", raising=False)
+    assert use_huge_pages() and __import__("os").environ["THP_MEM_ALLOC_ENABLE"] == "1"
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
+    assert not use_huge_pages()

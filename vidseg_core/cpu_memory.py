@@ -10,35 +10,27 @@ with hundreds of seconds of system time on 14 frames of 832x448:
   own feed-forward chunking: the same per-token operations);
 * glibc hands every allocation above its mmap threshold (at most 32 MB) to a
   fresh ``mmap`` and returns it with ``munmap`` when freed, so each large
-  activation of every layer page-faults its memory in again (the kernel zeroes
-  every page: the system time).  :func:`reuse_freed_memory` (called by the
-  command line, which owns its process) makes glibc keep freed memory in the
-  heap for reuse instead.  In a host process such as ComfyUI the same is the
-  environment ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=1073741824``.
+  activation of every layer page-faults its memory in again, 4 KiB at a time
+  (the system time).  :func:`use_huge_pages` (called by the command line before
+  it loads the model) turns on torch's own remedy, ``THP_MEM_ALLOC_ENABLE``:
+  allocations of 2 MB and more are aligned and advised as transparent huge
+  pages, 512x fewer faults, and freed memory still goes back to the system (the
+  peak stays that of the live tensors).  In a host process such as ComfyUI set
+  ``THP_MEM_ALLOC_ENABLE=1`` in the environment before it starts.
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import sys
+import os
 from typing import Iterator
 
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
 
-
-def reuse_freed_memory(trim_threshold: int = 2 ** 30) -> bool:
-    """glibc only: serve large allocations from the heap (no mmap) and keep up to ``trim_threshold`` bytes
-    of freed memory at the heap's top.  Returns whether it was applied (False elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+def use_huge_pages() -> bool:
+    """Ask torch's CPU allocator for transparent huge pages on large allocations (``THP_MEM_ALLOC_ENABLE=1``,
+    unless the environment already says otherwise).  torch reads the variable once, at its first large
+    allocation: call this before loading a model.  Returns whether it is on."""
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    return os.environ["THP_MEM_ALLOC_ENABLE"] == "1"
 
 
 @contextlib.contextmanager

@@ -101,7 +101,9 @@ def run(args) -> int:
     from ..label_io import OverlayVideoWriter, overlay, save_label_png
     from ..modulation import ModulationSettings
     from ..pipeline import SegmentSettings, VideoSegmenter
+    from ..cpu_memory import use_huge_pages
 
+    use_huge_pages()  # fewer page faults for large CPU activations (before torch's first large allocation)
     out = Path(args.out)
     t0 = time.perf_counter()
     source = open_source(args)
@@ -119,10 +121,6 @@ def run(args) -> int:
                              f"Use an index in 0..{len(source) - 1}.")
     _prepare_out(out, Path(args.input), args.overwrite)
     backbone = load_model(args)
-    if backbone.device.type == "cpu":  # this process is ours: keep freed memory for reuse (issue 14)
-        from ..cpu_memory import reuse_freed_memory
-
-        reuse_freed_memory()
     t_load = time.perf_counter() - t0
     settings = SegmentSettings(
         num_clusters=args.clusters, batch_size=args.batch_size, mode=args.mode, refiner=args.refiner,

@@ -51,10 +51,11 @@ def plan_key(plan) -> tuple:
 
 
 def _host_copy(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A detached copy of ``t`` on ``device``; to the host of a GPU: pinned and non-blocking (no sync)."""
+    """``t`` kept on ``device``: the tensor itself on its own device (hooks never modify tensors in place),
+    else a copy; to the host of a GPU: pinned and non-blocking (no sync)."""
     t = t.detach()
     if t.device == device:
-        return t.clone()
+        return t
     if device.type == "cpu" and t.device.type == "cuda":
         out = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=True)
         out.copy_(t, non_blocking=True)
