@@ -276,9 +276,14 @@ class ComfyBackbone(Backbone):
         self._load_vae()
         return super().decode(latents)
 
-    def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_clips(self, latents: torch.Tensor, max_frames: Optional[int] = None) -> torch.Tensor:
+        self._load_vae()
+        return super().decode_clips(latents, max_frames)
+
+    def _vae_decode(self, z: torch.Tensor, clip_frames: int) -> torch.Tensor:
         dev = torch.device(self.vae_object.device)
-        return self.vae.decode(z.to(dev, self.vae_object.vae_dtype)).float().to(self.device)
+        kwargs = {} if self.vae_frames_independent else {"timesteps": clip_frames}  # temporal decoder: clip length
+        return self.vae.decode(z.to(dev, self.vae_object.vae_dtype), **kwargs).float().to(self.device)
 
     def randn(self, shape, generator: torch.Generator) -> torch.Tensor:
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)
@@ -349,6 +354,7 @@ class ComfySVDBackbone(ComfyBackbone):
     """SVD img2vid from Image Only Checkpoint Loader's MODEL + CLIP_VISION + VAE (see module doc)."""
 
     family = "svd"
+    vae_frames_independent = False  # the temporal decoder mixes the frames of each clip
 
     def __init__(self, model, clip_vision, vae, config: Optional[SVDConfig] = None, name: str = "comfy-svd"):
         super().__init__(name, config or SVDConfig(), model, vae)

@@ -171,8 +171,11 @@ def test_chunked_and_store_modes_equal_one_chunk(sd_setup, sd_baseline):
         assert _agree(res.labels, sd_baseline.labels) >= 0.999
         assert (res.difference_maps - sd_baseline.difference_maps).abs().max() <= 1e-4
     assert res.stats["chunks"] == [7]
-    chunked = modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=3))
+    chunked = modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=3, reference="repeat"))
     assert chunked.stats["chunks"] == [3, 3, 3] and chunked.stats["prefix"]["reused"] == 2
+    # "auto": repeating would cost 3 reference runs, storing 1 -> store, and each chunk holds modulated runs only
+    auto = modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=3))
+    assert auto.stats["reference"] == "store" and auto.stats["chunks"] == [2, 2, 2]
 
 
 # ------------------------------------------------------------------ properties
@@ -205,8 +208,8 @@ def test_latents_outside_the_mask_equal_the_reference_in_the_window(setup):
     seen = {}
     make = job._callback
 
-    def recording(lm, ref, record=None, **kwargs):
-        cb = make(lm, ref, record, **kwargs)
+    def recording(lm, ref, **kwargs):
+        cb = make(lm, ref, **kwargs)
 
         def wrapped(step, x):
             x = cb(step, x)
@@ -278,7 +281,7 @@ def test_oom_with_two_runs_switches_to_store_mode_then_gives_up(sd_setup, sd_bas
     monkeypatch.setattr(type(bb), "denoised", fake)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=2))
+        res = modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=7))
     assert any("store mode" in str(w.message) for w in caught)
     assert res.stats["reference"] == "store" and _agree(res.labels, sd_baseline.labels) >= 0.999
     limit["runs"] = 0

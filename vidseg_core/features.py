@@ -84,6 +84,32 @@ def evaluate_feature_step(backbone: Backbone, x: torch.Tensor, cond, capture: Ca
         pass
 
 
+def feature_capture(config, stop_early: bool = True, device=None) -> CaptureQueries:
+    """The hook capturing the feature layers' conditional queries at the feature step (float32, on ``device``;
+    None: the CPU)."""
+    return CaptureQueries(feature_layers(config), steps={config.feature_step}, half=1, run=0, dtype=torch.float32,
+                          device=torch.device("cpu") if device is None else device, stop_when_done=stop_early)
+
+
+def features_from_capture(capture: CaptureQueries, inputs: BatchInputs, config,
+                          store_dtype: torch.dtype = torch.float16) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Step 6 above from a filled :func:`feature_capture`: ``(aggregated, correspondence)`` ``[T,h,w,C]``."""
+    layers = feature_layers(config)
+    missing = [l for l in layers if (config.feature_step, l) not in capture.captured]
+    if missing:
+        raise RuntimeError(f"feature capture missed layers {missing}: the backbone does not expose them")
+    lh, lw = inputs.latent_hw
+    t = int(inputs.z0.shape[0])
+
+    def grid(q):  # decoder blocks 6-8 work at latent / 2 = frame / 16
+        return q.reshape(t, lh // 2, lw // 2, q.shape[-1])
+
+    step = config.feature_step
+    agg = aggregate_queries([capture.captured[(step, LayerId(b, "spatial_self"))] for b in config.feature_blocks])
+    corr = capture.captured[(step, LayerId(config.correspondence_block, "spatial_self"))]
+    return grid(agg).to(store_dtype), grid(corr).to(store_dtype)
+
+
 @torch.inference_mode()
 def capture_features(backbone: Backbone, inputs: BatchInputs,
                      store_dtype: torch.dtype = torch.float16,
@@ -96,13 +122,11 @@ def capture_features(backbone: Backbone, inputs: BatchInputs,
     Returns ``(aggregated [T,h,w,C], correspondence [T,h,w,C])`` on ``device`` (None: the CPU, for storage;
     the pipeline passes the backbone's device so the features go from capture to the KNN and CBR without
     a round trip through the host).
+    (Quality mode computes the features and the modulation's reference in one
+    trajectory: :func:`vidseg_core.modulation.reference.reference_pass`.)
     """
     cfg = backbone.config
-    blocks = tuple(cfg.feature_blocks)
-    layers = feature_layers(cfg)
-    capture = CaptureQueries(layers, steps={cfg.feature_step}, half=1, run=0, dtype=torch.float32,
-                             device=torch.device("cpu") if device is None else device,
-                             stop_when_done=stop_early)
+    capture = feature_capture(cfg, stop_early, device)
     x = inputs.x_start[None]
     if stop_early:
         if cfg.feature_step > cfg.modulation_step:
@@ -111,18 +135,7 @@ def capture_features(backbone: Backbone, inputs: BatchInputs,
     else:
         with backbone.hooks(capture):
             backbone.denoise(x, inputs.cond, cfg.modulation_step, end_step=cfg.feature_step)
-    missing = [l for l in layers if (cfg.feature_step, l) not in capture.captured]
-    if missing:
-        raise RuntimeError(f"feature capture missed layers {missing}: the backbone does not expose them")
-    lh, lw = inputs.latent_hw
-    t = int(inputs.z0.shape[0])
-
-    def grid(q):  # decoder blocks 6-8 work at latent / 2 = frame / 16
-        return q.reshape(t, lh // 2, lw // 2, q.shape[-1])
-
-    agg = aggregate_queries([capture.captured[(cfg.feature_step, LayerId(b, "spatial_self"))] for b in blocks])
-    corr = capture.captured[(cfg.feature_step, LayerId(cfg.correspondence_block, "spatial_self"))]
-    return grid(agg).to(store_dtype), grid(corr).to(store_dtype)
+    return features_from_capture(capture, inputs, cfg, store_dtype)
 
 
 def extract_batch_features(backbone: Backbone, frames: torch.Tensor, seed: Optional[int] = None,

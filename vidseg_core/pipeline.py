@@ -4,7 +4,10 @@ For every batch of B frames (``plan_batches``):
 
 1. prepare the batch once: resize, VAE-encode, condition, noise to t_m
    (:func:`~vidseg_core.features.prepare_batch`);
-2. the reference trajectory gives the features (§4.1);
+2. the reference trajectory gives the features (§4.1); in quality mode the
+   same trajectory also records the reference q/k and latents the modulation
+   injects (:func:`~vidseg_core.modulation.reference.reference_pass`), so it is
+   computed once per batch;
 3. the scene context model labels the batch with the KNN fit on the previous
    batch, the refiner (CBR, §4.2) corrects it, and the refined labels update
    the context model (§4.1, autoregressive);
@@ -144,10 +147,17 @@ class VideoSegmenter:
 
             raise ModulationCancelled("Segmentation was cancelled.", "Run again when ready.")
 
-    def _features(self, frames: torch.Tensor):
+    def _features(self, frames: torch.Tensor, with_reference: bool = False):
+        """``(inputs, aggregated, correspondence, reference store or None)`` of one batch."""
         inputs = prepare_batch(self.backbone, frames, self.settings.seed)
+        if with_reference:
+            from .modulation.reference import reference_pass
+
+            agg, corr, store = reference_pass(self.backbone, inputs, self.settings.modulation,
+                                              feature_device=self.backbone.device)  # features stay on the device
+            return inputs, agg, corr, store
         agg, corr = capture_features(self.backbone, inputs, device=self.backbone.device)  # stay on the device
-        return inputs, agg, corr
+        return inputs, agg, corr, None
 
     def _upsampler(self):
         s = self.settings
@@ -179,7 +189,7 @@ class VideoSegmenter:
             frames = read(ref_batch.start, ref_batch.stop)
             seconds["read"] += time.perf_counter() - t
             t = time.perf_counter()
-            _, agg, _ = self._features(frames)
+            _, agg, _, _ = self._features(frames)
             seconds["features"] += time.perf_counter() - t
             self._init_context(context, agg, s.reference_frame - ref_batch.start, frame_size)
         for b in batches:
@@ -188,7 +198,7 @@ class VideoSegmenter:
             frames = read(b.start, b.stop)
             seconds["read"] += time.perf_counter() - t
             t = time.perf_counter()
-            inputs, agg, corr = self._features(frames)
+            inputs, agg, corr, reference = self._features(frames, with_reference=s.mode == "quality")
             seconds["features"] += time.perf_counter() - t
             t = time.perf_counter()
             if context.table is None:
@@ -200,7 +210,7 @@ class VideoSegmenter:
             ids = torch.tensor(context.table.values, dtype=torch.long)
             off = b.write_offset
             if s.mode == "quality":
-                ctx = UpsampleContext(backbone=bb, inputs=inputs, seed=s.seed,
+                ctx = UpsampleContext(backbone=bb, inputs=inputs, seed=s.seed, reference=reference,
                                       progress=lambda d, n, _b=b: self._tick(_b.index * n + d, units * n, "modulation"),
                                       cancel=self.cancel)
                 labels = upsampler.upsample(frames, coarse, ids, ctx)[off:]
@@ -210,7 +220,7 @@ class VideoSegmenter:
             seconds["upsample"] += time.perf_counter() - t
             self._tick(b.index + 1, units, "batch")
             yield BatchResult(b, labels.cpu(), coarse[off:].cpu(), knn[off:].cpu())
-            del inputs, agg, corr, frames
+            del inputs, agg, corr, frames, reference
         assignment = context.assignment
         self.summary = SegmentSummary(
             table=context.table, num_frames=num_frames, frame_size=tuple(frame_size), work_size=work,

@@ -88,6 +88,9 @@ class AttentionController:
     step: int = -1
     layout: Optional[RowLayout] = None
     latent_grid: tuple = (0, 0)  # latent (h, w) of the current evaluation
+    #: every run of the evaluation has the same cross-attention context (the backbones tile one batch
+    #: conditioning over the runs): lets processors share work without comparing tensors on the host
+    runs_share_context: bool = False
 
     def context(self, layer: LayerId) -> HookContext:
         """Context for ``layer``: decoder block ``b`` works at latent / 2**(3 - b // 3)."""

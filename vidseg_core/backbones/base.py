@@ -76,6 +76,8 @@ class Backbone(ABC):
             raise InputError(f"Frames must be [T,H,W,3] (or [T,3,H,W]); got shape {tuple(frames.shape)}.",
                              "Pass an RGB image batch.")
         x = frames if frames.shape[1] == 3 and frames.shape[-1] != 3 else frames.permute(0, 3, 1, 2)
+        if self.device.type == "cuda" and x.device.type == "cpu":  # pinned + non-blocking: no host sync
+            x = x.to(torch.float32).contiguous().pin_memory().to(self.device, non_blocking=True)
         x = x.to(self.device, torch.float32)
         h, w = self.work_size(x.shape[-2], x.shape[-1])
         if (h, w) != tuple(x.shape[-2:]):
@@ -134,20 +136,50 @@ class Backbone(ABC):
         if not torch.is_tensor(latents) or latents.ndim != 4 or latents.shape[1] != channels:
             raise InputError(f"decode expects latents [N,{channels},h,w]; got {getattr(latents, 'shape', type(latents))}.",
                              "Flatten run / frame dimensions first.")
-        vdt = self._vae_dtype()
-        out = []
-        with torch.no_grad():
-            for a, b in self._chunks(latents.shape[0]):
-                x = self._vae_decode(latents[a:b].to(self.device, vdt) / self.scaling_factor)
-                out.append(((x.float() + 1.0) / 2.0).clamp(0.0, 1.0))
-        return torch.cat(out)
+        return torch.cat([self._decode_call(latents[a:b], b - a) for a, b in self._chunks(latents.shape[0])])
 
     @property
     def latent_channels(self) -> int:
         """Channels of a latent (4 for SD 2.1 and SVD)."""
         return int(self.vae.config.latent_channels)
 
-    def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode_clips(self, latents: torch.Tensor, max_frames: Optional[int] = None) -> torch.Tensor:
+        """Several clips ``[B,T,4,h,w]`` -> ``[B,T,3,8h,8w]``, each clip decoded as :meth:`decode` would, with the
+        same chunk of every clip in ONE VAE call (up to ``max_frames`` frames a call; None: ``decode_chunk``).
+
+        Backbones whose VAE treats frames independently (SD) regroup frames freely;
+        a temporal VAE (SVD) keeps its ``decode_chunk``-frame clips and batches whole clips.
+        """
+        channels = self.latent_channels
+        if not torch.is_tensor(latents) or latents.ndim != 5 or latents.shape[2] != channels:
+            raise InputError(f"decode_clips expects latents [B,T,{channels},h,w]; got "
+                             f"{getattr(latents, 'shape', type(latents))}.", "Stack the clips first.")
+        B, T = latents.shape[:2]
+        limit = max_frames if max_frames is not None else (self.config.decode_chunk or T)
+        limit = max(1, int(limit))
+        if self.vae_frames_independent:
+            flat = latents.flatten(0, 1)
+            out = [self._decode_call(flat[a:a + limit], min(limit, flat.shape[0] - a))
+                   for a in range(0, flat.shape[0], limit)]
+            return torch.cat(out).view(B, T, *out[0].shape[1:])
+        parts = []
+        for a, b in self._chunks(T):
+            clips = max(1, limit // (b - a))
+            group = [self._decode_call(latents[i:i + clips, a:b].flatten(0, 1), b - a).unflatten(0, (-1, b - a))
+                     for i in range(0, B, clips)]
+            parts.append(torch.cat(group))
+        return torch.cat(parts, dim=1)
+
+    #: the VAE decodes every frame on its own (False: a temporal VAE, clips of ``decode_chunk`` frames)
+    vae_frames_independent: ClassVar[bool] = True
+
+    def _decode_call(self, latents: torch.Tensor, clip_frames: int) -> torch.Tensor:
+        """One VAE call on scaled latents ``[n,4,h,w]`` (clips of ``clip_frames``) -> float32 in 0..1."""
+        with torch.no_grad():
+            x = self._vae_decode(latents.to(self.device, self._vae_dtype()) / self.scaling_factor, clip_frames)
+        return ((x.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+
+    def _vae_decode(self, z: torch.Tensor, clip_frames: int) -> torch.Tensor:
         """One VAE decoder call on unscaled latents ``[n,4,h,w]`` -> ``[n,3,8h,8w]`` in -1..1."""
         return self.vae.decode(z).sample
 
@@ -176,6 +208,15 @@ class Backbone(ABC):
     def attention_layers(self) -> Dict[LayerId, torch.nn.Module]:
         """The decoder attention modules (LDM output blocks 3..11) by layer id."""
 
+    def sigma_values(self) -> list:
+        """:meth:`sigmas` as Python floats, converted once (the sampler loop reads no tensor on the host)."""
+        sig = self.sigmas()
+        cached = getattr(self, "_sigma_values", None)
+        if cached is None or cached[0] is not sig:
+            cached = (sig, [float(v) for v in sig.tolist()])
+            self._sigma_values = cached
+        return cached[1]
+
     def _check_denoise_args(self, step: int, cond: Any, cond_type: type) -> torch.Tensor:
         """The schedule, after checking ``step`` lies in it and ``cond`` came from :meth:`condition`."""
         sig = self.sigmas()
@@ -190,18 +231,18 @@ class Backbone(ABC):
     # ------------------------------------------------------------ sampler
     def add_noise(self, z0: torch.Tensor, step: int, noise: torch.Tensor) -> torch.Tensor:
         """The authors' "add_noise" inversion: ``x = z0 + σ_step · ε``."""
-        sigma = float(self.sigmas()[step])
+        sigma = self.sigma_values()[step]
         return z0 + sigma * noise.to(z0.dtype)
 
     def denoise(self, x: torch.Tensor, cond: Any, start_step: int, end_step: Optional[int] = None,
                 callback: Optional[StepCallback] = None) -> torch.Tensor:
         """Deterministic Euler from ``start_step`` through ``end_step`` (default: the last step)."""
-        sigmas = self.sigmas()
+        sigmas = self.sigma_values()
         last = len(sigmas) - 2 if end_step is None else end_step
         if x.ndim != 5:
             raise InputError(f"Latents must be [R,T,4,h,w]; got {tuple(x.shape)}.", "Add the run dimension.")
         for i in range(start_step, last + 1):
-            s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+            s, s_next = sigmas[i], sigmas[i + 1]
             d_hat = self.denoised(x, i, cond)
             x = x + (s_next - s) * (x - d_hat) / s
             if callback is not None:
@@ -212,6 +253,7 @@ class Backbone(ABC):
         self.controller.step = step
         self.controller.layout = RowLayout(runs, frames, halves)
         self.controller.latent_grid = tuple(int(v) for v in latent_hw)
+        self.controller.runs_share_context = True  # denoised() tiles the batch's one conditioning over the runs
 
     # ------------------------------------------------------------ hooks
     def install_processors(self) -> None:

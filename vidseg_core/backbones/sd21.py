@@ -198,7 +198,7 @@ class SD21Backbone(Backbone):
             raise InputError(f"denoised expects latents [R,T,4,h,w]; got {getattr(x, 'shape', type(x))}.",
                              "Add the run dimension.")
         r, t, c, h, w = x.shape
-        sigma = float(sig[step])
+        sigma = self.sigma_values()[step]
         timestep = torch.tensor(self._timesteps[step], device=self.device, dtype=torch.long)
         c_in = 1.0 / math.sqrt(sigma ** 2 + 1.0)
 

@@ -200,9 +200,12 @@ class SVDBackbone(Backbone):
         return self._sigmas
 
     # ------------------------------------------------------------ VAE
-    def _vae_decode(self, z: torch.Tensor) -> torch.Tensor:
-        """The temporal VAE decoder needs its frame count (each chunk is decoded as one clip)."""
-        return self.vae.decode(z, num_frames=z.shape[0]).sample
+    #: the temporal VAE decoder mixes the frames of a clip (decode_chunk frames, 1 = the authors' setting)
+    vae_frames_independent = False
+
+    def _vae_decode(self, z: torch.Tensor, clip_frames: int) -> torch.Tensor:
+        """The temporal VAE decoder needs its frame count: ``z`` holds clips of ``clip_frames`` frames."""
+        return self.vae.decode(z, num_frames=clip_frames).sample
 
     # ------------------------------------------------------------ conditioning
     def image_embedding(self, image: torch.Tensor) -> torch.Tensor:
@@ -246,7 +249,7 @@ class SVDBackbone(Backbone):
         """
         sig = self._check_denoise_args(step, cond, SVDCondition)
         r, t, c, h, w = check_latents(x, cond)
-        sigma = float(sig[step])
+        sigma = self.sigma_values()[step]
         c_skip = 1.0 / (sigma ** 2 + 1.0)
         c_out = -sigma / math.sqrt(sigma ** 2 + 1.0)
         c_in = 1.0 / math.sqrt(sigma ** 2 + 1.0)

@@ -126,7 +126,9 @@ class _Bar:
 def run(args) -> int:
     from ..label_io import OverlayVideoWriter, overlay, save_label_png
     from ..pipeline import VideoSegmenter
+    from ..cpu_memory import use_huge_pages
 
+    use_huge_pages()  # fewer page faults for large CPU activations (before torch's first large allocation)
     out = Path(args.out)
     t0 = time.perf_counter()
     source = open_source(args)

@@ -23,48 +23,18 @@ the run is always the leading factor.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, FrozenSet, Optional, Tuple
+from typing import Dict, FrozenSet, Optional
 
 import torch
 
 from ..backbones.attention import AttentionHook, HookContext, LayerId
 from .masks import resize_nearest
+from .reference import ReferenceRecorder, ReferenceStore  # noqa: F401 (re-exported)
 
 
 def repeat_rows(t: torch.Tensor, runs: int) -> torch.Tensor:
     """``[n, ...]`` -> ``[runs·n, ...]`` (one run's rows repeated for every run)."""
     return t.unsqueeze(0).expand(runs, *t.shape).reshape(runs * t.shape[0], *t.shape[1:])
-
-
-@dataclass
-class ReferenceStore:
-    """The reference pass's per-step q/k of the injected layers and its latents after each blended step."""
-
-    qk: Dict[Tuple[int, LayerId], Tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    latents: Dict[int, torch.Tensor] = field(default_factory=dict)  # step -> [T,4,h,w]
-
-    def nbytes(self) -> int:
-        n = sum(q.numel() * q.element_size() + k.numel() * k.element_size() for q, k in self.qk.values())
-        return n + sum(x.numel() * x.element_size() for x in self.latents.values())
-
-
-class ReferenceRecorder(AttentionHook):
-    """Fills a :class:`ReferenceStore` while the reference run is evaluated alone (``runs == 1``)."""
-
-    def __init__(self, store: ReferenceStore, injected: FrozenSet[LayerId], t_m: int, device=None):
-        self.store, self.injected, self.t_m = store, injected, int(t_m)
-        self.device = device
-
-    def wants(self, layer, ctx):
-        return ctx.step >= self.t_m and layer in self.injected
-
-    def on_qk(self, layer, q, k, ctx):
-        if ctx.layout.runs != 1:
-            raise RuntimeError("the reference recorder expects the reference run alone")
-        dev = self.device or q.device
-        self.store.qk[(ctx.step, layer)] = (q.detach().to(dev, copy=True), k.detach().to(dev, copy=True))
-        return q, k
 
 
 class ModulationHook(AttentionHook):
@@ -104,9 +74,13 @@ class ModulationHook(AttentionHook):
             q = repeat_rows(q.view(runs, -1, *q.shape[1:])[r], runs)
             k = repeat_rows(k.view(runs, -1, *k.shape[1:])[r], runs)
             return q, k
-        q_ref, k_ref = self.store.qk[(ctx.step, layer)]
-        return (repeat_rows(q_ref.to(q.device, q.dtype), runs).view(q.shape),
-                repeat_rows(k_ref.to(k.device, k.dtype), runs).view(k.shape))
+        q_ref, k_ref = self.reference_qk(layer, ctx.step, q.device, q.dtype)
+        return repeat_rows(q_ref, runs).view(q.shape), repeat_rows(k_ref, runs).view(k.shape)
+
+    def reference_qk(self, layer, step, device, dtype):
+        """The stored reference q/k of ``layer`` at ``step`` on ``device`` (non-blocking from pinned host memory)."""
+        q_ref, k_ref = self.store.qk[(step, layer)]
+        return (q_ref.to(device, dtype, non_blocking=True), k_ref.to(device, dtype, non_blocking=True))
 
     # ------------------------------------------------------------ offset
     def _offsets_at(self, grid: tuple) -> torch.Tensor:

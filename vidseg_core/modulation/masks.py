@@ -108,6 +108,8 @@ def lanczos_upsample_mask(masks: torch.Tensor, size: Tuple[int, int]) -> torch.T
     H, W = int(size[0]), int(size[1])
     h, w = masks.shape[-2:]
     lead = masks.shape[:-2]
+    if masks.device.type == "meta":  # (FLOP counting on meta tensors)
+        return torch.empty((*lead, H, W), dtype=torch.float32, device="meta")
     x = (masks.detach().to(torch.float32) * 255.0).round().to(torch.int64).reshape(-1, h, w)
     if W != w:
         x = _resample_axis(x, 2, W)

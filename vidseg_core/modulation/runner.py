@@ -14,9 +14,12 @@ the disk.  Here every pass of a batch is a *run* of one batched computation
   the UNet before the modulated block are computed once on the reference
   alone (:mod:`.unet_split`);
 * chunks are sized from free memory; a chunk that runs out of memory is retried
-  with half as many runs (with a warning).  When even the reference plus one
-  run does not fit, the reference is computed once and its per-step q/k and
-  latents are kept in a :class:`~.hooks.ReferenceStore` ("store" mode);
+  with half as many runs (with a warning).  The reference comes from a
+  :class:`~.reference.ReferenceStore` (its per-step q/k and latents) when the
+  caller hands one in (the pipeline's feature pass records it: the reference
+  trajectory is computed once per batch) or when storing it costs less than
+  repeating it in every chunk (:mod:`.memory`); otherwise it is run 0 of every
+  chunk;
 * after each chunk the finished ± pairs are decoded and reduced at once to
   difference maps and folded into a running argmax (:class:`~.difference.LabelArgmax`),
   so memory does not grow with the number of labels; the reference run is
@@ -24,9 +27,7 @@ the disk.  Here every pass of a batch is a *run* of one batched computation
 """
 from __future__ import annotations
 
-import gc
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,12 +35,17 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..cpu_memory import feed_forward_by_rows
 from ..errors import InputError, OutOfMemoryError, VidSegError
 from .difference import LabelArgmax, difference_map, filter_maps
-from .hooks import ModulationHook, ReferenceRecorder, ReferenceStore
+from .hooks import ModulationHook
 from .masks import coarse_present, label_masks, lanczos_upsample_mask, resize_nearest
+from .memory import (available_bytes, choose_reference_mode, estimate_decode_frame_bytes, estimate_run_bytes,
+                     estimate_store_bytes,
+                     free_memory as _free_memory, host_available_bytes, is_out_of_memory)  # noqa: F401
+from .reference import ReferenceStore, record_reference
 from .settings import ModulationPlan, ModulationSettings
-from .shared_attention import CPU_MIN_RUNS, sharing_attention
+from .shared_attention import CPU_MIN_RUNS, resolve_mode, sharing_attention
 from .unet_split import shared_prefix
 
 #: progress(done_runs, total_runs) -> None; may raise to cancel
@@ -58,62 +64,6 @@ class ModulationResult:
     label_ids: torch.Tensor  # [L] the modulated labels, ascending
     difference_maps: Optional[torch.Tensor] = None  # [L,T,H,W] normalised, unfiltered (CPU)
     stats: Dict[str, object] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------ memory
-def is_out_of_memory(exc: BaseException) -> bool:
-    """CUDA / MPS / CPU allocation failures (not our own final :class:`OutOfMemoryError`)."""
-    if isinstance(exc, OutOfMemoryError):
-        return False
-    oom_cls = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_cls is not None and isinstance(exc, oom_cls):
-        return True
-    if isinstance(exc, MemoryError):
-        return True
-    if isinstance(exc, RuntimeError):
-        msg = str(exc).lower()
-        return "out of memory" in msg or "can't allocate memory" in msg or "cannot allocate memory" in msg
-    return False
-
-
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
-def available_bytes(device: torch.device) -> Optional[int]:
-    """Memory a chunk may use on ``device`` (None = unknown: rely on the OOM retry)."""
-    try:
-        if device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(device)
-            return int(free * 0.8)
-        if device.type == "cpu":
-            with open("/proc/meminfo") as f:
-                for line in f:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024 // 2
-            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
-    except (OSError, ValueError, RuntimeError, AttributeError):
-        return None
-    return None
-
-
-def estimate_run_bytes(backbone, frames: int, latent_hw: Tuple[int, int]) -> int:
-    """Rough peak activation memory of one run (2 guidance halves × T frames) in a UNet evaluation.
-
-    Skip connections of every level (kept until the decoder consumes them) plus
-    a working set of ~16 channel-widths at full latent resolution (transformer
-    feed-forward, attention projections), ×1.5 safety.
-    """
-    ch = list(getattr(getattr(backbone.unet, "config", None), "block_out_channels", (320, 640, 1280, 1280)))
-    tokens = latent_hw[0] * latent_hw[1]
-    skips = 3 * ch[0]
-    for lvl in range(1, len(ch)):
-        skips += (ch[lvl - 1] + 2 * ch[lvl]) / 4 ** lvl
-    per_row = tokens * (skips + 16 * ch[0])
-    itemsize = torch.empty((), dtype=backbone.dtype).element_size()
-    return int(1.5 * per_row * itemsize * 2 * frames)
 
 
 # ------------------------------------------------------------------ inputs
@@ -164,30 +114,41 @@ def _check_inputs(backbone, inputs, coarse, label_ids, frame_size):
 
 # ------------------------------------------------------------------ runner
 class _BatchModulation:
-    """State of one :func:`modulate_batch` call."""
+    """State of one :func:`modulate_batch` call.
 
-    def __init__(self, backbone, inputs, coarse, ids, frame_size, plan: ModulationPlan, progress, cancel):
+    Everything the loops decide on the host (which frames / labels are present)
+    is computed here once, so the loops over steps, layers and chunks read no
+    tensor value back (no host/device synchronisation; tested by counting).
+    """
+
+    def __init__(self, backbone, inputs, coarse, ids, frame_size, plan: ModulationPlan, progress, cancel,
+                 reference: Optional[ReferenceStore] = None):
         self.bb, self.inputs, self.plan = backbone, inputs, plan
         self.s = plan.settings
         self.frame_size = frame_size
         self.progress, self.cancel = progress, cancel
         dev = backbone.device
         self.ids = ids
-        self.coarse = coarse.to(dev)
-        self.masks_cpu = label_masks(coarse.cpu(), ids)  # [L,T,h,w] float (Lanczos masks are made on the CPU)
-        self.masks = self.masks_cpu.to(dev)
+        coarse_cpu = coarse.cpu()
+        self.masks = label_masks(coarse_cpu, ids).to(dev)  # [L,T,h,w] float
         self.L, self.T = self.masks.shape[0], self.masks.shape[1]
         self.latent_hw = inputs.latent_hw
-        self.present_cpu = coarse_present(coarse.cpu(), ids)  # [L,T] bool
+        self.present_cpu = coarse_present(coarse_cpu, ids)  # [L,T] bool
         self.active = self.present_cpu.any(1).tolist()  # labels present in at least one frame
+        self.everywhere = self.present_cpu.all(1).tolist()  # labels present in every frame
+        self.present_index = [self.present_cpu[l].nonzero().flatten().to(dev) for l in range(self.L)]
+        self.absent = (~self.present_cpu).to(dev)
         self.acc = LabelArgmax((self.T,) + tuple(frame_size), device=dev, keep_maps=False)
         self.maps: Optional[List[torch.Tensor]] = [] if self.s.return_difference_maps else None
-        self.store: Optional[ReferenceStore] = None
+        self.given = reference if reference is not None and reference.matches(plan) else None
+        self.store: Optional[ReferenceStore] = self.given
         self.store_device: Optional[torch.device] = None  # None: the compute device
         self.finished: Dict[int, torch.Tensor] = {}
+        self.decode_frames: Optional[int] = None  # frames per VAE call (None: decode_chunk)
         self.next_label = 0
         self.units = self.total_units = 0
-        self.stats: Dict[str, object] = {"chunks": [], "oom_retries": 0, "reference": None}
+        self.stats: Dict[str, object] = {"chunks": [], "oom_retries": 0, "reference": None,
+                                         "reference_given": self.given is not None}
 
     # -------------------------------------------------------- helpers
     def _check_cancel(self):
@@ -219,8 +180,7 @@ class _BatchModulation:
         m = resize_nearest(torch.stack(rows), self.latent_hw)  # [R,T,lh,lw]
         return m.unsqueeze(2).to(dtype)
 
-    def _callback(self, latent_masks, reference_run: Optional[int], record: Optional[ReferenceStore] = None,
-                  runs_done_per_step: int = 0):
+    def _callback(self, latent_masks, reference_run: Optional[int], runs_done_per_step: int = 0):
         plan = self.plan
 
         def cb(step: int, x: torch.Tensor) -> torch.Tensor:
@@ -229,10 +189,8 @@ class _BatchModulation:
                 self.units += runs_done_per_step
                 self._report()
             if plan.blends(step):
-                if record is not None:
-                    record.latents[step] = x[0].detach().to(self.store_device or x.device, copy=True)
-                    return x
-                ref = x[reference_run] if reference_run is not None else self.store.latents[step].to(x.device, x.dtype)
+                ref = x[reference_run] if reference_run is not None else \
+                    self.store.latents[step].to(x.device, x.dtype, non_blocking=True)
                 x = x * latent_masks + ref.unsqueeze(0) * (1 - latent_masks)
             return x
         return cb
@@ -240,20 +198,18 @@ class _BatchModulation:
     # -------------------------------------------------------- passes
     def shared_start(self) -> torch.Tensor:
         """Latents at t_m: steps start..t_m−1 are identical for every run, done once on the reference."""
+        if self.given is not None and self.given.x_tm is not None:
+            return self.given.x_tm.to(self.bb.device, non_blocking=True)
         x = self.inputs.x_start
         if self.plan.t_m > self.plan.start:
             x = self.bb.denoise(x[None], self.inputs.cond, self.plan.start, self.plan.t_m - 1)[0]
         return x
 
     def build_store(self, x_tm: torch.Tensor) -> None:
-        store = ReferenceStore()
-        # after an out-of-memory fallback on a GPU the store lives in CPU memory (moved in layer by layer)
-        rec = ReferenceRecorder(store, self.plan.injected, self.plan.t_m, device=self.store_device)
-        with self.bb.hooks(rec):
-            self.bb.denoise(x_tm[None], self.inputs.cond, self.plan.t_m, None,
-                            self._callback(None, None, record=store))
-        self.store = store
-        self.stats["store_bytes"] = store.nbytes()
+        """The reference run alone from t_m, its q/k and latents kept (on the host when ``store_device`` says)."""
+        self.store, _ = record_reference(self.bb, self.inputs, self.plan, self.store_device, x=x_tm[None],
+                                         start=self.plan.t_m)
+        self.stats["store_bytes"] = self.store.nbytes()
 
     def run_chunk(self, x_tm: torch.Tensor, chunk: List[int], with_reference: bool) -> torch.Tensor:
         """Denoise one chunk from t_m to the end; returns the modulated runs' final latents ``[n,T,4,h,w]``."""
@@ -270,14 +226,21 @@ class _BatchModulation:
         return out[1:] if with_reference else out
 
     # -------------------------------------------------------- decode + reduce
-    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+    def _decode_pair(self, zp: torch.Tensor, zm: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Both decodes of a ± pair as two clips of one :meth:`decode_clips`; on a GPU as many frames per VAE call
+        as free memory allows (on the CPU ``decode_chunk`` frames a call, as :meth:`decode`)."""
+        if self.decode_frames is None and self.bb.device.type == "cuda":  # once per batch
+            budget = available_bytes(self.bb.device)
+            per_frame = estimate_decode_frame_bytes(self.bb, self.latent_hw)
+            self.decode_frames = 2 * self.T if budget is None else max(1, min(2 * self.T, budget // max(1, per_frame)))
         try:
-            return self.bb.decode(z)
+            out = self.bb.decode_clips(torch.stack([zp, zm]), self.decode_frames)
         except Exception as exc:  # noqa: BLE001 - only OOM is handled
-            if not is_out_of_memory(exc) or z.shape[0] == 1:
+            if not is_out_of_memory(exc) or zp.shape[0] == 1:
                 raise
-        _free_memory()
-        return torch.cat([self.bb.decode(z[i:i + 1]) for i in range(z.shape[0])])
+            _free_memory()
+            out = torch.stack([torch.cat([self.bb.decode(z[i:i + 1]) for i in range(z.shape[0])]) for z in (zp, zm)])
+        return out[0], out[1]
 
     def zero_when_absent(self) -> bool:
         """Is a frame where the label's mask is empty provably unchanged (so its difference is exactly 0)?
@@ -294,16 +257,14 @@ class _BatchModulation:
 
     def _difference(self, l: int, zp: Optional[torch.Tensor], zm: Optional[torch.Tensor]) -> torch.Tensor:
         """Normalised difference maps ``[T,H,W]`` of label ``l``; frames that cannot differ are not decoded."""
-        present = self.present_cpu[l]
         args = (self.frame_size, self.s.blur_kernel, self.s.blur_sigma, self.s.compat)
-        if zp is not None and (bool(present.all()) or not self.zero_when_absent()):
-            return difference_map(self._decode(zp), self._decode(zm), *args)
+        if zp is not None and (self.everywhere[l] or not self.zero_when_absent()):
+            return difference_map(*self._decode_pair(zp, zm), *args)
         dev = self.bb.device
         d = torch.zeros((self.T,) + tuple(self.frame_size), dtype=torch.float32, device=dev)
-        idx = present.nonzero().flatten()
-        if zp is not None and idx.numel():
-            i = idx.to(zp.device)
-            d[idx.to(dev)] = difference_map(self._decode(zp[i]), self._decode(zm[i]), *args).to(dev)
+        if zp is not None and self.active[l]:
+            i = self.present_index[l]
+            d[i] = difference_map(*self._decode_pair(zp[i.to(zp.device)], zm[i.to(zm.device)]), *args).to(dev)
         return d
 
     def fold_finished(self) -> None:
@@ -322,12 +283,14 @@ class _BatchModulation:
             del zp, zm
             if self.maps is not None:
                 self.maps.append(d.detach() if d.device.type == "meta" else d.detach().cpu())
-            soft = lanczos_upsample_mask(self.masks_cpu[l], self.frame_size).to(d.device)
+            soft = lanczos_upsample_mask(self.masks[l], self.frame_size).to(d.device)
             scores = filter_maps(d, soft, float(self.s.filter_s))
+            del d, soft
             if self.s.absent_labels == "skip":
-                absent = ~self.present_cpu[l].to(scores.device)
+                absent = self.absent[l].to(scores.device)
                 scores = torch.where(absent.view(-1, 1, 1), torch.full_like(scores, -math.inf), scores)
             self.acc.update(l, scores)
+            del scores
             self.next_label += 1
             if zp_given:
                 self.units += 2
@@ -339,12 +302,6 @@ class _BatchModulation:
             self.progress(min(self.units, self.total_units), self.total_units)
 
     # -------------------------------------------------------- main loop
-    def _share_attention(self) -> Tuple[bool, int]:
-        """(enabled, fewest runs per evaluation): None = on the CPU for chunks of >= CPU_MIN_RUNS runs."""
-        if self.s.share_attention is None:
-            return self.bb.device.type == "cpu", CPU_MIN_RUNS
-        return bool(self.s.share_attention), 2
-
     def initial_runs(self) -> int:
         total = 2 * self.L + 1
         if self.s.max_runs_per_chunk is not None:
@@ -355,16 +312,35 @@ class _BatchModulation:
         per_run = max(1, estimate_run_bytes(self.bb, self.T, self.latent_hw))
         return max(2, min(total, budget // per_run))
 
+    def reference_mode(self, runs: int, max_runs: int) -> str:
+        """The documented rule of :func:`~.memory.choose_reference_mode`; sets where a store built here lives."""
+        dev = self.bb.device
+        ctx_tokens = getattr(getattr(self.inputs.cond, "context", None), "shape", (0, 1))[1]
+        store_bytes = estimate_store_bytes(self.bb, self.plan, self.T, self.latent_hw, ctx_tokens)
+        device_budget = None if self.s.max_runs_per_chunk is not None else available_bytes(dev)
+        mode, where = choose_reference_mode(self.s.reference, self.given is not None, runs, max_runs, store_bytes,
+                                            device_budget, estimate_run_bytes(self.bb, self.T, self.latent_hw),
+                                            host_available_bytes())
+        if mode == "store" and where == "host" and dev.type != "cpu":
+            self.store_device = torch.device("cpu")
+        self.stats["store_estimate_bytes"] = store_bytes
+        return mode
+
     def run(self) -> ModulationResult:
         t0 = time.perf_counter()
         pending = [r for r in range(2 * self.L) if self.active[r // 2]]
         self.units, self.total_units = 0, len(pending) * (self.plan.last - self.plan.t_m + 2)
-        mode = self.s.reference
         max_runs = self.initial_runs()
-        if mode == "auto":
-            mode = "repeat" if max_runs >= 2 else "store"
+        mode = self.reference_mode(len(pending), max_runs)
+        if mode == "repeat":
+            self.store = None
+        share = resolve_mode(self.s.share_attention, self.bb.device)
+        on_cpu = self.bb.device.type == "cpu"  # CPU memory: the feed-forward one run's rows at a time
         with shared_prefix(self.bb, self.plan.block, self.plan.t_m, enabled=self.s.share_prefix) as driver, \
-                sharing_attention(self.bb, self.plan.injected, *self._share_attention()):
+                sharing_attention(self.bb, self.plan.injected, share, CPU_MIN_RUNS), \
+                feed_forward_by_rows(self.bb.unet, 2 * self.T, enabled=on_cpu):
+            if driver is not None:
+                driver.trusted = True  # every chunk starts from the one x_tm with the batch's conditioning
             x_tm = self.shared_start()
             self.fold_finished()
             while pending:
@@ -426,7 +402,8 @@ class _BatchModulation:
 
 def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame_size: Optional[Tuple[int, int]] = None,
                    settings: Optional[ModulationSettings] = None, progress: Optional[Progress] = None,
-                   cancel: Optional[Callable[[], bool]] = None) -> ModulationResult:
+                   cancel: Optional[Callable[[], bool]] = None,
+                   reference: Optional[ReferenceStore] = None) -> ModulationResult:
     """Full-resolution label map of one batch by masked modulation (paper §4.3).
 
     ``inputs``: the batch's :class:`~vidseg_core.features.BatchInputs` (the same
@@ -434,6 +411,10 @@ def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame
     feature grid (1/16 of the working size); ``label_ids``: the labels to
     modulate (default: those in ``coarse``; must contain every coarse label);
     ``frame_size``: ``(H, W)`` of the ORIGINAL frames (default: working size).
+    ``reference``: the batch's :class:`~.reference.ReferenceStore` from
+    :func:`~.reference.reference_pass` (the feature pass): the reference
+    trajectory is then not computed again (ignored when recorded for other
+    settings, or with ``settings.reference == "repeat"``).
     Returns ``labels [T,H,W]`` with values from ``label_ids``.
     """
     settings = settings or ModulationSettings()
@@ -445,7 +426,7 @@ def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame
         labels = torch.full((T,) + tuple(frame_size), int(ids[0]), dtype=torch.long)
         return ModulationResult(labels, ids.clone(), None, {"chunks": [], "skipped": "single label"})
     with torch.inference_mode():
-        job = _BatchModulation(backbone, inputs, coarse, ids, frame_size, plan, progress, cancel)
+        job = _BatchModulation(backbone, inputs, coarse, ids, frame_size, plan, progress, cancel, reference)
         return job.run()
 
 

@@ -50,14 +50,17 @@ class ModulationSettings:
     #: the most runs (reference included) in one batched UNet evaluation; None = from free memory
     max_runs_per_chunk: Optional[int] = None
     #: how chunks get the reference: "repeat" it in every chunk, "store" its q/k and latents once,
-    #: "auto" = repeat, switching to store when a chunk of 2 runs does not fit
+    #: "auto" = the rule of vidseg_core.modulation.memory (a store from the feature pass is used; else repeat
+    #: when everything fits in one chunk, store when repeating would cost >= 2 reference runs)
     reference: str = "auto"
     #: compute the part of step t_m shared by every run once
     share_prefix: bool = True
-    #: compute the attention probabilities of the injected layers once for all runs (exact rewrite, fewer
-    #: FLOPs); None = on the CPU for chunks of >= 8 runs, where it measured faster than separate fused SDPA
-    #: calls (not measured on GPUs, where fused attention is cheap: off there)
-    share_attention: Optional[bool] = None
+    #: the injected layers' reference q/k projected once for all runs (exact rewrites, .shared_attention):
+    #: "fused" = one fused SDPA call per run on the shared q/k; "probabilities" (or True) = the attention
+    #: probabilities computed once in float32 and applied to every run's values (fewer FLOPs); "auto" =
+    #: probabilities for chunks of >= 8 runs, fused below (measured faster on the CPU); False = off (every run
+    #: projects q/k, then overwritten by copies of the reference's); None = "auto" on the CPU, "fused" elsewhere
+    share_attention: Optional[object] = None
     #: also return the normalised difference maps [L,T,H,W] (memory grows with L)
     return_difference_maps: bool = False
 
@@ -109,6 +112,9 @@ class ModulationSettings:
         if self.blur_kernel and self.blur_kernel > 1 and (self.blur_kernel % 2 == 0 or self.blur_sigma < 0):
             raise InputError(f"Blur kernel {self.blur_kernel} / sigma {self.blur_sigma} is invalid.",
                              "Use an odd kernel size (5) and sigma >= 0 (3), or kernel 0 to turn the blur off.")
+        if self.share_attention not in (None, True, False, "fused", "probabilities", "auto"):
+            raise InputError(f"Unknown share_attention {self.share_attention!r}.",
+                             "Use None (automatic), 'fused', 'probabilities', 'auto' or False.")
         if self.max_runs_per_chunk is not None and int(self.max_runs_per_chunk) < 1:
             raise InputError(f"max_runs_per_chunk = {self.max_runs_per_chunk} must be at least 1.",
                              "Use None (automatic) or a positive number.")

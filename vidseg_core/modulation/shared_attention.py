@@ -1,20 +1,27 @@
-"""Attention of the injected layers computed once for all runs (an exact rewrite; reference notes §12.2).
+"""Attention of the injected layers with the reference's q/k computed once for all runs (an exact rewrite;
+reference notes §12.2).
 
 With q/k injection every run of a chunk uses the reference run's queries and
-keys in the injected decoder layers, so the attention probabilities
-``P = softmax(q kᵀ/√d)`` are the same for every run; only the values differ.
-:class:`SharedAttentionProcessor` therefore
+keys in the injected decoder layers.  :class:`SharedAttentionProcessor`
+projects q and k for the reference rows only (or takes them from the
+reference store) instead of projecting them for every run and overwriting
+them with copies, then, by ``mode``:
 
-* projects q and k for the reference rows only (or takes them from the
-  reference store),
-* computes ``P`` once (query chunks bound the memory) and multiplies it with
-  the values of all runs stacked along the channel axis (``P·[V₀ … V_R]``),
-* for cross-attention whose context is the same for every run (SD's text
-  context), computes the whole layer once and repeats the output.
+* ``"fused"`` — one fused ``scaled_dot_product_attention`` call per run on the
+  shared q/k and that run's values (no probability matrix is materialised:
+  the GPU path);
+* ``"probabilities"`` — ``P = softmax(q kᵀ/√d)`` computed once (in float32,
+  query chunks bound the memory) and multiplied with the values of all runs
+  stacked along the channel axis (``P·[V₀ … V_R]``): fewer FLOPs, pays off on
+  the CPU from :data:`CPU_MIN_RUNS` runs;
+* both: cross-attention whose context is the same for every run (SD's text
+  context; the backbones tile one conditioning over the runs, announced by
+  ``controller.runs_share_context``) is computed once and repeated.
 
 The offset hook still runs on the output.  Anything else (other hooks, masks,
 q/k norms, a single run) falls back to the normal hooked processor.  Installed
 on the injected layers only for the duration of :func:`sharing_attention`.
+No step of it reads a tensor value on the host (no device synchronisation).
 """
 from __future__ import annotations
 
@@ -33,14 +40,38 @@ PROBABILITY_CHUNK = 32 * 2 ** 20
 CPU_MIN_RUNS = 8
 
 
-class SharedAttentionProcessor(HookedAttnProcessor):
-    """Hooked processor that shares the attention probabilities across runs (see module docstring).
+MODES = ("fused", "probabilities", "auto")
 
-    Active for evaluations of at least ``min_runs`` runs; smaller ones use the parent processor.
+
+def resolve_mode(setting, device: torch.device) -> Optional[str]:
+    """``share_attention`` setting -> processor mode (None = off).
+
+    None: ``"auto"`` on the CPU (probabilities from :data:`CPU_MIN_RUNS` runs, fused below), ``"fused"``
+    elsewhere; True: ``"probabilities"``; False: off; or a mode name.
+    """
+    if setting is None:
+        return "auto" if device.type == "cpu" else "fused"
+    if setting is True:
+        return "probabilities"
+    if setting is False:
+        return None
+    if setting not in MODES:
+        raise ValueError(f"unknown attention sharing mode {setting!r}")
+    return setting
+
+
+class SharedAttentionProcessor(HookedAttnProcessor):
+    """Hooked processor that computes the reference q/k once for all runs (see module docstring).
+
+    ``mode``: ``"fused"``, ``"probabilities"`` or ``"auto"`` (probabilities for
+    evaluations of at least ``min_runs`` runs, fused below).
     """
 
-    def __init__(self, layer, controller, min_runs: int = 2):
+    def __init__(self, layer, controller, mode: str = "probabilities", min_runs: int = CPU_MIN_RUNS):
         super().__init__(layer, controller)
+        if mode not in MODES:
+            raise ValueError(f"unknown attention sharing mode {mode!r}")
+        self.mode = mode
         self.min_runs = max(2, int(min_runs))
 
     def _active(self) -> Optional[ModulationHook]:
@@ -51,9 +82,14 @@ class SharedAttentionProcessor(HookedAttnProcessor):
         step = self.controller.step
         if self.layer not in hook.injected or step < hook.t_m or self.controller.layout is None:
             return None
-        if self.controller.layout.runs < self.min_runs:
+        if self.controller.layout.runs < 2:
             return None
         return hook
+
+    def _mode(self, runs: int) -> str:
+        if self.mode == "auto":
+            return "probabilities" if runs >= self.min_runs else "fused"
+        return self.mode
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, *args, **kwargs):
         hook = self._active()
@@ -78,21 +114,29 @@ class SharedAttentionProcessor(HookedAttnProcessor):
             q = attn.to_q(hs[r])
             k = attn.to_k(cv[r])
         else:
-            q_ref, k_ref = hook.store.qk[(ctx.step, self.layer)]
-            q, k = q_ref.to(hidden_states.device, hidden_states.dtype), k_ref.to(context.device, context.dtype)
+            q, k = hook.reference_qk(self.layer, ctx.step, hidden_states.device, hidden_states.dtype)
 
         heads = attn.heads
         d = q.shape[-1] // heads
         qh = q.view(n, n_q, heads, d).transpose(1, 2)  # [n,h,Sq,d]
         kh = k.view(n, -1, heads, d).transpose(1, 2)  # [n,h,Sk,d]
-        same_context = cross and (context.device.type == "meta" or bool((cv[1:] == cv[:1]).all()))
-        if same_context:
+        if cross and ctrl.runs_share_context:
             # every run sees the same q, k and v: the layer's output is the same for all runs
             v = attn.to_v(cv[0]).view(n, -1, heads, d).transpose(1, 2)
             out = torch.nn.functional.scaled_dot_product_attention(qh, kh, v)
             out = out.transpose(1, 2).reshape(n, n_q, heads * d).to(q.dtype)
             out = attn.to_out[1](attn.to_out[0](out))
             out = repeat_rows(out, R)
+        elif self._mode(R) == "fused":
+            v = attn.to_v(context)  # [R·n, Sk, C]
+            vh = v.view(R, n, -1, heads, d).transpose(2, 3)  # [R,n,h,Sk,d] (a view)
+            out = torch.empty((R, n, n_q, heads, d), dtype=v.dtype, device=v.device)
+            for run in range(R):
+                o = torch.nn.functional.scaled_dot_product_attention(qh, kh, vh[run])  # [n,h,Sq,d]
+                out[run].copy_(o.transpose(1, 2))
+                del o
+            out = out.view(R * n, n_q, heads * d).to(q.dtype)
+            out = attn.to_out[1](attn.to_out[0](out))
         else:
             v = attn.to_v(context)  # [R·n, Sk, C]
             s_k = v.shape[1]
@@ -120,9 +164,10 @@ def _probabilities_times_values(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
 
 
 @contextlib.contextmanager
-def sharing_attention(backbone, layers, enabled: bool = True, min_runs: int = 2) -> Iterator[None]:
-    """Temporarily give the injected ``layers`` a :class:`SharedAttentionProcessor`."""
-    if not enabled or not layers or not getattr(backbone, "swappable_processors", True):
+def sharing_attention(backbone, layers, mode: Optional[str] = "probabilities",
+                      min_runs: int = CPU_MIN_RUNS) -> Iterator[None]:
+    """Temporarily give the injected ``layers`` a :class:`SharedAttentionProcessor` (``mode`` None: no change)."""
+    if not mode or not layers or not getattr(backbone, "swappable_processors", True):
         yield  # (backbones hooked through someone else's patch points, e.g. ComfyUI's, cannot swap processors)
         return
     backbone.install_processors()
@@ -132,7 +177,7 @@ def sharing_attention(backbone, layers, enabled: bool = True, min_runs: int = 2)
         for layer in layers:
             mod = modules[layer]
             saved[layer] = mod.processor
-            mod.set_processor(SharedAttentionProcessor(layer, backbone.controller, min_runs))
+            mod.set_processor(SharedAttentionProcessor(layer, backbone.controller, mode, min_runs))
         yield
     finally:
         for layer, proc in saved.items():
