@@ -119,7 +119,7 @@ def timing(args):
     cases["(decode of one run)"] = lambda: bb.decode(inputs.z0)
     from benchmarks.timing import ratio_text, time_cases
 
-    if args.cases:
+    if getattr(args, "cases", None) is not None:
         cases = {k: v for k, v in cases.items() if k in args.cases or k in ("sequential oracle", "batched (one chunk)")}
 
     def warm():
@@ -203,7 +203,8 @@ def _meta(*shape):
     return torch.empty(*shape, device="meta")
 
 
-def meta_sd():
+def meta_sd(unet_config=None, vae_config=None):
+    """The SD 2.1 backbone on meta tensors (shipped configs, or the given ones) and ``cond_of(T, lh, lw)``."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from vidseg_core.backbones.config import SD21Config
@@ -211,22 +212,23 @@ def meta_sd():
 
     d = ROOT / "vidseg_core" / "backbones" / "configs" / "sd21"
     with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(json.loads((d / "unet" / "config.json").read_text()))
-        vae = AutoencoderKL.from_config(json.loads((d / "vae" / "config.json").read_text()))
+        unet = UNet2DConditionModel.from_config(dict(unet_config or json.loads((d / "unet" / "config.json").read_text())))
+        vae = AutoencoderKL.from_config(dict(vae_config or json.loads((d / "vae" / "config.json").read_text())))
     bb = SD21Backbone("sd21-meta", SD21Config(), unet.eval(), vae.eval(), torch.device("meta"), torch.float32,
                       torch.zeros(1, 77, unet.config.cross_attention_dim))
     return bb, lambda T, lh, lw: SD21Condition(_meta(2, 77, unet.config.cross_attention_dim))
 
 
-def meta_svd():
+def meta_svd(unet_config=None, vae_config=None):
+    """The SVD backbone on meta tensors (shipped configs, or the given ones) and ``cond_of(T, lh, lw)``."""
     from vidseg_core.backbones.config import SVDConfig
     from vidseg_core.backbones.svd import SVDBackbone, SVDCondition, _build
 
     d = ROOT / "vidseg_core" / "backbones" / "configs" / "svd"
     # a few SVD parameters are made with the legacy torch.Tensor([...]) constructor, which ignores the meta
     # default device: move everything to meta
-    unet = _build("unet", json.loads((d / "unet" / "config.json").read_text()), meta=True).to("meta")
-    vae = _build("vae", json.loads((d / "vae" / "config.json").read_text()), meta=True).to("meta")
+    unet = _build("unet", dict(unet_config or json.loads((d / "unet" / "config.json").read_text())), meta=True).to("meta")
+    vae = _build("vae", dict(vae_config or json.loads((d / "vae" / "config.json").read_text())), meta=True).to("meta")
     bb = SVDBackbone("svd-meta", SVDConfig(), unet.eval(), vae.eval(), None, torch.device("meta"), torch.float32)
     D = unet.config.cross_attention_dim
     return bb, lambda T, lh, lw: SVDCondition(_meta(2, 1, D), _meta(2, 4, lh, lw), _meta(2, 3), _meta(T))

@@ -1,7 +1,7 @@
 """FLOPs per frame of the WHOLE pipeline on the real SD 2.1 / SVD architectures (meta tensors, no weights),
 the same scope on both sides of every ratio.
 
-    python benchmarks/pipeline_flops.py [--frames 14] [--labels 10] [--height 448] [--width 832] [--chunks 11 7 3]
+    python benchmarks/pipeline_flops.py [--frames 14] [--labels 10] [--height 448] [--width 832] [--chunks 7]
 
 Counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and
 convolutions; attention through the math SDPA kernel so that it is counted)
@@ -58,8 +58,11 @@ def chunk_runs_on(bb, frames: int, latent_hw, device_bytes: int, dtype_bytes: in
     return int(0.8 * (device_bytes - weights) // max(1, per_run))
 
 
-def run(frames: int = 14, labels: int = 10, height: int = 448, width: int = 832, chunks: Sequence[int] = (11, 7, 3),
-        log=print) -> dict:
+ARCHITECTURES = {"SD 2.1": meta_sd, "SVD": meta_svd}
+
+
+def run(frames: int = 14, labels: int = 10, height: int = 448, width: int = 832, chunks: Sequence[int] = (7,),
+        archs: Sequence[str] = tuple(ARCHITECTURES), log=print) -> dict:
     """``{arch: {"setting", "authors", "fast", "paths": {name: FLOP/frame}, "h200_runs"}}`` (FLOPs per frame)."""
     T, K, H, W = frames, labels, height, width
     lh, lw = H // 8, W // 8
@@ -67,8 +70,8 @@ def run(frames: int = 14, labels: int = 10, height: int = 448, width: int = 832,
     ids = list(range(K))
     log(f"== whole-pipeline FLOPs per frame: real architectures (meta tensors), {W}x{H}, T = {T}, K = {K} labels")
     result = {}
-    for name, make in (("SD 2.1", meta_sd), ("SVD", meta_svd)):
-        bb, cond_of = make()
+    for name in archs:
+        bb, cond_of = ARCHITECTURES[name]()
         cfg = bb.config
         fp = feature_pass_flops(bb, cond_of, T, H, W)
         steps = len(bb.sigmas()) - 1 - cfg.modulation_step
@@ -109,7 +112,7 @@ def main(argv=None) -> int:
     ap.add_argument("--labels", type=int, default=10)
     ap.add_argument("--height", type=int, default=448)
     ap.add_argument("--width", type=int, default=832)
-    ap.add_argument("--chunks", type=int, nargs="*", default=[11, 7, 3])
+    ap.add_argument("--chunks", type=int, nargs="*", default=[7])
     args = ap.parse_args(argv)
     with torch.inference_mode():
         run(args.frames, args.labels, args.height, args.width, args.chunks)

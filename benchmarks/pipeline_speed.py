@@ -79,12 +79,12 @@ class SequentialOracleUpsampler(Upsampler):
 
 
 def segment(bb, frames, settings, oracle: bool = False):
-    """``(labels [N,H,W], summary)`` of the whole pipeline; ``oracle`` swaps the quality upsampler for
-    :class:`SequentialOracleUpsampler` (everything else identical)."""
+    """``(labels [N,H,W], coarse [N,h,w], summary)`` of the whole pipeline; ``oracle`` swaps the quality
+    upsampler for :class:`SequentialOracleUpsampler` (everything else identical)."""
     from vidseg_core.pipeline import VideoSegmenter, segment_video
 
     if not oracle:
-        return segment_video(bb, frames, settings)
+        return segment_video(bb, frames, settings, keep_coarse=True)
 
     class OracleSegmenter(VideoSegmenter):
         def _upsampler(self):
@@ -92,12 +92,14 @@ def segment(bb, frames, settings, oracle: bool = False):
 
     seg = OracleSegmenter(bb, settings)
     n = frames.shape[0]
-    labels = None
+    labels = coarse = None
     for res in seg.run(lambda a, b: frames[a:b], n, tuple(frames.shape[1:3])):
         if labels is None:
             labels = torch.empty((n,) + tuple(res.labels.shape[1:]), dtype=torch.long)
+            coarse = torch.empty((n,) + tuple(res.coarse.shape[1:]), dtype=torch.long)
         labels[res.batch.write_start:res.batch.stop] = res.labels
-    return labels, seg.summary
+        coarse[res.batch.write_start:res.batch.stop] = res.coarse
+    return labels, coarse, seg.summary
 
 
 def pipeline_cases(bb, frames: torch.Tensor, clusters: int, cases: Sequence[str] = CASES,
@@ -110,11 +112,11 @@ def pipeline_cases(bb, frames: torch.Tensor, clusters: int, cases: Sequence[str]
 
     def run_mode(key, mode, oracle=False):
         def fn():
-            labels, summary = segment(bb, frames, SegmentSettings(mode=mode, num_clusters=clusters,
-                                                                  batch_size=batch_size), oracle)
+            labels, coarse, summary = segment(bb, frames, SegmentSettings(mode=mode, num_clusters=clusters,
+                                                                          batch_size=batch_size), oracle)
             if stages is not None:
                 stages[key] = {"seconds": dict(summary.seconds), "labels": len(summary.table),
-                               "result": labels}
+                               "result": labels, "coarse": coarse, "table": list(summary.table.values)}
             return labels
         return fn
 
@@ -163,7 +165,8 @@ def run(data=DEFAULT_DATA, clusters: int = 5, num_frames: Optional[int] = None, 
     if "quality" in stages and "oracle" in stages:
         agree = (stages["quality"]["result"] == stages["oracle"]["result"]).float().mean().item()
     for v in stages.values():
-        v.pop("result", None)
+        for k in ("result", "coarse"):
+            v.pop(k, None)
     if log:
         for key, s in samples.items():
             log(f"  {CASE_NAMES[key]}: {s.text()} s/frame wall, {s.median('cpu'):.3f} CPU")

@@ -170,6 +170,8 @@ def compile_backbone(backbone, backend: str = "inductor", mode: Optional[str] = 
     if existing is not None and existing.state.active:
         return existing.state
     state = CompileState(backend, mode)
+    job = _Compiled(backbone, state)
+    backbone.compiled = job  # its state tells the summary what happened, fallback included
     if not hasattr(torch, "compile"):
         state.fallback = "this torch has no torch.compile"
     elif backend == "inductor":
@@ -177,7 +179,6 @@ def compile_backbone(backbone, backend: str = "inductor", mode: Optional[str] = 
     if state.fallback is not None:
         warnings.warn(f"torch.compile is not used: {state.fallback}; running eagerly.", RuntimeWarning, stacklevel=2)
         return state
-    job = _Compiled(backbone, state)
     try:
         for name, module in backbone.attention_layers().items():
             # hooks, step reads and processor swaps stay out of the graph (see the module doc)
@@ -200,7 +201,6 @@ def compile_backbone(backbone, backend: str = "inductor", mode: Optional[str] = 
     if dynamo_config.accumulated_recompile_limit < 2 * needed:
         dynamo_config.accumulated_recompile_limit = 2 * needed
     logging.getLogger("torch._dynamo").addHandler(job.watcher)
-    backbone.compiled = job
     return state
 
 
