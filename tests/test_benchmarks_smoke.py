@@ -41,11 +41,11 @@ def test_quick_cbr_rows():
     assert cases.count("vectorised, paper Eqs 3-5") == cases.count("loop oracle, paper Eqs 3-5")
     assert not any("authors' variant" in c for c in cases)  # compat switched off by the override
     for r in rows:
-        assert r["benchmark"] == "cbr" and r["measure"] == "time"
+        assert r["benchmark"] == "cbr" and r["measure"] == "s, median (min-max)"
         if r["case"].startswith("vectorised"):
             assert r["ratio"].endswith("faster than loop") and r["notes"] == "identical output: True"
         else:
-            assert r["ratio"] == "1.00x (baseline)" and "3 frames, 6x8 grid, 16 channels" in r["notes"]
+            assert r["ratio"] == "1.00x (baseline, 1 rounds)" and "3 frames, 6x8 grid, 16 channels" in r["notes"]
     assert len(footer) == 1 and footer[0].startswith("- `cbr`: ok")
 
 
