@@ -196,10 +196,11 @@ def compile_backbone(backbone, backend: str = "inductor", mode: Optional[str] = 
     import torch._dynamo.config as dynamo_config
 
     needed = ENTRIES_PER_REGION * len(state.regions)
-    if dynamo_config.recompile_limit < needed:
-        dynamo_config.recompile_limit = needed
-    if dynamo_config.accumulated_recompile_limit < 2 * needed:
-        dynamo_config.accumulated_recompile_limit = 2 * needed
+    for names, value in ((("recompile_limit", "cache_size_limit"), needed),  # the second name: older torch
+                         (("accumulated_recompile_limit", "accumulated_cache_size_limit"), 2 * needed)):
+        name = next((n for n in names if hasattr(dynamo_config, n)), None)
+        if name is not None and getattr(dynamo_config, name) < value:
+            setattr(dynamo_config, name, value)
     logging.getLogger("torch._dynamo").addHandler(job.watcher)
     return state
 
