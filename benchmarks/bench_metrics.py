@@ -11,7 +11,6 @@ full-frame baseline (boundary + disk dilation on the whole frame for every
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from vidseg_core.metrics import (  # noqa: E402
     read_label_sequence,
     video_consistency,
 )
+from benchmarks.timing import ratio_text, time_cases  # noqa: E402
 from vidseg_core.metrics import davis as davis_mod  # noqa: E402
 
 
@@ -44,12 +44,9 @@ def _full_frame_f(pred, gt, radius):
 
 
 def _time(fn, repeat=3):
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+    """Median seconds of ``repeat`` runs (``benchmarks/timing.py``) and the last result."""
+    samples, outs = time_cases({"f": fn}, repeats=repeat, warmup=False, keep=("f",))
+    return samples["f"].median(), outs["f"]
 
 
 def run(data=ROOT.parent / "shared" / "data" / "blackswan", log=print):
@@ -79,12 +76,16 @@ def run(data=ROOT.parent / "shared" / "data" / "blackswan", log=print):
         return [[_full_frame_f(pred[t] == k, gt[t] == 1, radius) for k in range(1, n_prop + 1)]
                 for t in range(gt.shape[0])]
 
-    t_base, base = _time(baseline, repeat=1)
-    t_crop, J_F = _time(lambda: davis_mod._pair_scores(pred, gt, None, n_prop, 1, 0.008, False), repeat=1)
+    samples, outs = time_cases({"baseline": baseline, "cropped": lambda: davis_mod._pair_scores(
+        pred, gt, None, n_prop, 1, 0.008, False)}, repeats=3, warmup=False, keep=("baseline", "cropped"))
+    base, J_F = outs["baseline"], outs["cropped"]
+    t_base, t_crop = samples["baseline"].median(), samples["cropped"].median()
     same = np.allclose(np.array(base).T, J_F[1][:, 0, :], atol=1e-12)
-    log(f"F of all (proposal, frame) pairs: full-frame baseline {t_base:.3f} s, cropped (J and F) {t_crop:.3f} s "
-        f"-> {t_base / t_crop:.1f}x faster; identical values: {same}")
-    out["boundary"] = {"baseline": t_base, "cropped": t_crop, "identical": bool(same)}
+    ratio = ratio_text(samples["baseline"], samples["cropped"])
+    log(f"F of all (proposal, frame) pairs: full-frame baseline {samples['baseline'].text()} s, cropped (J and F) "
+        f"{samples['cropped'].text()} s -> {ratio} faster; identical values: {same}")
+    out["boundary"] = {"baseline": t_base, "cropped": t_crop, "identical": bool(same), "ratio": ratio,
+                       "baseline_text": samples["baseline"].text(), "cropped_text": samples["cropped"].text()}
     return out
 
 

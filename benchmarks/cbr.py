@@ -2,7 +2,8 @@
 
 Same inputs for both (default: 14 frames, 28x52 grid, 640 channels, features
 of a drifting random texture plus noise, labels from blobs plus flicker);
-asserts identical output, prints both times and the ratio.  Run:
+asserts identical output, prints both times (median and min-max of ``--repeat``
+alternating rounds, ``benchmarks/timing.py``) and the paired ratio.  Run:
 
     python benchmarks/cbr.py [--frames 14] [--h 28] [--w 52] [--channels 640] [--compat]
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -18,19 +18,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.timing import ratio_text, time_cases  # noqa: E402
 from tests.oracles.cbr_inputs import structured_inputs  # noqa: E402
 from tests.oracles.cbr_loop import cbr_compat_loop, cbr_loop  # noqa: E402
 from vidseg_core.cbr import cbr_refine, cbr_refine_compat  # noqa: E402
-
-
-def timed(fn, repeat=1):
-    best = float("inf")
-    out = None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return out, best
 
 
 def run(frames=14, h=28, w=52, channels=640, repeat=3, compat=False, log=print):
@@ -42,23 +33,30 @@ def run(frames=14, h=28, w=52, channels=640, repeat=3, compat=False, log=print):
     log(f"inputs: {frames} frames, {h}x{w} grid, {channels} channels, "
         f"{out['labels']} labels, torch threads {torch.get_num_threads()}")
 
-    fast, t_fast = timed(lambda: cbr_refine(labels, feats), repeat)
-    slow, t_slow = timed(lambda: cbr_loop(labels, feats))
-    same = torch.equal(fast, slow)
-    changed = float((fast != labels).float().mean())
-    log(f"default CBR (Eqs 3-5, radius^2 = 2): vectorised {t_fast * 1000:.1f} ms, loop {t_slow:.2f} s, "
-        f"speed-up x{t_slow / t_fast:.0f}; identical output: {same}; cells changed: {changed:.1%}")
-    assert same, "vectorised CBR differs from the loop oracle"
-    out["default"] = {"vectorised": t_fast, "loop": t_slow, "identical": same, "changed": changed}
+    def pair(vectorised, loop):
+        """Both sides ``repeat`` times in alternating rounds; the vectorised one warmed up first."""
+        samples, outs = time_cases({"loop": loop, "vectorised": vectorised}, repeats=repeat, warmup=vectorised,
+                                   keep=("loop", "vectorised"))
+        lo, ve = samples["loop"], samples["vectorised"]
+        same = torch.equal(outs["vectorised"], outs["loop"])
+        d = {"vectorised": ve.median(), "loop": lo.median(), "identical": same, "ratio": ratio_text(lo, ve),
+             "vectorised_text": ve.text(digits=4), "loop_text": lo.text(digits=3), "rounds": repeat}
+        return d, outs["vectorised"]
+
+    d, fast = pair(lambda: cbr_refine(labels, feats), lambda: cbr_loop(labels, feats))
+    d["changed"] = float((fast != labels).float().mean())
+    log(f"default CBR (Eqs 3-5, radius^2 = 2): vectorised {d['vectorised_text']} s, loop {d['loop_text']} s, "
+        f"speed-up {d['ratio']}; identical output: {d['identical']}; cells changed: {d['changed']:.1%}")
+    assert d["identical"], "vectorised CBR differs from the loop oracle"
+    out["default"] = d
 
     if compat:
-        fast, t_fast = timed(lambda: cbr_refine_compat(labels, feats, dtype=torch.float64), repeat)
-        slow, t_slow = timed(lambda: cbr_compat_loop(labels, feats, dtype=torch.float64))
-        same = torch.equal(fast, slow)
-        log(f"compat CBR (reference §7): vectorised {t_fast * 1000:.1f} ms, loop {t_slow:.2f} s, "
-            f"speed-up x{t_slow / t_fast:.0f}; identical output: {same}")
-        assert same, "vectorised compat CBR differs from the loop oracle"
-        out["compat"] = {"vectorised": t_fast, "loop": t_slow, "identical": same}
+        d, _ = pair(lambda: cbr_refine_compat(labels, feats, dtype=torch.float64),
+                    lambda: cbr_compat_loop(labels, feats, dtype=torch.float64))
+        log(f"compat CBR (reference §7): vectorised {d['vectorised_text']} s, loop {d['loop_text']} s, "
+            f"speed-up {d['ratio']}; identical output: {d['identical']}")
+        assert d["identical"], "vectorised compat CBR differs from the loop oracle"
+        out["compat"] = d
     return out
 
 
@@ -68,7 +66,7 @@ def main(argv=None):
     ap.add_argument("--h", type=int, default=28)
     ap.add_argument("--w", type=int, default=52)
     ap.add_argument("--channels", type=int, default=640)
-    ap.add_argument("--repeat", type=int, default=3, help="repeats of the vectorised run (best time)")
+    ap.add_argument("--repeat", type=int, default=3, help="alternating rounds of both sides (median, min-max)")
     ap.add_argument("--compat", action="store_true", help="also time the authors' variant (float64, both sides)")
     args = ap.parse_args(argv)
     run(args.frames, args.h, args.w, args.channels, args.repeat, args.compat)

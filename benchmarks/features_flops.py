@@ -40,29 +40,38 @@ def _stopped_feature_step(bb, x, cond):
         raise RuntimeError("the feature step did not capture every feature layer")
 
 
+def feature_pass_flops(bb, cond_of, frames: int, height: int, width: int) -> dict:
+    """FLOPs (whole batch, not per frame) of the feature pass of ``bb`` (a meta backbone): ``encode``, one guided
+    UNet evaluation ``unet_eval``, ``full`` (encode + every evaluation complete) and ``ours`` (the last one
+    conditional-only and stopped after block 8), ``steps`` evaluations, ``last_fraction``."""
+    T, H, W = frames, height, width
+    lh, lw = H // 8, W // 8
+    cfg = bb.config
+    x = _meta(1, T, 4, lh, lw)
+    cond = cond_of(T, lh, lw)
+    steps = cfg.feature_step - cfg.modulation_step + 1
+    unet_eval = count(lambda: bb.denoised(x, cfg.feature_step, cond))
+    last = count(lambda: _stopped_feature_step(bb, x, cond))
+    encode = count(lambda: bb.vae.encode(_meta(T, 3, H, W)))
+    return {"encode": encode, "unet_eval": unet_eval, "steps": steps, "last_fraction": last / unet_eval,
+            "full": encode + steps * unet_eval, "ours": encode + (steps - 1) * unet_eval + last}
+
+
 def run(frames: int = 14, height: int = 448, width: int = 832, log=print) -> dict:
     """``{arch: {"full": FLOP/frame, "ours": FLOP/frame, "steps": n, "setting": ...}}``."""
     T, H, W = frames, height, width
-    lh, lw = H // 8, W // 8
     log(f"== feature pass FLOPs per frame: real architectures (meta tensors), {W}x{H}, T = {T} frames")
     result = {}
     for name, make in (("SD 2.1", meta_sd), ("SVD", meta_svd)):
         bb, cond_of = make()
-        cfg = bb.config
-        x = _meta(1, T, 4, lh, lw)
-        cond = cond_of(T, lh, lw)
-        steps = cfg.feature_step - cfg.modulation_step + 1
-        unet_eval = count(lambda: bb.denoised(x, cfg.feature_step, cond))
-        last = count(lambda: _stopped_feature_step(bb, x, cond))
-        encode = count(lambda: bb.vae.encode(_meta(T, 3, H, W)))
-        full = encode + steps * unet_eval
-        ours = encode + (steps - 1) * unet_eval + last
-        tf = 1e12
-        log(f"  {name}: {steps} UNet evaluations (CFG, {2 * T} rows) of {unet_eval / tf:.2f} TFLOP; the last one "
-            f"conditional-only, stopped after block 8: {last / tf:.2f} TFLOP ({100 * last / unet_eval:.0f}%); encode {encode / tf:.2f} TFLOP")
+        f = feature_pass_flops(bb, cond_of, T, H, W)
+        full, ours, steps, tf = f["full"], f["ours"], f["steps"], 1e12
+        log(f"  {name}: {steps} UNet evaluations (CFG, {2 * T} rows) of {f['unet_eval'] / tf:.2f} TFLOP; the last "
+            f"one conditional-only, stopped after block 8: {100 * f['last_fraction']:.0f}% of one; "
+            f"encode {f['encode'] / tf:.2f} TFLOP")
         log(f"    full pass {full / T / tf:.3f} TFLOP/frame, ours {ours / T / tf:.3f} TFLOP/frame "
             f"({full / ours:.3f}x fewer, {100 * (1 - ours / full):.1f}% saved)")
-        result[name] = {"full": full / T, "ours": ours / T, "steps": steps, "last_fraction": last / unet_eval,
+        result[name] = {"full": full / T, "ours": ours / T, "steps": steps, "last_fraction": f["last_fraction"],
                         "setting": {"frames": T, "height": H, "width": W}}
     return result
 

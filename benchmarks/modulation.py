@@ -1,20 +1,28 @@
 """Masked modulation: sequential oracle vs batched implementation vs the guided-filter fast mode.
 
-    python benchmarks/modulation.py [--frames 4] [--labels 5] [--height 448] [--width 832] [--repeats 2]
+    python benchmarks/modulation.py [--frames 4] [--labels 5] [--height 448] [--width 832] [--repeats 3]
                                     [--flop-labels 10] [--flop-frames 14] [--skip-timing] [--skip-flops]
 
 Part 1 (time, tiny-sd, same inputs for all): seconds per frame of
 ``tests/oracles/modulation_sequential.py`` (the authors' structure: a reference
 pass storing q/k and latents, then one pass per label and sign), of
 ``modulate_batch`` (one chunk; also chunks of 3 runs with the reference
-repeated vs stored) and of ``GuidedFilterUpsampler``; best of ``--repeats``
-interleaved runs; the batched labels are checked against the oracle's.
+repeated vs stored) and of ``GuidedFilterUpsampler``; every case ``--repeats``
+times in alternating rounds (``benchmarks/timing.py``), median and min-max; the
+batched labels are checked against the oracle's.  Both sides of the ratio are
+the modulation stage alone, from the same noisy latents; the whole-pipeline
+ratio (feature pass, coarse stage and decodes included) is
+``benchmarks/pipeline_speed.py``'s.
 
 Part 2 (floating-point operations, REAL SD 2.1 and SVD architectures from
 ``vidseg_core/backbones/configs`` on meta tensors — nothing downloaded, no
 weights): per frame at 448x832, K = 10 labels, T = 14 frames, counted with
 ``torch.utils.flop_counter.FlopCounterMode`` (attention through the math SDPA
 kernel so that it is counted):
+
+These are counts of the modulation stage, NOT a like-for-like ratio: the
+authors' reference pass is also their feature pass, ours is separate.  The
+same-scope whole-pipeline FLOPs are ``benchmarks/pipeline_flops.py``'s.
 
 * the authors' schedule: a reference pass + 2K passes, each a full UNet
   evaluation (CFG batch 2T) at every step from t_m to the end, and a decode of
@@ -31,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -93,7 +100,7 @@ def timing(args):
     ids = list(range(K))
     size = (H, W)
     print(f"== time: tiny-sd, {T} frames {W}x{H}, K = {K} labels ({2 * K} modulated runs), "
-          f"{torch.get_num_threads()} threads, best of {args.repeats}")
+          f"{torch.get_num_threads()} threads, {args.repeats} interleaved rounds")
 
     cases = {
         "sequential oracle": lambda: sequential_modulation(bb, inputs, coarse, ids, size),
@@ -110,38 +117,38 @@ def timing(args):
     x1 = inputs.x_start[None]
     cases["(one UNet evaluation of one run)"] = lambda: bb.denoised(x1, bb.config.modulation_step, inputs.cond)
     cases["(decode of one run)"] = lambda: bb.decode(inputs.z0)
-    best = {k: math.inf for k in cases}
-    outs = {}
-    with torch.inference_mode():
+    from benchmarks.timing import ratio_text, time_cases
+
+    if getattr(args, "cases", None) is not None:
+        cases = {k: v for k, v in cases.items() if k in args.cases or k in ("sequential oracle", "batched (one chunk)")}
+
+    def warm():
         GuidedFilterUpsampler().upsample(frames[:1], coarse[:1], ids)  # warm-up of the small kernels
         bb.denoised(inputs.x_start[None], bb.config.modulation_step, inputs.cond)
-        for _ in range(args.repeats):
-            for name, fn in cases.items():
-                t0 = time.perf_counter()
-                outs[name] = fn()
-                best[name] = min(best[name], time.perf_counter() - t0)
+
+    with torch.inference_mode():
+        samples, outs = time_cases(cases, repeats=args.repeats, per=T, warmup=warm,
+                                   keep=("sequential oracle", "batched (one chunk)",
+                                         "batched, chunks of 3 runs, reference stored"))
     seq_labels, seq_maps = outs["sequential oracle"]
     res = outs["batched (one chunk)"]
     agree = (res.labels == seq_labels).float().mean().item()
     dmax = (res.difference_maps - seq_maps).abs().max().item()
-    store = outs["batched, chunks of 3 runs, reference stored"].stats.get("store_bytes", 0)
-    for name in cases:
-        print(f"  {name:48s} {best[name] / T:8.3f} s/frame")
-    seq = best["sequential oracle"]
-    print(f"  batched vs sequential: {seq / best['batched (one chunk)']:.2f}x faster; "
-          f"labels agree on {100 * agree:.3f}% of pixels, max |Δ difference map| = {dmax:.2e}")
-    print(f"  chunks of 3: repeated reference {best['batched, chunks of 3 runs, reference repeated'] / T:.3f} s/frame, "
-          f"stored reference {best['batched, chunks of 3 runs, reference stored'] / T:.3f} s/frame "
-          f"(store holds {store / 2 ** 20:.1f} MiB here)")
+    stored = outs.get("batched, chunks of 3 runs, reference stored")
+    store = stored.stats.get("store_bytes", 0) if stored is not None else 0
+    for name, s in samples.items():
+        print(f"  {name:48s} {s.text()} s/frame wall (median, min-max), {s.median('cpu'):.3f} CPU")
+    seq = samples["sequential oracle"]
+    print(f"  batched vs sequential (modulation only, same inputs): {ratio_text(seq, samples['batched (one chunk)'])} "
+          f"faster; labels agree on {100 * agree:.3f}% of pixels, max |Δ difference map| = {dmax:.2e}")
     steps = len(bb.sigmas()) - 1 - bb.config.modulation_step
-    u, dec = best["(one UNet evaluation of one run)"], best["(decode of one run)"]
-    print(f"  per modulated run: {steps} UNet evaluations {steps * u:.2f} s + decode {dec:.2f} s; the decode alone "
-          f"bounds batched/sequential to <= {(steps * u + dec) / dec:.2f}x for exact outputs")
-    print(f"  fast mode vs batched: {best['batched (one chunk)'] / best['fast mode (guided filter)']:.1f}x faster; "
-          f"vs sequential {seq / best['fast mode (guided filter)']:.1f}x")
+    if "(one UNet evaluation of one run)" in samples and "(decode of one run)" in samples:
+        u, dec = samples["(one UNet evaluation of one run)"].median() * T, samples["(decode of one run)"].median() * T
+        print(f"  per modulated run: {steps} UNet evaluations {steps * u:.2f} s + decode {dec:.2f} s; the decode alone "
+              f"bounds batched/sequential to <= {(steps * u + dec) / dec:.2f}x for exact outputs")
     return {"setting": {"frames": T, "height": H, "width": W, "labels": K, "repeats": args.repeats,
                         "threads": torch.get_num_threads()},
-            "per_frame": {name: best[name] / T for name in cases}, "agree": agree, "dmax": dmax,
+            "samples": samples, "agree": agree, "dmax": dmax,
             "store_mib": store / 2 ** 20}
 
 
@@ -196,7 +203,8 @@ def _meta(*shape):
     return torch.empty(*shape, device="meta")
 
 
-def meta_sd():
+def meta_sd(unet_config=None, vae_config=None):
+    """The SD 2.1 backbone on meta tensors (shipped configs, or the given ones) and ``cond_of(T, lh, lw)``."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from vidseg_core.backbones.config import SD21Config
@@ -204,22 +212,23 @@ def meta_sd():
 
     d = ROOT / "vidseg_core" / "backbones" / "configs" / "sd21"
     with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(json.loads((d / "unet" / "config.json").read_text()))
-        vae = AutoencoderKL.from_config(json.loads((d / "vae" / "config.json").read_text()))
+        unet = UNet2DConditionModel.from_config(dict(unet_config or json.loads((d / "unet" / "config.json").read_text())))
+        vae = AutoencoderKL.from_config(dict(vae_config or json.loads((d / "vae" / "config.json").read_text())))
     bb = SD21Backbone("sd21-meta", SD21Config(), unet.eval(), vae.eval(), torch.device("meta"), torch.float32,
                       torch.zeros(1, 77, unet.config.cross_attention_dim))
     return bb, lambda T, lh, lw: SD21Condition(_meta(2, 77, unet.config.cross_attention_dim))
 
 
-def meta_svd():
+def meta_svd(unet_config=None, vae_config=None):
+    """The SVD backbone on meta tensors (shipped configs, or the given ones) and ``cond_of(T, lh, lw)``."""
     from vidseg_core.backbones.config import SVDConfig
     from vidseg_core.backbones.svd import SVDBackbone, SVDCondition, _build
 
     d = ROOT / "vidseg_core" / "backbones" / "configs" / "svd"
     # a few SVD parameters are made with the legacy torch.Tensor([...]) constructor, which ignores the meta
     # default device: move everything to meta
-    unet = _build("unet", json.loads((d / "unet" / "config.json").read_text()), meta=True).to("meta")
-    vae = _build("vae", json.loads((d / "vae" / "config.json").read_text()), meta=True).to("meta")
+    unet = _build("unet", dict(unet_config or json.loads((d / "unet" / "config.json").read_text())), meta=True).to("meta")
+    vae = _build("vae", dict(vae_config or json.loads((d / "vae" / "config.json").read_text())), meta=True).to("meta")
     bb = SVDBackbone("svd-meta", SVDConfig(), unet.eval(), vae.eval(), None, torch.device("meta"), torch.float32)
     D = unet.config.cross_attention_dim
     return bb, lambda T, lh, lw: SVDCondition(_meta(2, 1, D), _meta(2, 4, lh, lw), _meta(2, 3), _meta(T))
@@ -271,14 +280,13 @@ def flops(args):
         print(f"  {name}: one UNet evaluation (CFG, {2 * T} rows) {unet_eval / tf:.2f} TFLOP, decode of {T} frames "
               f"{decode / tf:.2f} TFLOP, {steps} steps per pass")
         print(f"    authors' schedule  {authors / T / tf:10.3f} TFLOP/frame  (reference + {2 * K} passes + {2 * K} decodes)")
-        print(f"    ours (batched)     {ours / T / tf:10.3f} TFLOP/frame  ({100 * (1 - ours / authors):.1f}% fewer, "
-              f"{authors / ours:.3f}x)")
-        print(f"    ours, no shared attention probabilities {ours_plain / T / tf:.3f} TFLOP/frame "
-              f"({100 * (1 - ours_plain / authors):.1f}% fewer)")
+        print(f"    ours (batched)     {ours / T / tf:10.3f} TFLOP/frame  (modulation stage only: without our "
+              f"separate feature pass, so not comparable with the line above; see pipeline_flops.py)")
+        print(f"    ours, no shared attention probabilities {ours_plain / T / tf:.3f} TFLOP/frame")
         print(f"    fast mode          {fast / T / 1e9:10.3f} GFLOP/frame (FlopCounterMode: matmul/conv only); "
               f"all ops {fast_all / T / 1e9:.3f} G/frame")
-        print(f"    quality / fast:    {ours / max(fast, 1):.3g}x (FlopCounterMode), "
-              f"{ours_all / fast_all:.3g}x (all ops: quality {ours_all / T / tf:.3f} T/frame)")
+        print(f"    upsampling stage only, quality / fast: {ours_all / fast_all:.3g}x (all ops); both modes share the "
+              f"feature pass, so whole pipelines differ far less (pipeline_flops.py)")
         result[name] = {"setting": {"frames": T, "height": H, "width": W, "labels": K, "steps": steps},
                         "unet_eval": unet_eval, "decode": decode, "authors": authors / T, "ours": ours / T,
                         "fast": fast / T, "ours_all": ours_all / T, "fast_all": fast_all / T,
@@ -286,11 +294,12 @@ def flops(args):
     return result
 
 
-def run(frames=4, labels=5, height=448, width=832, repeats=2, flop_labels=10, flop_frames=14, timing_part=True,
-        flops_part=True):
-    """Both parts as dicts (FLOPs per frame; seconds per frame), for ``benchmarks/run_all.py``."""
+def run(frames=4, labels=5, height=448, width=832, repeats=3, flop_labels=10, flop_frames=14, timing_part=True,
+        flops_part=True, cases=None):
+    """Both parts as dicts (FLOPs per frame; timing samples per frame), for ``benchmarks/run_all.py``.
+    ``cases``: timed cases besides the sequential oracle and the one-chunk batched run (default all)."""
     args = argparse.Namespace(frames=frames, labels=labels, height=height, width=width, repeats=repeats,
-                              flop_labels=flop_labels, flop_frames=flop_frames)
+                              flop_labels=flop_labels, flop_frames=flop_frames, cases=cases)
     return {"flops": flops(args) if flops_part else None, "timing": timing(args) if timing_part else None}
 
 
@@ -300,7 +309,8 @@ def main(argv=None):
     ap.add_argument("--labels", type=int, default=5)
     ap.add_argument("--height", type=int, default=448)
     ap.add_argument("--width", type=int, default=832)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (at least 3 for published figures)")
+    ap.add_argument("--cases", nargs="*", default=None, help="timed cases besides the oracle and one-chunk batched")
     ap.add_argument("--flop-labels", type=int, default=10)
     ap.add_argument("--flop-frames", type=int, default=14)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")

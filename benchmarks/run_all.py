@@ -5,12 +5,15 @@
 
 Benchmarks (names for ``--skip`` / ``--only``):
 
-* ``modulation``    -- masked modulation: sequential oracle vs batched vs the fast mode on tiny-sd, and FLOPs
-                       of the real SD 2.1 / SVD architectures (``benchmarks/modulation.py``);
+* ``modulation``    -- the modulation stage alone: sequential oracle vs batched (and chunked) on tiny-sd, same
+                       inputs on both sides (``benchmarks/modulation.py``);
+* ``pipeline_flops``-- FLOPs per frame of the WHOLE pipeline on the real SD 2.1 / SVD architectures: the authors'
+                       quality mode against ours on the CPU and CUDA paths and in chunks, and the fast mode
+                       (``benchmarks/pipeline_flops.py``);
 * ``cbr``           -- vectorised CBR vs the per-trajectory loop (``benchmarks/cbr.py``), at the default
                        thread count and at 1 thread;
-* ``pipeline``      -- feature extraction and the whole pipeline (fast, quality) per frame on the blackswan
-                       frames with tiny-sd (``benchmarks/pipeline_speed.py``);
+* ``pipeline``      -- the feature pass and the whole pipeline (fast, quality, quality through the sequential
+                       oracle) per frame on the blackswan frames with tiny-sd (``benchmarks/pipeline_speed.py``);
 * ``memory``        -- peak RSS against video length on the bedroom frames, a fresh process per
                        configuration (``benchmarks/pipeline_memory.py``);
 * ``coarse_oracle`` -- coarse-stage quality on oracle features (``benchmarks/coarse_oracle.py``);
@@ -20,7 +23,9 @@ Benchmarks (names for ``--skip`` / ``--only``):
 * ``features_flops``-- FLOPs per frame of the feature pass on the real SD 2.1 / SVD architectures, full vs
                        the last step conditional-only and stopped after block 8 (``benchmarks/features_flops.py``).
 
-Every ratio is between two timings taken side by side in this run.  Wall times
+Every timed case runs at least 3 times (``repeats``) in alternating rounds
+(``benchmarks/timing.py``); values are medians with min-max, ratios the median
+and min-max of per-round paired ratios, both sides of the same scope.  Wall times
 on a shared 2-core machine suffer when other processes run.  With torch's
 default OpenMP spinning, 2 threads on a busy 2-core machine were 100-250x
 slower than 1 thread, so this script sets ``OMP_WAIT_POLICY=PASSIVE`` unless
@@ -36,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 import time
 import traceback
@@ -51,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.report import load_average, machine, ratio, render, row, seconds  # noqa: E402
+from benchmarks.report import load_average, machine, render, row, seconds  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 Rows = List[Dict[str, str]]
@@ -69,16 +75,22 @@ def _quiet(_msg: str) -> None:
 #: full and quick settings of every benchmark (all figures of the table come from these)
 SETTINGS = {
     "modulation": {
-        "full": dict(frames=4, labels=5, height=448, width=832, repeats=1, flop_labels=10, flop_frames=14),
-        "quick": dict(frames=2, labels=2, height=64, width=128, repeats=1, flop_labels=2, flop_frames=2),
+        "full": dict(frames=4, labels=5, height=256, width=448, repeats=3, flops_part=False,
+                     cases=("batched, chunks of 3 runs, reference repeated", "batched, chunks of 3 runs, reference stored",
+                            "(one UNet evaluation of one run)", "(decode of one run)")),
+        "quick": dict(frames=2, labels=2, height=64, width=128, repeats=1, flops_part=False, cases=()),
+    },
+    "pipeline_flops": {
+        "full": dict(frames=14, labels=10, height=448, width=832, chunks=(7,)),
+        "quick": dict(frames=2, labels=2, height=64, width=128, chunks=(), archs=("SD 2.1",)),
     },
     "cbr": {
         "full": dict(frames=14, h=28, w=52, channels=640, repeat=3, compat=True),
         "quick": dict(frames=3, h=6, w=8, channels=16, repeat=1, compat=True),
     },
     "pipeline": {
-        "full": dict(clusters=5, num_frames=None, max_side=None),
-        "quick": dict(clusters=2, num_frames=2, max_side=192),
+        "full": dict(clusters=5, num_frames=4, max_side=480, repeats=3),
+        "quick": dict(clusters=2, num_frames=2, max_side=128, repeats=1),
     },
     "memory": {
         "full": dict(lengths=(14, 56, 200), max_side=480, clusters=3, batch_size=None),
@@ -112,41 +124,63 @@ def _tflop_row(benchmark: str, case: str, flops: float, baseline: Optional[float
     return row(benchmark, case, "TFLOP/frame", f"{flops / 1e12:.3f}", f"{baseline / flops:.3f}x fewer", notes)
 
 
+def _timing_rows(benchmark: str, samples, baseline: str, where: str, notes: Dict[str, str], unit: str = "s/frame",
+                 components=()) -> Rows:
+    """One row per timed case: median (min-max) wall, CPU median in the notes, ratio to ``baseline`` as the median
+    (min-max) of paired rounds."""
+    from benchmarks.timing import paired_ratios, ratio_text
+
+    rows: Rows = []
+    base = samples[baseline]
+    for name, s in samples.items():
+        if name == baseline:
+            r = f"1.00x (baseline, {s.n} rounds)"
+        elif name in components:
+            r = ""
+        else:
+            r = ratio_text(base, s) + (" faster" if statistics.median(paired_ratios(base, s)) >= 1 else ": slower")
+        note = "; ".join(x for x in (where if name == baseline else "", notes.get(name, ""),
+                                     f"CPU {s.median('cpu'):.3f} {unit}") if x)
+        rows.append(row(benchmark, name, f"{unit}, median (min-max)", s.text(), r, note))
+    return rows
+
+
 def bench_modulation(cfg, log) -> Rows:
     from benchmarks import modulation
 
     res = modulation.run(**cfg)  # prints its own report (sent to stderr by run_benchmarks)
-    rows: Rows = []
     tm = res.get("timing")
-    if tm:
-        s = tm["setting"]
-        where = f"tiny-sd, {s['frames']} frames {s['width']}x{s['height']}, K = {s['labels']} labels " \
-                f"({2 * s['labels']} modulated runs), best of {s['repeats']}"
-        pf = tm["per_frame"]
-        seq = pf["sequential oracle"]
-        for name, t in pf.items():
-            r = "1.00x (baseline)" if name == "sequential oracle" else f"{ratio(seq, t)} faster than sequential"
-            note = where if name == "sequential oracle" else ""
-            if name.startswith("("):  # components, not alternatives
-                r, note = "", "component of one modulated run"
-            if name == "batched (one chunk)":
-                note = f"labels agree with the oracle on {100 * tm['agree']:.3f}% of pixels, " \
-                       f"max |Δ difference map| {tm['dmax']:.1e}"
-            if name.endswith("reference stored"):
-                note = f"store holds {tm['store_mib']:.1f} MiB"
-            rows.append(row("modulation: time", name, "s/frame", f"{t:.3f}", r, note))
-    for arch, f in (res.get("flops") or {}).items():
+    if not tm:
+        return []
+    s = tm["setting"]
+    where = f"modulation stage only on both sides, same noisy latents: tiny-sd, {s['frames']} frames " \
+            f"{s['width']}x{s['height']}, K = {s['labels']} labels ({2 * s['labels']} modulated runs)"
+    notes = {"batched (one chunk)": f"labels agree with the oracle on {100 * tm['agree']:.3f}% of pixels, "
+                                    f"max |Δ difference map| {tm['dmax']:.1e}",
+             "batched, chunks of 3 runs, reference stored": f"store holds {tm['store_mib']:.1f} MiB",
+             "(one UNet evaluation of one run)": "component of one modulated run",
+             "(decode of one run)": "component of one modulated run"}
+    comps = [n for n in tm["samples"] if n.startswith("(")]
+    return _timing_rows("modulation: time", tm["samples"], "sequential oracle", where, notes, components=comps)
+
+
+def bench_pipeline_flops(cfg, log) -> Rows:
+    from benchmarks import pipeline_flops
+
+    res = pipeline_flops.run(**cfg, log=log)
+    rows: Rows = []
+    for arch, f in res.items():
         s = f["setting"]
-        where = f"{s['width']}x{s['height']}, T = {s['frames']}, K = {s['labels']} labels, meta tensors"
-        bench = f"modulation: FLOPs {arch}"
-        rows.append(_tflop_row(bench, "authors' schedule (reference + 2K passes + 2K decodes)", f["authors"],
-                               notes=where))
-        rows.append(_tflop_row(bench, "ours (batched modulate_batch)", f["ours"], f["authors"]))
-        if f.get("ours_plain"):
-            rows.append(_tflop_row(bench, "ours, attention probabilities not shared", f["ours_plain"], f["authors"]))
-        rows.append(row(f"modulation: FLOPs {arch}", "fast mode (guided filter)", "GFLOP/frame (all ops)",
-                        f"{f['fast_all'] / 1e9:.3f}", f"quality/fast {f['ours_all'] / f['fast_all']:.3g}x (all ops)",
-                        f"matmul/conv only: {f['fast'] / 1e9:.3f} GFLOP/frame"))
+        where = (f"{s['width']}x{s['height']}, T = {s['frames']}, K = {s['labels']} labels in every frame, meta tensors; "
+                 f"E + (2K+1)(S·U + D), S = {s['steps']}")
+        bench = f"pipeline: FLOPs {arch}"
+        rows.append(_tflop_row(bench, "authors' quality mode (reference pass = feature pass, decoded)",
+                               f["authors"], notes=where))
+        for name, v in f["paths"].items():
+            note = f"an H200 fits about {f['h200_runs']} runs per chunk" if "CUDA default" in name else None
+            rows.append(_tflop_row(bench, f"ours, quality, {name}", v, f["authors"], note))
+        rows.append(_tflop_row(bench, "ours, fast mode (feature pass + guided filter)", f["fast"], f["authors"],
+                               "the guided filter adds about 0.25 GFLOP/frame (element-wise, not in the count)"))
     return rows
 
 
@@ -169,10 +203,10 @@ def bench_cbr(cfg, log) -> Rows:
             if variant not in res:
                 continue
             d = res[variant]
-            rows.append(row("cbr", f"loop oracle, {title}", "time", seconds(d["loop"]), "1.00x (baseline)", where))
-            rows.append(row("cbr", f"vectorised, {title}", "time", seconds(d["vectorised"]),
-                            f"{ratio(d['loop'], d['vectorised'])} faster than loop",
-                            f"identical output: {d['identical']}"))
+            rows.append(row("cbr", f"loop oracle, {title}", "s, median (min-max)", d["loop_text"],
+                            f"1.00x (baseline, {d['rounds']} rounds)", where))
+            rows.append(row("cbr", f"vectorised, {title}", "s, median (min-max)", d["vectorised_text"],
+                            f"{d['ratio']} faster than loop", f"identical output: {d['identical']}"))
     return rows
 
 
@@ -184,23 +218,26 @@ def bench_pipeline(cfg, log, data: Path = DATA) -> Rows:
     where = f"{s['model']}, {s['frames']} blackswan frames {s['source_size'][1]}x{s['source_size'][0]}" + \
             (f" (capped {s['frame_size'][1]}x{s['frame_size'][0]})" if s["frame_size"] != s["source_size"] else "") + \
             f" -> work {s['work_size'][1]}x{s['work_size'][0]}, grid {s['grid'][0]}x{s['grid'][1]}, " \
-            f"B = {s['batch_size']}"
-    feat = res["features"]["per_frame"]
-    rows = [row("pipeline", "feature extraction (extract_features)", "s/frame", f"{feat:.3f}", "1.00x (baseline)",
-                f"{where}; CPU {res['features']['cpu_seconds'] / s['frames']:.3f} s/frame")]
-    for mode in ("fast", "quality"):
-        if mode not in res:
-            continue
-        m = res[mode]
-        stages = ", ".join(f"{k} {v / s['frames']:.3f}" for k, v in m["stages"].items() if k != "read")
-        r = f"{m['per_frame'] / feat:.2f}x features"
-        if mode == "quality" and "fast" in res:
-            r += f"; {m['seconds'] / res['fast']['seconds']:.1f}x fast"
-        rows.append(row("pipeline", f"whole pipeline, {mode} mode (segment_video)", "s/frame",
-                        f"{m['per_frame']:.3f}", r,
-                        f"K = {s['clusters']} ({m['labels']} labels, no reference mask); per frame: {stages} s; "
-                        f"CPU {m['cpu_seconds'] / s['frames']:.3f} s/frame"))
-    return rows
+            f"B = {s['batch_size']}, K = {s['clusters']}"
+    notes = {}
+    for key, st in res["stages"].items():
+        per = ", ".join(f"{k} {v / s['frames']:.3f}" for k, v in st["seconds"].items() if k != "read")
+        notes[key] = f"{st['labels']} labels; last round per frame: {per} s"
+    if res.get("agree") is not None:
+        notes["quality"] += f"; labels agree with the oracle's on {100 * res['agree']:.3f}% of pixels"
+    sm = res["samples"]
+    if "quality" in sm and "fast" in sm:
+        from benchmarks.timing import ratio_text
+
+        notes["fast"] += f"; the quality mode (batched) takes {ratio_text(sm['quality'], sm['fast'])} as long"
+    names = pipeline_speed.CASE_NAMES
+    samples = {names[k]: v for k, v in sm.items()}
+    notes = {names[k]: v for k, v in notes.items()}
+    base = names["oracle"] if "oracle" in sm else next(iter(samples))
+    samples = {base: samples.pop(base), **samples}
+    # only the batched quality mode has the oracle's scope; the feature pass and the fast mode are listed beside it
+    others = [names[k] for k in ("features", "fast") if k in sm]
+    return _timing_rows("pipeline", samples, base, where, notes, components=others)
 
 
 def _peak_source_note(rep) -> str:
@@ -264,10 +301,10 @@ def bench_metrics(cfg, log, data: Path = DATA) -> Rows:
         row("metrics", "DAVIS semi-supervised J&F", "time", seconds(res["semi_supervised"]["seconds"]), "", where),
         row("metrics", "VC_8 + VC_16", "time", seconds(res["vc"]["seconds"]), "", where),
         row("metrics", "mIoU (21 classes)", "time", seconds(res["miou"]["seconds"]), "", where),
-        row("metrics", "F of all (proposal, frame) pairs, full-frame baseline", "time", seconds(b["baseline"]),
-            "1.00x (baseline)", where),
-        row("metrics", "F of all (proposal, frame) pairs, cropped", "time", seconds(b["cropped"]),
-            f"{ratio(b['baseline'], b['cropped'])} faster", f"identical values: {b['identical']}"),
+        row("metrics", "F of all (proposal, frame) pairs, full-frame baseline", "s, median (min-max)",
+            b["baseline_text"], "1.00x (baseline, 3 rounds)", where),
+        row("metrics", "J and F of all (proposal, frame) pairs, cropped", "s, median (min-max)", b["cropped_text"],
+            f"{b['ratio']} faster", f"identical F values: {b['identical']} (this side also computes J)"),
     ]
 
 
@@ -315,6 +352,7 @@ def bench_dataset(cfg, log) -> Rows:
 
 BENCHMARKS: Dict[str, Callable] = {
     "modulation": bench_modulation,
+    "pipeline_flops": bench_pipeline_flops,
     "cbr": bench_cbr,
     "pipeline": bench_pipeline,
     "memory": bench_memory,

@@ -41,11 +41,11 @@ def test_quick_cbr_rows():
     assert cases.count("vectorised, paper Eqs 3-5") == cases.count("loop oracle, paper Eqs 3-5")
     assert not any("authors' variant" in c for c in cases)  # compat switched off by the override
     for r in rows:
-        assert r["benchmark"] == "cbr" and r["measure"] == "time"
+        assert r["benchmark"] == "cbr" and r["measure"] == "s, median (min-max)"
         if r["case"].startswith("vectorised"):
             assert r["ratio"].endswith("faster than loop") and r["notes"] == "identical output: True"
         else:
-            assert r["ratio"] == "1.00x (baseline)" and "3 frames, 6x8 grid, 16 channels" in r["notes"]
+            assert r["ratio"] == "1.00x (baseline, 1 rounds)" and "3 frames, 6x8 grid, 16 channels" in r["notes"]
     assert len(footer) == 1 and footer[0].startswith("- `cbr`: ok")
 
 
@@ -116,3 +116,78 @@ def test_dataset_rows_from_the_throughput_figures(monkeypatch):
     assert [r["measure"] for r in rows] == ["videos/h", "videos/h", "time"]
     assert rows[0]["value"] == "1309" and rows[1]["value"] == "2618"  # 3600 * 4 / median time
     assert rows[1]["ratio"] == "2.00x (1.50-2.00)" and rows[2]["value"] == "3.00 s"
+
+
+# ------------------------------------------------------------------ interleaved timing helper and the timing rows
+def test_rounds_alternate_direction_and_ratios_are_paired_per_round():
+    from benchmarks.timing import Samples, paired_ratios, ratio_text, round_order, time_cases
+
+    assert round_order(["a", "b"], 4) == [["a", "b"], ["b", "a"], ["a", "b"], ["b", "a"]]
+    assert round_order(["a", "b", "c"], 2) == [["a", "b", "c"], ["c", "b", "a"]]
+    calls = []
+    samples, kept = time_cases({"a": lambda: calls.append("a") or 1, "b": lambda: calls.append("b") or 2},
+                               repeats=3, per=2, warmup=True, keep=["b"])
+    assert calls == ["a", "b"] + ["a", "b", "b", "a", "a", "b"]  # warm-up, then A-B, B-A, A-B
+    assert samples["a"].n == samples["b"].n == 3 and kept == {"b": 2}
+    assert all(c >= 0 for c in samples["a"].cpu) and not samples["a"].device  # no CUDA events off CUDA
+    slow, fast = Samples("x", wall=[2.0, 4.0, 6.0], cpu=[1.0] * 3), Samples("y", wall=[1.0, 1.0, 3.0], cpu=[1.0] * 3)
+    assert paired_ratios(slow, fast) == [2.0, 4.0, 2.0]
+    assert ratio_text(slow, fast) == "2.00x (2.00-4.00)"
+    assert slow.text() == "4.000 (2.000-6.000)"
+    with pytest.raises(ValueError):
+        time_cases({"a": lambda: None}, repeats=0)
+
+
+def test_quick_pipeline_rows_compare_whole_pipelines_against_the_sequential_oracle(blackswan_dir):
+    from benchmarks.pipeline_speed import CASE_NAMES
+
+    rows, footer = run_all.run_benchmarks(["pipeline"], quick=True, log=lambda m: None)
+    assert "ok" in footer[0], footer
+    by_case = {r["case"]: r for r in rows}
+    assert list(by_case)[0] == CASE_NAMES["oracle"] and by_case[CASE_NAMES["oracle"]]["ratio"].startswith("1.00x")
+    assert set(by_case) == set(CASE_NAMES.values())
+    quality = by_case[CASE_NAMES["quality"]]
+    assert quality["ratio"].endswith("faster") and "labels agree with the oracle's on" in quality["notes"]
+    assert all(r["measure"] == "s/frame, median (min-max)" and "CPU" in r["notes"] for r in rows)
+
+
+def test_quick_modulation_rows_are_the_modulation_stage_on_both_sides():
+    rows, footer = run_all.run_benchmarks(["modulation"], quick=True, log=lambda m: None)
+    assert "ok" in footer[0], footer
+    assert [r["case"] for r in rows] == ["sequential oracle", "batched (one chunk)"]
+    assert "modulation stage only on both sides" in rows[0]["notes"]
+    assert rows[1]["ratio"].endswith("faster") and "labels agree with the oracle" in rows[1]["notes"]
+
+
+def test_quick_pipeline_flops_rows_have_the_same_scope_on_both_sides():
+    rows, footer = run_all.run_benchmarks(["pipeline_flops"], quick=True, log=lambda m: None)
+    assert "ok" in footer[0], footer
+    for arch in ("SD 2.1",):  # quick: SD only (the SVD counts take a minute)
+        mine = [r for r in rows if r["benchmark"] == f"pipeline: FLOPs {arch}"]
+        assert mine[0]["case"].startswith("authors' quality mode") and mine[0]["ratio"] == "1.00x (baseline)"
+        authors = float(mine[0]["value"])
+        fast = next(r for r in mine if "fast mode" in r["case"])
+        cpu = next(r for r in mine if "CPU default" in r["case"])
+        cuda = next(r for r in mine if "CUDA default" in r["case"])
+        # the whole quality mode includes the feature pass: above the fast mode (and, one chunk, below the authors')
+        assert float(fast["value"]) < min(float(cpu["value"]), float(cuda["value"]))
+        assert max(float(cpu["value"]), float(cuda["value"])) <= authors
+
+
+def test_gpu_benchmark_runs_on_the_cpu_with_the_tiny_backbones(tmp_path, blackswan_dir):
+    from benchmarks import gpu
+
+    out = tmp_path / "out"
+    assert gpu.main(["--device", "cpu", "--tiny", "--families", "sd21", "--num-frames", "2", "--max-side", "128",
+                     "--repeats", "1", "--labels", "2", "--frames", str(blackswan_dir / "frames"),
+                     "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    for case in ("feature pass", "fast mode", "quality mode (batched)", "sequential oracle", "UNet evaluation"):
+        assert case in table
+    assert "batched vs sequential oracle (whole pipeline, paired rounds)" in table
+    assert "one quality batch: UNet" in table
+    assert "matrix product" in (out / "log.txt").read_text()
+    import json
+
+    res = json.loads((out / "result.json").read_text())
+    assert res["results"][0]["samples"]["quality"]["n"] == 1 and res["results"][0]["flops"]["quality"] > 0

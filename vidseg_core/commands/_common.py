@@ -38,6 +38,9 @@ def add_model_arguments(p) -> None:
                    help="SD 2.1 only: override the prediction type guessed from the file name (768 -> v)")
     p.add_argument("--batch-size", type=int, default=None, help="frames per batch B (default 14, the paper's)")
     p.add_argument("--seed", type=int, default=None, help="per-batch seed (default 1, the authors')")
+    p.add_argument("--compile", choices=["off", "on"], default="off",
+                   help="torch.compile the UNet and VAE blocks (default off; minutes of compilation on the first "
+                        "batch, falls back to eager with a warning when compilation fails)")
 
 
 def parse_range(text: Optional[str]) -> Tuple[int, Optional[int]]:
@@ -73,8 +76,13 @@ def open_source(args, path=None):
 def load_model(args):
     from ..backbones import load_backbone
 
-    return load_backbone(args.model, device=args.device, precision=args.precision,
-                         prediction_type=args.prediction_type, search_dirs=model_search_dirs())
+    bb = load_backbone(args.model, device=args.device, precision=args.precision,
+                       prediction_type=args.prediction_type, search_dirs=model_search_dirs())
+    if getattr(args, "compile", "off") == "on":
+        from ..compile import compile_backbone
+
+        compile_backbone(bb)
+    return bb
 
 
 def peak_rss_mb() -> float:

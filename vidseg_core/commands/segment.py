@@ -171,7 +171,8 @@ def run(args) -> int:
                         "source_size": [src_h, src_w], "frame_range": args.frames, "stride": args.stride,
                         "max_side": args.max_side}
     summary["model"] = {"name": backbone.name, "family": backbone.family, "device": str(backbone.device),
-                        "dtype": str(backbone.dtype).replace("torch.", "")}
+                        "dtype": str(backbone.dtype).replace("torch.", ""),
+                        "compile": backbone.compiled.state.to_dict() if getattr(backbone, "compiled", None) else None}
     summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
     summary["outputs"] = {"labels": "labels/", "overlay": overlay_path.name if overlay_path else None}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,123 @@
+"""FLOPs per frame of the WHOLE pipeline on the real SD 2.1 / SVD architectures (meta tensors, no weights),
+the same scope on both sides of every ratio.
+
+    python benchmarks/pipeline_flops.py [--frames 14] [--labels 10] [--height 448] [--width 832] [--chunks 7]
+
+Counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and
+convolutions; attention through the math SDPA kernel so that it is counted)
+by running the project's own functions on a meta backbone built from the
+shipped configs (``benchmarks/modulation.py``):
+
+* **authors' quality mode** -- ``E + (2K + 1)·(S·U + D)``: their reference pass
+  is also their feature pass and is decoded, then 2K passes (one per label and
+  sign) each run S guided UNet evaluations ``U`` from t_m and a decode ``D``;
+  ``E`` = the VAE encode.  For SD 2.1 at K = 10: ``E + 21(3U + D)``.
+* **ours, quality** -- encode + our feature pass (``features_flops.feature_pass_flops``:
+  the last evaluation conditional-only, stopped after block 8) + ``modulate_batch``
+  on the same latents, on each path a device runs: the CPU default (attention
+  probabilities of the injected layers shared, one chunk), the CUDA default at
+  this commit (not shared, one chunk), and chunks of ``--chunks`` runs
+  (reference repeated in every chunk; and stored once, the ``store`` mode).
+* **ours, fast** -- encode + our feature pass + the guided filter (its
+  element-wise work is not in FlopCounterMode's count; see ``modulation.py``'s
+  all-ops count: about 0.25 GFLOP/frame, negligible here).
+
+The conditioning encoders (SVD's CLIP image tower on one frame) are left out on
+every side.  Labels: K Voronoi cells present in every frame (the worst case
+for the modulation: no (label, frame) row can be skipped).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.features_flops import feature_pass_flops  # noqa: E402
+from benchmarks.modulation import _meta, count, meta_sd, meta_svd, voronoi_coarse  # noqa: E402
+from vidseg_core.features import BatchInputs  # noqa: E402
+from vidseg_core.modulation import ModulationSettings, modulate_batch  # noqa: E402
+from vidseg_core.modulation.runner import estimate_run_bytes  # noqa: E402
+
+#: memory of one H200 as the device tool reports it (about 139 GiB); used only to say which chunk size the
+#: memory-based chunking would pick there
+H200_BYTES = 139 * 2 ** 30
+
+
+def chunk_runs_on(bb, frames: int, latent_hw, device_bytes: int, dtype_bytes: int = 2) -> int:
+    """Runs per chunk ``modulate_batch`` would pick with ``device_bytes`` free (80 % of it, weights aside), at
+    ``dtype_bytes`` per element (bf16 = 2)."""
+    weights = sum(p.numel() for m in bb.modules().values() if m is not None for p in m.parameters()) * dtype_bytes
+    per_run = estimate_run_bytes(bb, frames, latent_hw) * dtype_bytes // 4  # the meta backbone is float32
+    return int(0.8 * (device_bytes - weights) // max(1, per_run))
+
+
+ARCHITECTURES = {"SD 2.1": meta_sd, "SVD": meta_svd}
+
+
+def run(frames: int = 14, labels: int = 10, height: int = 448, width: int = 832, chunks: Sequence[int] = (7,),
+        archs: Sequence[str] = tuple(ARCHITECTURES), log=print) -> dict:
+    """``{arch: {"setting", "authors", "fast", "paths": {name: FLOP/frame}, "h200_runs"}}`` (FLOPs per frame)."""
+    T, K, H, W = frames, labels, height, width
+    lh, lw = H // 8, W // 8
+    coarse = voronoi_coarse(T, lh // 2, lw // 2, K)
+    ids = list(range(K))
+    log(f"== whole-pipeline FLOPs per frame: real architectures (meta tensors), {W}x{H}, T = {T}, K = {K} labels")
+    result = {}
+    for name in archs:
+        bb, cond_of = ARCHITECTURES[name]()
+        cfg = bb.config
+        fp = feature_pass_flops(bb, cond_of, T, H, W)
+        steps = len(bb.sigmas()) - 1 - cfg.modulation_step
+        x = _meta(T, 4, lh, lw)
+        inputs = BatchInputs(_meta(T, 3, H, W), x, cond_of(T, lh, lw), x, x)
+        U = count(lambda: bb.denoised(x[None], cfg.modulation_step, inputs.cond))
+        D = count(lambda: bb.decode(x))
+        authors = fp["encode"] + (2 * K + 1) * (steps * U + D)
+
+        def mod(**kw):
+            return count(lambda: modulate_batch(bb, inputs, coarse, ids, (H, W), ModulationSettings(**kw)))
+
+        paths = {"CPU default (attention shared, one chunk)": mod(share_attention=True),
+                 "CUDA default (attention not shared, one chunk)": mod(share_attention=False)}
+        for c in chunks:
+            paths[f"CUDA, chunks of {c} runs, reference repeated"] = mod(share_attention=False, max_runs_per_chunk=c,
+                                                                         reference="repeat")
+            paths[f"CUDA, chunks of {c} runs, reference stored"] = mod(share_attention=False, max_runs_per_chunk=c,
+                                                                       reference="store")
+        quality = {k: (fp["ours"] + v) / T for k, v in paths.items()}
+        h200 = chunk_runs_on(bb, T, (lh, lw), H200_BYTES)
+        tf = 1e12
+        log(f"  {name}: U = {U / tf:.3f} TFLOP (guided, {2 * T} rows), D = {D / tf:.3f}, E = {fp['encode'] / tf:.3f}, "
+            f"{steps} modulation steps; authors {authors / T / tf:.1f} TFLOP/frame; fast {fp['ours'] / T / tf:.2f}")
+        for k, v in quality.items():
+            log(f"    quality, {k}: {v / tf:.1f} TFLOP/frame ({authors / T / v:.3f}x fewer than the authors')")
+        log(f"    an H200 (about 139 GiB, bf16) fits about {h200} runs per chunk by estimate_run_bytes "
+            f"({2 * K + 1} needed for one chunk)")
+        result[name] = {"setting": {"frames": T, "labels": K, "height": H, "width": W, "steps": steps},
+                        "unet_eval": U / T, "decode": D / T, "encode": fp["encode"] / T, "authors": authors / T,
+                        "fast": fp["ours"] / T, "features_full": fp["full"] / T, "paths": quality, "h200_runs": h200}
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=14)
+    ap.add_argument("--labels", type=int, default=10)
+    ap.add_argument("--height", type=int, default=448)
+    ap.add_argument("--width", type=int, default=832)
+    ap.add_argument("--chunks", type=int, nargs="*", default=[7])
+    args = ap.parse_args(argv)
+    with torch.inference_mode():
+        run(args.frames, args.labels, args.height, args.width, args.chunks)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
