@@ -41,26 +41,6 @@ def add_arguments(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _prepare_out(out: Path, source_path: Path, overwrite: bool) -> None:
-    out_r, src_r = out.resolve(), source_path.resolve()
-    if out_r == src_r or out_r in src_r.parents:
-        raise InputError(f"The output folder {out} contains or is the input.", "Choose an output folder elsewhere.")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is not a folder.", "Choose a folder for --out.")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"The output folder {out} is not empty.",
-                             "Choose an empty or new folder, or pass --overwrite to replace VidSeg's outputs there.")
-        for name in OUTPUTS:  # only our own outputs are replaced; nothing else is touched
-            p = out / name
-            if p.is_dir():
-                for f in p.glob("*.png"):
-                    f.unlink()
-            elif p.exists():
-                p.unlink()
-    (out / "labels").mkdir(parents=True, exist_ok=True)
-
-
 def load_reference(path, frame_size, warn=True):
     """A reference label mask as an int array; a mask of another size is resized (nearest) with a warning."""
     from ..metrics.io import read_label_png
@@ -80,33 +60,12 @@ def load_reference(path, frame_size, warn=True):
     return ref
 
 
-class _Bar:
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.t0 = time.perf_counter()
-
-    def __call__(self, done, total, stage):
-        if self.quiet or stage != "batch":
-            return
-        width = 30
-        fill = int(width * done / max(1, total))
-        el = time.perf_counter() - self.t0
-        print(f"\r[{'#' * fill}{'.' * (width - fill)}] batch {done}/{total}  {el:6.1f} s", end="", file=sys.stderr,
-              flush=True)
-        if done >= total:
-            print(file=sys.stderr)
-
-
-def run(args) -> int:
-    from ..label_io import OverlayVideoWriter, overlay, save_label_png
+def segment_settings(args, source):
+    """The run's settings from the arguments, every one checked (before the model is loaded)."""
     from ..modulation import ModulationSettings
-    from ..pipeline import SegmentSettings, VideoSegmenter
+    from ..pipeline import SegmentSettings
+    from ..validation import check_finite, validate_segment_settings
 
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    source = open_source(args)
-    if not 1 <= args.clusters <= 255:
-        raise InputError(f"--clusters must be in 1..255, got {args.clusters}.", "The paper uses 20.")
     reference = None
     if args.reference_mask:
         reference = load_reference(args.reference_mask, source.source_size)
@@ -117,17 +76,61 @@ def run(args) -> int:
         if not 0 <= args.reference_frame < len(source):
             raise InputError(f"--reference-frame {args.reference_frame} is outside the {len(source)} selected frames.",
                              f"Use an index in 0..{len(source) - 1}.")
-    _prepare_out(out, Path(args.input), args.overwrite)
-    backbone = load_model(args)
-    t_load = time.perf_counter() - t0
+    if not check_finite("--fps", args.fps, "Use e.g. --fps 12.") > 0:
+        raise InputError(f"--fps {args.fps} must be positive.", "Use e.g. --fps 12.")
     settings = SegmentSettings(
         num_clusters=args.clusters, batch_size=args.batch_size, mode=args.mode, refiner=args.refiner,
         seed=args.seed, reference=reference, reference_frame=args.reference_frame,
         modulation=ModulationSettings(lam=args.lam, filter_s=args.filter_s, compat=args.compat))
-    seg = VideoSegmenter(backbone, settings, _Bar(args.quiet))
+    validate_segment_settings(settings)
+    return settings
+
+
+def run(args) -> int:
+    from ..output_dir import OutputFolder
+    from ._common import ProgressBar, check_model_options
+
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    source = open_source(args)
+    settings = segment_settings(args, source)
+    check_model_options(args)
+    folder = OutputFolder.open(out, "segment", OUTPUTS, inputs=[args.input], overwrite=args.overwrite)
+    if folder.state == "partial":
+        print(f"note: {out} holds the unfinished outputs of an earlier run; they are replaced", file=sys.stderr)
+    backbone = load_model(args)
+    t_load = time.perf_counter() - t0
+    names = source.names
+    folder.start({k: v for k, v in vars(args).items() if not k.startswith("_")})
+    folder.claim(["labels/", "summary.json"] + ([] if args.no_overlay else ["overlay.mp4", "overlay.gif"]))
+    folder.expect([f"labels/{n}.png" for n in names] + ([] if args.no_overlay else ["overlay"]) + ["summary.json"])
+    bar = ProgressBar(args.quiet)
+    try:
+        summary, overlay_path = _segment(args, source, backbone, settings, folder, bar)
+    except BaseException as exc:
+        folder.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=str(exc)[:500])
+        raise
+    finally:
+        bar.close()
+    summary["seconds"]["load"] = round(t_load, 3)
+    summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    with folder.writing("summary.json") as path:
+        path.write_text(json.dumps(summary, indent=2))
+    folder.finish()
+    print(f"segmented {len(source)} frames with {backbone.name} ({args.mode}) in {summary['seconds']['total']:.1f} s; "
+          f"{len(summary['label_table']['entries'])} labels; wrote {out}")
+    return 0
+
+
+def _segment(args, source, backbone, settings, folder, bar):
+    """Run the method and write each batch's label maps and overlay frames as they come."""
+    from ..label_io import OverlayVideoWriter, overlay, save_label_png
+    from ..pipeline import VideoSegmenter
+
+    seg = VideoSegmenter(backbone, settings, bar)
     names = source.names
     src_h, src_w = source.source_size
-    writer = None if args.no_overlay else OverlayVideoWriter(out / "overlay", args.fps)
+    writer = None if args.no_overlay else OverlayVideoWriter(folder.path / "overlay", args.fps)
     t_write = 0.0
     for res in seg.run(source.read, len(source), source.frame_size):
         t = time.perf_counter()
@@ -135,26 +138,29 @@ def run(args) -> int:
         if tuple(labels.shape[1:]) != (src_h, src_w):  # working-resolution cap: back to the input size
             labels = torch.nn.functional.interpolate(labels[:, None].float(), size=(src_h, src_w),
                                                      mode="nearest-exact")[:, 0].long()
-        for i, f in enumerate(res.batch.written):
-            save_label_png(out / "labels" / f"{names[f]}.png", labels[i])
+        batch_names = [f"labels/{names[f]}.png" for f in res.batch.written]
+        folder.claim(batch_names)
+        for i, rel in enumerate(batch_names):
+            with folder.writing(rel) as path:
+                save_label_png(path, labels[i])
         if writer is not None:
             frames = source.read(res.batch.write_start, res.batch.stop)
             lab = res.labels if tuple(res.labels.shape[1:]) == tuple(frames.shape[1:3]) else labels
-            writer.write(overlay(frames, lab, seg.summary.table if seg.summary else None))
+            with folder.writing("overlay", complete=False):
+                writer.write(overlay(frames, lab, seg.summary.table if seg.summary else None))
         t_write += time.perf_counter() - t
-    overlay_path = writer.close() if writer is not None else None
+    overlay_path = None
+    if writer is not None:
+        with folder.writing("overlay"):
+            overlay_path = writer.close()
     summary = seg.summary.to_dict()
-    summary["seconds"]["load"] = round(t_load, 3)
     summary["seconds"]["write"] = round(t_write, 3)
-    summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    h, w = source.source_size
     summary["input"] = {"path": str(args.input), "frames": len(source), "names": [names[0], names[-1]],
-                        "source_size": [src_h, src_w], "frame_range": args.frames, "stride": args.stride,
+                        "source_size": [h, w], "frame_range": args.frames, "stride": args.stride,
                         "max_side": args.max_side}
     summary["model"] = {"name": backbone.name, "family": backbone.family, "device": str(backbone.device),
                         "dtype": str(backbone.dtype).replace("torch.", "")}
     summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
     summary["outputs"] = {"labels": "labels/", "overlay": overlay_path.name if overlay_path else None}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"segmented {len(source)} frames with {backbone.name} ({args.mode}) in {summary['seconds']['total']:.1f} s; "
-          f"{len(seg.summary.table)} labels; wrote {out}")
-    return 0
+    return summary, overlay_path
