@@ -1,13 +1,12 @@
 """Output folders of the commands (issues 13, 14): checked before any work, owned, kept on failure."""
 import json
-import os
 
 import numpy as np
 import pytest
-from tests.helpers.permissions import CHMOD_BLOCKS, needs_chmod
 from PIL import Image
 
-from vidseg_core import label_io, output_dir
+from tests.helpers.permissions import CHMOD_BLOCKS, deny_writes, needs_chmod
+from vidseg_core import label_io
 from vidseg_core.__main__ import main
 from vidseg_core.output_dir import MANIFEST_NAME, read_manifest
 
@@ -37,17 +36,6 @@ def _no_model(monkeypatch):
         monkeypatch.setattr(f"vidseg_core.commands.{mod}.load_model", boom)
 
 
-def _deny(monkeypatch, folder):
-    real = output_dir._probe
-
-    def probe(path):
-        if os.path.abspath(path) == os.path.abspath(folder):
-            raise PermissionError(13, "Permission denied")
-        return real(path)
-
-    monkeypatch.setattr(output_dir, "_probe", probe)
-
-
 @pytest.mark.parametrize("where", ["folder", "parent"])
 def test_unwritable_output_refused_before_work_simulated(tmp_path, monkeypatch, capsys, where):
     d = _frames(tmp_path / "in", 2)
@@ -56,7 +44,7 @@ def test_unwritable_output_refused_before_work_simulated(tmp_path, monkeypatch, 
     out = parent / "out"
     if where == "folder":
         out.mkdir()
-    _deny(monkeypatch, out if where == "folder" else parent)
+    deny_writes(monkeypatch, out if where == "folder" else parent)
     _no_model(monkeypatch)
     files = tmp_path / "files"
     files.mkdir()
@@ -129,10 +117,24 @@ def test_failure_mid_run_keeps_labels_and_says_which_are_complete(tmp_path, monk
     assert "not written: labels/f002.png, summary.json" in err and "rerun the same command" in err
     assert sorted(p.name for p in (out / "labels").iterdir()) == ["f000.png", "f001.png"]
     assert read_manifest(out / MANIFEST_NAME)[2] == "failed"
-    monkeypatch.setattr(label_io, "save_label_png", real)
-    assert main(_segment(d, out, "--batch-size", "1")) == 0  # no --overwrite needed: our own partial output
-    assert "unfinished outputs of an earlier run" in capsys.readouterr().err
-    assert len(list((out / "labels").iterdir())) == 3 and (out / "summary.json").exists()
+    calls.clear()
+    monkeypatch.setattr(label_io, "save_label_png", lambda path, labels: (calls.append(path), real(path, labels)))
+    with_overlay = [a for a in _segment(d, out, "--batch-size", "1") if a != "--no-overlay"]
+    assert main(with_overlay) == 0  # no --overwrite needed: our own partial output
+    assert any((out / n).exists() for n in ("overlay.mp4", "overlay.gif"))  # reused maps read back for it
+    assert "its 2 complete label maps are reused (same settings)" in capsys.readouterr().err
+    assert [p.name for p in calls] == ["f002.png"]  # only the missing batch was upsampled and written
+    assert len(list((out / "labels").iterdir())) == 3
+    assert json.loads((out / "summary.json").read_text())["reused_label_maps"] == 2
+    fresh = tmp_path / "fresh"
+    assert main(_segment(d, fresh, "--batch-size", "1")) == 0
+    for p in sorted((fresh / "labels").iterdir()):  # the resumed run equals a fresh one
+        assert (out / "labels" / p.name).read_bytes() == p.read_bytes()
+    (out / "labels" / "f000.png").unlink()  # an unfinished run with other settings is replaced, not reused
+    lines = (out / MANIFEST_NAME).read_text().splitlines()
+    (out / MANIFEST_NAME).write_text("\n".join(lines[:-1]) + "\n")  # as if cut before it finished
+    assert main(_segment(d, out, "--batch-size", "1", "--seed", "3")) == 0
+    assert "they are replaced" in capsys.readouterr().err
 
 
 def test_overwrite_keeps_user_files_and_refuses_foreign_labels(tmp_path, capsys):

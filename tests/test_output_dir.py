@@ -1,26 +1,10 @@
 """Output folders (vidseg_core/output_dir.py): writability, inputs, the manifest of VidSeg's own files."""
-import os
-
 import pytest
-from tests.helpers.permissions import CHMOD_BLOCKS, needs_chmod
 
-from vidseg_core import output_dir
+from tests.helpers.permissions import deny_writes, needs_chmod
 from vidseg_core.errors import OutputError
 from vidseg_core.output_dir import (MANIFEST_NAME, OutputFolder, check_output_file, check_outside_inputs,
                                     check_writable, read_manifest)
-
-
-
-def _deny(monkeypatch, folder):
-    """Make the write probe of ``folder`` fail as a permission problem does (works for root too)."""
-    real = output_dir._probe
-
-    def probe(path):
-        if os.path.abspath(path) == os.path.abspath(folder):
-            raise PermissionError(13, "Permission denied")
-        return real(path)
-
-    monkeypatch.setattr(output_dir, "_probe", probe)
 
 
 def test_writable_folder_new_folder_and_file_parent(tmp_path):
@@ -37,10 +21,10 @@ def test_writable_folder_new_folder_and_file_parent(tmp_path):
 def test_unwritable_folder_and_parent_simulated(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
-    _deny(monkeypatch, out)
+    deny_writes(monkeypatch, out)
     with pytest.raises(OutputError, match=r"Cannot write to the output folder .*out: Permission denied.*chmod"):
         check_writable(out)
-    _deny(monkeypatch, tmp_path)
+    deny_writes(monkeypatch, tmp_path)
     with pytest.raises(OutputError, match=r"nearest existing parent"):
         check_writable(tmp_path / "new" / "deeper")
 
@@ -149,3 +133,15 @@ def test_write_failure_names_complete_and_missing_outputs(tmp_path):
     assert "Permission denied" in msg and "1 output(s) are complete and kept: labels/a.png" in msg
     assert "not written: labels/b.png, summary.json" in msg and "rerun the same command" in msg
     assert read_manifest(out / MANIFEST_NAME)[2] == "failed" and (out / "labels" / "a.png").exists()
+
+
+def test_manifest_cannot_name_paths_outside_its_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (out / MANIFEST_NAME).write_text('{"vidseg_manifest": 1, "command": "segment"}\n'
+                                     '{"files": ["../victim.txt", "/etc/hostname", "labels/a.png"]}\n')
+    assert read_manifest(out / MANIFEST_NAME).owned == ["labels/a.png"]
+    OutputFolder.open(out, "segment", ("labels",), overwrite=True).start()
+    assert victim.read_text() == "keep"

@@ -24,7 +24,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 from .errors import OutputError
 
@@ -132,6 +132,8 @@ class OutputFolder:
         self.reserved = tuple(reserved)
         self.state = "new"  # new | empty | partial | finished
         self.previous: Dict = {}
+        #: files an unfinished earlier run wrote completely (a rerun with its settings may keep them)
+        self.previous_done: List[str] = []
         self._owned: List[str] = []
         #: outputs of this run written completely, and all it means to write (for the failure message)
         self.completed: List[str] = []
@@ -148,8 +150,9 @@ class OutputFolder:
         check_writable(self.path)
         if not self.path.exists():
             return self
-        header, owned, status = read_manifest(self.path / MANIFEST_NAME)
+        header, owned, status, done = read_manifest(self.path / MANIFEST_NAME)
         self.previous, self._owned = header, owned
+        self.previous_done = [d for d in done if (self.path / d).is_file()] if status != "finished" else []
         owned_set = set(owned)
         protected = set(self.reserved) | {o.split("/")[0] for o in owned}
         foreign_protected, other = [], []
@@ -194,13 +197,15 @@ class OutputFolder:
         return self
 
     # ---------------------------------------------------------------- writing
-    def start(self, settings: Optional[dict] = None) -> None:
-        """Remove VidSeg's own files of an earlier run and start a new manifest."""
+    def start(self, settings: Optional[dict] = None, keep: Sequence[str] = ()) -> None:
+        """Remove VidSeg's own files of an earlier run, except ``keep`` (complete files of an unfinished
+        run that this run reuses: recorded again as owned and done), and start a new manifest."""
+        keep = [k for k in keep if k in set(self.previous_done)]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             # deepest first, files before their folder; a folder goes only once empty (user files stay)
-            for rel in sorted(set(self._owned), key=lambda r: (r.rstrip("/").count("/"), not r.endswith("/")),
-                              reverse=True):
+            for rel in sorted(set(self._owned) - set(keep),
+                              key=lambda r: (r.rstrip("/").count("/"), not r.endswith("/")), reverse=True):
                 p = self.path / rel.rstrip("/")
                 if p.is_dir():
                     if not any(p.iterdir()):
@@ -208,11 +213,18 @@ class OutputFolder:
                 elif p.exists():
                     p.unlink()
             header = {"vidseg_manifest": 1, "command": self.command, "started": _now(), "settings": settings or {}}
-            (self.path / MANIFEST_NAME).write_text(json.dumps(header, default=str) + "\n")
+            lines = [header] + ([{"files": list(keep)}, {"done": list(keep)}] if keep else [])
+            (self.path / MANIFEST_NAME).write_text("".join(json.dumps(r, default=str) + "\n" for r in lines))
         except OSError as exc:
             raise OutputError(f"Cannot prepare the output folder {self.path}: {exc.strerror or exc}.",
                               "Make the folder writable, or choose another one.") from exc
-        self._owned = []
+        self._owned = list(keep)
+        self.completed = list(keep)
+
+    def done(self, rel_paths: Sequence[str]) -> None:
+        """Record files as written completely (a rerun of an unfinished run may reuse them)."""
+        if rel_paths:
+            self._append({"done": list(rel_paths)})
 
     def claim(self, rel_paths: Sequence[str]) -> List[Path]:
         """Record files (``"labels/x.png"``) or folders (``"labels/"``) as VidSeg's before they are written."""
@@ -256,25 +268,40 @@ class OutputFolder:
             f.write(json.dumps(record, default=str) + "\n")
 
 
-def read_manifest(path):
-    """``(header, owned paths, last status)`` of a manifest; a missing or broken one is empty."""
+def _inside(rel) -> bool:
+    """A manifest entry may only name a path inside its folder (never absolute, never ``..``)."""
+    p = Path(str(rel))
+    return isinstance(rel, str) and bool(rel) and not p.is_absolute() and ".." not in p.parts
+
+
+class Manifest(NamedTuple):
+    header: Dict
+    owned: List[str]  # claimed before writing (complete or not)
+    status: Optional[str]  # "finished", "failed", "interrupted", or None (cut off)
+    done: List[str]  # written completely
+
+
+def read_manifest(path) -> Manifest:
+    """What a manifest says; a missing or broken one is empty (a line cut by an interruption is skipped)."""
     header: Dict = {}
     owned: List[str] = []
+    done: List[str] = []
     status = None
     try:
         lines = Path(path).read_text().splitlines()
     except (OSError, UnicodeDecodeError):
-        return header, owned, status
+        return Manifest(header, owned, status, done)
     for line in lines:
         try:
             rec = json.loads(line)
-        except ValueError:  # a line cut by an interruption
+        except ValueError:
             continue
         if not isinstance(rec, dict):
             continue
         if "vidseg_manifest" in rec:
             header = rec
-        owned += [str(f) for f in rec.get("files", [])]
+        owned += [str(f) for f in rec.get("files", []) if _inside(f)]
+        done += [str(f) for f in rec.get("done", []) if _inside(f)]
         if "status" in rec:
             status = rec["status"]
-    return header, owned, status
+    return Manifest(header, owned, status, done)

@@ -79,7 +79,7 @@ class BatchResult:
     """The newly written frames of one batch."""
 
     batch: Batch
-    labels: torch.Tensor  # [n,H,W] int64, label values of the table
+    labels: Optional[torch.Tensor]  # [n,H,W] int64, label values of the table (None: upsampling skipped)
     coarse: torch.Tensor  # [n,h,w] int64 (refined coarse labels)
     knn: torch.Tensor  # [n,h,w] int64 (context-model labels before refinement)
 
@@ -157,8 +157,11 @@ class VideoSegmenter:
         return make_upsampler("guided_filter", **s.guided)
 
     # ------------------------------------------------------------------ run
-    def run(self, read: Callable[[int, int], torch.Tensor], num_frames: int,
-            frame_size: Tuple[int, int]) -> Iterator[BatchResult]:
+    def run(self, read: Callable[[int, int], torch.Tensor], num_frames: int, frame_size: Tuple[int, int],
+            skip_upsample: Optional[Callable[[Batch], bool]] = None) -> Iterator[BatchResult]:
+        """Yield each batch's results.  ``skip_upsample(batch) -> True`` leaves out the upsampling of a batch
+        whose label maps the caller already has (``labels`` is then None): its features and coarse labels
+        are still computed, since the scene context model of later batches depends on them."""
         s = self.settings
         bb = self.backbone
         if num_frames < 1:
@@ -204,7 +207,9 @@ class VideoSegmenter:
             t = time.perf_counter()
             ids = torch.tensor(context.table.values, dtype=torch.long)
             off = b.write_offset
-            if s.mode == "quality":
+            if skip_upsample is not None and skip_upsample(b):
+                labels = None
+            elif s.mode == "quality":
                 ctx = UpsampleContext(backbone=bb, inputs=inputs, seed=s.seed,
                                       progress=lambda d, n, _b=b: self._tick(_b.index * n + d, units * n, "modulation"),
                                       cancel=self.cancel)
@@ -213,7 +218,7 @@ class VideoSegmenter:
                 labels = upsampler.upsample(frames[off:], coarse[off:], ids, UpsampleContext(cancel=self.cancel))
             seconds["upsample"] += time.perf_counter() - t
             self._tick(b.index + 1, units, "batch")
-            yield BatchResult(b, labels.cpu(), coarse[off:].cpu(), knn[off:].cpu())
+            yield BatchResult(b, None if labels is None else labels.cpu(), coarse[off:].cpu(), knn[off:].cpu())
             del inputs, agg, corr, frames
         assignment = context.assignment
         self.summary = SegmentSummary(

@@ -22,3 +22,17 @@ def chmod_blocks_writes() -> bool:
 CHMOD_BLOCKS = chmod_blocks_writes()
 #: for tests that make a folder read-only with chmod; the same cases run simulated everywhere
 needs_chmod = pytest.mark.skipif(not CHMOD_BLOCKS, reason="chmod cannot block writes here (running as root)")
+
+
+def deny_writes(monkeypatch, folder) -> None:
+    """Make VidSeg's write probe of ``folder`` fail as a permission problem does (works for root too)."""
+    from vidseg_core import output_dir
+
+    real = output_dir._probe
+
+    def probe(path):
+        if os.path.abspath(path) == os.path.abspath(folder):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(output_dir, "_probe", probe)

@@ -96,12 +96,19 @@ def run(args) -> int:
     settings = segment_settings(args, source)
     check_model_options(args)
     folder = OutputFolder.open(out, "segment", OUTPUTS, inputs=[args.input], overwrite=args.overwrite)
+    key = resume_key(args, source)
+    keep = []
     if folder.state == "partial":
-        print(f"note: {out} holds the unfinished outputs of an earlier run; they are replaced", file=sys.stderr)
+        same = folder.previous.get("settings", {}).get("resume_key") == key
+        keep = [d for d in folder.previous_done if d.startswith("labels/")] if same else []
+        print(f"note: {out} holds the unfinished outputs of an earlier run: " +
+              (f"its {len(keep)} complete label maps are reused (same settings)" if keep else "they are replaced"),
+              file=sys.stderr)
     backbone = load_model(args)
     t_load = time.perf_counter() - t0
     names = source.names
-    folder.start({k: v for k, v in vars(args).items() if not k.startswith("_")})
+    folder.start({"args": {k: v for k, v in vars(args).items() if not k.startswith("_")}, "resume_key": key},
+                 keep=keep)
     folder.claim(["labels/", "summary.json"] + ([] if args.no_overlay else ["overlay.mp4", "overlay.gif"]))
     folder.expect([f"labels/{n}.png" for n in names] + ([] if args.no_overlay else ["overlay"]) + ["summary.json"])
     bar = ProgressBar(args.quiet)
@@ -132,20 +139,33 @@ def _segment(args, source, backbone, settings, folder, bar):
     src_h, src_w = source.source_size
     writer = None if args.no_overlay else OverlayVideoWriter(folder.path / "overlay", args.fps)
     t_write = 0.0
-    for res in seg.run(source.read, len(source), source.frame_size):
+    reused = set(folder.completed)
+
+    def have(batch):  # label maps kept from the unfinished earlier run: no upsampling again
+        return all(f"labels/{names[f]}.png" in reused for f in batch.written)
+
+    for res in seg.run(source.read, len(source), source.frame_size, skip_upsample=have):
         t = time.perf_counter()
-        labels = res.labels
-        if tuple(labels.shape[1:]) != (src_h, src_w):  # working-resolution cap: back to the input size
-            labels = torch.nn.functional.interpolate(labels[:, None].float(), size=(src_h, src_w),
-                                                     mode="nearest-exact")[:, 0].long()
         batch_names = [f"labels/{names[f]}.png" for f in res.batch.written]
-        folder.claim(batch_names)
-        for i, rel in enumerate(batch_names):
-            with folder.writing(rel) as path:
-                save_label_png(path, labels[i])
+        if res.labels is None:
+            from ..metrics.io import read_label_png
+
+            labels = torch.stack([torch.from_numpy(read_label_png(folder.path / r).astype("int64"))
+                                  for r in batch_names])
+        else:
+            labels = res.labels
+            if tuple(labels.shape[1:]) != (src_h, src_w):  # working-resolution cap: back to the input size
+                labels = torch.nn.functional.interpolate(labels[:, None].float(), size=(src_h, src_w),
+                                                         mode="nearest-exact")[:, 0].long()
+            folder.claim(batch_names)
+            for i, rel in enumerate(batch_names):
+                with folder.writing(rel) as path:
+                    save_label_png(path, labels[i])
+            folder.done(batch_names)
         if writer is not None:
             frames = source.read(res.batch.write_start, res.batch.stop)
-            lab = res.labels if tuple(res.labels.shape[1:]) == tuple(frames.shape[1:3]) else labels
+            lab = labels if tuple(labels.shape[1:]) == tuple(frames.shape[1:3]) else torch.nn.functional.interpolate(
+                labels[:, None].float(), size=tuple(frames.shape[1:3]), mode="nearest-exact")[:, 0].long()
             with folder.writing("overlay", complete=False):
                 writer.write(overlay(frames, lab, seg.summary.table if seg.summary else None))
         t_write += time.perf_counter() - t
@@ -163,4 +183,24 @@ def _segment(args, source, backbone, settings, folder, bar):
                         "dtype": str(backbone.dtype).replace("torch.", "")}
     summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
     summary["outputs"] = {"labels": "labels/", "overlay": overlay_path.name if overlay_path else None}
+    summary["reused_label_maps"] = len(reused)
     return summary, overlay_path
+
+
+def resume_key(args, source) -> dict:
+    """Everything that decides the label maps.  A rerun reuses the complete label maps of an unfinished run
+    only when its key is the same (the model and mask files by path, size and modification time)."""
+    from .. import __version__
+
+    key = {k: getattr(args, k) for k in ("frames", "stride", "max_side", "model", "device", "precision",
+                                         "prediction_type", "batch_size", "seed", "reference_frame", "clusters",
+                                         "mode", "refiner", "lam", "filter_s", "compat")}
+    key["input"] = str(Path(args.input).resolve())
+    key["names"] = [len(source), source.names[0], source.names[-1]]
+    for name in ("model", "reference_mask"):
+        value = getattr(args, name)
+        p = Path(value) if value else None
+        key[name + "_file"] = [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] \
+            if p is not None and p.is_file() else value
+    key["vidseg"] = __version__
+    return json.loads(json.dumps(key))
