@@ -14,7 +14,8 @@ how it is re-expressed here:
 * **Conditioning** from the FIRST frame of each batch:
   ``cond_frames_without_noise`` → OpenCLIP ViT-H image embedding
   (``CLIPVisionModelWithProjection.image_embeds``) after the CLIP preprocessing
-  (resize to 224x224 bicubic with antialias, ``(x+1)/2``, CLIP mean/std);
+  (the whole frame squashed to 224x224 with kornia's antialiased bicubic, as the
+  authors do: :mod:`.clip_resize`; then ``(x+1)/2``, CLIP mean/std);
   ``cond_frames = img + 0.02·N(0,1)`` → VAE-encoded and concatenated to the
   latent of every frame; added time ids ``[fps_id=14, motion_bucket_id=127,
   cond_aug=0.02]`` passed to the UNet as they are (diffusers' pipeline
@@ -56,11 +57,11 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import InputError, ModelLoadError
 from .attention import LayerId
 from .base import Backbone
+from .clip_resize import resize_antialiased_bicubic
 from .config import SVDConfig
 
 #: the shipped real SVD configs (diffusers layout: unet/, vae/, image_encoder/)
@@ -102,18 +103,22 @@ def edm_sigmas(config: SVDConfig) -> torch.Tensor:
 
 
 def clip_preprocess(image: torch.Tensor, size: int = 224) -> torch.Tensor:
-    """``[N,3,H,W]`` in -1..1 -> CLIP pixel values: resize to ``size``² (bicubic, antialias), to 0..1, normalise.
+    """``[N,3,H,W]`` in -1..1 -> CLIP pixel values, as the authors' ``FrozenOpenCLIPImageEmbedder.preprocess``.
 
-    The authors use kornia's antialiased bicubic resize (align_corners=True);
-    torch's antialiased bicubic is used here, which differs slightly in the
-    anti-aliasing filter.
+    The whole frame is squashed (no crop) to ``size``² with kornia's antialiased
+    bicubic (Gaussian pre-blur when shrinking, then bicubic with
+    ``align_corners=True``; :mod:`.clip_resize`), mapped to 0..1 and normalised
+    with the CLIP mean/std.  Computed in float32 (float64 stays float64).
     """
-    x = image.float()
-    if tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=True, antialias=True)
+    if not torch.is_tensor(image) or image.ndim != 4 or image.shape[1] != 3:
+        got = getattr(image, "shape", type(image))
+        raise InputError(f"clip_preprocess expects images [N,3,H,W] in -1..1; got {got}.",
+                         "Pass an RGB image batch, channels first.")
+    x = resize_antialiased_bicubic(image, (size, size))
+    x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
     x = (x + 1.0) / 2.0
-    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(CLIP_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
