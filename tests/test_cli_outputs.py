@@ -189,3 +189,20 @@ def test_demo_runs_twice(tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in (out / "frames").iterdir()) == ["00000.png", "00001.png", "00002.png"]
     assert len(list((out / "result" / "labels").iterdir())) == 3 and (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / "scores.json").read_text())["summary"]["frames"] == 3
+
+
+def test_failure_at_the_end_keeps_label_maps_and_names_missing_overlay_and_summary(tmp_path, monkeypatch, capsys):
+    """The folder turns read-only after every label map was written: the overlay / summary cannot be written."""
+    d = _frames(tmp_path / "in", 2)
+    out = tmp_path / "out"
+
+    def close(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(label_io.OverlayVideoWriter, "close", close)
+    argv = [a for a in _segment(d, out) if a != "--no-overlay"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "2 output(s) are complete and kept: labels/f000.png, labels/f001.png" in err
+    assert "not written: overlay, summary.json" in err
+    assert len(list((out / "labels").iterdir())) == 2
