@@ -79,7 +79,7 @@ def test_features_bad_batch_size_before_model(tmp_path, capsys, no_model):
 @pytest.mark.parametrize("case, expect, bad_hint", [
     ("max_side", "--max-side 8 makes the 128x64 frames 8x4", "Upscale"),
     ("missing_mask", "does not exist", "Re-export"),
-    ("void_mask", "no labelled pixel: every value is void ([255])", "assign_void"),
+    ("void_mask", "no labels: every pixel is void ([255])", "assign_void"),
     ("tiny_frames", "Frames of 48x32 are too small", "--max-side"),
 ])
 def test_fix_hints_name_the_right_cause(tmp_path, capsys, no_model, case, expect, bad_hint):

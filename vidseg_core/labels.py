@@ -209,7 +209,7 @@ def prepare_reference(reference, grid: Tuple[int, int], frame_size: Optional[Tup
     grid = (int(grid[0]), int(grid[1]))
     void = sorted(set(int(v) for v in void_values))
     if not assign_void and np.isin(ref, void).all():
-        raise InputError(f"The reference mask has no labelled pixel: every value is void ({void}).",
+        raise InputError(f"The reference mask has no labels: every pixel is void ({void}).",
                          f"Give a mask with at least one labelled region: any id other than {void} "
                          "(0 is a label too, e.g. the background).")
     if ref.shape != grid:
