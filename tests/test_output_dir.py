@@ -79,7 +79,7 @@ def _run(folder, files, finish=True):
 def test_manifest_overwrite_replaces_only_own_files(tmp_path):
     out = tmp_path / "out"
     _run(OutputFolder.open(out, "segment", ("labels",)), ["a.png", "b.png"])
-    header, owned, status = read_manifest(out / MANIFEST_NAME)
+    header, owned, status, done = read_manifest(out / MANIFEST_NAME)
     assert header["command"] == "segment" and "labels/a.png" in owned and status == "finished"
     with pytest.raises(OutputError, match="results of a finished `segment` run.*--overwrite"):
         OutputFolder.open(out, "segment", ("labels",))
