@@ -25,4 +25,5 @@ def test_demo_runs_and_says_which_model(tmp_path, capsys, monkeypatch):
     scores = json.loads((out / "scores.json").read_text())["summary"]
     assert scores["tiny_backbone"] is True and 0 <= scores["mIoU"] <= 1 and 0 <= scores["mVC_8"] <= 1
     assert len(list((out / "result" / "labels").glob("*.png"))) == 10
-    assert main(["demo", "--out", str(out), "--frames", "10", "--size", "64x128"]) == 2  # not empty
+    (out / "notes.txt").write_text("mine")  # a folder with other files: refused unless --overwrite
+    assert main(["demo", "--out", str(out), "--frames", "10", "--size", "64x128"]) == 2

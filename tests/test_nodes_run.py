@@ -335,7 +335,8 @@ def test_interrupt_stops_feature_extraction_between_batches(model):
 
 
 def test_interrupt_stops_the_one_box_node_inside_the_upsampler(model):
-    mm.interrupt_after_checks, mm.interrupt_checks = 4, 0
+    # checks before the upsampler include the stage ticks (features, coarse, upsample) of the batch
+    mm.interrupt_after_checks, mm.interrupt_checks = 6, 0
     with pytest.raises(mm.InterruptProcessingException) as excinfo:
         run_node("VidSegSegmentVideo", model=model, frames=FRAMES, num_clusters=3, mode="fast")
     assert _raises_in(excinfo, "guided.py") and _raises_in(excinfo, "pipeline.py")

@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 
-from .errors import VidSegError
+# Before torch is imported (libgomp reads it when it loads): OpenMP threads sleep at barriers instead of
+# spinning.  With spinning, a run sharing the CPU with another job slowed down up to ~25x (the coarse stage
+# of 14 frames went from 4.6 s to 110 s).  A value set in the environment is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .errors import VidSegError  # noqa: E402
 
 #: command name -> module (relative to this package).  Order = help order.
 COMMANDS = {

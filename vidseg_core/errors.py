@@ -30,3 +30,7 @@ class DeviceError(VidSegError):
 
 class OutOfMemoryError(VidSegError, MemoryError):
     """The work did not fit in memory even after retrying smaller chunks."""
+
+
+class OutputError(VidSegError):
+    """An output folder or file cannot be used: not writable, inside the input, or holding files VidSeg did not write."""

@@ -152,7 +152,7 @@ def iter_batch_features(backbone: Backbone, read: Callable[[int, int], torch.Ten
     ``read(start, stop)`` returns frames ``[n,H,W,3]``; only one batch of frames
     and features is alive at a time.  The caller keeps ``batch.written``.
     """
-    for batch in plan_batches(num_frames, batch_size or backbone.config.batch_size):
+    for batch in plan_batches(num_frames, backbone.config.batch_size if batch_size is None else batch_size):
         frames = read(batch.start, batch.stop)
         agg, corr = extract_batch_features(backbone, frames, seed, store_dtype)
         yield batch, agg, corr
@@ -162,9 +162,13 @@ def extract_features(backbone: Backbone, frames, batch_size: Optional[int] = Non
                      store_dtype: torch.dtype = torch.float16, progress: Optional[Progress] = None) -> VideoFeatures:
     """Features of a whole video.
 
-    ``frames`` is a tensor ``[N,H,W,3]`` in 0..1 or a :class:`~vidseg_core.video_io.FrameSource`.
+    ``frames`` is ``[N,H,W,3]`` (torch or numpy; float in 0..1 or uint8 0..255, see
+    :func:`~vidseg_core.video_io.frames_from_tensor`) or a :class:`~vidseg_core.video_io.FrameSource`.
     """
-    if isinstance(frames, torch.Tensor):
+    from .validation import check_batch_size, check_seed
+
+    batch_size, seed = check_batch_size(batch_size), check_seed(seed)
+    if not hasattr(frames, "read"):
         from .video_io import frames_from_tensor
 
         tensor = frames_from_tensor(frames)
@@ -191,7 +195,7 @@ def extract_features(backbone: Backbone, frames, batch_size: Optional[int] = Non
         if progress is not None:
             progress(batch.stop, n)
     meta = {
-        "batch_size": batch_size or backbone.config.batch_size,
+        "batch_size": backbone.config.batch_size if batch_size is None else batch_size,
         "seed": backbone.config.seed if seed is None else seed,
         "feature_step": backbone.config.feature_step,
         "modulation_step": backbone.config.modulation_step,

@@ -207,16 +207,22 @@ def prepare_reference(reference, grid: Tuple[int, int], frame_size: Optional[Tup
     if ref.min() < 0:
         raise InputError(f"The reference mask has negative values ({int(ref.min())}).", "Use label ids >= 0.")
     grid = (int(grid[0]), int(grid[1]))
+    void = sorted(set(int(v) for v in void_values))
+    if not assign_void and np.isin(ref, void).all():
+        raise InputError(f"The reference mask has no labels: every pixel is void ({void}).",
+                         f"Give a mask with at least one labelled region: any id other than {void} "
+                         "(0 is a label too, e.g. the background).")
     if ref.shape != grid:
         if frame_size is not None and tuple(ref.shape) != tuple(frame_size):
             warnings.warn(f"Reference mask is {ref.shape[1]}x{ref.shape[0]} but the frames are "
                           f"{frame_size[1]}x{frame_size[0]}; resizing it (nearest) to the feature grid "
                           f"{grid[1]}x{grid[0]}.", UserWarning, stacklevel=3)
+        full = ref.shape
         ref = resize_nearest(ref, grid)
-    if not assign_void and np.isin(ref, list(void_values)).all():
-        raise InputError(f"The reference mask has no labels at the feature grid: every cell is void "
-                         f"({sorted(set(int(v) for v in void_values))}).",
-                         "Give a mask with at least one labelled region, or allow void (assign_void=True).")
+        if not assign_void and np.isin(ref, void).all():
+            raise InputError(f"Every labelled region of the reference mask is lost at the feature grid "
+                             f"({grid[1]}x{grid[0]} cells for {full[1]}x{full[0]} px): each is smaller than a cell.",
+                             "Label larger regions, or label part of the background (id 0) too.")
     return ref
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -38,6 +39,7 @@ from .features import capture_features, prepare_batch
 from .labels import DEFAULT_VOID, LabelTable
 from .modulation import ModulationSettings
 from .upsample import UpsampleContext, make_upsampler
+from .validation import validate_segment_settings
 
 MODES = ("quality", "fast")
 
@@ -80,7 +82,7 @@ class BatchResult:
     """The newly written frames of one batch."""
 
     batch: Batch
-    labels: torch.Tensor  # [n,H,W] int64, label values of the table
+    labels: Optional[torch.Tensor]  # [n,H,W] int64, label values of the table (None: upsampling skipped)
     coarse: torch.Tensor  # [n,h,w] int64 (refined coarse labels)
     knn: torch.Tensor  # [n,h,w] int64 (context-model labels before refinement)
 
@@ -129,8 +131,7 @@ class VideoSegmenter:
                  progress: Optional[Progress] = None, cancel: Optional[Callable[[], bool]] = None):
         self.backbone = backbone
         self.settings = settings or SegmentSettings()
-        if self.settings.mode not in MODES:
-            raise InputError(f"Unknown mode {self.settings.mode!r}.", "Use 'quality' or 'fast'.")
+        validate_segment_settings(self.settings)
         self.progress = progress
         #: cancel() -> True stops the run (checked per batch and per modulation step); it may also raise itself
         self.cancel = cancel
@@ -166,8 +167,11 @@ class VideoSegmenter:
         return make_upsampler("guided_filter", **s.guided)
 
     # ------------------------------------------------------------------ run
-    def run(self, read: Callable[[int, int], torch.Tensor], num_frames: int,
-            frame_size: Tuple[int, int]) -> Iterator[BatchResult]:
+    def run(self, read: Callable[[int, int], torch.Tensor], num_frames: int, frame_size: Tuple[int, int],
+            skip_upsample: Optional[Callable[[Batch], bool]] = None) -> Iterator[BatchResult]:
+        """Yield each batch's results.  ``skip_upsample(batch) -> True`` leaves out the upsampling of a batch
+        whose label maps the caller already has (``labels`` is then None): its features and coarse labels
+        are still computed, since the scene context model of later batches depends on them."""
         s = self.settings
         bb = self.backbone
         if num_frames < 1:
@@ -176,7 +180,7 @@ class VideoSegmenter:
             raise InputError(f"Reference frame {s.reference_frame} is outside the video's {num_frames} frames.",
                              f"Use an index in 0..{num_frames - 1}.")
         work = bb.work_size(*frame_size)
-        batches = plan_batches(num_frames, s.batch_size or bb.config.batch_size)
+        batches = plan_batches(num_frames, bb.config.batch_size if s.batch_size is None else s.batch_size)
         seconds = {"read": 0.0, "features": 0.0, "coarse": 0.0, "upsample": 0.0}
         if bb.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(bb.device)
@@ -189,27 +193,33 @@ class VideoSegmenter:
             frames = read(ref_batch.start, ref_batch.stop)
             seconds["read"] += time.perf_counter() - t
             t = time.perf_counter()
+            self._tick(0, units, "features")
             _, agg, _, _ = self._features(frames)
             seconds["features"] += time.perf_counter() - t
             self._init_context(context, agg, s.reference_frame - ref_batch.start, frame_size)
         for b in batches:
             self._check_cancel()
+            self._tick(b.index, units, "features")
             t = time.perf_counter()
             frames = read(b.start, b.stop)
             seconds["read"] += time.perf_counter() - t
             t = time.perf_counter()
             inputs, agg, corr, reference = self._features(frames, with_reference=s.mode == "quality")
             seconds["features"] += time.perf_counter() - t
+            self._tick(b.index, units, "coarse")
             t = time.perf_counter()
             if context.table is None:
                 self._init_context(context, agg, s.reference_frame - b.start, frame_size)
             coarse = context.step(agg, corr, 0)  # whole batch: modulation needs every frame's mask
             knn = context.last_knn_labels
             seconds["coarse"] += time.perf_counter() - t
+            self._tick(b.index, units, "upsample")
             t = time.perf_counter()
             ids = torch.tensor(context.table.values, dtype=torch.long)
             off = b.write_offset
-            if s.mode == "quality":
+            if skip_upsample is not None and skip_upsample(b):
+                labels = None
+            elif s.mode == "quality":
                 ctx = UpsampleContext(backbone=bb, inputs=inputs, seed=s.seed, reference=reference,
                                       progress=lambda d, n, _b=b: self._tick(_b.index * n + d, units * n, "modulation"),
                                       cancel=self.cancel)
@@ -219,7 +229,7 @@ class VideoSegmenter:
                                             UpsampleContext(cancel=self.cancel))
             seconds["upsample"] += time.perf_counter() - t
             self._tick(b.index + 1, units, "batch")
-            yield BatchResult(b, labels.cpu(), coarse[off:].cpu(), knn[off:].cpu())
+            yield BatchResult(b, None if labels is None else labels.cpu(), coarse[off:].cpu(), knn[off:].cpu())
             del inputs, agg, corr, frames, reference
         assignment = context.assignment
         self.summary = SegmentSummary(
@@ -232,6 +242,12 @@ class VideoSegmenter:
         s = self.settings
         context.init(agg, s.reference, ref_index, s.num_clusters, s.n_init, self.backbone.config.seed
                      if s.seed is None else s.seed, s.kmeans_impl, s.void_values, frame_size=frame_size, names=s.names)
+        lost = list(context.assignment.lost_labels)
+        if lost:  # said at once, not only in the summary
+            warnings.warn(f"reference label(s) {', '.join(map(str, lost))} won no KMeans cluster on the reference "
+                          f"frame and will not appear in the output (K = {s.num_clusters} clusters); raise the "
+                          "number of clusters (--clusters) or enlarge those regions in the mask", UserWarning,
+                          stacklevel=2)
 
 
 def segment_video(backbone: Backbone, frames, settings: Optional[SegmentSettings] = None,
@@ -239,11 +255,12 @@ def segment_video(backbone: Backbone, frames, settings: Optional[SegmentSettings
                   cancel: Optional[Callable[[], bool]] = None):
     """Label maps ``[N,H,W]`` (int64) of a whole video held in memory, plus the run's summary.
 
-    ``frames``: ``[N,H,W,3]`` in 0..1 or a :class:`~vidseg_core.video_io.FrameSource`.
+    ``frames``: ``[N,H,W,3]`` (torch or numpy; float in 0..1 or uint8 0..255, see
+    :func:`~vidseg_core.video_io.frames_from_tensor`) or a :class:`~vidseg_core.video_io.FrameSource`.
     With ``keep_coarse`` also returns the coarse maps ``[N,h,w]``.  ``cancel() -> True`` stops the run
     (see :class:`VideoSegmenter`).
     """
-    if isinstance(frames, torch.Tensor):
+    if not hasattr(frames, "read"):  # a tensor or array (checked); else a FrameSource
         from .video_io import frames_from_tensor
 
         tensor = frames_from_tensor(frames)

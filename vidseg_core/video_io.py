@@ -219,12 +219,46 @@ def _cv2():
     return cv2
 
 
-def frames_from_tensor(frames: torch.Tensor) -> torch.Tensor:
-    """Validate a ComfyUI-style IMAGE batch ``[T,H,W,3]`` (0..1) and return it as float32."""
-    if not isinstance(frames, torch.Tensor) or frames.ndim != 4 or frames.shape[-1] not in (3, 4):
-        shape = tuple(frames.shape) if isinstance(frames, torch.Tensor) else type(frames).__name__
-        raise InputError(f"Frames must be an image batch [T,H,W,3]; got {shape}.",
-                         "Pass the video as an IMAGE batch (one image per frame).")
-    if frames.shape[0] < 1:
+def frames_from_tensor(frames) -> torch.Tensor:
+    """Check a video given in memory and return it as float32 ``[T,H,W,3]`` in 0..1.
+
+    Accepted: a torch tensor or a numpy array ``[T,H,W,3]`` (ComfyUI's IMAGE layout; a 4th, alpha,
+    channel is dropped) holding floats in 0..1, or ``uint8`` values 0..255 (divided by 255).
+    Anything else is refused with the fix: other shapes (a single ``[H,W,3]`` image, channels first),
+    floats outside 0..1 (0..255 floats: divide by 255), other integer or bool dtypes, NaN / inf.
+    """
+    if isinstance(frames, np.ndarray):
+        if frames.dtype == object or not (np.issubdtype(frames.dtype, np.number) or frames.dtype == bool):
+            raise InputError(f"Frames as a numpy array of dtype {frames.dtype} cannot be used.",
+                             "Give float values in 0..1 or uint8 values 0..255.")
+        frames = torch.from_numpy(np.ascontiguousarray(frames))
+    if not isinstance(frames, torch.Tensor):
+        raise InputError(f"Frames must be a torch tensor or numpy array [T,H,W,3]; got {type(frames).__name__}.",
+                         "Pass the video as an IMAGE batch (one image per frame), e.g. torch.stack(frames).")
+    shape = tuple(frames.shape)
+    if frames.ndim == 3 and shape[-1] in (3, 4):
+        raise InputError(f"Frames must be a batch [T,H,W,3]; got one image {shape}.",
+                         "Add the frame axis: frames[None] (or stack several frames).")
+    if frames.ndim != 4 or shape[-1] not in (3, 4):
+        hint = " (channels first: use frames.permute(0, 2, 3, 1))" if frames.ndim == 4 and shape[1] in (3, 4) else ""
+        raise InputError(f"Frames must be an image batch [T,H,W,3]; got {shape}{hint}.",
+                         "Pass the video as [frames, height, width, RGB].")
+    if shape[0] < 1:
         raise InputError("The video has no frames.", "Give at least one frame.")
-    return frames[..., :3].float()
+    x = frames[..., :3]
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    if not x.is_floating_point():
+        raise InputError(f"Frames of dtype {str(x.dtype).replace('torch.', '')} are not supported.",
+                         "Give float values in 0..1, or uint8 values 0..255.")
+    x = x.float()
+    lo, hi = float(x.amin()), float(x.amax())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InputError("The frames hold NaN or infinite values.", "Give finite float values in 0..1.")
+    if hi > 1.0 + 1e-3 or lo < -1e-3:
+        hint = "they look like 0..255 values: divide by 255" if hi <= 255.0 + 1e-3 and lo >= -1e-3 else \
+            ("they look like -1..1 values: use (x + 1) / 2" if lo >= -1.0 - 1e-3 and hi <= 1.0 + 1e-3 else
+             "rescale them to 0..1")
+        raise InputError(f"Float frames must hold values in 0..1; these span {lo:g}..{hi:g}.",
+                         f"Rescale: {hint} (or pass uint8 0..255).")
+    return x.clamp(0.0, 1.0) if (lo < 0.0 or hi > 1.0) else x

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import time
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -66,11 +67,26 @@ def model_search_dirs() -> List[Path]:
 
 
 def open_source(args, path=None):
-    """The :class:`~vidseg_core.video_io.FrameSource` of ``path`` (default ``args.input``) with the frame options."""
+    """The input frames of ``path`` (default ``args.input``), with ``--frames / --stride / --max-side`` checked
+    (the frames must stay >= 64 px)."""
+    from ..validation import check_frame_size, check_int
     from ..video_io import FrameSource
 
-    return FrameSource(args.input if path is None else path, frame_range=parse_range(args.frames),
-                       stride=args.stride, max_side=args.max_side)
+    if args.max_side is not None:
+        check_int("--max-side", args.max_side, 1, None, "Give the longer side in pixels, e.g. --max-side 512.")
+    source = FrameSource(args.input if path is None else path, frame_range=parse_range(args.frames), stride=args.stride, max_side=args.max_side)
+    check_frame_size(source.frame_size, source.source_size, args.max_side)
+    return source
+
+
+def check_model_options(args) -> None:
+    """Device, precision and the common numbers, checked before the model is loaded."""
+    from ..devices import resolve_dtype
+    from ..validation import check_batch_size, check_seed
+
+    resolve_dtype(args.precision, args.device)
+    check_batch_size(args.batch_size)
+    check_seed(args.seed)
 
 
 def load_model(args):
@@ -83,6 +99,77 @@ def load_model(args):
 
         compile_backbone(bb)
     return bb
+
+
+class ProgressBar:
+    """Progress of a run on stderr: batch i/n, the stage it is in (and its steps), elapsed seconds.
+
+    Fed with ``(done, total, stage)`` from :class:`~vidseg_core.pipeline.VideoSegmenter`.  On a terminal
+    the line is redrawn every second, so it is never silent during a long stage; elsewhere (a log file)
+    one line is printed per stage of every batch.
+    """
+
+    LABELS = {"features": "diffusion features", "coarse": "scene context + refinement",
+              "upsample": "upsampling", "modulation": "masked modulation"}
+
+    def __init__(self, quiet: bool = False, stream=None, interval: float = 1.0):
+        import threading
+
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.t0 = time.perf_counter()
+        self.done = 0
+        self.total = 1
+        self.text = ""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._thread = None
+        if self._tty and not quiet:
+            self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True)
+            self._thread.start()
+
+    def __call__(self, done: int, total: int, stage: str) -> None:
+        if self.quiet:
+            return
+        with self._lock:
+            if stage == "modulation":  # (batch * n + units done in it, batches * n)
+                n = max(1, total // max(1, self.total))
+                k = max(0, done - 1)
+                text = f"batch {k // n + 1}/{self.total}: {self.LABELS[stage]} step {k % n + 1}/{n}"
+            elif stage == "batch":
+                self.done, self.total = done, max(1, total)
+                text = f"batch {done}/{self.total} written"
+            else:
+                self.total = max(1, total)
+                text = f"batch {done + 1}/{self.total}: {self.LABELS.get(stage, stage)}"
+            changed = text.split(" step ")[0] != self.text.split(" step ")[0]
+            self.text = text
+            if self._tty:
+                self._draw()
+            elif changed:
+                print(self._line(), file=self.stream, flush=True)
+
+    def _line(self) -> str:
+        width = 24
+        fill = int(width * self.done / self.total)
+        return f"[{'#' * fill}{'.' * (width - fill)}] {self.text}  {time.perf_counter() - self.t0:7.1f} s"
+
+    def _draw(self) -> None:
+        print(f"\r{self._line():<100}", end="", file=self.stream, flush=True)
+
+    def _beat(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            with self._lock:
+                if self.text:
+                    self._draw()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if self._tty and self.text and not self.quiet:
+            print(file=self.stream, flush=True)
 
 
 def peak_rss_mb() -> float:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
-
-from ..errors import InputError
 
 HELP = "score predicted PNG label maps against ground truth (mIoU, mVC_8/16, DAVIS J&F); prints JSON"
 
@@ -46,22 +43,26 @@ def add_arguments(p) -> None:
                    help="refuse ground-truth frames without a prediction (default: evaluate the frames that have "
                         "one, with a warning, and count the others in the result)")
     p.add_argument("--out", default=None, metavar="FILE.json", help="also write the JSON to this file")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
 def run(args) -> int:
     from ..metrics.evaluate import evaluate_dirs
+    from ..output_dir import check_output_file, write_failure
 
+    out = None
+    if args.out:  # checked before the (possibly long) evaluation
+        out = check_output_file(args.out, inputs=[args.pred, args.gt], overwrite=args.overwrite, what="result file")
     result = evaluate_dirs(
         args.pred, args.gt, metrics=args.metrics, protocol=args.protocol, num_classes=args.num_classes,
         vspw_remap=args.vspw_remap, remap_pred=args.remap_pred, class_average=args.class_average,
         bound_th=args.bound_th, max_proposals=args.max_proposals, per_frame=args.per_frame,
         require_all=args.require_all_frames)
     text = json.dumps(result, allow_nan=False)
-    if args.out:
+    sys.stdout.write(text + "\n")  # the result is never lost, even when the file cannot be written
+    if out is not None:
         try:
-            Path(args.out).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+            out.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
         except OSError as exc:
-            raise InputError(f"Cannot write {args.out}: {exc.strerror or exc}.",
-                             "Choose a writable path in an existing folder.") from exc
-    sys.stdout.write(text + "\n")
+            raise write_failure(exc, out, ["the JSON printed above"], [out.name], out.parent) from exc
     return 0

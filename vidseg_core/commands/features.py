@@ -1,10 +1,9 @@
 """``features``: extract the paper's diffusion features of a video to a .safetensors file."""
 from __future__ import annotations
 
+import contextlib
 import time
-from pathlib import Path
 
-from ..errors import InputError
 from ._common import add_input_arguments, add_model_arguments, load_model, open_source, peak_rss_mb
 
 HELP = "extract diffusion features (blocks 6-8 queries + block-7 correspondence queries) to a .safetensors file"
@@ -19,14 +18,14 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from ..features import extract_features
+    from ..output_dir import check_output_file, write_failure
+    from ._common import check_model_options
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise InputError(f"Output {out.name} must end in .safetensors.", "Name it e.g. features.safetensors.")
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out} exists.", "Pass --overwrite to replace it, or choose another name.")
-    t0 = time.perf_counter()
     source = open_source(args)
+    check_model_options(args)
+    out = check_output_file(args.out, inputs=[args.input], overwrite=args.overwrite, suffix=".safetensors",
+                            what="feature file")
+    t0 = time.perf_counter()
     backbone = load_model(args)
     t_load = time.perf_counter() - t0
 
@@ -35,10 +34,18 @@ def run(args) -> int:
 
     feats = extract_features(backbone, source, batch_size=args.batch_size, seed=args.seed, progress=progress)
     print()
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".partial.safetensors")
-    feats.save(tmp)
-    tmp.replace(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        feats.save(tmp)
+        tmp.replace(out)
+    except Exception as exc:  # an OSError, or safetensors' own error for one ("I/O error: ...")
+        if not isinstance(exc, OSError) and "I/O error" not in str(exc):
+            raise
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise write_failure(exc if isinstance(exc, OSError) else OSError(str(exc)), out, [], [out.name],
+                            out.parent) from exc
     n = feats.num_frames
     sec = feats.meta["seconds"]
     print(f"model: {backbone.name} ({backbone.family}, {backbone.device}, {str(backbone.dtype).replace('torch.', '')})")

@@ -52,12 +52,16 @@ def settings_from_args(args, reference=None, reference_frame: int = 0):
     from ..modulation import ModulationSettings
     from ..pipeline import SegmentSettings
 
+    from ..validation import validate_segment_settings
+
     if not 1 <= args.clusters <= 255:
         raise InputError(f"--clusters must be in 1..255, got {args.clusters}.", "The paper uses 20.")
-    return SegmentSettings(
+    settings = SegmentSettings(
         num_clusters=args.clusters, batch_size=args.batch_size, mode=args.mode, refiner=args.refiner,
         seed=args.seed, reference=reference, reference_frame=reference_frame,
         modulation=ModulationSettings(lam=args.lam, filter_s=args.filter_s, compat=args.compat))
+    validate_segment_settings(settings)  # every value checked before any model is loaded
+    return settings
 
 
 def labels_at_size(labels, size):
@@ -65,26 +69,6 @@ def labels_at_size(labels, size):
     if tuple(labels.shape[1:]) == tuple(size):
         return labels
     return torch.nn.functional.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest-exact")[:, 0].long()
-
-
-def _prepare_out(out: Path, source_path: Path, overwrite: bool) -> None:
-    out_r, src_r = out.resolve(), source_path.resolve()
-    if out_r == src_r or out_r in src_r.parents:
-        raise InputError(f"The output folder {out} contains or is the input.", "Choose an output folder elsewhere.")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is not a folder.", "Choose a folder for --out.")
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise InputError(f"The output folder {out} is not empty.",
-                             "Choose an empty or new folder, or pass --overwrite to replace VidSeg's outputs there.")
-        for name in OUTPUTS:  # only our own outputs are replaced; nothing else is touched
-            p = out / name
-            if p.is_dir():
-                for f in p.glob("*.png"):
-                    f.unlink()
-            elif p.exists():
-                p.unlink()
-    (out / "labels").mkdir(parents=True, exist_ok=True)
 
 
 def load_reference(path, frame_size, warn=True):
@@ -106,33 +90,10 @@ def load_reference(path, frame_size, warn=True):
     return ref
 
 
-class _Bar:
-    def __init__(self, quiet: bool):
-        self.quiet = quiet
-        self.t0 = time.perf_counter()
+def segment_settings(args, source):
+    """The run's settings from the arguments, every one checked (before the model is loaded)."""
+    from ..validation import check_finite
 
-    def __call__(self, done, total, stage):
-        if self.quiet or stage != "batch":
-            return
-        width = 30
-        fill = int(width * done / max(1, total))
-        el = time.perf_counter() - self.t0
-        print(f"\r[{'#' * fill}{'.' * (width - fill)}] batch {done}/{total}  {el:6.1f} s", end="", file=sys.stderr,
-              flush=True)
-        if done >= total:
-            print(file=sys.stderr)
-
-
-def run(args) -> int:
-    from ..label_io import OverlayVideoWriter, overlay, save_label_png
-    from ..pipeline import VideoSegmenter
-    from ..cpu_memory import use_huge_pages
-
-    use_huge_pages()  # fewer page faults for large CPU activations (before torch's first large allocation)
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    source = open_source(args)
-    settings = settings_from_args(args)  # validates the method options before any work
     reference = None
     if args.reference_mask:
         reference = load_reference(args.reference_mask, source.source_size)
@@ -143,39 +104,127 @@ def run(args) -> int:
         if not 0 <= args.reference_frame < len(source):
             raise InputError(f"--reference-frame {args.reference_frame} is outside the {len(source)} selected frames.",
                              f"Use an index in 0..{len(source) - 1}.")
-    _prepare_out(out, Path(args.input), args.overwrite)
+    if not check_finite("--fps", args.fps, "Use e.g. --fps 12.") > 0:
+        raise InputError(f"--fps {args.fps} must be positive.", "Use e.g. --fps 12.")
+    return settings_from_args(args, reference, args.reference_frame)
+
+
+def run(args) -> int:
+    from ..output_dir import OutputFolder
+    from ._common import ProgressBar, check_model_options
+
+    from ..cpu_memory import use_huge_pages
+
+    use_huge_pages()  # fewer page faults for large CPU activations (before torch's first large allocation)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    source = open_source(args)
+    settings = segment_settings(args, source)
+    check_model_options(args)
+    folder = OutputFolder.open(out, "segment", OUTPUTS, inputs=[args.input], overwrite=args.overwrite)
+    key = resume_key(args, source)
+    keep = []
+    if folder.state == "partial":
+        same = folder.previous.get("settings", {}).get("resume_key") == key
+        keep = [d for d in folder.previous_done if d.startswith("labels/")] if same else []
+        print(f"note: {out} holds the unfinished outputs of an earlier run: " +
+              (f"its {len(keep)} complete label maps are reused (same settings)" if keep else "they are replaced"),
+              file=sys.stderr)
     backbone = load_model(args)
     t_load = time.perf_counter() - t0
-    settings = dataclasses.replace(settings, reference=reference, reference_frame=args.reference_frame)
-    seg = VideoSegmenter(backbone, settings, _Bar(args.quiet))
+    names = source.names
+    folder.start({"args": {k: v for k, v in vars(args).items() if not k.startswith("_")}, "resume_key": key},
+                 keep=keep)
+    folder.claim(["labels/", "summary.json"] + ([] if args.no_overlay else ["overlay.mp4", "overlay.gif"]))
+    folder.expect([f"labels/{n}.png" for n in names] + ([] if args.no_overlay else ["overlay"]) + ["summary.json"])
+    bar = ProgressBar(args.quiet)
+    try:
+        summary, overlay_path = _segment(args, source, backbone, settings, folder, bar)
+    except BaseException as exc:
+        folder.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=str(exc)[:500])
+        raise
+    finally:
+        bar.close()
+    summary["seconds"]["load"] = round(t_load, 3)
+    summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    with folder.writing("summary.json") as path:
+        path.write_text(json.dumps(summary, indent=2))
+    folder.finish()
+    print(f"segmented {len(source)} frames with {backbone.name} ({args.mode}) in {summary['seconds']['total']:.1f} s; "
+          f"{len(summary['label_table']['entries'])} labels; wrote {out}")
+    return 0
+
+
+def _segment(args, source, backbone, settings, folder, bar):
+    """Run the method and write each batch's label maps and overlay frames as they come."""
+    from ..label_io import OverlayVideoWriter, overlay, save_label_png
+    from ..pipeline import VideoSegmenter
+
+    seg = VideoSegmenter(backbone, settings, bar)
     names = source.names
     src_h, src_w = source.source_size
-    writer = None if args.no_overlay else OverlayVideoWriter(out / "overlay", args.fps)
+    writer = None if args.no_overlay else OverlayVideoWriter(folder.path / "overlay", args.fps)
     t_write = 0.0
-    for res in seg.run(source.read, len(source), source.frame_size):
+    reused = set(folder.completed)
+
+    def have(batch):  # label maps kept from the unfinished earlier run: no upsampling again
+        return all(f"labels/{names[f]}.png" in reused for f in batch.written)
+
+    for res in seg.run(source.read, len(source), source.frame_size, skip_upsample=have):
         t = time.perf_counter()
-        labels = labels_at_size(res.labels, (src_h, src_w))  # working-resolution cap: back to the input size
-        for i, f in enumerate(res.batch.written):
-            save_label_png(out / "labels" / f"{names[f]}.png", labels[i])
+        batch_names = [f"labels/{names[f]}.png" for f in res.batch.written]
+        if res.labels is None:
+            from ..metrics.io import read_label_png
+
+            labels = torch.stack([torch.from_numpy(read_label_png(folder.path / r).astype("int64"))
+                                  for r in batch_names])
+        else:
+            labels = labels_at_size(res.labels, (src_h, src_w))  # working-resolution cap: back to the input size
+            folder.claim(batch_names)
+            for i, rel in enumerate(batch_names):
+                with folder.writing(rel) as path:
+                    save_label_png(path, labels[i])
+            folder.done(batch_names)
         if writer is not None:
             frames = source.read(res.batch.write_start, res.batch.stop)
-            lab = res.labels if tuple(res.labels.shape[1:]) == tuple(frames.shape[1:3]) else labels
-            writer.write(overlay(frames, lab, seg.summary.table if seg.summary else None))
+            lab = labels if tuple(labels.shape[1:]) == tuple(frames.shape[1:3]) else torch.nn.functional.interpolate(
+                labels[:, None].float(), size=tuple(frames.shape[1:3]), mode="nearest-exact")[:, 0].long()
+            with folder.writing("overlay", complete=False):
+                writer.write(overlay(frames, lab, seg.summary.table if seg.summary else None))
         t_write += time.perf_counter() - t
-    overlay_path = writer.close() if writer is not None else None
+    overlay_path = None
+    if writer is not None:
+        with folder.writing("overlay"):
+            overlay_path = writer.close()
     summary = seg.summary.to_dict()
-    summary["seconds"]["load"] = round(t_load, 3)
     summary["seconds"]["write"] = round(t_write, 3)
-    summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    h, w = source.source_size
     summary["input"] = {"path": str(args.input), "frames": len(source), "names": [names[0], names[-1]],
-                        "source_size": [src_h, src_w], "frame_range": args.frames, "stride": args.stride,
+                        "source_size": [h, w], "frame_range": args.frames, "stride": args.stride,
                         "max_side": args.max_side}
     summary["model"] = {"name": backbone.name, "family": backbone.family, "device": str(backbone.device),
                         "dtype": str(backbone.dtype).replace("torch.", ""),
                         "compile": backbone.compiled.state.to_dict() if getattr(backbone, "compiled", None) else None}
     summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
     summary["outputs"] = {"labels": "labels/", "overlay": overlay_path.name if overlay_path else None}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"segmented {len(source)} frames with {backbone.name} ({args.mode}) in {summary['seconds']['total']:.1f} s; "
-          f"{len(seg.summary.table)} labels; wrote {out}")
-    return 0
+    summary["reused_label_maps"] = len(reused)
+    return summary, overlay_path
+
+
+def resume_key(args, source) -> dict:
+    """Everything that decides the label maps.  A rerun reuses the complete label maps of an unfinished run
+    only when its key is the same (the model and mask files by path, size and modification time)."""
+    from .. import __version__
+
+    key = {k: getattr(args, k) for k in ("frames", "stride", "max_side", "model", "device", "precision",
+                                         "prediction_type", "batch_size", "seed", "reference_frame", "clusters",
+                                         "mode", "refiner", "lam", "filter_s", "compat")}
+    key["input"] = str(Path(args.input).resolve())
+    key["names"] = [len(source), source.names[0], source.names[-1]]
+    for name in ("model", "reference_mask"):
+        value = getattr(args, name)
+        p = Path(value) if value else None
+        key[name + "_file"] = [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] \
+            if p is not None and p.is_file() else value
+    key["vidseg"] = __version__
+    return json.loads(json.dumps(key))

@@ -40,6 +40,10 @@ def read_label_png(path) -> np.ndarray:
     from PIL import Image  # lazy
 
     path = Path(path)
+    if not path.exists():
+        raise InputError(f"The label map {path} does not exist.", "Check the path (and the file name's extension).")
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not a PNG label map.", "Give the path of one PNG file.")
     try:
         with Image.open(path) as im:
             mode = im.mode

@@ -7,6 +7,7 @@ s = 0.7, Gaussian blur 5×5 σ = 3).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import FrozenSet, Optional, Tuple
 
@@ -67,8 +68,31 @@ class ModulationSettings:
     def with_(self, **changes) -> "ModulationSettings":
         return replace(self, **changes)
 
+    def check(self) -> None:
+        """The checks that need no backbone (run before a model is loaded)."""
+        if not math.isfinite(float(self.lam)):
+            raise InputError(f"lambda = {self.lam} is not finite.", "The authors use lambda = 50.")
+        if self.compat not in COMPAT_MODES:
+            raise InputError(f"Unknown compat mode {self.compat!r}.", f"Use one of {', '.join(COMPAT_MODES)}.")
+        if self.reference not in REFERENCE_MODES:
+            raise InputError(f"Unknown reference mode {self.reference!r}.", f"Use one of {', '.join(REFERENCE_MODES)}.")
+        if self.absent_labels not in ABSENT_MODES:
+            raise InputError(f"Unknown absent_labels mode {self.absent_labels!r}.", f"Use one of {', '.join(ABSENT_MODES)}.")
+        if not 0.0 <= float(self.filter_s) <= 1.0:
+            raise InputError(f"Filter factor s = {self.filter_s} is outside 0..1.", "Use s = 0.7 (authors) or 1.0 (off).")
+        if self.blur_kernel and self.blur_kernel > 1 and (self.blur_kernel % 2 == 0 or self.blur_sigma < 0):
+            raise InputError(f"Blur kernel {self.blur_kernel} / sigma {self.blur_sigma} is invalid.",
+                             "Use an odd kernel size (5) and sigma >= 0 (3), or kernel 0 to turn the blur off.")
+        if self.share_attention not in (None, True, False, "fused", "probabilities", "auto"):
+            raise InputError(f"Unknown share_attention {self.share_attention!r}.",
+                             "Use None (automatic), 'fused', 'probabilities', 'auto' or False.")
+        if self.max_runs_per_chunk is not None and int(self.max_runs_per_chunk) < 1:
+            raise InputError(f"max_runs_per_chunk = {self.max_runs_per_chunk} must be at least 1.",
+                             "Use None (automatic) or a positive number.")
+
     def resolve(self, backbone) -> "ModulationPlan":
         """Concrete values for ``backbone`` with readable errors for bad options."""
+        self.check()
         cfg = backbone.config
         last = int(len(backbone.sigmas()) - 2)
         start = int(cfg.modulation_step)
@@ -101,23 +125,6 @@ class ModulationSettings:
             if b0 > b1:
                 raise InputError(f"Blending window {b0}..{b1} is empty.", "Give (first, last) with first <= last.")
             window = (b0, b1)
-        if self.compat not in COMPAT_MODES:
-            raise InputError(f"Unknown compat mode {self.compat!r}.", f"Use one of {', '.join(COMPAT_MODES)}.")
-        if self.reference not in REFERENCE_MODES:
-            raise InputError(f"Unknown reference mode {self.reference!r}.", f"Use one of {', '.join(REFERENCE_MODES)}.")
-        if self.absent_labels not in ABSENT_MODES:
-            raise InputError(f"Unknown absent_labels mode {self.absent_labels!r}.", f"Use one of {', '.join(ABSENT_MODES)}.")
-        if not 0.0 <= float(self.filter_s) <= 1.0:
-            raise InputError(f"Filter factor s = {self.filter_s} is outside 0..1.", "Use s = 0.7 (authors) or 1.0 (off).")
-        if self.blur_kernel and self.blur_kernel > 1 and (self.blur_kernel % 2 == 0 or self.blur_sigma < 0):
-            raise InputError(f"Blur kernel {self.blur_kernel} / sigma {self.blur_sigma} is invalid.",
-                             "Use an odd kernel size (5) and sigma >= 0 (3), or kernel 0 to turn the blur off.")
-        if self.share_attention not in (None, True, False, "fused", "probabilities", "auto"):
-            raise InputError(f"Unknown share_attention {self.share_attention!r}.",
-                             "Use None (automatic), 'fused', 'probabilities', 'auto' or False.")
-        if self.max_runs_per_chunk is not None and int(self.max_runs_per_chunk) < 1:
-            raise InputError(f"max_runs_per_chunk = {self.max_runs_per_chunk} must be at least 1.",
-                             "Use None (automatic) or a positive number.")
         return ModulationPlan(self, start, t_m, last, block, modulated, injected, window)
 
 

@@ -1,0 +1,208 @@
+"""Output folders of the commands (issues 13, 14): checked before any work, owned, kept on failure."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.helpers.permissions import CHMOD_BLOCKS, deny_writes, needs_chmod
+from vidseg_core import label_io
+from vidseg_core.__main__ import main
+from vidseg_core.output_dir import MANIFEST_NAME, read_manifest
+
+
+
+def _frames(folder, n=3, size=(64, 128)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        img = rng.integers(0, 255, size + (3,), dtype=np.uint8)
+        img[:, : size[1] // 2] //= 4
+        Image.fromarray(img).save(folder / f"f{i:03d}.png")
+    return folder
+
+
+def _segment(d, out, *extra):
+    return ["segment", str(d), "--model", "tiny-sd", "--out", str(out), "--mode", "fast", "--clusters", "2",
+            "--quiet", "--no-overlay", *extra]
+
+
+def _no_model(monkeypatch):
+    """Fail the test if a command loads a model (every check must come first)."""
+    def boom(args):
+        raise AssertionError("the model was loaded before the checks")
+
+    for mod in ("segment", "features"):
+        monkeypatch.setattr(f"vidseg_core.commands.{mod}.load_model", boom)
+
+
+@pytest.mark.parametrize("where", ["folder", "parent"])
+def test_unwritable_output_refused_before_work_simulated(tmp_path, monkeypatch, capsys, where):
+    d = _frames(tmp_path / "in", 2)
+    parent = tmp_path / "p"
+    parent.mkdir()
+    out = parent / "out"
+    if where == "folder":
+        out.mkdir()
+    deny_writes(monkeypatch, out if where == "folder" else parent)
+    _no_model(monkeypatch)
+    files = tmp_path / "files"
+    files.mkdir()
+    runs = {
+        "segment": _segment(d, out),
+        "features": ["features", str(d), "--model", "tiny-sd", "--out", str(out / "f.safetensors")],
+        "evaluate": ["evaluate", "--pred", str(d), "--gt", str(d), "--out", str(out / "r.json")],
+        "demo": ["demo", "--out", str(out)],
+    }
+    for name, argv in runs.items():
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert "Cannot write to" in err and "Permission denied" in err and "Fix:" in err, (name, err)
+    assert list(parent.iterdir()) == ([out] if where == "folder" else [])
+    if where == "folder":
+        assert list(out.iterdir()) == []
+
+
+@needs_chmod
+def test_unwritable_output_refused_chmod(tmp_path, capsys):
+    d = _frames(tmp_path / "in", 2)
+    ro = tmp_path / "ro"
+    (ro / "out").mkdir(parents=True)
+    ro.chmod(0o555)
+    (ro / "out").chmod(0o555)
+    try:
+        assert main(_segment(d, ro / "out")) == 2
+        assert "Permission denied" in capsys.readouterr().err
+        assert main(_segment(d, ro / "new")) == 2
+        assert "nearest existing parent" in capsys.readouterr().err
+    finally:
+        (ro / "out").chmod(0o755)
+        ro.chmod(0o755)
+
+
+def test_output_inside_input_folder_refused(tmp_path, monkeypatch, capsys):
+    d = _frames(tmp_path / "in", 2)
+    _no_model(monkeypatch)
+    for out in (d / "seg", d):
+        assert main(_segment(d, out)) == 2
+        assert "input" in capsys.readouterr().err
+    assert main(["features", str(d), "--model", "tiny-sd", "--out", str(d / "f.safetensors")]) == 2
+    assert "inside the input folder" in capsys.readouterr().err
+    assert sorted(p.name for p in d.iterdir()) == ["f000.png", "f001.png"]
+
+
+def test_failure_mid_run_keeps_labels_and_says_which_are_complete(tmp_path, monkeypatch, capsys):
+    """The folder becomes unwritable after 2 label maps: clear error, files kept, the rerun reuses the folder."""
+    d = _frames(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    real = label_io.save_label_png
+    calls = []
+
+    def flaky(path, labels):
+        calls.append(path)
+        if len(calls) == 3:
+            if not CHMOD_BLOCKS:
+                raise PermissionError(13, "Permission denied", str(path))
+            (out / "labels").chmod(0o555)
+        return real(path, labels)
+
+    monkeypatch.setattr(label_io, "save_label_png", flaky)
+    try:
+        assert main(_segment(d, out, "--batch-size", "1")) == 2
+    finally:
+        (out / "labels").chmod(0o755)
+    err = capsys.readouterr().err
+    assert "Cannot write" in err and "labels/f002.png" in err and "Permission denied" in err
+    assert "2 output(s) are complete and kept: labels/f000.png, labels/f001.png" in err
+    assert "not written: labels/f002.png, summary.json" in err and "rerun the same command" in err
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["f000.png", "f001.png"]
+    assert read_manifest(out / MANIFEST_NAME)[2] == "failed"
+    calls.clear()
+    monkeypatch.setattr(label_io, "save_label_png", lambda path, labels: (calls.append(path), real(path, labels)))
+    with_overlay = [a for a in _segment(d, out, "--batch-size", "1") if a != "--no-overlay"]
+    assert main(with_overlay) == 0  # no --overwrite needed: our own partial output
+    assert any((out / n).exists() for n in ("overlay.mp4", "overlay.gif"))  # reused maps read back for it
+    assert "its 2 complete label maps are reused (same settings)" in capsys.readouterr().err
+    assert [p.name for p in calls] == ["f002.png"]  # only the missing batch was upsampled and written
+    assert len(list((out / "labels").iterdir())) == 3
+    assert json.loads((out / "summary.json").read_text())["reused_label_maps"] == 2
+    fresh = tmp_path / "fresh"
+    assert main(_segment(d, fresh, "--batch-size", "1")) == 0
+    for p in sorted((fresh / "labels").iterdir()):  # the resumed run equals a fresh one
+        assert (out / "labels" / p.name).read_bytes() == p.read_bytes()
+    (out / "labels" / "f000.png").unlink()  # an unfinished run with other settings is replaced, not reused
+    lines = (out / MANIFEST_NAME).read_text().splitlines()
+    (out / MANIFEST_NAME).write_text("\n".join(lines[:-1]) + "\n")  # as if cut before it finished
+    assert main(_segment(d, out, "--batch-size", "1", "--seed", "3")) == 0
+    assert "they are replaced" in capsys.readouterr().err
+
+
+def test_overwrite_keeps_user_files_and_refuses_foreign_labels(tmp_path, capsys):
+    d = _frames(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    assert main(_segment(d, out)) == 0
+    assert main(_segment(d, out)) == 2
+    assert "finished `segment` run" in capsys.readouterr().err
+    (out / "mine.txt").write_text("mine")
+    assert main(_segment(d, out, "--overwrite")) == 0
+    (out / "labels" / "mine.png").write_bytes(b"user")
+    assert main(_segment(d, out, "--overwrite")) == 2
+    assert "did not write" in capsys.readouterr().err and (out / "labels" / "mine.png").read_bytes() == b"user"
+    assert (out / "mine.txt").read_text() == "mine"
+
+
+def test_failed_run_before_writing_leaves_dir_reusable(tmp_path, monkeypatch, capsys):
+    """A run that fails after the model loaded (here: in the pipeline) does not block the corrected rerun."""
+    d = _frames(tmp_path / "in", 2)
+    out = tmp_path / "out"
+
+    def fail(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("vidseg_core.pipeline.VideoSegmenter.run", fail)
+    with pytest.raises(RuntimeError):
+        main(_segment(d, out))
+    assert read_manifest(out / MANIFEST_NAME)[2] == "failed"
+    monkeypatch.undo()
+    assert main(_segment(d, out)) == 0
+
+
+def test_evaluate_out_file_refused_when_it_exists(tmp_path, capsys):
+    d = _frames(tmp_path / "in", 1)
+    res = tmp_path / "r.json"
+    res.write_text("mine")
+    _no = ["evaluate", "--pred", str(d), "--gt", str(d), "--metrics", "miou", "--out", str(res)]
+    assert main(_no) == 2 and res.read_text() == "mine"
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_demo_runs_twice(tmp_path, capsys, monkeypatch):
+    """`bash scripts/demo.sh` twice: the demo replaces its own earlier outputs, never other files."""
+    for var in ("VIDSEG_SD21", "VIDSEG_MODELS_DIR", "COMFYUI_MODELS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--frames", "4", "--size", "64x128", "--mode", "fast"]
+    assert main(argv) == 0
+    (out / "notes.txt").write_text("mine")
+    assert main(argv[:4] + ["3"] + argv[5:] + ["--overwrite"]) == 0  # fewer frames: old ones removed
+    assert "replacing the outputs of the earlier demo run" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "frames").iterdir()) == ["00000.png", "00001.png", "00002.png"]
+    assert len(list((out / "result" / "labels").iterdir())) == 3 and (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "scores.json").read_text())["summary"]["frames"] == 3
+
+
+def test_failure_at_the_end_keeps_label_maps_and_names_missing_overlay_and_summary(tmp_path, monkeypatch, capsys):
+    """The folder turns read-only after every label map was written: the overlay / summary cannot be written."""
+    d = _frames(tmp_path / "in", 2)
+    out = tmp_path / "out"
+
+    def close(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(label_io.OverlayVideoWriter, "close", close)
+    argv = [a for a in _segment(d, out) if a != "--no-overlay"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "2 output(s) are complete and kept: labels/f000.png, labels/f001.png" in err
+    assert "not written: overlay, summary.json" in err
+    assert len(list((out / "labels").iterdir())) == 2
