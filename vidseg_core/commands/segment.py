@@ -54,8 +54,6 @@ def settings_from_args(args, reference=None, reference_frame: int = 0):
 
     from ..validation import validate_segment_settings
 
-    if not 1 <= args.clusters <= 255:
-        raise InputError(f"--clusters must be in 1..255, got {args.clusters}.", "The paper uses 20.")
     settings = SegmentSettings(
         num_clusters=args.clusters, batch_size=args.batch_size, mode=args.mode, refiner=args.refiner,
         seed=args.seed, reference=reference, reference_frame=reference_frame,
