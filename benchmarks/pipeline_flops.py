@@ -12,12 +12,15 @@ shipped configs (``benchmarks/modulation.py``):
   is also their feature pass and is decoded, then 2K passes (one per label and
   sign) each run S guided UNet evaluations ``U`` from t_m and a decode ``D``;
   ``E`` = the VAE encode.  For SD 2.1 at K = 10: ``E + 21(3U + D)``.
-* **ours, quality** -- encode + our feature pass (``features_flops.feature_pass_flops``:
-  the last evaluation conditional-only, stopped after block 8) + ``modulate_batch``
-  on the same latents, on each path a device runs: the CPU default (attention
-  probabilities of the injected layers shared, one chunk), the CUDA default at
-  this commit (not shared, one chunk), and chunks of ``--chunks`` runs
-  (reference repeated in every chunk; and stored once, the ``store`` mode).
+* **ours, quality** -- the pipeline's path: encode + ``reference_pass`` (the
+  feature pass and the reference's q/k / latents in ONE trajectory: the feature
+  step's evaluation conditional-only and stopped after block 8, then one guided
+  evaluation there to record its q/k) + ``modulate_batch`` given that store (no
+  reference run in any chunk), on each path a device runs: the CPU default
+  (attention probabilities of the injected layers shared), the CUDA default
+  (fused: q/k projected once, one SDPA call per run), no sharing, and chunks of
+  ``--chunks`` runs (store from the feature pass; and, forced, the reference
+  repeated in every chunk after a plain feature pass).
 * **ours, fast** -- encode + our feature pass + the guided filter (its
   element-wise work is not in FlopCounterMode's count; see ``modulation.py``'s
   all-ops count: about 0.25 GFLOP/frame, negligible here).
@@ -43,6 +46,7 @@ from benchmarks.features_flops import feature_pass_flops  # noqa: E402
 from benchmarks.modulation import _meta, count, meta_sd, meta_svd, voronoi_coarse  # noqa: E402
 from vidseg_core.features import BatchInputs  # noqa: E402
 from vidseg_core.modulation import ModulationSettings, modulate_batch  # noqa: E402
+from vidseg_core.modulation.reference import reference_pass  # noqa: E402
 from vidseg_core.modulation.runner import estimate_run_bytes  # noqa: E402
 
 #: memory of one H200 as the device tool reports it (about 139 GiB); used only to say which chunk size the
@@ -81,17 +85,29 @@ def run(frames: int = 14, labels: int = 10, height: int = 448, width: int = 832,
         D = count(lambda: bb.decode(x))
         authors = fp["encode"] + (2 * K + 1) * (steps * U + D)
 
-        def mod(**kw):
-            return count(lambda: modulate_batch(bb, inputs, coarse, ids, (H, W), ModulationSettings(**kw)))
+        meta = torch.device("meta")
+        made = {}
 
-        paths = {"CPU default (attention shared, one chunk)": mod(share_attention=True),
-                 "CUDA default (attention not shared, one chunk)": mod(share_attention=False)}
+        def reference():  # the pipeline's quality path: features + the reference's q/k / latents in ONE trajectory
+            made["store"] = reference_pass(bb, inputs, ModulationSettings(), device=meta, feature_device=meta)[2]
+
+        ref = fp["encode"] + count(reference)
+
+        def mod(store=None, **kw):
+            return count(lambda: modulate_batch(bb, inputs, coarse, ids, (H, W), ModulationSettings(**kw),
+                                                reference=store))
+
+        store = made["store"]
+        paths = {"CPU default (reference once, attention probabilities shared, one chunk)":
+                 ref + mod(store, share_attention="probabilities"),
+                 "CUDA default (reference once, fused q/k sharing, one chunk)": ref + mod(store, share_attention="fused"),
+                 "no sharing (reference once, one chunk)": ref + mod(store, share_attention=False)}
         for c in chunks:
-            paths[f"CUDA, chunks of {c} runs, reference repeated"] = mod(share_attention=False, max_runs_per_chunk=c,
-                                                                         reference="repeat")
-            paths[f"CUDA, chunks of {c} runs, reference stored"] = mod(share_attention=False, max_runs_per_chunk=c,
-                                                                       reference="store")
-        quality = {k: (fp["ours"] + v) / T for k, v in paths.items()}
+            paths[f"CUDA, chunks of {c} runs, reference from the feature pass"] = ref + mod(
+                store, share_attention="fused", max_runs_per_chunk=c)
+            paths[f"CUDA, chunks of {c} runs, reference repeated (forced)"] = fp["ours"] + mod(
+                share_attention="fused", max_runs_per_chunk=c, reference="repeat")
+        quality = {k: v / T for k, v in paths.items()}
         h200 = chunk_runs_on(bb, T, (lh, lw), H200_BYTES)
         tf = 1e12
         log(f"  {name}: U = {U / tf:.3f} TFLOP (guided, {2 * T} rows), D = {D / tf:.3f}, E = {fp['encode'] / tf:.3f}, "
