@@ -277,13 +277,14 @@ class ComfyBackbone(Backbone):
         return super().decode(latents)
 
     def decode_clips(self, latents: torch.Tensor, max_frames: Optional[int] = None) -> torch.Tensor:
+        """As the base, but ComfyUI's temporal (SVD) decoder treats everything in one call as ONE clip (its
+        frame count is the batch size), so a temporal VAE decodes one clip per call."""
         self._load_vae()
-        return super().decode_clips(latents, max_frames)
+        return super().decode_clips(latents, max_frames if self.vae_frames_independent else 1)
 
     def _vae_decode(self, z: torch.Tensor, clip_frames: int) -> torch.Tensor:
         dev = torch.device(self.vae_object.device)
-        kwargs = {} if self.vae_frames_independent else {"timesteps": clip_frames}  # temporal decoder: clip length
-        return self.vae.decode(z.to(dev, self.vae_object.vae_dtype), **kwargs).float().to(self.device)
+        return self.vae.decode(z.to(dev, self.vae_object.vae_dtype)).float().to(self.device)  # one clip a call
 
     def randn(self, shape, generator: torch.Generator) -> torch.Tensor:
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)

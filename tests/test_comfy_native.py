@@ -71,6 +71,21 @@ def test_adapter_equals_the_packs_loader_on_the_same_weights(family):
 
 
 @pytest.mark.parametrize("family", ["sd", "svd"])
+@torch.inference_mode()
+def test_adapter_decodes_several_clips_as_the_packs_loader(family):
+    """``decode_clips`` (the modulation decodes its +/- pairs with it) on the adapter: ComfyUI's temporal decoder
+    takes a whole call as one clip, so several clips must never share a call."""
+    model, enc, vae = standin_sd() if family == "sd" else standin_svd()
+    kw = {"clip": enc} if family == "sd" else {"clip_vision": enc}
+    nb = _node(model, vae, **kw).backbone
+    pb = load_backbone(f"tiny-{family}", device="cpu", precision="fp32")
+    z = torch.randn(3, T, 4, H // 8, W // 8, generator=torch.Generator().manual_seed(3))
+    want = torch.stack([pb.decode(clip) for clip in z])
+    torch.testing.assert_close(nb.decode_clips(z), want, rtol=0, atol=1e-5)
+    torch.testing.assert_close(pb.decode_clips(z), want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["sd", "svd"])
 def test_segment_video_on_the_adapter_gives_the_packs_labels_and_leaves_the_model_untouched(family):
     model, enc, vae = standin_sd() if family == "sd" else standin_svd()
     before = copy.deepcopy(model.model_options)

@@ -181,10 +181,8 @@ class FirstStage(torch.nn.Module):
         self.inner, self.temporal = vae, temporal
         self.encoder, self.quant_conv = vae.encoder, vae.quant_conv
 
-    def decode(self, z, **kwargs):  # ComfyUI's temporal decoder takes the clip length as ``timesteps`` (default: all)
-        if self.temporal:
-            return self.inner.decode(z, num_frames=int(kwargs.get("timesteps") or z.shape[0])).sample
-        return self.inner.decode(z).sample
+    def decode(self, z):  # as ComfyUI's first stage: no clip-length argument (a temporal decoder takes the call as one clip)
+        return self.inner.decode(z, num_frames=z.shape[0]).sample if self.temporal else self.inner.decode(z).sample
 
 
 class VAE:
