@@ -204,6 +204,8 @@ def test_host_reads_do_not_grow_with_steps_frames_or_chunks(name):
     frame or chunk."""
     bb = load_backbone(name)
     counts = {}
+    # (None resolves to "fused" for these few runs on a CPU: the slower SVD twin skips the duplicate)
+    shares = (None, False, "fused") if name == "tiny-sd" else (False, "fused")
     for T in (2, 3):
         frames = torch.rand(T, 64, 128, 3, generator=torch.Generator().manual_seed(T))
         inputs = prepare_batch(bb, frames)
@@ -213,7 +215,7 @@ def test_host_reads_do_not_grow_with_steps_frames_or_chunks(name):
         start = bb.config.modulation_step
         for step in (start, start + 1):
             for chunk in (None, 3):
-                for share in (None, False, "fused"):
+                for share in shares:
                     st = ModulationSettings(step=step, max_runs_per_chunk=chunk, share_attention=share)
                     counts[(T, step, chunk, share)] = _count_host_reads(
                         lambda: modulate_batch(bb, inputs, coarse, None, FRAME, st, reference=store))
