@@ -49,3 +49,16 @@ def test_a_job_error_is_raised_in_the_caller_and_later_jobs_are_dropped():
     w2 = BackgroundWriter(depth=1)
     w2.submit(fail)
     w2.close(raise_errors=False)  # the caller is already failing with its own error
+
+
+def test_as_a_context_manager_the_blocks_own_error_wins():
+    def fail():
+        raise OSError(5, "I/O error")
+
+    with pytest.raises(OSError, match="I/O error"):
+        with BackgroundWriter(2) as w:
+            w.submit(fail)
+    with pytest.raises(KeyError):  # the caller's error, not the writer's
+        with BackgroundWriter(2) as w:
+            w.submit(fail)
+            raise KeyError("caller")

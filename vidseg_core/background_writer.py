@@ -8,6 +8,10 @@ label maps), so memory stays bounded: a slow disk makes :meth:`submit` wait inst
 An error in a job is raised again, unchanged, in the main thread at the next :meth:`submit` or at
 :meth:`close`; later jobs are skipped (nothing is written after the failure, as in a serial run).
 ``depth=0`` runs every job at once in the caller's thread (the serial behaviour, for debugging).
+
+    with BackgroundWriter(2) as writer:
+        for batch in batches:
+            writer.submit(lambda batch=batch: write(batch))
 """
 from __future__ import annotations
 
@@ -69,6 +73,14 @@ class BackgroundWriter:
         t = time.perf_counter()
         self._queue.put(job)
         self.wait_seconds += time.perf_counter() - t
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        """Wait for the jobs; a job's error is raised unless the block already fails (its error is kept)."""
+        self.close(raise_errors=exc_type is None)
+        return False
 
     def close(self, raise_errors: bool = True) -> None:
         """Wait until every queued job ran (or was dropped after a failure); then raise a job's error.

@@ -170,18 +170,14 @@ def _segment(args, source, backbone, settings, folder, bar):
     def have(batch):  # label maps kept from the unfinished earlier run: no upsampling again
         return all(f"labels/{names[f]}.png" in reused for f in batch.written)
 
-    writer = BackgroundWriter(0 if getattr(args, "serial_writes", False) else 2)
-    try:
+    # on a failure what was computed is still written, and the first error is reported
+    with BackgroundWriter(0 if getattr(args, "serial_writes", False) else 2) as writer:
         for res in seg.run(source.read, len(source), source.frame_size, skip_upsample=have):
             # the frames are read here (the source is not thread-safe), the table as it is now
             frames = None if video is None else source.read(res.batch.write_start, res.batch.stop)
             table = seg.summary.table if seg.summary else None
             writer.submit(lambda res=res, frames=frames, table=table:
                           _write_batch(res, frames, table, names, source.source_size, folder, video))
-        writer.close()
-    except BaseException:
-        writer.close(raise_errors=False)  # what was computed is still written; the first error is reported
-        raise
     overlay_path = None
     if video is not None:
         with folder.writing("overlay"):
