@@ -43,6 +43,7 @@ from .masks import coarse_present, label_masks, lanczos_upsample_mask, resize_ne
 from .memory import (available_bytes, choose_reference_mode, estimate_decode_frame_bytes, estimate_run_bytes,
                      estimate_store_bytes,
                      free_memory as _free_memory, host_available_bytes, is_out_of_memory)  # noqa: F401
+from . import rows
 from .reference import ReferenceStore, record_reference
 from .settings import ModulationPlan, ModulationSettings
 from .shared_attention import CPU_MIN_RUNS, resolve_mode, sharing_attention
@@ -134,8 +135,9 @@ class _BatchModulation:
         self.L, self.T = self.masks.shape[0], self.masks.shape[1]
         self.latent_hw = inputs.latent_hw
         self.present_cpu = coarse_present(coarse_cpu, ids)  # [L,T] bool
-        self.active = self.present_cpu.any(1).tolist()  # labels present in at least one frame
-        self.everywhere = self.present_cpu.all(1).tolist()  # labels present in every frame
+        self.present_host = self.present_cpu.tolist()  # [L][T] (one host read)
+        self.active = [any(p) for p in self.present_host]  # labels present in at least one frame
+        self.everywhere = [all(p) for p in self.present_host]  # labels present in every frame
         self.present_index = [self.present_cpu[l].nonzero().flatten().to(dev) for l in range(self.L)]
         self.absent = (~self.present_cpu).to(dev)
         self.acc = LabelArgmax((self.T,) + tuple(frame_size), device=dev, keep_maps=False)
@@ -144,6 +146,9 @@ class _BatchModulation:
         self.store: Optional[ReferenceStore] = self.given
         self.store_device: Optional[torch.device] = None  # None: the compute device
         self.finished: Dict[int, torch.Tensor] = {}
+        self.partial: Dict[int, torch.Tensor] = {}  # compacted rows: runs with rows still pending (.rows)
+        self.rows_left: Dict[int, int] = {}
+        self.compact = False
         self.decode_frames: Optional[int] = None  # frames per VAE call (None: decode_chunk)
         self.next_label = 0
         self.units = self.total_units = 0
@@ -293,7 +298,7 @@ class _BatchModulation:
             del scores
             self.next_label += 1
             if zp_given:
-                self.units += 2
+                self.units += 2 * (sum(self.present_host[l]) if self.compact else 1)
                 self._report()
 
     def _report(self):
@@ -326,12 +331,25 @@ class _BatchModulation:
         self.stats["store_estimate_bytes"] = store_bytes
         return mode
 
+    def compacts_rows(self) -> bool:
+        """Denoise only the present (label, frame) rows (:mod:`.rows`)?  SD only (frames independent), and only
+        when some active label is absent from some frame."""
+        return (bool(self.s.skip_absent_rows) and self.bb.family == "sd"
+                and not all(e for a, e in zip(self.active, self.everywhere) if a))
+
     def run(self) -> ModulationResult:
         t0 = time.perf_counter()
-        pending = [r for r in range(2 * self.L) if self.active[r // 2]]
+        runs = [r for r in range(2 * self.L) if self.active[r // 2]]
+        self.compact = self.compacts_rows()
+        pending = rows.present_rows(self.present_host, runs) if self.compact else runs
+        unit = self.T if self.compact else 1  # chunk capacity in rows (frames) or in runs
+        for r, _ in (pending if self.compact else []):
+            self.rows_left[r] = self.rows_left.get(r, 0) + 1
         self.units, self.total_units = 0, len(pending) * (self.plan.last - self.plan.t_m + 2)
         max_runs = self.initial_runs()
-        mode = self.reference_mode(len(pending), max_runs)
+        mode = self.reference_mode(-(-len(pending) // unit), max_runs)
+        max_runs *= unit
+        self.stats["compacted_rows"] = len(pending) if self.compact else None
         if mode == "repeat":
             self.store = None
         share = resolve_mode(self.s.share_attention, self.bb.device)
@@ -345,16 +363,24 @@ class _BatchModulation:
             self.fold_finished()
             while pending:
                 self._check_cancel()
-                per_chunk = max_runs - 1 if mode == "repeat" else max_runs
-                if per_chunk >= 2 and per_chunk % 2:
-                    per_chunk -= 1
-                per_chunk = max(1, per_chunk)
-                chunk = pending[:per_chunk]
+                if self.compact:
+                    chunk = rows.take_rows(pending, max_runs, mode == "repeat")
+                    size = len(chunk) + (len({f for _, f in chunk}) if mode == "repeat" else 0)
+                else:
+                    per_chunk = max_runs - 1 if mode == "repeat" else max_runs
+                    if per_chunk >= 2 and per_chunk % 2:
+                        per_chunk -= 1
+                    chunk = pending[:max(1, per_chunk)]
+                    size = len(chunk) + (1 if mode == "repeat" else 0)
                 units_before = self.units
                 try:
                     if mode == "store" and self.store is None:
                         self.build_store(x_tm)
-                    final = self.run_chunk(x_tm, chunk, with_reference=(mode == "repeat"))
+                    if self.compact:
+                        rows.run_rows(self, x_tm, chunk, mode == "repeat", driver)
+                        final = []
+                    else:
+                        final = self.run_chunk(x_tm, chunk, with_reference=(mode == "repeat"))
                 except Exception as exc:  # noqa: BLE001 - only OOM is handled
                     if not is_out_of_memory(exc):
                         raise
@@ -363,11 +389,11 @@ class _BatchModulation:
                     self.units = units_before
                     _free_memory()
                     self.stats["oom_retries"] = int(self.stats["oom_retries"]) + 1
-                    current = per_chunk + (1 if mode == "repeat" else 0)
+                    current, what = size, "rows" if self.compact else "runs"
                     if current > 2 or (mode == "store" and current > 1):
                         max_runs = max(1 if mode == "store" else 2, current // 2)
-                        warnings.warn(f"Modulation chunk of {current} runs ran out of memory ({msg}); "
-                                      f"retrying with {max_runs} runs per chunk.", RuntimeWarning, stacklevel=2)
+                        warnings.warn(f"Modulation chunk of {current} {what} ran out of memory ({msg}); "
+                                      f"retrying with {max_runs} {what} per chunk.", RuntimeWarning, stacklevel=2)
                         continue
                     if mode == "repeat" and self.s.reference == "auto":
                         mode, max_runs = "store", 1
@@ -380,7 +406,7 @@ class _BatchModulation:
                     raise OutOfMemoryError(
                         f"Masked modulation does not fit in memory even one run at a time ({msg}).",
                         "Use fewer frames per batch, smaller frames, precision bf16, or the guided-filter fast mode.")
-                self.stats["chunks"].append(len(chunk) + (1 if mode == "repeat" else 0))
+                self.stats["chunks"].append(size)
                 for r, z in zip(chunk, final):
                     self.finished[r] = z.detach()
                 del final
