@@ -20,6 +20,13 @@ the disk.  Here every pass of a batch is a *run* of one batched computation
   trajectory is computed once per batch) or when storing it costs less than
   repeating it in every chunk (:mod:`.memory`); otherwise it is run 0 of every
   chunk;
+* SD 2.1 (frames independent) denoises only the *rows* (run, frame) whose
+  label is present in the frame (:mod:`.rows`, ``skip_absent_rows``, exact:
+  an absent frame IS the reference): a chunk is then one run of ``N`` rows
+  ``[1,N,4,h,w]`` whose offsets, blending masks, reference q/k / latents and
+  shared prefix are gathered by frame; chunk sizes and the OOM retry count
+  rows, and finished rows are scattered back into per-run latents (absent
+  frames are never decoded).  SVD keeps whole runs;
 * after each chunk the finished ± pairs are decoded and reduced at once to
   difference maps and folded into a running argmax (:class:`~.difference.LabelArgmax`),
   so memory does not grow with the number of labels; the reference run is
@@ -36,9 +43,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..cpu_memory import feed_forward_by_rows
-from ..errors import InputError, OutOfMemoryError, VidSegError
-from .difference import LabelArgmax, difference_map, filter_maps
+from ..errors import OutOfMemoryError, VidSegError
+from .difference import LabelArgmax, difference_map, filter_maps, labels_from_difference_maps  # noqa: F401
 from .hooks import ModulationHook
+from .inputs import check_inputs
 from .masks import coarse_present, label_masks, lanczos_upsample_mask, resize_nearest
 from .memory import (available_bytes, choose_reference_mode, estimate_decode_frame_bytes, estimate_run_bytes,
                      estimate_store_bytes,
@@ -65,52 +73,6 @@ class ModulationResult:
     label_ids: torch.Tensor  # [L] the modulated labels, ascending
     difference_maps: Optional[torch.Tensor] = None  # [L,T,H,W] normalised, unfiltered (CPU)
     stats: Dict[str, object] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------ inputs
-def _check_inputs(backbone, inputs, coarse, label_ids, frame_size):
-    x = inputs.x_start
-    if not torch.is_tensor(coarse) or coarse.ndim != 3:
-        raise InputError(f"The coarse label map must be a tensor [T,h,w]; got {getattr(coarse, 'shape', type(coarse))}.",
-                         "Pass one coarse map per frame of the batch at the feature grid.")
-    if coarse.dtype.is_floating_point or coarse.dtype == torch.bool:
-        raise InputError(f"The coarse label map must hold integer label ids; got {coarse.dtype}.",
-                         "Convert it with .long().")
-    T, lh, lw = x.shape[0], x.shape[-2], x.shape[-1]
-    if coarse.shape[0] != T:
-        raise InputError(f"The coarse map has {coarse.shape[0]} frames but the batch has {T}.",
-                         "Give one coarse map per frame of the batch.")
-    if tuple(coarse.shape[1:]) != (lh // 2, lw // 2):
-        raise InputError(f"The coarse map grid is {tuple(coarse.shape[1:])}, expected the feature grid "
-                         f"{(lh // 2, lw // 2)} (1/16 of the working frame size).",
-                         "Pass the coarse segmentation at the feature resolution.")
-    coarse = coarse.to(torch.long)
-    present = torch.unique(coarse.cpu())
-    if label_ids is None:
-        ids = present
-    else:
-        ids = torch.as_tensor(label_ids).reshape(-1).cpu()
-        if ids.dtype.is_floating_point:
-            raise InputError("label_ids must be integers.", "Pass the label ids as ints.")
-        ids = ids.long()
-        if ids.numel() == 0:
-            raise InputError("label_ids is empty.", "Pass at least one label (or None for all coarse labels).")
-        if torch.unique(ids).numel() != ids.numel():
-            raise InputError(f"label_ids has duplicates: {ids.tolist()}.", "Give each label once.")
-        ids = torch.sort(ids).values
-        missing = sorted(set(present.tolist()) - set(ids.tolist()))
-        if missing:
-            raise InputError(f"The coarse map contains labels {missing} that are not in label_ids.",
-                             "Include every coarse label in label_ids (or pass None).")
-    if frame_size is None:
-        frame_size = tuple(int(v) for v in inputs.prepared.shape[-2:])
-    try:
-        H, W = (int(v) for v in frame_size)
-    except (TypeError, ValueError):
-        raise InputError(f"frame_size must be (height, width); got {frame_size!r}.", "Pass the original frame size.")
-    if H < 1 or W < 1:
-        raise InputError(f"frame_size {frame_size} must be positive.", "Pass the original frame size (H, W).")
-    return coarse, ids, (H, W)
 
 
 # ------------------------------------------------------------------ runner
@@ -445,7 +407,7 @@ def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame
     """
     settings = settings or ModulationSettings()
     plan = settings.resolve(backbone)
-    coarse, ids, frame_size = _check_inputs(backbone, inputs, coarse, label_ids, frame_size)
+    coarse, ids, frame_size = check_inputs(backbone, inputs, coarse, label_ids, frame_size)
     if ids.numel() == 1 and not settings.return_difference_maps:
         # argmax over a single label is that label: no pass can change it
         T = coarse.shape[0]
@@ -454,21 +416,3 @@ def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame
     with torch.inference_mode():
         job = _BatchModulation(backbone, inputs, coarse, ids, frame_size, plan, progress, cancel, reference)
         return job.run()
-
-
-def labels_from_difference_maps(maps: torch.Tensor, coarse: torch.Tensor, label_ids, frame_size,
-                                filter_s: float = 0.7, absent_labels: str = "keep") -> torch.Tensor:
-    """Re-derive a label map from returned normalised maps ``[L,T,H,W]`` with another filter ``s``.
-
-    E.g. the authors' unfiltered variant is ``filter_s=1.0`` (reference §9.5, §12.5).
-    """
-    ids = torch.as_tensor(label_ids).long().cpu()
-    masks = label_masks(coarse.long().cpu(), ids)
-    present = coarse_present(coarse.long().cpu(), ids)
-    acc = LabelArgmax(maps.shape[1:])
-    for l in range(maps.shape[0]):
-        scores = filter_maps(maps[l].float(), lanczos_upsample_mask(masks[l], frame_size), filter_s)
-        if absent_labels == "skip":
-            scores = torch.where((~present[l]).view(-1, 1, 1), torch.full_like(scores, -math.inf), scores)
-        acc.update(l, scores)
-    return acc.labels(ids)
