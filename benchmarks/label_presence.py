@@ -109,8 +109,9 @@ def run(clusters=(10, 20), own_frames: int = 28, log=print) -> Dict[str, float]:
     return out
 
 
-def timing(repeats: int = 3, log=print) -> dict:
-    """``modulate_batch`` rows skipped vs whole runs, tiny-sd, blackswan at half size with ``masks_rvos``."""
+def timing(repeats: int = 3, fraction=None, labels: int = 10, log=print) -> dict:
+    """``modulate_batch`` rows skipped vs whole runs, tiny-sd, blackswan at half size with ``masks_rvos`` (or,
+    with ``fraction``, ``labels`` Voronoi labels of which that fraction of (label, frame) pairs is present)."""
     from benchmarks.timing import ratio_text, time_cases
     from vidseg_core.backbones import load_backbone
     from vidseg_core.features import prepare_batch
@@ -123,9 +124,14 @@ def timing(repeats: int = 3, log=print) -> dict:
         inputs = prepare_batch(bb, video)
         lh, lw = inputs.latent_hw
         coarse = load_masks(DATA / "blackswan" / "masks_rvos", (lh // 2, lw // 2))[:14]
+        if fraction is not None:
+            from benchmarks.modulation import voronoi_coarse
+            from benchmarks.pipeline_flops import presence_coarse
+            coarse = presence_coarse(voronoi_coarse(14, lh // 2, lw // 2, labels), fraction)
         _, _, store = reference_pass(bb, inputs)
     p = presence(coarse)
-    log(f"tiny-sd, 14 frames {tuple(video.shape[1:3])} -> grid {lh // 2}x{lw // 2}, masks_rvos: {p['labels']} labels, "
+    what = "masks_rvos" if fraction is None else f"Voronoi labels at presence {fraction}"
+    log(f"tiny-sd, 14 frames {tuple(video.shape[1:3])} -> grid {lh // 2}x{lw // 2}, {what}: {p['labels']} labels, "
         f"{p['present']} / {p['full']} pairs present ({p['fraction']:.3f}); torch threads {torch.get_num_threads()}")
     results = {}
 
@@ -152,11 +158,14 @@ def main(argv=None) -> int:
     ap.add_argument("--timing", action="store_true")
     ap.add_argument("--only-timing", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--timing-presence", type=float, default=None,
+                    help="time on Voronoi labels (--timing-labels) with this fraction of pairs present")
+    ap.add_argument("--timing-labels", type=int, default=10)
     args = ap.parse_args(argv)
     if not args.only_timing:
         run(args.clusters, args.own_frames)
     if args.timing or args.only_timing:
-        timing(args.repeats)
+        timing(args.repeats, args.timing_presence, args.timing_labels)
     return 0
 
 

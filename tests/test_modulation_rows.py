@@ -129,3 +129,15 @@ def test_row_tables_and_setting_check():
     assert take_rows(rows, 1, with_reference=True) == rows[:1]  # at least one row
     with pytest.raises(InputError, match="skip_absent_rows"):
         ModulationSettings(skip_absent_rows="yes").check()
+
+
+def test_presence_benchmark_helpers():
+    from benchmarks.label_presence import presence
+    from benchmarks.modulation import voronoi_coarse
+    from benchmarks.pipeline_flops import presence_coarse
+
+    full = voronoi_coarse(14, 6, 12, 10)
+    part = presence_coarse(full, 0.414)
+    p = presence(part)
+    assert presence(full)["fraction"] == 1.0 and p["labels"] == 10 and p["present"] == round(0.414 * 140)
+    assert presence(_absent_coarse()) == {"labels": 4, "present": 9, "full": 12, "fraction": 0.75}
