@@ -81,7 +81,7 @@ def test_layouts_read_in_place(davis, tmp_path, shared_data):
 @pytest.mark.parametrize("case, expect", [
     ("no_split", "split file"), ("pairs", "malformed"), ("no_video", "Frames folder of video 'swan-b'"),
     ("no_masks", "holds no PNG"), ("unknown_video", "not in the davis2017 set"), ("split_folders", "--split"),
-    ("out_inside", "inside"), ("out_unwritable", "Cannot write"), ("out_foreign", "not empty"),
+    ("out_inside", "inside"), ("out_unwritable", "cannot be created"), ("out_foreign", "not empty"),
 ])
 def test_bad_dataset_is_refused_before_any_work(tmp_path, blackswan_dir, case, expect, capsys):
     root = make_davis2017(blackswan_dir, tmp_path / "DAVIS", clips={"swan-a": (0, 3, False), "swan-b": (3, 3, False)})

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
-from ..errors import InputError
+from ..errors import InputError, OutputError
+from ..output_dir import check_outside_inputs, check_writable
 
 STATE = ".vidseg"
 
@@ -134,24 +135,14 @@ class RunFolder:
 
 
 def check_out_folder(out: Path, root: Path) -> None:
-    """Refuse an output folder inside the dataset, a file, a foreign non-empty folder or an unwritable one."""
-    out_r, root_r = out.resolve(), root.resolve()
-    if out_r == root_r or root_r in out_r.parents or out_r in root_r.parents:
-        raise InputError(f"The output folder {out} is inside (or contains) the dataset {root}.",
-                         "Choose an output folder outside the dataset: nothing is ever written into the dataset.")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out} exists and is not a folder.", "Choose a folder for --out.")
+    """Refuse an output folder inside (or containing) the dataset, a file, a foreign non-empty folder or an
+    unwritable one: the checks of :mod:`vidseg_core.output_dir` that every command uses, plus the dataset
+    run's own rule (a non-empty folder must hold an earlier dataset run, which is resumed)."""
+    check_outside_inputs(out, [root], "output folder")
+    check_writable(out, "output folder")
     if out.is_dir() and any(out.iterdir()) and not (out / STATE).is_dir():
-        raise InputError(f"The output folder {out} is not empty and holds no VidSeg dataset run.",
-                         "Choose an empty or new folder (a folder of an earlier dataset run is resumed).")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".vidseg-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise InputError(f"Cannot write to the output folder {out}: {exc.strerror or exc}.",
-                         "Choose a folder you can write to (on a cluster: one that every node sees).") from exc
+        raise OutputError(f"The output folder {out} is not empty and holds no VidSeg dataset run.",
+                          "Choose an empty or new folder (a folder of an earlier dataset run is resumed).")
 
 
 class Progress:
