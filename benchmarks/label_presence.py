@@ -137,8 +137,8 @@ def timing(repeats: int = 3, fraction=None, labels: int = 10, log=print) -> dict
 
     def case(skip):
         def fn():
-            res = modulate_batch(bb, inputs, coarse, None, tuple(video.shape[1:3]),
-                                 ModulationSettings(skip_absent_rows=skip, return_difference_maps=True), reference=store)
+            st = ModulationSettings(skip_absent_rows=skip, return_difference_maps=True)
+            res = modulate_batch(bb, inputs, coarse, None, tuple(video.shape[1:3]), st, reference=store)
             results[skip] = res
         return fn
     samples, _ = time_cases({"whole runs": case(False), "rows skipped": case(True)}, repeats=repeats, log=log)
@@ -146,7 +146,8 @@ def timing(repeats: int = 3, fraction=None, labels: int = 10, log=print) -> dict
     same = torch.equal(results[False].labels, results[True].labels)
     diff = float((results[False].difference_maps - results[True].difference_maps).abs().max())
     log(f"whole runs {a.text()} s, rows skipped {b.text()} s (median, min-max of {repeats}); "
-        f"speed-up wall {ratio_text(a, b)}, CPU {ratio_text(a, b, 'cpu')}; labels equal {same}, maps max diff {diff:.1e}")
+        f"speed-up wall {ratio_text(a, b)}, CPU {ratio_text(a, b, 'cpu')}; labels equal {same}, "
+        f"maps max diff {diff:.1e}")
     return {"whole": a.to_dict(), "rows": b.to_dict(), "presence": p,
             "ratio": statistics.median([x / y for x, y in zip(a.wall, b.wall)])}
 

@@ -44,7 +44,6 @@ CASES = [  # (store given, settings)
     (False, {}),  # one chunk, the reference repeated in it
     (False, dict(reference="store")),
     (False, dict(reference="repeat", max_runs_per_chunk=2)),  # chunks of rows, reference rows per chunk
-    (True, dict(max_runs_per_chunk=1)),
     (True, dict(share_attention="probabilities")),
     (False, dict(share_attention="probabilities", reference="repeat", max_runs_per_chunk=3)),
     (True, dict(share_attention="fused", share_prefix=False)),
@@ -141,3 +140,22 @@ def test_presence_benchmark_helpers():
     p = presence(part)
     assert presence(full)["fraction"] == 1.0 and p["labels"] == 10 and p["present"] == round(0.414 * 140)
     assert presence(_absent_coarse()) == {"labels": 4, "present": 9, "full": 12, "fraction": 0.75}
+
+
+def test_out_of_memory_halves_the_rows_of_a_chunk(sd, monkeypatch):
+    from vidseg_core.modulation import rows as rows_mod
+
+    bb, inputs, coarse, store = sd
+    real, sizes = rows_mod.run_rows, []
+
+    def flaky(job, x_tm, chunk, with_reference, driver):
+        sizes.append(len(chunk))
+        if len(sizes) == 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(job, x_tm, chunk, with_reference, driver)
+    full = _run(bb, inputs, coarse, store)
+    monkeypatch.setattr(rows_mod, "run_rows", flaky)
+    with pytest.warns(RuntimeWarning, match="18 rows ran out of memory.*9 rows per chunk"):
+        res = _run(bb, inputs, coarse, store)
+    assert sizes == [18, 9, 9] and res.stats["chunks"] == [9, 9] and res.stats["oom_retries"] == 1
+    assert torch.equal(res.labels, full.labels) and (res.difference_maps - full.difference_maps).abs().max() <= 1e-4

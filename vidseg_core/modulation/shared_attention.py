@@ -18,6 +18,12 @@ them with copies, then, by ``mode``:
   context; the backbones tile one conditioning over the runs, announced by
   ``controller.runs_share_context``) is computed once and repeated.
 
+* compacted rows (:mod:`.rows`: one run of rows from different frames): the
+  reference q/k of each distinct frame (a *source*) once; ``"fused"``: one SDPA
+  call with the q/k gathered per row; ``"probabilities"``: one matrix per
+  source applied to the values of all its rows (``"auto"`` counts the rows per
+  source as runs).
+
 The offset hook still runs on the output.  Anything else (other hooks, masks,
 q/k norms, a single run) falls back to the normal hooked processor.  Installed
 on the injected layers only for the duration of :func:`sharing_attention`.
@@ -181,7 +187,8 @@ class SharedAttentionProcessor(HookedAttnProcessor):
             out = attn.to_out[1](attn.to_out[0](o.transpose(1, 2).reshape(o.shape[0], n_q, heads * d).to(q.dtype)))
             return rows.per_row(out.view(halves, rows.n_sources, n_q, -1))
         v = attn.to_v(context)  # [halves·N, Sk, C]
-        if self._mode(rows.n) == "fused" or rows.n_sources == rows.n:
+        # "auto": each probability matrix serves the rows of one source (as many as runs share a frame)
+        if self._mode(rows.n // rows.n_sources) == "fused" or rows.n_sources == rows.n:
             o = sdpa(split(rows.per_row(q)), split(rows.per_row(k)), split(v))  # [halves·N, h, Sq, d]
             o = o.transpose(1, 2).reshape(n_rows, n_q, heads * d)
         else:
