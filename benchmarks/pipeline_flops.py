@@ -2,6 +2,7 @@
 the same scope on both sides of every ratio.
 
     python benchmarks/pipeline_flops.py [--frames 14] [--labels 10] [--height 448] [--width 832] [--chunks 7]
+                                        [--presence 0.414] [--arch "SD 2.1"]
 
 Counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and
 convolutions; attention through the math SDPA kernel so that it is counted)
@@ -27,7 +28,13 @@ shipped configs (``benchmarks/modulation.py``):
 
 The conditioning encoders (SVD's CLIP image tower on one frame) are left out on
 every side.  Labels: K Voronoi cells present in every frame (the worst case
-for the modulation: no (label, frame) row can be skipped).
+for the modulation: no (label, frame) row can be skipped).  ``--presence p``
+also counts SD 2.1 on a coarse map where only the fraction ``p`` of the
+(label, frame) pairs is present (label 0 everywhere, each other label in a
+window of frames; the absent cells go to label 0), with the absent rows skipped
+(``skip_absent_rows``, the default) and with whole runs, both at that presence
+(``benchmarks/label_presence.py`` measures ``p`` on the shared clips).  SVD
+always computes whole runs (its temporal layers mix frames).
 """
 from __future__ import annotations
 
@@ -65,8 +72,25 @@ def chunk_runs_on(bb, frames: int, latent_hw, device_bytes: int, dtype_bytes: in
 ARCHITECTURES = {"SD 2.1": meta_sd, "SVD": meta_svd}
 
 
+def presence_coarse(coarse: torch.Tensor, fraction: float) -> torch.Tensor:
+    """``coarse [T,h,w]`` (labels 0..K-1 in every frame) with only ``fraction`` of the (label, frame) pairs present:
+    label 0 in every frame, label ``l`` in the frames ``(l + i) % T`` for ``i < n_l`` (``n_l`` as even as possible),
+    its cells elsewhere given to label 0."""
+    T, K = coarse.shape[0], int(coarse.max()) + 1
+    target = min(K * T, max(T + K - 1, round(fraction * K * T)))
+    rest = target - T
+    out = coarse.clone()
+    for l in range(1, K):
+        n = rest // (K - 1) + (1 if l - 1 < rest % (K - 1) else 0)
+        keep = {(l + i) % T for i in range(n)}
+        for f in range(T):
+            if f not in keep:
+                out[f][out[f] == l] = 0
+    return out
+
+
 def run(frames: int = 14, labels: int = 10, height: int = 448, width: int = 832, chunks: Sequence[int] = (7,),
-        archs: Sequence[str] = tuple(ARCHITECTURES), log=print) -> dict:
+        archs: Sequence[str] = tuple(ARCHITECTURES), log=print, presence: Sequence[float] = ()) -> dict:
     """``{arch: {"setting", "authors", "fast", "paths": {name: FLOP/frame}, "h200_runs"}}`` (FLOPs per frame)."""
     T, K, H, W = frames, labels, height, width
     lh, lw = H // 8, W // 8
@@ -93,8 +117,8 @@ def run(frames: int = 14, labels: int = 10, height: int = 448, width: int = 832,
 
         ref = fp["encode"] + count(reference)
 
-        def mod(store=None, **kw):
-            return count(lambda: modulate_batch(bb, inputs, coarse, ids, (H, W), ModulationSettings(**kw),
+        def mod(store=None, coarse_map=coarse, **kw):
+            return count(lambda: modulate_batch(bb, inputs, coarse_map, ids, (H, W), ModulationSettings(**kw),
                                                 reference=store))
 
         store = made["store"]
@@ -107,6 +131,15 @@ def run(frames: int = 14, labels: int = 10, height: int = 448, width: int = 832,
                 store, share_attention="fused", max_runs_per_chunk=c)
             paths[f"CUDA, chunks of {c} runs, reference repeated (forced)"] = fp["ours"] + mod(
                 share_attention="fused", max_runs_per_chunk=c, reference="repeat")
+        for p in (presence if bb.family == "sd" else ()):
+            part = presence_coarse(coarse, p)
+            real = float(torch.stack([(part == i).flatten(1).any(1) for i in range(K)]).float().mean())
+            for share in ("probabilities", "fused"):
+                where = "CPU" if share == "probabilities" else "CUDA"
+                for skip in (False, True):
+                    what = "absent rows skipped" if skip else "whole runs"
+                    paths[f"{where} default, {real:.3f} of the pairs present, {what}"] = ref + mod(
+                        store, part, share_attention=share, skip_absent_rows=skip)
         quality = {k: v / T for k, v in paths.items()}
         h200 = chunk_runs_on(bb, T, (lh, lw), H200_BYTES)
         tf = 1e12
@@ -129,9 +162,12 @@ def main(argv=None) -> int:
     ap.add_argument("--height", type=int, default=448)
     ap.add_argument("--width", type=int, default=832)
     ap.add_argument("--chunks", type=int, nargs="*", default=[7])
+    ap.add_argument("--presence", type=float, nargs="*", default=[],
+                    help="fractions of present (label, frame) pairs to count SD 2.1 at (rows skipped vs whole runs)")
+    ap.add_argument("--arch", nargs="*", default=list(ARCHITECTURES), choices=list(ARCHITECTURES))
     args = ap.parse_args(argv)
     with torch.inference_mode():
-        run(args.frames, args.labels, args.height, args.width, args.chunks)
+        run(args.frames, args.labels, args.height, args.width, args.chunks, args.arch, presence=args.presence)
     return 0
 
 

@@ -202,3 +202,23 @@ class LabelArgmax:
 
     def labels(self, label_ids: torch.Tensor) -> torch.Tensor:
         return label_ids.to(self.index.device)[self.index]
+
+
+def labels_from_difference_maps(maps: torch.Tensor, coarse: torch.Tensor, label_ids, frame_size,
+                                filter_s: float = 0.7, absent_labels: str = "keep") -> torch.Tensor:
+    """Re-derive a label map from returned normalised maps ``[L,T,H,W]`` with another filter ``s``.
+
+    E.g. the authors' unfiltered variant is ``filter_s=1.0`` (reference §9.5, §12.5).
+    """
+    from .masks import coarse_present, label_masks, lanczos_upsample_mask
+
+    ids = torch.as_tensor(label_ids).long().cpu()
+    masks = label_masks(coarse.long().cpu(), ids)
+    present = coarse_present(coarse.long().cpu(), ids)
+    acc = LabelArgmax(maps.shape[1:])
+    for l in range(maps.shape[0]):
+        scores = filter_maps(maps[l].float(), lanczos_upsample_mask(masks[l], frame_size), filter_s)
+        if absent_labels == "skip":
+            scores = torch.where((~present[l]).view(-1, 1, 1), torch.full_like(scores, -math.inf), scores)
+        acc.update(l, scores)
+    return acc.labels(ids)

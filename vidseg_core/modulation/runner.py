@@ -20,6 +20,13 @@ the disk.  Here every pass of a batch is a *run* of one batched computation
   trajectory is computed once per batch) or when storing it costs less than
   repeating it in every chunk (:mod:`.memory`); otherwise it is run 0 of every
   chunk;
+* SD 2.1 (frames independent) denoises only the *rows* (run, frame) whose
+  label is present in the frame (:mod:`.rows`, ``skip_absent_rows``, exact:
+  an absent frame IS the reference): a chunk is then one run of ``N`` rows
+  ``[1,N,4,h,w]`` whose offsets, blending masks, reference q/k / latents and
+  shared prefix are gathered by frame; chunk sizes and the OOM retry count
+  rows, and finished rows are scattered back into per-run latents (absent
+  frames are never decoded).  SVD keeps whole runs;
 * after each chunk the finished ± pairs are decoded and reduced at once to
   difference maps and folded into a running argmax (:class:`~.difference.LabelArgmax`),
   so memory does not grow with the number of labels; the reference run is
@@ -36,13 +43,15 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..cpu_memory import feed_forward_by_rows
-from ..errors import InputError, OutOfMemoryError, VidSegError
-from .difference import LabelArgmax, difference_map, filter_maps
+from ..errors import OutOfMemoryError, VidSegError
+from .difference import LabelArgmax, difference_map, filter_maps, labels_from_difference_maps  # noqa: F401
 from .hooks import ModulationHook
+from .inputs import check_inputs
 from .masks import coarse_present, label_masks, lanczos_upsample_mask, resize_nearest
 from .memory import (available_bytes, choose_reference_mode, estimate_decode_frame_bytes, estimate_run_bytes,
                      estimate_store_bytes,
                      free_memory as _free_memory, host_available_bytes, is_out_of_memory)  # noqa: F401
+from . import rows
 from .reference import ReferenceStore, record_reference
 from .settings import ModulationPlan, ModulationSettings
 from .shared_attention import CPU_MIN_RUNS, resolve_mode, sharing_attention
@@ -64,52 +73,6 @@ class ModulationResult:
     label_ids: torch.Tensor  # [L] the modulated labels, ascending
     difference_maps: Optional[torch.Tensor] = None  # [L,T,H,W] normalised, unfiltered (CPU)
     stats: Dict[str, object] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------ inputs
-def _check_inputs(backbone, inputs, coarse, label_ids, frame_size):
-    x = inputs.x_start
-    if not torch.is_tensor(coarse) or coarse.ndim != 3:
-        raise InputError(f"The coarse label map must be a tensor [T,h,w]; got {getattr(coarse, 'shape', type(coarse))}.",
-                         "Pass one coarse map per frame of the batch at the feature grid.")
-    if coarse.dtype.is_floating_point or coarse.dtype == torch.bool:
-        raise InputError(f"The coarse label map must hold integer label ids; got {coarse.dtype}.",
-                         "Convert it with .long().")
-    T, lh, lw = x.shape[0], x.shape[-2], x.shape[-1]
-    if coarse.shape[0] != T:
-        raise InputError(f"The coarse map has {coarse.shape[0]} frames but the batch has {T}.",
-                         "Give one coarse map per frame of the batch.")
-    if tuple(coarse.shape[1:]) != (lh // 2, lw // 2):
-        raise InputError(f"The coarse map grid is {tuple(coarse.shape[1:])}, expected the feature grid "
-                         f"{(lh // 2, lw // 2)} (1/16 of the working frame size).",
-                         "Pass the coarse segmentation at the feature resolution.")
-    coarse = coarse.to(torch.long)
-    present = torch.unique(coarse.cpu())
-    if label_ids is None:
-        ids = present
-    else:
-        ids = torch.as_tensor(label_ids).reshape(-1).cpu()
-        if ids.dtype.is_floating_point:
-            raise InputError("label_ids must be integers.", "Pass the label ids as ints.")
-        ids = ids.long()
-        if ids.numel() == 0:
-            raise InputError("label_ids is empty.", "Pass at least one label (or None for all coarse labels).")
-        if torch.unique(ids).numel() != ids.numel():
-            raise InputError(f"label_ids has duplicates: {ids.tolist()}.", "Give each label once.")
-        ids = torch.sort(ids).values
-        missing = sorted(set(present.tolist()) - set(ids.tolist()))
-        if missing:
-            raise InputError(f"The coarse map contains labels {missing} that are not in label_ids.",
-                             "Include every coarse label in label_ids (or pass None).")
-    if frame_size is None:
-        frame_size = tuple(int(v) for v in inputs.prepared.shape[-2:])
-    try:
-        H, W = (int(v) for v in frame_size)
-    except (TypeError, ValueError):
-        raise InputError(f"frame_size must be (height, width); got {frame_size!r}.", "Pass the original frame size.")
-    if H < 1 or W < 1:
-        raise InputError(f"frame_size {frame_size} must be positive.", "Pass the original frame size (H, W).")
-    return coarse, ids, (H, W)
 
 
 # ------------------------------------------------------------------ runner
@@ -134,8 +97,9 @@ class _BatchModulation:
         self.L, self.T = self.masks.shape[0], self.masks.shape[1]
         self.latent_hw = inputs.latent_hw
         self.present_cpu = coarse_present(coarse_cpu, ids)  # [L,T] bool
-        self.active = self.present_cpu.any(1).tolist()  # labels present in at least one frame
-        self.everywhere = self.present_cpu.all(1).tolist()  # labels present in every frame
+        self.present_host = self.present_cpu.tolist()  # [L][T] (one host read)
+        self.active = [any(p) for p in self.present_host]  # labels present in at least one frame
+        self.everywhere = [all(p) for p in self.present_host]  # labels present in every frame
         self.present_index = [self.present_cpu[l].nonzero().flatten().to(dev) for l in range(self.L)]
         self.absent = (~self.present_cpu).to(dev)
         self.acc = LabelArgmax((self.T,) + tuple(frame_size), device=dev, keep_maps=False)
@@ -144,6 +108,9 @@ class _BatchModulation:
         self.store: Optional[ReferenceStore] = self.given
         self.store_device: Optional[torch.device] = None  # None: the compute device
         self.finished: Dict[int, torch.Tensor] = {}
+        self.partial: Dict[int, torch.Tensor] = {}  # compacted rows: runs with rows still pending (.rows)
+        self.rows_left: Dict[int, int] = {}
+        self.compact = False
         self.decode_frames: Optional[int] = None  # frames per VAE call (None: decode_chunk)
         self.next_label = 0
         self.units = self.total_units = 0
@@ -293,7 +260,7 @@ class _BatchModulation:
             del scores
             self.next_label += 1
             if zp_given:
-                self.units += 2
+                self.units += 2 * (sum(self.present_host[l]) if self.compact else 1)
                 self._report()
 
     def _report(self):
@@ -326,12 +293,25 @@ class _BatchModulation:
         self.stats["store_estimate_bytes"] = store_bytes
         return mode
 
+    def compacts_rows(self) -> bool:
+        """Denoise only the present (label, frame) rows (:mod:`.rows`)?  SD only (frames independent), and only
+        when some active label is absent from some frame."""
+        return (bool(self.s.skip_absent_rows) and self.bb.family == "sd"
+                and not all(e for a, e in zip(self.active, self.everywhere) if a))
+
     def run(self) -> ModulationResult:
         t0 = time.perf_counter()
-        pending = [r for r in range(2 * self.L) if self.active[r // 2]]
+        runs = [r for r in range(2 * self.L) if self.active[r // 2]]
+        self.compact = self.compacts_rows()
+        pending = rows.present_rows(self.present_host, runs) if self.compact else runs
+        unit = self.T if self.compact else 1  # chunk capacity in rows (frames) or in runs
+        for r, _ in (pending if self.compact else []):
+            self.rows_left[r] = self.rows_left.get(r, 0) + 1
         self.units, self.total_units = 0, len(pending) * (self.plan.last - self.plan.t_m + 2)
         max_runs = self.initial_runs()
-        mode = self.reference_mode(len(pending), max_runs)
+        mode = self.reference_mode(-(-len(pending) // unit), max_runs)
+        max_runs *= unit
+        self.stats["compacted_rows"] = len(pending) if self.compact else None
         if mode == "repeat":
             self.store = None
         share = resolve_mode(self.s.share_attention, self.bb.device)
@@ -346,16 +326,24 @@ class _BatchModulation:
             self.fold_finished()
             while pending:
                 self._check_cancel()
-                per_chunk = max_runs - 1 if mode == "repeat" else max_runs
-                if per_chunk >= 2 and per_chunk % 2:
-                    per_chunk -= 1
-                per_chunk = max(1, per_chunk)
-                chunk = pending[:per_chunk]
+                if self.compact:
+                    chunk = rows.take_rows(pending, max_runs, mode == "repeat")
+                    size = len(chunk) + (len({f for _, f in chunk}) if mode == "repeat" else 0)
+                else:
+                    per_chunk = max_runs - 1 if mode == "repeat" else max_runs
+                    if per_chunk >= 2 and per_chunk % 2:
+                        per_chunk -= 1
+                    chunk = pending[:max(1, per_chunk)]
+                    size = len(chunk) + (1 if mode == "repeat" else 0)
                 units_before = self.units
                 try:
                     if mode == "store" and self.store is None:
                         self.build_store(x_tm)
-                    final = self.run_chunk(x_tm, chunk, with_reference=(mode == "repeat"))
+                    if self.compact:
+                        rows.run_rows(self, x_tm, chunk, mode == "repeat", driver)
+                        final = []
+                    else:
+                        final = self.run_chunk(x_tm, chunk, with_reference=(mode == "repeat"))
                 except Exception as exc:  # noqa: BLE001 - only OOM is handled
                     if not is_out_of_memory(exc):
                         raise
@@ -364,11 +352,11 @@ class _BatchModulation:
                     self.units = units_before
                     _free_memory()
                     self.stats["oom_retries"] = int(self.stats["oom_retries"]) + 1
-                    current = per_chunk + (1 if mode == "repeat" else 0)
+                    current, what = size, "rows" if self.compact else "runs"
                     if current > 2 or (mode == "store" and current > 1):
                         max_runs = max(1 if mode == "store" else 2, current // 2)
-                        warnings.warn(f"Modulation chunk of {current} runs ran out of memory ({msg}); "
-                                      f"retrying with {max_runs} runs per chunk.", RuntimeWarning, stacklevel=2)
+                        warnings.warn(f"Modulation chunk of {current} {what} ran out of memory ({msg}); "
+                                      f"retrying with {max_runs} {what} per chunk.", RuntimeWarning, stacklevel=2)
                         continue
                     if mode == "repeat" and self.s.reference == "auto":
                         mode, max_runs = "store", 1
@@ -381,7 +369,7 @@ class _BatchModulation:
                     raise OutOfMemoryError(
                         f"Masked modulation does not fit in memory even one run at a time ({msg}).",
                         "Use fewer frames per batch, smaller frames, precision bf16, or the guided-filter fast mode.")
-                self.stats["chunks"].append(len(chunk) + (1 if mode == "repeat" else 0))
+                self.stats["chunks"].append(size)
                 for r, z in zip(chunk, final):
                     self.finished[r] = z.detach()
                 del final
@@ -420,7 +408,7 @@ def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame
     """
     settings = settings or ModulationSettings()
     plan = settings.resolve(backbone)
-    coarse, ids, frame_size = _check_inputs(backbone, inputs, coarse, label_ids, frame_size)
+    coarse, ids, frame_size = check_inputs(backbone, inputs, coarse, label_ids, frame_size)
     if ids.numel() == 1 and not settings.return_difference_maps:
         # argmax over a single label is that label: no pass can change it
         T = coarse.shape[0]
@@ -429,21 +417,3 @@ def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame
     with torch.inference_mode():
         job = _BatchModulation(backbone, inputs, coarse, ids, frame_size, plan, progress, cancel, reference)
         return job.run()
-
-
-def labels_from_difference_maps(maps: torch.Tensor, coarse: torch.Tensor, label_ids, frame_size,
-                                filter_s: float = 0.7, absent_labels: str = "keep") -> torch.Tensor:
-    """Re-derive a label map from returned normalised maps ``[L,T,H,W]`` with another filter ``s``.
-
-    E.g. the authors' unfiltered variant is ``filter_s=1.0`` (reference §9.5, §12.5).
-    """
-    ids = torch.as_tensor(label_ids).long().cpu()
-    masks = label_masks(coarse.long().cpu(), ids)
-    present = coarse_present(coarse.long().cpu(), ids)
-    acc = LabelArgmax(maps.shape[1:])
-    for l in range(maps.shape[0]):
-        scores = filter_maps(maps[l].float(), lanczos_upsample_mask(masks[l], frame_size), filter_s)
-        if absent_labels == "skip":
-            scores = torch.where((~present[l]).view(-1, 1, 1), torch.full_like(scores, -math.inf), scores)
-        acc.update(l, scores)
-    return acc.labels(ids)

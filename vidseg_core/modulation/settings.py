@@ -62,6 +62,9 @@ class ModulationSettings:
     #: probabilities for chunks of >= 8 runs, fused below (measured faster on the CPU); False = off (every run
     #: projects q/k, then overwritten by copies of the reference's); None = "auto" on the CPU, "fused" elsewhere
     share_attention: Optional[object] = None
+    #: SD: denoise only the (label, frame) pairs whose label is present in the frame's coarse map (the others
+    #: are exactly the reference: .rows); False = whole runs for every label (the authors' structure)
+    skip_absent_rows: bool = True
     #: also return the normalised difference maps [L,T,H,W] (memory grows with L)
     return_difference_maps: bool = False
 
@@ -86,6 +89,9 @@ class ModulationSettings:
         if self.share_attention not in (None, True, False, "fused", "probabilities", "auto"):
             raise InputError(f"Unknown share_attention {self.share_attention!r}.",
                              "Use None (automatic), 'fused', 'probabilities', 'auto' or False.")
+        if not isinstance(self.skip_absent_rows, bool):
+            raise InputError(f"skip_absent_rows = {self.skip_absent_rows!r} must be True or False.",
+                             "Use True (skip the rows of absent labels, exact) or False (whole runs).")
         if self.max_runs_per_chunk is not None and int(self.max_runs_per_chunk) < 1:
             raise InputError(f"max_runs_per_chunk = {self.max_runs_per_chunk} must be at least 1.",
                              "Use None (automatic) or a positive number.")

@@ -18,6 +18,12 @@ them with copies, then, by ``mode``:
   context; the backbones tile one conditioning over the runs, announced by
   ``controller.runs_share_context``) is computed once and repeated.
 
+* compacted rows (:mod:`.rows`: one run of rows from different frames): the
+  reference q/k of each distinct frame (a *source*) once; ``"fused"``: one SDPA
+  call with the q/k gathered per row; ``"probabilities"``: one matrix per
+  source applied to the values of all its rows (``"auto"`` counts the rows per
+  source as runs).
+
 The offset hook still runs on the output.  Anything else (other hooks, masks,
 q/k norms, a single run) falls back to the normal hooked processor.  Installed
 on the injected layers only for the duration of :func:`sharing_attention`.
@@ -82,7 +88,7 @@ class SharedAttentionProcessor(HookedAttnProcessor):
         step = self.controller.step
         if self.layer not in hook.injected or step < hook.t_m or self.controller.layout is None:
             return None
-        if self.controller.layout.runs < 2:
+        if self.controller.layout.runs < 2 and getattr(hook, "rows", None) is None:
             return None
         return hook
 
@@ -101,6 +107,11 @@ class SharedAttentionProcessor(HookedAttnProcessor):
             return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
         ctrl = self.controller
         lay = ctrl.layout
+        if getattr(hook, "rows", None) is not None:
+            out = self._rows(attn, hook, hidden_states, encoder_hidden_states)
+            ctx = ctrl.context(self.layer)
+            return hook.on_output(self.layer, out, ctx) if ctx.step == hook.t_m and self.layer in hook.modulated \
+                else out
         R = lay.runs
         rows, n_q, c = hidden_states.shape
         n = rows // R
@@ -147,6 +158,50 @@ class SharedAttentionProcessor(HookedAttnProcessor):
         if ctx.step == hook.t_m and self.layer in hook.modulated:
             out = hook.on_output(self.layer, out, ctx)
         return out
+
+
+    def _rows(self, attn, hook, hidden_states, encoder_hidden_states):
+        """Compacted rows (:mod:`.rows`): the reference q/k once per source (distinct frame), then per row."""
+        ctrl, rows = self.controller, hook.rows
+        halves = ctrl.layout.halves
+        step = ctrl.step
+        n_rows, n_q, c = hidden_states.shape
+        cross = encoder_hidden_states is not None
+        context = encoder_hidden_states if cross else hidden_states
+        if rows.in_chunk:
+            q = attn.to_q(rows.source_rows(hidden_states, halves).flatten(0, 1))
+            k = attn.to_k(rows.source_rows(context, halves).flatten(0, 1))
+            q, k = q.view(halves, rows.n_sources, *q.shape[1:]), k.view(halves, rows.n_sources, *k.shape[1:])
+        else:
+            q, k = hook.source_qk(self.layer, step, halves, device=hidden_states.device, dtype=hidden_states.dtype)
+        heads = attn.heads
+        d = q.shape[-1] // heads
+
+        def split(t):  # [m, S, C] -> [m, h, S, d]
+            return t.view(t.shape[0], t.shape[1], heads, d).transpose(1, 2)
+        sdpa = torch.nn.functional.scaled_dot_product_attention
+        if cross and ctrl.runs_share_context:
+            # the same q, k and v for every row of a source: computed once per source, then per row
+            v = attn.to_v(rows.source_rows(context, halves).flatten(0, 1))
+            o = sdpa(split(q.flatten(0, 1)), split(k.flatten(0, 1)), split(v))
+            out = attn.to_out[1](attn.to_out[0](o.transpose(1, 2).reshape(o.shape[0], n_q, heads * d).to(q.dtype)))
+            return rows.per_row(out.view(halves, rows.n_sources, n_q, -1))
+        v = attn.to_v(context)  # [halves·N, Sk, C]
+        # "auto": each probability matrix serves the rows of one source (as many as runs share a frame)
+        if self._mode(rows.n // rows.n_sources) == "fused" or rows.n_sources == rows.n:
+            o = sdpa(split(rows.per_row(q)), split(rows.per_row(k)), split(v))  # [halves·N, h, Sq, d]
+            o = o.transpose(1, 2).reshape(n_rows, n_q, heads * d)
+        else:
+            s_k = v.shape[1]
+            vv = v.view(halves, rows.n, s_k, heads, d)
+            o = torch.empty((halves, rows.n, n_q, heads, d), dtype=v.dtype, device=v.device)
+            for src, (idx, host) in enumerate(zip(rows.groups, rows.groups_host)):
+                m = len(host)  # P of this source applied to the values of all its rows at once
+                vs = vv.index_select(1, idx).permute(0, 3, 2, 1, 4).reshape(halves, heads, s_k, m * d)
+                p = _probabilities_times_values(split(q[:, src]), split(k[:, src]), vs)  # [halves,h,Sq,m·d]
+                o.index_copy_(1, idx, p.view(halves, heads, n_q, m, d).permute(0, 3, 2, 1, 4))
+            o = o.view(n_rows, n_q, heads * d)
+        return attn.to_out[1](attn.to_out[0](o.to(q.dtype)))
 
 
 def _probabilities_times_values(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

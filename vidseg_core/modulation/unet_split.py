@@ -71,6 +71,15 @@ class SplitState:
                           rep(self.emb), rep(self.context), rep(self.indicator), self.forward_upsample_size,
                           self.batch * runs, self.frames, dict(self.extra))
 
+    def select(self, index: torch.Tensor) -> "SplitState":
+        """Rows ``index`` of every per-row tensor (SD: a row is one frame of one guidance half)."""
+        def sel(t):
+            return None if t is None else t.index_select(0, index)
+
+        return SplitState(sel(self.hidden), tuple(sel(s) for s in self.block_skips), tuple(sel(s) for s in self.skips),
+                          sel(self.emb), sel(self.context), sel(self.indicator), self.forward_upsample_size,
+                          int(index.shape[0]), self.frames, dict(self.extra))
+
 
 class SplitUNet:
     """Forward pieces of an SD 2.1 / SVD diffusers UNet, split before ``up_blocks[k].attentions[j]``."""
@@ -270,6 +279,9 @@ class PrefixSharingForward:
         #: the caller guarantees that at ``step`` every run's input (and conditioning) is the same, for the
         #: whole ``with`` block: no tensor comparisons (no host/device synchronisation)
         self.trusted = False
+        #: compacted rows (:mod:`.rows`, SD): ``(first, expand)`` device indices: the prefix runs on the rows
+        #: ``first`` of the sample (one per distinct frame and half) and is expanded to every row by ``expand``
+        self.rows: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
 
     def _original(self, *args, **kwargs):
         return type(self.unet).forward(self.unet, *args, **kwargs)
@@ -293,6 +305,8 @@ class PrefixSharingForward:
             return self._original(sample, timestep, encoder_hidden_states, *args, return_dict=return_dict, **kwargs)
 
         runs, layout = ctrl.layout.runs, ctrl.layout
+        if self.rows is not None:
+            return self._rows_call(sample, timestep, encoder_hidden_states, return_dict)
         first = _first_run(sample, runs)
         state = None
         if self.cache is not None:
@@ -312,6 +326,27 @@ class PrefixSharingForward:
             self.cache = (key, state)
             self.stats["prefix"] += 1
         out = self.split.suffix(state.expand(runs) if runs > 1 else state)
+        return (out,) if not return_dict else _Output((out,))
+
+    def _rows_call(self, sample, timestep, context, return_dict):
+        """Compacted rows: every row starts from its frame's reference latent, so the prefix of the chunk's
+        distinct frames is computed once and gathered per row (cached until ``rows`` changes)."""
+        first, expand = self.rows
+        if self.cache is None or self.cache[0] is not first:
+            ctrl = self.backbone.controller
+            hooks, layout = ctrl.hooks, ctrl.layout
+            ctrl.hooks, ctrl.layout = [], RowLayout(1, first.shape[0] // layout.halves, layout.halves)
+            try:
+                t = timestep.index_select(0, first) if torch.is_tensor(timestep) and timestep.ndim else timestep
+                state = self.split.prefix(sample.index_select(0, first), t,
+                                          None if context is None else context.index_select(0, first))
+            finally:
+                ctrl.hooks, ctrl.layout = hooks, layout
+            self.cache = (first, state)
+            self.stats["prefix"] += 1
+        else:
+            self.stats["reused"] += 1
+        out = self.split.suffix(self.cache[1].select(expand))
         return (out,) if not return_dict else _Output((out,))
 
 
