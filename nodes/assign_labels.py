@@ -5,7 +5,7 @@ import dataclasses
 import logging
 
 from ..vidseg_core.errors import InputError
-from ..vidseg_core.labels import LabelTable, assign_labels, prepare_reference
+from ..vidseg_core.labels import LabelTable, assign_labels, note_grid_losses, prepare_reference
 from .convert import parse_names, reference_from_label_image, reference_from_mask
 from .sockets import VIDSEG_CLUSTERS, Clusters
 
@@ -69,14 +69,18 @@ class VidSegAssignLabels:
             names = dict(MASK_NAMES)
         elif reference_labels is not None:
             ref = reference_from_label_image(reference_labels, frame)
+        full = ref
         if ref is not None:
             ref = prepare_reference(ref, clusters.grid, clusters.frame_size, void)
         names.update(parse_names(label_names))
-        assignment = assign_labels(cl, clusters.num_clusters, ref, void)
+        assignment = note_grid_losses(assign_labels(cl, clusters.num_clusters, ref, void), full, ref, void)
         table = LabelTable.from_values(assignment.mapping.values(), names, assignment.kind)
-        if assignment.lost_labels:
+        if assignment.lost_at_grid:
+            log.warning("[VidSeg] reference labels %s are smaller than one feature-grid cell and vanish at the grid; "
+                        "they are lost for the whole video: enlarge them in the mask.", assignment.lost_at_grid)
+        if assignment.lost_labels != assignment.lost_at_grid:
             log.warning("[VidSeg] reference labels %s won no KMeans cluster and are lost for the whole video; "
-                        "raise num_clusters.", assignment.lost_labels)
+                        "raise num_clusters.", [v for v in assignment.lost_labels if v not in assignment.lost_at_grid])
         named = dataclasses.replace(clusters, reference_frame=frame, assignment=assignment, table=table,
                                     meta={**clusters.meta, "reference": ref is not None})
         return (named, self.describe(named))
@@ -89,8 +93,11 @@ class VidSegAssignLabels:
                  f"{len(t)} labels: " + ", ".join(f"{e.value} ({e.name})" for e in t)]
         if a.unassigned_clusters:
             lines.append(f"Clusters without a label (not used): {a.unassigned_clusters}")
-        if a.lost_labels:
-            lines.append(f"Reference labels lost (no cluster won them; raise K): {a.lost_labels}")
+        if a.lost_at_grid:
+            lines.append(f"Reference labels lost (smaller than one grid cell; enlarge them): {a.lost_at_grid}")
+        if a.lost_labels != a.lost_at_grid:
+            lines.append(f"Reference labels lost (no cluster won them; raise K): "
+                         f"{[v for v in a.lost_labels if v not in a.lost_at_grid]}")
         return "\n".join(lines)
 
 

@@ -137,6 +137,48 @@ def test_failure_mid_run_keeps_labels_and_says_which_are_complete(tmp_path, monk
     assert "they are replaced" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("serial", [False, True])
+def test_failure_inside_the_writer_thread_is_reported_as_in_a_serial_run(tmp_path, monkeypatch, capsys, serial):
+    """A write failing on the background writer thread stops the run with the serial run's message and files."""
+    import threading
+
+    d = _frames(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    real, threads = label_io.save_label_png, []
+
+    def flaky(path, labels):
+        threads.append(threading.current_thread() is threading.main_thread())
+        if len(threads) == 2:
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, labels)
+
+    monkeypatch.setattr(label_io, "save_label_png", flaky)
+    assert main(_segment(d, out, "--batch-size", "1", *(["--serial-writes"] if serial else []))) == 2
+    assert threads == [serial] * 2  # the overlapped run wrote on the writer thread, and stopped there
+    err = capsys.readouterr().err
+    assert "Cannot write" in err and "labels/f001.png: No space left on device" in err
+    assert "1 output(s) are complete and kept: labels/f000.png; not written: labels/f001.png, labels/f002.png, " \
+           "summary.json" in err
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["f000.png"]
+    assert read_manifest(out / MANIFEST_NAME)[2] == "failed"
+
+
+def test_overlapped_writes_equal_serial_writes_byte_for_byte(tmp_path):
+    d = _frames(tmp_path / "in", 3)
+    outs = {}
+    for serial in (True, False):
+        outs[serial] = tmp_path / f"out{serial}"
+        argv = [a for a in _segment(d, outs[serial], "--batch-size", "1") if a != "--no-overlay"]
+        assert main(argv + (["--serial-writes"] if serial else [])) == 0
+    files = sorted(p.relative_to(outs[True]) for p in outs[True].rglob("*") if p.is_file())
+    assert "labels/f002.png" in map(str, files) and any(str(f).startswith("overlay.") for f in files)
+    for rel in files:
+        if rel.name not in ("summary.json", MANIFEST_NAME):
+            assert (outs[False] / rel).read_bytes() == (outs[True] / rel).read_bytes(), rel
+    summary = json.loads((outs[False] / "summary.json").read_text())
+    assert summary["seconds"]["write"] > 0 and summary["seconds"]["write_wait"] >= 0
+
+
 def test_overwrite_keeps_user_files_and_refuses_foreign_labels(tmp_path, capsys):
     d = _frames(tmp_path / "in", 2)
     out = tmp_path / "out"

@@ -156,3 +156,27 @@ def test_interrupt_stops_a_native_quality_run():
     finally:
         mm.interrupt_after_checks = None
     assert model.model_options["transformer_options"] == {}
+
+
+def test_native_unet_runs_without_prefix_sharing_and_says_why_once(caplog):
+    """ComfyUI's UNetModel cannot be split: the modulation falls back to whole UNet passes, visibly."""
+    import logging
+
+    core = PACK.vidseg_core
+    split = sys.modules[core.__name__ + ".modulation.unet_split"]
+    model, clip, vae = standin_sd()
+    bb = _node(model, vae, clip=clip).backbone
+    reason = f"unsupported UNet class {type(bb.unet).__name__}"
+    split._LOGGED.discard(reason)  # another test may have logged it already
+    coarse = (torch.arange(8) * 2 // 8).expand(T, 4, 8)  # two labels, left / right
+    with caplog.at_level(logging.WARNING, logger="vidseg"), torch.inference_mode():
+        inputs = core.features.prepare_batch(bb, _frames(3))
+        res = core.modulation.modulate_batch(bb, inputs, coarse, None, (H, W))
+        stats = {}
+        with split.shared_prefix(bb, 7, 22, stats=stats) as again:  # the next batch: not said again
+            assert again is None
+        with split.shared_prefix(bb, 7, 22, enabled=False, stats=stats):
+            assert stats["prefix"]["reason"] == "off (share_prefix=False)"
+    assert res.stats["prefix"] == {"shared": False, "reason": reason}
+    said = [r.getMessage() for r in caplog.records if "without prefix sharing" in r.getMessage()]
+    assert len(said) == 1 and "ComfyUI's UNetModel cannot" in said[0], said  # once per process, not per batch

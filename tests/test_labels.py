@@ -138,3 +138,36 @@ def test_label_table():
         t.entry(3)
     c = LabelTable.from_values([0, 1], kind="cluster")
     assert c.name_of(1) == "cluster 1" and c.kind == "cluster"
+
+
+def test_a_region_smaller_than_a_grid_cell_is_reported_lost(tmp_path, capsys):
+    """Object 2 (3x3 px, between cell centres) vanishes when the mask is brought to the grid: warned, in
+    summary.json's lost_labels and lost_at_grid (before, it was silently absent from both)."""
+    import json
+
+    from PIL import Image
+
+    from vidseg_core.__main__ import main
+    from vidseg_core.context_model import SceneContext
+
+    ref = np.zeros((64, 128), dtype=np.uint8)  # tiny-sd at 64x128: a 4x8 grid of 16 px cells, centres at 8 + 16k
+    ref[:, 64:] = 1
+    ref[1:4, 1:4] = 2
+    # the scene context alone (no model): at the grid label 2 is gone, 0 and 1 are not
+    feats = torch.randn(1, 4, 8, 6, generator=torch.Generator().manual_seed(0))
+    ctx = SceneContext(refiner="none")
+    ctx.init(feats, ref, 0, num_clusters=2, n_init=1)
+    assert ctx.assignment.lost_at_grid == [2] and 2 in ctx.assignment.lost_labels
+    # the whole command
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(d / f"f{i}.png")
+    Image.fromarray(ref, mode="L").save(tmp_path / "ref.png")  # grey levels = ids
+    out = tmp_path / "out"
+    assert main(["segment", str(d), "--model", "tiny-sd", "--out", str(out), "--mode", "fast", "--clusters", "3",
+                 "--reference-mask", str(tmp_path / "ref.png"), "--quiet", "--no-overlay"]) == 0
+    assert "label(s) 2 are smaller than one feature-grid cell (8x4 cells for 128x64 px" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lost_at_grid"] == [2] and 2 in summary["lost_labels"]

@@ -164,7 +164,7 @@ def test_nodes_keep_no_state_and_core_never_imports_comfy():
             continue
         text = f.read_text()
         assert not re.search(r"^\s*(import|from)\s+(comfy|folder_paths)\b", text, re.M), f
-        if f.name == "comfy_native.py":  # the ComfyUI backbone adapter (an object, not a node)
+        if f.name.startswith("comfy_native"):  # the ComfyUI backbone adapter (objects, not nodes)
             continue
         assert not re.search(r"self\.\w+\s*=", text), f"{f.name}: node methods must not keep state on the instance"
         assert not re.search(r"^\s*global\s", text, re.M), f"{f.name}: no module-level state"

@@ -121,3 +121,17 @@ def test_lanczos_mask_upsampling_has_no_synchronisation():
     m = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(0)) > 0.5
     lanczos_upsample_mask(m, (40, 56))  # coefficient tables are built once per size, on the host
     assert _count(lambda: lanczos_upsample_mask(m, (40, 56))).total == 0
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_guided_filter_host_reads_do_not_grow_with_labels_or_frames(precision):
+    """The fast mode reads the host only while checking its inputs, never per frame or per label."""
+    from vidseg_core.upsample import GuidedFilterUpsampler
+
+    def run(T, L):
+        g = torch.Generator().manual_seed(T)
+        frames, coarse = torch.rand(T, 33, 47, 3, generator=g), torch.randint(0, L, (T, 4, 6), generator=g)
+        return _count(lambda: GuidedFilterUpsampler(box_precision=precision).upsample(frames, coarse, list(range(L))))
+
+    small, large = run(1, 2), run(5, 7)
+    assert small.events == large.events and small.total <= 6, (small.report(), large.report())

@@ -101,3 +101,27 @@ def test_guided_filter_snaps_to_image_edges():
     err_gf = (out[0] != truth).float().mean().item()
     err_near = (near[0] != truth).float().mean().item()
     assert err_gf < 0.5 * err_near
+
+
+def test_guided_filter_float32_window_sums_equal_float64_cumulative_sums(blackswan_frames, blackswan_masks):
+    """The GPU default (float32 direct window sums) gives the CPU default's labels (float64 cumulative sums).
+
+    Real frames at full size, the swan plus five bands as labels; the box means agree to float32 rounding.
+    """
+    from vidseg_core.upsample import box_mean
+
+    frames = blackswan_frames[:2]
+    mask = F.interpolate(torch.as_tensor(blackswan_masks[:2, None]).float(), (60, 106), mode="nearest")[:, 0]
+    bands = (torch.arange(106) * 5 // 106).expand(2, 60, 106)
+    coarse = torch.where(mask > 0, 10, bands)
+    for kw in ({}, {"radius": 16, "eps": 1e-3}):
+        a = GuidedFilterUpsampler(box_precision="float64", **kw).upsample(frames, coarse)
+        b = GuidedFilterUpsampler(box_precision="float32", **kw).upsample(frames, coarse)
+        assert torch.equal(a, b), (kw, (a != b).sum())
+    assert GuidedFilterUpsampler().box_precision == "auto"
+    x = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(0))
+    for r in (1, 4, 30):  # 30: the window is clipped on every side
+        assert torch.allclose(box_mean(x, r, "float32"), box_mean(x, r, "float64"), rtol=0, atol=1e-6)
+        assert torch.equal(box_mean(x, r), box_mean(x, r, "float64"))  # the CPU keeps float64
+    with pytest.raises(InputError, match="box_precision"):
+        GuidedFilterUpsampler(box_precision="half")

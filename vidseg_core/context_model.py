@@ -35,7 +35,7 @@ from .batching import plan_batches
 from .coarse_segmentation import CoarseSegmentation
 from .errors import InputError
 from .kmeans import fit_kmeans
-from .labels import DEFAULT_VOID, ClusterAssignment, LabelTable, assign_labels, prepare_reference
+from .labels import DEFAULT_VOID, ClusterAssignment, LabelTable, assign_labels, note_grid_losses, prepare_reference
 from .refiners import Refiner, get_refiner
 from .tensor_ops import one_hot_mask, smallest_k
 
@@ -173,6 +173,7 @@ class SceneContext:
                         device=self.device)
         clusters = km.labels.reshape(T, h, w)[int(reference_frame)]
         assignment = assign_labels(clusters, num_clusters, ref, void_values, assign_void)
+        note_grid_losses(assignment, reference, ref, void_values, assign_void)
         self.kmeans_inertia = km.inertia
         return self.init_from_assignment(feats[int(reference_frame)], clusters, assignment, names)
 

@@ -179,6 +179,28 @@ def resize_nearest(mask: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return mask[_nearest_index(H, h)[:, None], _nearest_index(W, w)[None, :]]
 
 
+def _label_values(ref: np.ndarray, void_values: Sequence[int], assign_void: bool) -> set:
+    vals = np.unique(ref)
+    return set(int(v) for v in (vals if assign_void else vals[~np.isin(vals, list(void_values))]))
+
+
+def note_grid_losses(assignment: ClusterAssignment, reference, grid_reference: np.ndarray,
+                     void_values: Sequence[int] = DEFAULT_VOID, assign_void: bool = False) -> ClusterAssignment:
+    """Add to ``assignment`` the reference labels present in the full mask ``reference`` but absent from
+    ``grid_reference`` (the same mask at the feature grid, :func:`prepare_reference`): they can win no
+    cluster, so they are lost for the whole video as well; listed in ``lost_at_grid`` and ``lost_labels``."""
+    if grid_reference is None or reference is None:
+        return assignment
+    full = np.asarray(reference.detach().cpu().numpy() if isinstance(reference, torch.Tensor) else reference)
+    full = full[..., 0] if full.ndim == 3 else full
+    gone = sorted(_label_values(full.astype(np.int64), void_values, assign_void)
+                  - _label_values(np.asarray(grid_reference), void_values, assign_void))
+    if gone:
+        assignment.lost_at_grid = gone
+        assignment.lost_labels = sorted(set(assignment.lost_labels) | set(gone))
+    return assignment
+
+
 def prepare_reference(reference, grid: Tuple[int, int], frame_size: Optional[Tuple[int, int]] = None,
                       void_values: Sequence[int] = DEFAULT_VOID, assign_void: bool = False) -> np.ndarray:
     """Validate a reference label mask ``[H, W]`` and bring it to the feature grid (int64 ``[h, w]``)."""
@@ -234,6 +256,9 @@ class ClusterAssignment:
     unassigned_clusters: List[int]
     lost_labels: List[int]
     kind: str  # "label" or "cluster"
+    #: the part of ``lost_labels`` that vanished when the mask was brought to the feature grid (each region
+    #: smaller than a cell: no cell centre falls on it), see :func:`note_grid_losses`
+    lost_at_grid: List[int] = field(default_factory=list)
 
 
 def assign_labels(clusters, num_clusters: int, reference: Optional[np.ndarray] = None,

@@ -100,6 +100,8 @@ class SegmentSummary:
     peak_memory_mb: float
     unassigned_clusters: List[int]
     lost_labels: List[int]
+    #: the part of ``lost_labels`` smaller than one feature-grid cell in the reference mask
+    lost_at_grid: List[int] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -108,7 +110,7 @@ class SegmentSummary:
             "label_table": self.table.to_dict(), "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "seconds_per_frame": round(sum(self.seconds.values()) / max(1, self.num_frames), 4),
             "peak_memory_mb": round(self.peak_memory_mb, 1), "unassigned_clusters": self.unassigned_clusters,
-            "lost_labels": self.lost_labels,
+            "lost_labels": self.lost_labels, "lost_at_grid": self.lost_at_grid,
         }
 
 
@@ -236,14 +238,22 @@ class VideoSegmenter:
             table=context.table, num_frames=num_frames, frame_size=tuple(frame_size), work_size=work,
             grid=context.grid, backbone=bb.name, settings=s.describe(), seconds=seconds,
             peak_memory_mb=peak_memory_mb(bb.device), unassigned_clusters=list(assignment.unassigned_clusters),
-            lost_labels=list(assignment.lost_labels))
+            lost_labels=list(assignment.lost_labels), lost_at_grid=list(assignment.lost_at_grid))
 
     def _init_context(self, context: SceneContext, agg: torch.Tensor, ref_index: int, frame_size) -> None:
         s = self.settings
         context.init(agg, s.reference, ref_index, s.num_clusters, s.n_init, self.backbone.config.seed
                      if s.seed is None else s.seed, s.kmeans_impl, s.void_values, frame_size=frame_size, names=s.names)
-        lost = list(context.assignment.lost_labels)
-        if lost:  # said at once, not only in the summary
+        a = context.assignment
+        at_grid = list(a.lost_at_grid)
+        lost = [v for v in a.lost_labels if v not in at_grid]
+        if at_grid:  # said at once, not only in the summary
+            gh, gw = context.grid
+            warnings.warn(f"reference label(s) {', '.join(map(str, at_grid))} are smaller than one feature-grid cell "
+                          f"({gw}x{gh} cells for {frame_size[1]}x{frame_size[0]} px frames) and vanish from the mask "
+                          "at the grid: they will not appear in the output; enlarge those regions in the mask",
+                          UserWarning, stacklevel=2)
+        if lost:
             warnings.warn(f"reference label(s) {', '.join(map(str, lost))} won no KMeans cluster on the reference "
                           f"frame and will not appear in the output (K = {s.num_clusters} clusters); raise the "
                           "number of clusters (--clusters) or enlarge those regions in the mask", UserWarning,

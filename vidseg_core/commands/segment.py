@@ -32,6 +32,8 @@ def add_arguments(p) -> None:
     p.add_argument("--no-overlay", action="store_true", help="do not write the overlay video")
     p.add_argument("--overwrite", action="store_true", help="replace VidSeg outputs already in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--serial-writes", action="store_true",
+                   help="write each batch's outputs before computing the next (default: while computing it)")
 
 
 def add_method_arguments(p) -> None:
@@ -154,48 +156,35 @@ def run(args) -> int:
 
 
 def _segment(args, source, backbone, settings, folder, bar):
-    """Run the method and write each batch's label maps and overlay frames as they come."""
-    from ..label_io import OverlayVideoWriter, overlay, save_label_png
+    """Run the method; each batch's label maps and overlay frames are written while the next batch is
+    computed (:class:`~vidseg_core.background_writer.BackgroundWriter`; ``--serial-writes``: in turn)."""
+    from ..background_writer import BackgroundWriter
+    from ..label_io import OverlayVideoWriter
     from ..pipeline import VideoSegmenter
 
     seg = VideoSegmenter(backbone, settings, bar)
     names = source.names
-    src_h, src_w = source.source_size
-    writer = None if args.no_overlay else OverlayVideoWriter(folder.path / "overlay", args.fps)
-    t_write = 0.0
+    video = None if args.no_overlay else OverlayVideoWriter(folder.path / "overlay", args.fps)
     reused = set(folder.completed)
 
     def have(batch):  # label maps kept from the unfinished earlier run: no upsampling again
         return all(f"labels/{names[f]}.png" in reused for f in batch.written)
 
-    for res in seg.run(source.read, len(source), source.frame_size, skip_upsample=have):
-        t = time.perf_counter()
-        batch_names = [f"labels/{names[f]}.png" for f in res.batch.written]
-        if res.labels is None:
-            from ..metrics.io import read_label_png
-
-            labels = torch.stack([torch.from_numpy(read_label_png(folder.path / r).astype("int64"))
-                                  for r in batch_names])
-        else:
-            labels = labels_at_size(res.labels, (src_h, src_w))  # working-resolution cap: back to the input size
-            folder.claim(batch_names)
-            for i, rel in enumerate(batch_names):
-                with folder.writing(rel) as path:
-                    save_label_png(path, labels[i])
-            folder.done(batch_names)
-        if writer is not None:
-            frames = source.read(res.batch.write_start, res.batch.stop)
-            lab = labels if tuple(labels.shape[1:]) == tuple(frames.shape[1:3]) else torch.nn.functional.interpolate(
-                labels[:, None].float(), size=tuple(frames.shape[1:3]), mode="nearest-exact")[:, 0].long()
-            with folder.writing("overlay", complete=False):
-                writer.write(overlay(frames, lab, seg.summary.table if seg.summary else None))
-        t_write += time.perf_counter() - t
+    # on a failure what was computed is still written, and the first error is reported
+    with BackgroundWriter(0 if getattr(args, "serial_writes", False) else 2) as writer:
+        for res in seg.run(source.read, len(source), source.frame_size, skip_upsample=have):
+            # the frames are read here (the source is not thread-safe), the table as it is now
+            frames = None if video is None else source.read(res.batch.write_start, res.batch.stop)
+            table = seg.summary.table if seg.summary else None
+            writer.submit(lambda res=res, frames=frames, table=table:
+                          _write_batch(res, frames, table, names, source.source_size, folder, video))
     overlay_path = None
-    if writer is not None:
+    if video is not None:
         with folder.writing("overlay"):
-            overlay_path = writer.close()
+            overlay_path = video.close()
     summary = seg.summary.to_dict()
-    summary["seconds"]["write"] = round(t_write, 3)
+    summary["seconds"]["write"] = round(writer.busy_seconds, 3)  # overlapped with the next batch's work
+    summary["seconds"]["write_wait"] = round(writer.wait_seconds, 3)  # the part the computation waited for
     h, w = source.source_size
     summary["input"] = {"path": str(args.input), "frames": len(source), "names": [names[0], names[-1]],
                         "source_size": [h, w], "frame_range": args.frames, "stride": args.stride,
@@ -207,6 +196,29 @@ def _segment(args, source, backbone, settings, folder, bar):
     summary["outputs"] = {"labels": "labels/", "overlay": overlay_path.name if overlay_path else None}
     summary["reused_label_maps"] = len(reused)
     return summary, overlay_path
+
+
+def _write_batch(res, frames, table, names, source_size, folder, video) -> None:
+    """One batch's label PNGs (or the reused ones read back) and overlay frames (on the writer thread)."""
+    from ..label_io import overlay, save_label_png
+
+    batch_names = [f"labels/{names[f]}.png" for f in res.batch.written]
+    if res.labels is None:
+        from ..metrics.io import read_label_png
+
+        labels = torch.stack([torch.from_numpy(read_label_png(folder.path / r).astype("int64")) for r in batch_names])
+    else:
+        labels = labels_at_size(res.labels, source_size)  # working-resolution cap: back to the input size
+        folder.claim(batch_names)
+        for i, rel in enumerate(batch_names):
+            with folder.writing(rel) as path:
+                save_label_png(path, labels[i])
+        folder.done(batch_names)
+    if video is not None:
+        lab = labels if tuple(labels.shape[1:]) == tuple(frames.shape[1:3]) else torch.nn.functional.interpolate(
+            labels[:, None].float(), size=tuple(frames.shape[1:3]), mode="nearest-exact")[:, 0].long()
+        with folder.writing("overlay", complete=False):
+            video.write(overlay(frames, lab, table))
 
 
 def resume_key(args, source) -> dict:

@@ -85,6 +85,7 @@ def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFol
     """Segment ``video`` into ``partial/<video>``, verify and commit it; return its record."""
     import torch
 
+    from ..background_writer import BackgroundWriter
     from ..commands._common import open_source
     from ..commands.segment import labels_at_size
     from ..label_io import save_label_png
@@ -99,17 +100,22 @@ def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFol
         settings = dataclasses.replace(config.settings, reference=reference, reference_frame=ref_index)
         seg = VideoSegmenter(backbone, settings)
         size = tuple(source.source_size)
-        for res in seg.run(source.read, len(source), source.frame_size):
+
+        def write(res):  # on the writer thread, while the next batch is computed
             labels = labels_at_size(res.labels, size)
             for i, f in enumerate(res.batch.written):
                 save_label_png(part / f"{names[f]}.png", labels[i])
+
+        with BackgroundWriter(2) as writer:
+            for res in seg.run(source.read, len(source), source.frame_size):
+                writer.submit(lambda res=res: write(res))
         frames = len(source)
     summary = seg.summary.to_dict()
     record = {
         "video": video.name, "status": "done", "frames": frames, "frame_names": names,
         "size": list(size), "reference": ref_path, "reference_frame": ref_index,
         "label_table": [e["value"] for e in summary["label_table"]["entries"]],
-        "lost_labels": summary["lost_labels"], "seconds": round(time.perf_counter() - t0, 3),
+        "lost_labels": summary["lost_labels"], "lost_at_grid": summary["lost_at_grid"], "seconds": round(time.perf_counter() - t0, 3),
         "stage_seconds": summary["seconds"], "peak_memory_mb": summary["peak_memory_mb"],
         "device": str(backbone.device), "torch_threads": torch.get_num_threads(),
     }

@@ -316,7 +316,8 @@ class _BatchModulation:
             self.store = None
         share = resolve_mode(self.s.share_attention, self.bb.device)
         on_cpu = self.bb.device.type == "cpu"  # CPU memory: the feed-forward one run's rows at a time
-        with shared_prefix(self.bb, self.plan.block, self.plan.t_m, enabled=self.s.share_prefix) as driver, \
+        with shared_prefix(self.bb, self.plan.block, self.plan.t_m, enabled=self.s.share_prefix,
+                           stats=self.stats) as driver, \
                 sharing_attention(self.bb, self.plan.injected, share, CPU_MIN_RUNS), \
                 feed_forward_by_rows(self.bb.unet, 2 * self.T, enabled=on_cpu):
             if driver is not None:

@@ -28,6 +28,7 @@ host/device synchronisations); otherwise it calls the original forward.  ``Split
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, Optional, Tuple
 
@@ -349,22 +350,50 @@ class PrefixSharingForward:
         return (out,) if not return_dict else _Output((out,))
 
 
+#: reasons already logged in this process (one line each, not one per batch)
+_LOGGED: set = set()
+
+
+def _unavailable(stats: Optional[dict], reason: str, detail: str) -> None:
+    """Say once per process why the prefix is not shared, and record it in ``stats["prefix"]``."""
+    if stats is not None:
+        stats["prefix"] = {"shared": False, "reason": reason}
+    if reason not in _LOGGED:
+        _LOGGED.add(reason)
+        logging.getLogger("vidseg").warning("VidSeg: masked modulation runs without prefix sharing (%s): %s; "
+                                            "the labels are the same, the step t_m costs more.", reason, detail)
+
+
 @contextlib.contextmanager
-def shared_prefix(backbone, split_block: int, step: int, enabled: bool = True) -> Iterator[Optional[PrefixSharingForward]]:
-    """Route ``backbone.unet`` through :class:`PrefixSharingForward` inside the ``with`` block."""
+def shared_prefix(backbone, split_block: int, step: int, enabled: bool = True,
+                  stats: Optional[dict] = None) -> Iterator[Optional[PrefixSharingForward]]:
+    """Route ``backbone.unet`` through :class:`PrefixSharingForward` inside the ``with`` block.
+
+    Yields None where the prefix cannot be shared; then ``stats["prefix"]`` (if ``stats`` is given) says
+    why (``{"shared": False, "reason": ...}``) and the reason is logged once per process (logger ``vidseg``):
+    e.g. ComfyUI's own ``UNetModel`` (the native adapter), which :class:`SplitUNet` cannot split.
+    """
     if not enabled:
+        if stats is not None:
+            stats["prefix"] = {"shared": False, "reason": "off (share_prefix=False)"}
         yield None
         return
     try:
         driver = PrefixSharingForward(backbone, split_block, step)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError) as exc:
+        _unavailable(stats, str(exc), "only diffusers' UNet2DConditionModel / UNetSpatioTemporalConditionModel "
+                                              "can be split (ComfyUI's UNetModel cannot)")
         yield None
         return
     unet = backbone.unet
     if "forward" in unet.__dict__ or hasattr(unet, "_hf_hook") or hasattr(unet, "_orig_mod"):
         # someone already wraps the forward (accelerate offloading, torch.compile, ...): do not bypass it
+        _unavailable(stats, "the UNet's forward is already wrapped", "accelerate offloading or a compiled "
+                                                                     "forward is not bypassed")
         yield None
         return
+    if driver.split.unsupported is not None:
+        _unavailable(None, f"unsupported UNet features: {driver.split.unsupported}", "the whole UNet runs per run")
     unet.forward = driver
     try:
         yield driver

@@ -5,7 +5,7 @@
   probabilities (fast mode, no diffusion passes).
 """
 from .base import UpsampleContext, Upsampler, check_upsample_inputs
-from .guided import GuidedFilterUpsampler, box_mean, guided_filter_color
+from .guided import BOX_PRECISIONS, GuidedFilterUpsampler, box_mean, guided_filter_color
 from .modulation import MaskedModulationUpsampler
 
 UPSAMPLERS = {"masked_modulation": MaskedModulationUpsampler, "guided_filter": GuidedFilterUpsampler}
@@ -20,5 +20,5 @@ def make_upsampler(name: str, **options) -> Upsampler:
     return UPSAMPLERS[name](**options)
 
 
-__all__ = ["GuidedFilterUpsampler", "MaskedModulationUpsampler", "UPSAMPLERS", "UpsampleContext", "Upsampler",
+__all__ = ["BOX_PRECISIONS", "GuidedFilterUpsampler", "MaskedModulationUpsampler", "UPSAMPLERS", "UpsampleContext", "Upsampler",
            "box_mean", "check_upsample_inputs", "guided_filter_color", "make_upsampler"]

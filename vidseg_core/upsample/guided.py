@@ -9,8 +9,10 @@ softened by a Gaussian of ``softness`` cells) bilinearly upsampled:
 (He, Sun & Tang, "Guided Image Filtering", colour version), computed at
 1/``subsample`` resolution with the coefficients bilinearly upsampled ("Fast
 Guided Filter", He & Sun 2015), then ``argmax_l q_l`` with ties to the lowest
-label.  Box means use windows clipped at the borders (cumulative sums).
-Everything is torch, on the frames' device.
+label.  Box means use windows clipped at the borders: float64 cumulative sums
+on the CPU, float32 direct window sums on a GPU (no float64 there, no
+cancellation either).  Everything is torch, on the frames' device, with no
+host read per frame or label (``tests/test_sync_free.py``).
 """
 from __future__ import annotations
 
@@ -35,11 +37,8 @@ def _box_sum_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
     return c.index_select(dim, hi) - c.index_select(dim, lo)
 
 
-def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Mean over the ``(2r+1)²`` window clipped to the image, ``x [N,C,H,W]`` (float64 sums where available)."""
-    if r < 1:
-        return x
-    acc = torch.float32 if x.device.type == "mps" else torch.float64
+def _box_mean_cumsum(x: torch.Tensor, r: int, acc: torch.dtype) -> torch.Tensor:
+    """Clipped-window mean by cumulative sums in ``acc`` (float64: exact enough; O(1) per element)."""
     H, W = x.shape[-2:]
     s = _box_sum_1d(_box_sum_1d(x.to(acc), r, -1), r, -2)
     iy, ix = torch.arange(H, device=x.device), torch.arange(W, device=x.device)
@@ -48,21 +47,64 @@ def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
     return (s / (ny[:, None] * nx[None, :])).to(x.dtype)
 
 
-def guided_filter_color(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
+def _box_mean_window(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Clipped-window mean as two separable direct window sums in float32 (no cumulative-sum cancellation).
+
+    ``avg_pool2d`` with ``count_include_pad=False`` divides by the clipped window's size; the 2-D clipped
+    count is the product of the 1-D ones, so a row pass then a column pass gives the same mean.  Each
+    output sums only ``2r+1`` terms, so float32 keeps ~1e-7 relative error where a float32 cumulative sum
+    over a whole row would lose ~1e-5 absolute to cancellation (issue 12: no float64 on GPUs).
+    """
+    k = 2 * r + 1
+    y = F.avg_pool2d(x.to(torch.float32), (1, k), stride=1, padding=(0, r), count_include_pad=False)
+    y = F.avg_pool2d(y, (k, 1), stride=1, padding=(r, 0), count_include_pad=False)
+    return y.to(x.dtype)
+
+
+#: ``"float64"`` (cumulative sums, the CPU default), ``"float32"`` (direct window sums, the GPU default)
+BOX_PRECISIONS = ("auto", "float64", "float32")
+
+
+def box_precision(device: torch.device, precision: str = "auto") -> str:
+    """The box sums' precision on ``device``: ``auto`` is float64 on the CPU, float32 elsewhere (CUDA, MPS)."""
+    if precision not in BOX_PRECISIONS:
+        raise InputError(f"Box precision {precision!r} is not one of {BOX_PRECISIONS}.", "Use 'auto'.")
+    if precision == "auto":
+        return "float64" if torch.device(device).type == "cpu" else "float32"
+    return precision
+
+
+def box_mean(x: torch.Tensor, r: int, precision: str = "auto") -> torch.Tensor:
+    """Mean over the ``(2r+1)²`` window clipped to the image, ``x [N,C,H,W]``.
+
+    ``precision`` (see :func:`box_precision`): float64 cumulative sums on the CPU (unchanged results), float32
+    direct window sums on a GPU (consumer GPUs run float64 at 1/32-1/64 rate; MPS has none).
+    """
+    if r < 1:
+        return x
+    if box_precision(x.device, precision) == "float64":
+        return _box_mean_cumsum(x, r, torch.float64)
+    return _box_mean_window(x, r)
+
+
+def guided_filter_color(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float,
+                        precision: str = "auto") -> torch.Tensor:
     """Colour guided filter coefficients' means: returns ``(mean_a [N,3,L,H,W], mean_b [N,L,H,W])``.
 
-    ``guide [N,3,H,W]``, ``src [N,L,H,W]``; the filtered output is ``Σ_c mean_a[:,c]·I_c + mean_b``.
+    ``guide [N,3,H,W]``, ``src [N,L,H,W]``; the filtered output is ``Σ_c mean_a[:,c]·I_c + mean_b``;
+    ``precision``: the box sums' (:func:`box_precision`).
     """
+    prec = box_precision(guide.device, precision)
     n, _, H, W = guide.shape
     L = src.shape[1]
-    mI = box_mean(guide, radius)  # [N,3,H,W]
-    mp = box_mean(src, radius)  # [N,L,H,W]
+    mI = box_mean(guide, radius, prec)  # [N,3,H,W]
+    mp = box_mean(src, radius, prec)  # [N,L,H,W]
     prod = (guide.unsqueeze(2) * src.unsqueeze(1)).reshape(n, 3 * L, H, W)
-    cov_Ip = box_mean(prod, radius).reshape(n, 3, L, H, W) - mI.unsqueeze(2) * mp.unsqueeze(1)
+    cov_Ip = box_mean(prod, radius, prec).reshape(n, 3, L, H, W) - mI.unsqueeze(2) * mp.unsqueeze(1)
     # Σ_I: 6 unique entries of the symmetric 3x3 covariance
     pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
     ii = torch.stack([guide[:, a] * guide[:, b] for a, b in pairs], 1)
-    var = box_mean(ii, radius) - torch.stack([mI[:, a] * mI[:, b] for a, b in pairs], 1)
+    var = box_mean(ii, radius, prec) - torch.stack([mI[:, a] * mI[:, b] for a, b in pairs], 1)
     rr, rg, rb, gg, gb, bb = (var[:, i] for i in range(6))
     rr, gg, bb = rr + eps, gg + eps, bb + eps
     # inverse of the symmetric matrix by its adjugate
@@ -77,8 +119,8 @@ def guided_filter_color(guide: torch.Tensor, src: torch.Tensor, radius: int, eps
                        torch.stack([i_rb, i_gb, i_bb], 1)], 1) / det[:, None, None]  # [N,3,3,H,W]
     a = torch.einsum("ncdhw,ndlhw->nclhw", inv, cov_Ip)  # [N,3,L,H,W]
     b = mp - (a * mI.unsqueeze(2)).sum(1)
-    mean_a = box_mean(a.reshape(n, 3 * L, H, W), radius).reshape(n, 3, L, H, W)
-    mean_b = box_mean(b, radius)
+    mean_a = box_mean(a.reshape(n, 3 * L, H, W), radius, prec).reshape(n, 3, L, H, W)
+    mean_b = box_mean(b, radius, prec)
     return mean_a, mean_b
 
 
@@ -99,13 +141,15 @@ class GuidedFilterUpsampler(Upsampler):
     ``eps``: regularisation on the 0..1 colour scale (smaller = follows colour
     edges more closely); ``subsample``: work at 1/subsample resolution (None:
     about radius/4); ``softness``: Gaussian σ in coarse cells applied to the
-    one-hot before upsampling (0 = off).
+    one-hot before upsampling (0 = off); ``box_precision``: the box sums' precision, ``auto`` = float64
+    cumulative sums on the CPU, float32 direct window sums on a GPU (same labels up to near-ties, see
+    ``tests/test_upsampler_contract.py``).
     """
 
     name = "guided_filter"
 
     def __init__(self, radius: Optional[int] = None, eps: float = 1e-4, subsample: Optional[int] = None,
-                 softness: float = 0.0):
+                 softness: float = 0.0, box_precision: str = "auto"):
         if radius is not None and int(radius) < 1:
             raise InputError(f"Guided filter radius {radius} must be at least 1.", "Use None (one coarse cell) or >= 1.")
         if not eps > 0:
@@ -114,7 +158,10 @@ class GuidedFilterUpsampler(Upsampler):
             raise InputError(f"subsample {subsample} must be at least 1.", "Use None (automatic) or >= 1.")
         if softness < 0:
             raise InputError(f"softness {softness} must be >= 0.", "Use 0 (off) or a few tenths of a cell.")
+        if box_precision not in BOX_PRECISIONS:
+            raise InputError(f"box_precision {box_precision!r} is not one of {BOX_PRECISIONS}.", "Use 'auto'.")
         self.radius, self.eps, self.subsample, self.softness = radius, float(eps), subsample, float(softness)
+        self.box_precision = box_precision
 
     def parameters_for(self, frame_hw, coarse_hw):
         cell = max(frame_hw[0] / coarse_hw[0], frame_hw[1] / coarse_hw[1])
@@ -152,7 +199,7 @@ class GuidedFilterUpsampler(Upsampler):
             guide_lo = F.interpolate(guide, (hs, ws), mode="bilinear", align_corners=False, antialias=s > 1)
             p_lo = F.interpolate(self._soft_onehot(coarse[t].to(dev), ids_d), (hs, ws), mode="bilinear",
                                  align_corners=False)
-            mean_a, mean_b = guided_filter_color(guide_lo, p_lo, rs, self.eps)
+            mean_a, mean_b = guided_filter_color(guide_lo, p_lo, rs, self.eps, self.box_precision)
             L = p_lo.shape[1]
             if (hs, ws) != (H, W):
                 mean_a = F.interpolate(mean_a.reshape(1, 3 * L, hs, ws), (H, W), mode="bilinear",
