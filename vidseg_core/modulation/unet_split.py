@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 
@@ -250,6 +250,104 @@ class SplitUNet:
         return attn(h, encoder_hidden_states=context, return_dict=False)[0]
 
 
+# ---------------------------------------------------------------- the splitter contract
+@dataclass
+class UNetCall:
+    """One UNet call as a splitter hands it to the driver (:class:`PrefixSharingForward`).
+
+    ``rows``: the per-row inputs, the sample first (dim 0 = rows: runs x halves x frames for SD; a 0-d tensor or
+    None is shared by all rows); the driver slices them all alike for the prefix.  ``original()``: the whole UNet
+    on this call, unchanged.  ``wrap(out)``: an output tensor in the forward's return type.  ``refusal``: why this
+    call must run whole (an input the splitter does not handle), None when it can be split.  ``options``: the
+    splitter's own (ComfyUI: the call's ``transformer_options``)."""
+
+    rows: Dict[str, Optional[torch.Tensor]]
+    original: Callable[[], Any]
+    wrap: Callable[[torch.Tensor], Any]
+    refusal: Optional[str] = None
+    options: Any = None
+
+
+class UNetSplitter:
+    """What :func:`shared_prefix` asks of a backbone (``backbone.prefix_splitter(block)``): one UNet split just
+    before the attention module of decoder block ``block`` (the modulated layer).
+
+    * construction raises ``TypeError`` / ``ValueError`` (with the reason) for a UNet it cannot split;
+    * ``unsupported``: features that make every call run whole (None: none);
+    * :meth:`blocked`: why the UNet's calls cannot be routed at all (e.g. a forward already wrapped), or None;
+    * :meth:`route`: while the ``with`` block is open, each UNet call becomes ``handler(call)`` (:class:`UNetCall`)
+      and the UNet is restored afterwards;
+    * :meth:`prefix` (on the rows the driver selected) -> :class:`SplitState`; :meth:`suffix` (state expanded or
+      selected to the call's rows) -> the UNet output tensor, equal to ``call.original()``'s.
+    """
+
+    family = "sd"
+    unsupported: Optional[str] = None
+
+    def blocked(self) -> Optional[str]:
+        return None
+
+    def route(self, handler: Callable[[UNetCall], Any]):
+        raise NotImplementedError
+
+    def prefix(self, call: UNetCall, rows: Dict[str, Optional[torch.Tensor]]) -> SplitState:
+        raise NotImplementedError
+
+    def suffix(self, state: SplitState, call: UNetCall) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class DiffusersSplitter(UNetSplitter):
+    """:class:`SplitUNet` behind the contract: calls routed by overriding ``unet.forward`` on the instance."""
+
+    def __init__(self, unet, split_block: int):
+        self.unet = unet
+        self.split = SplitUNet(unet, split_block)
+        self.family, self.unsupported = self.split.family, self.split.unsupported
+
+    def blocked(self) -> Optional[str]:
+        u = self.unet
+        if "forward" in u.__dict__ or hasattr(u, "_hf_hook") or hasattr(u, "_orig_mod"):
+            return "the UNet's forward is already wrapped"
+        return None
+
+    @contextlib.contextmanager
+    def route(self, handler):
+        unet = self.unet
+        unet.forward = lambda *args, **kwargs: handler(self._call(args, kwargs))
+        try:
+            yield
+        finally:
+            del unet.forward
+
+    def _call(self, args, kwargs) -> UNetCall:
+        sample, args = args[0], args[1:]
+        timestep = args[0] if args else kwargs.pop("timestep")
+        args = args[1:]
+        ehs = args[0] if args else kwargs.pop("encoder_hidden_states", None)
+        args = args[1:]
+        return_dict = kwargs.pop("return_dict", True)
+        added = kwargs.pop("added_time_ids", None)
+        if args and self.family == "svd" and added is None:
+            added, args = args[0], args[1:]
+        unet = self.unet
+        extra = [k for k, v in kwargs.items() if not (v is None or (isinstance(v, dict) and not v))]
+        refusal = "positional arguments" if args else (f"inputs {', '.join(extra)}" if extra else None)
+
+        def original():
+            kw = dict(kwargs, added_time_ids=added) if added is not None else kwargs
+            return type(unet).forward(unet, sample, timestep, ehs, *args, return_dict=return_dict, **kw)
+
+        return UNetCall({"sample": sample, "timestep": timestep, "context": ehs, "added": added}, original,
+                        lambda out: _Output((out,)) if return_dict else (out,), refusal)
+
+    def prefix(self, call, rows):
+        return self.split.prefix(rows["sample"], rows["timestep"], rows["context"], rows["added"])
+
+    def suffix(self, state, call):
+        return self.split.suffix(state)
+
+
 # ---------------------------------------------------------------- the driver
 def _rows_identical(t: Optional[torch.Tensor], runs: int) -> bool:
     if t is None or not torch.is_tensor(t) or t.ndim == 0 or t.shape[0] % runs:
@@ -266,16 +364,21 @@ def _first_run(t: Optional[torch.Tensor], runs: int):
     return t[: t.shape[0] // runs]
 
 
-class PrefixSharingForward:
-    """Replacement for ``unet.forward`` while a modulation batch runs (see module docstring)."""
+def _select(t: Optional[torch.Tensor], index: torch.Tensor):
+    if t is None or not torch.is_tensor(t) or t.ndim == 0:
+        return t
+    return t.index_select(0, index)
 
-    def __init__(self, backbone, split_block: int, step: int):
+
+class PrefixSharingForward:
+    """Handler of every UNet call while a modulation batch runs (see module docstring)."""
+
+    def __init__(self, backbone, splitter: UNetSplitter, step: int):
         self.backbone = backbone
-        self.unet = backbone.unet
-        self.split = SplitUNet(self.unet, split_block)
+        self.splitter = splitter
         self.step = int(step)
         self.cache: Optional[Tuple[torch.Tensor, SplitState]] = None
-        self.stats = {"prefix": 0, "reused": 0, "fallback": 0}
+        self.stats: Dict[str, Any] = {"prefix": 0, "reused": 0, "fallback": 0}
         #: the caller guarantees that at ``step`` every run's input (and conditioning) is the same, for the
         #: whole ``with`` block: no tensor comparisons (no host/device synchronisation)
         self.trusted = False
@@ -283,52 +386,48 @@ class PrefixSharingForward:
         #: ``first`` of the sample (one per distinct frame and half) and is expanded to every row by ``expand``
         self.rows: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
 
-    def _original(self, *args, **kwargs):
-        return type(self.unet).forward(self.unet, *args, **kwargs)
+    def _refused(self, reason: str) -> None:
+        refused = self.stats.setdefault("refused", {})
+        refused[reason] = refused.get(reason, 0) + 1
+        _unavailable(None, f"this UNet call has {reason}", "that call runs the whole UNet per run")
 
-    def __call__(self, sample, timestep, encoder_hidden_states=None, *args, **kwargs):
+    def __call__(self, call: UNetCall):
         ctrl = self.backbone.controller
-        return_dict = kwargs.pop("return_dict", True)
-        added = kwargs.pop("added_time_ids", None)
-        if args and self.split.family == "svd" and added is None:
-            added, args = args[0], args[1:]
-        usable = (ctrl.step == self.step and self.split.unsupported is None and not args
-                  and all(v is None or (isinstance(v, dict) and not v) for v in kwargs.values())
-                  and ctrl.layout is not None)
+        usable = ctrl.step == self.step and self.splitter.unsupported is None and ctrl.layout is not None
+        if usable and call.refusal is not None:
+            self._refused(call.refusal)
+            usable = False
         if usable and not self.trusted:
             runs = ctrl.layout.runs
-            usable = all(_rows_identical(t, runs) for t in (sample, encoder_hidden_states, added, timestep))
+            usable = all(_rows_identical(t, runs) for t in call.rows.values())
         if not usable:
             self.stats["fallback"] += 1
-            if added is not None:
-                kwargs["added_time_ids"] = added
-            return self._original(sample, timestep, encoder_hidden_states, *args, return_dict=return_dict, **kwargs)
+            return call.original()
 
         runs, layout = ctrl.layout.runs, ctrl.layout
         if self.rows is not None:
-            return self._rows_call(sample, timestep, encoder_hidden_states, return_dict)
-        first = _first_run(sample, runs)
+            return call.wrap(self._rows_call(call))
+        first = {k: _first_run(v, runs) for k, v in call.rows.items()}
+        sample = next(iter(first.values()))
         state = None
         if self.cache is not None:
             key, cached = self.cache
-            if key.shape == first.shape and (self.trusted or key.device.type == "meta" or torch.equal(key, first)):
+            if key.shape == sample.shape and (self.trusted or key.device.type == "meta" or torch.equal(key, sample)):
                 state = cached
                 self.stats["reused"] += 1
         if state is None:
             hooks = ctrl.hooks
             ctrl.hooks, ctrl.layout = [], RowLayout(1, layout.frames, layout.halves)
             try:
-                t1 = _first_run(timestep, runs)
-                state = self.split.prefix(first, t1, _first_run(encoder_hidden_states, runs), _first_run(added, runs))
+                state = self.splitter.prefix(call, first)
             finally:
                 ctrl.hooks, ctrl.layout = hooks, layout
-            key = torch.empty(first.shape, device="meta") if self.trusted else first.detach().clone()
+            key = torch.empty(sample.shape, device="meta") if self.trusted else sample.detach().clone()
             self.cache = (key, state)
             self.stats["prefix"] += 1
-        out = self.split.suffix(state.expand(runs) if runs > 1 else state)
-        return (out,) if not return_dict else _Output((out,))
+        return call.wrap(self.splitter.suffix(state.expand(runs) if runs > 1 else state, call))
 
-    def _rows_call(self, sample, timestep, context, return_dict):
+    def _rows_call(self, call: UNetCall) -> torch.Tensor:
         """Compacted rows: every row starts from its frame's reference latent, so the prefix of the chunk's
         distinct frames is computed once and gathered per row (cached until ``rows`` changes)."""
         first, expand = self.rows
@@ -337,17 +436,14 @@ class PrefixSharingForward:
             hooks, layout = ctrl.hooks, ctrl.layout
             ctrl.hooks, ctrl.layout = [], RowLayout(1, first.shape[0] // layout.halves, layout.halves)
             try:
-                t = timestep.index_select(0, first) if torch.is_tensor(timestep) and timestep.ndim else timestep
-                state = self.split.prefix(sample.index_select(0, first), t,
-                                          None if context is None else context.index_select(0, first))
+                state = self.splitter.prefix(call, {k: _select(v, first) for k, v in call.rows.items()})
             finally:
                 ctrl.hooks, ctrl.layout = hooks, layout
             self.cache = (first, state)
             self.stats["prefix"] += 1
         else:
             self.stats["reused"] += 1
-        out = self.split.suffix(self.cache[1].select(expand))
-        return (out,) if not return_dict else _Output((out,))
+        return self.splitter.suffix(self.cache[1].select(expand), call)
 
 
 #: reasons already logged in this process (one line each, not one per batch)
@@ -364,14 +460,22 @@ def _unavailable(stats: Optional[dict], reason: str, detail: str) -> None:
                                             "the labels are the same, the step t_m costs more.", reason, detail)
 
 
+def prefix_splitter(backbone, split_block: int) -> UNetSplitter:
+    """The backbone's splitter (``backbone.prefix_splitter``), else the diffusers one over ``backbone.unet``."""
+    make = getattr(backbone, "prefix_splitter", None)
+    return make(split_block) if make is not None else DiffusersSplitter(backbone.unet, split_block)
+
+
 @contextlib.contextmanager
 def shared_prefix(backbone, split_block: int, step: int, enabled: bool = True,
                   stats: Optional[dict] = None) -> Iterator[Optional[PrefixSharingForward]]:
-    """Route ``backbone.unet`` through :class:`PrefixSharingForward` inside the ``with`` block.
+    """Route ``backbone``'s UNet calls through :class:`PrefixSharingForward` inside the ``with`` block.
 
-    Yields None where the prefix cannot be shared; then ``stats["prefix"]`` (if ``stats`` is given) says
-    why (``{"shared": False, "reason": ...}``) and the reason is logged once per process (logger ``vidseg``):
-    e.g. ComfyUI's own ``UNetModel`` (the native adapter), which :class:`SplitUNet` cannot split.
+    The split comes from the backbone (:func:`prefix_splitter`, contract :class:`UNetSplitter`): diffusers' UNets
+    here, ComfyUI's SD ``UNetModel`` in the pack's native adapter.  Yields None where the prefix cannot be
+    shared; then ``stats["prefix"]`` (if ``stats`` is given) says why (``{"shared": False, "reason": ...}``) and
+    the reason is logged once per process (logger ``vidseg``).  A call the splitter refuses (e.g. a ControlNet
+    input) runs whole and is counted in the driver's ``stats["refused"]`` (logged once per reason).
     """
     if not enabled:
         if stats is not None:
@@ -379,23 +483,19 @@ def shared_prefix(backbone, split_block: int, step: int, enabled: bool = True,
         yield None
         return
     try:
-        driver = PrefixSharingForward(backbone, split_block, step)
+        splitter = prefix_splitter(backbone, split_block)
     except (TypeError, ValueError) as exc:
-        _unavailable(stats, str(exc), "only diffusers' UNet2DConditionModel / UNetSpatioTemporalConditionModel "
-                                              "can be split (ComfyUI's UNetModel cannot)")
+        _unavailable(stats, str(exc), "the whole UNet runs at step t_m for every run")
         yield None
         return
-    unet = backbone.unet
-    if "forward" in unet.__dict__ or hasattr(unet, "_hf_hook") or hasattr(unet, "_orig_mod"):
+    blocked = splitter.blocked()
+    if blocked is not None:
         # someone already wraps the forward (accelerate offloading, torch.compile, ...): do not bypass it
-        _unavailable(stats, "the UNet's forward is already wrapped", "accelerate offloading or a compiled "
-                                                                     "forward is not bypassed")
+        _unavailable(stats, blocked, "a wrapped forward (offloading, compilation) is not bypassed")
         yield None
         return
-    if driver.split.unsupported is not None:
-        _unavailable(None, f"unsupported UNet features: {driver.split.unsupported}", "the whole UNet runs per run")
-    unet.forward = driver
-    try:
+    if splitter.unsupported is not None:
+        _unavailable(None, f"unsupported UNet features: {splitter.unsupported}", "the whole UNet runs per run")
+    driver = PrefixSharingForward(backbone, splitter, step)
+    with splitter.route(driver):
         yield driver
-    finally:
-        del unet.forward
