@@ -41,6 +41,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=2)
     p.add_argument("--size", type=int, default=128, help="square frame side (multiple of 64)")
     p.add_argument("--atol", type=float, default=1e-4, help="max |Δ| of the difference maps / their max")
+    p.add_argument("--timing-runs", type=int, default=7, help="runs of the timed UNet call at t_m (0: no timing)")
+    p.add_argument("--repeats", type=int, default=3, help="timing repeats, on/off interleaved")
     args = p.parse_args(argv)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -83,8 +85,38 @@ def main(argv=None) -> int:
                   f"{rel:.3g} (max |map| {scale:.3g}; bit-identical: {torch.equal(on.difference_maps, off.difference_maps)}); "
                   f"compacted rows {on.stats.get('compacted_rows')}; prefix on: {json.dumps(prefix)}; "
                   f"off: {json.dumps(off.stats['prefix'])}; seconds on {t_on:.1f} / off {t_off:.1f}"
-                  f"{'' if good else '  FAIL'}")
+                  f"; chunks {on.stats['chunks']} ({on.stats['reference']}){'' if good else '  FAIL'}")
+        if args.timing_runs:
+            time_tm_call(core, bb, inputs, args.timing_runs, args.repeats)
     return 0 if ok else 1
+
+
+def time_tm_call(core, bb, inputs, runs: int, repeats: int) -> None:
+    """Seconds of one guided UNet call at t_m on ``runs`` identical runs, prefix shared vs not (interleaved
+    A-B-B-A...), wall and process CPU time; outputs compared."""
+    step = bb.config.modulation_step
+    x = inputs.x_start[None].expand(runs, *inputs.x_start.shape).clone()
+    split = core.modulation.unet_split
+    times = {True: [], False: []}
+    outs = {}
+    order = [True, False, False, True] * ((repeats + 1) // 2)
+    for share in order[: 2 * repeats]:
+        with split.shared_prefix(bb, bb.config.modulation_block, step, enabled=share) as drv:
+            w0, c0 = time.perf_counter(), time.process_time()
+            outs[share] = bb.denoised(x, step, inputs.cond)
+            times[share].append((time.perf_counter() - w0, time.process_time() - c0))
+            if share:
+                assert drv is not None and drv.stats["prefix"] == 1, drv and drv.stats
+    rel = float((outs[True] - outs[False]).abs().max() / outs[False].abs().max())
+
+    def fmt(v):
+        wall = sorted(w for w, _ in v)
+        return f"median {wall[len(wall) // 2]:.2f} s (min {wall[0]:.2f}, max {wall[-1]:.2f}; cpu {sorted(c for _, c in v)[len(v) // 2]:.2f} s)"
+
+    med = {k: sorted(w for w, _ in v)[len(v) // 2] for k, v in times.items()}
+    print(f"[timing] UNet call at t_m={step}, {runs} identical runs x 2 halves x {x.shape[1]} frames, {repeats} "
+          f"repeats: shared {fmt(times[True])}; whole {fmt(times[False])}; ratio {med[False] / med[True]:.2f}x; "
+          f"output max |Δ|/max {rel:.2g}")
 
 
 if __name__ == "__main__":
