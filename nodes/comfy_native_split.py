@@ -117,14 +117,15 @@ class ComfySDSplitter(UNetSplitter):
 
     # ------------------------------------------------------------ the two halves
     def _options(self, call: UNetCall, rows: Dict[str, Optional[torch.Tensor]]) -> dict:
-        """The call's ``transformer_options`` for the prefix rows: per-row sigmas sliced, ``cond_or_uncond``
-        cut to the prefix's chunks (the first run's, or unchanged when the rows keep the halves' order)."""
+        """The call's ``transformer_options`` for the prefix rows: per-row sigmas sliced; ``cond_or_uncond``
+        (``[1, 0] * runs`` from the adapter) cut to its period, the one run of halves the prefix rows hold."""
         to = dict(call.options)
         if rows.get("sigmas") is not None:
             to["sigmas"] = rows["sigmas"]
-        cu, total, n = to.get("cond_or_uncond"), call.rows["x"].shape[0], rows["x"].shape[0]
-        if isinstance(cu, list) and cu and total % len(cu) == 0 and n % (total // len(cu)) == 0:
-            to["cond_or_uncond"] = cu[: n // (total // len(cu))]
+        cu = to.get("cond_or_uncond")
+        if isinstance(cu, list) and cu:
+            period = next(p for p in range(1, len(cu) + 1) if len(cu) % p == 0 and cu == cu[:p] * (len(cu) // p))
+            to["cond_or_uncond"] = cu[:period]
         return to
 
     def _output_block(self, blk, i: int, h, hs: list, emb, context, to: dict):
