@@ -1,7 +1,7 @@
 """One prepared command for a lent GPU: the whole pipeline on full-size SD 2.1 and SVD (random weights, bf16).
 
     python benchmarks/gpu.py [--frames DIR] [--families sd21 svd] [--labels 10] [--repeats 3] [--budget-s 450]
-                             [--compile] [--out DIR]            # on one CUDA device
+                             [--presence 0.414] [--compile] [--out DIR]            # on one CUDA device
     python benchmarks/gpu.py --device cpu --tiny --num-frames 2 --max-side 192 --repeats 1   # CPU smoke test
 
 For each family it builds the real architecture from the shipped configs
@@ -18,7 +18,12 @@ memory of each case:
   K = ``--labels`` clusters) and in quality mode through the sequential oracle
   (reference pass + 2L single-run passes one after another: the authors'
   structure without their disk round trips), same labels;
-* one guided UNet evaluation of 1 run and of the quality run's chunk size.
+* one guided UNet evaluation of 1 run and of the quality run's chunk size;
+* SD 2.1 only: ``modulate_batch`` alone with the feature pass's reference
+  store, on ``--labels`` labels of which ``--presence`` of the (label, frame)
+  pairs are present (0.414: the blackswan ``masks_rvos`` proposals, see
+  ``benchmarks/label_presence.py``), the absent rows skipped against whole runs
+  (``skip_absent_rows=False``), same inputs, labels compared.
 
 Achieved TFLOP/s compare FLOPs counted on the same architecture on meta
 tensors (the counts of ``benchmarks/pipeline_flops.py``) with the median time,
@@ -52,6 +57,53 @@ from benchmarks.timing import Samples, ratio_text, time_cases, time_once  # noqa
 
 FRAME_DIRS = (ROOT / "gpu_frames" / "blackswan", ROOT.parent / "shared" / "data" / "blackswan" / "frames")
 FAMILIES = ("sd21", "svd")
+PRESENCE_NAMES = {"mod_rows": "modulation alone at the given presence, absent (label, frame) rows skipped",
+                  "mod_whole": "modulation alone at the given presence, whole runs (skip_absent_rows=False)"}
+
+
+def presence_cases(bb, frames, labels: int, fraction: float, results: dict):
+    """``modulate_batch`` alone (the feature pass's reference store given, as the pipeline does) on ``labels``
+    Voronoi labels with ``fraction`` of the (label, frame) pairs present: rows skipped vs whole runs.
+    Returns ``(cases, inputs, coarse, store)``; each case leaves its labels in ``results``."""
+    from benchmarks.modulation import voronoi_coarse
+    from benchmarks.pipeline_flops import presence_coarse
+    from vidseg_core.features import prepare_batch
+    from vidseg_core.modulation import ModulationSettings, modulate_batch
+    from vidseg_core.modulation.reference import reference_pass
+
+    inputs = prepare_batch(bb, frames)
+    lh, lw = inputs.latent_hw
+    coarse = presence_coarse(voronoi_coarse(int(frames.shape[0]), lh // 2, lw // 2, labels), fraction)
+    store = reference_pass(bb, inputs)[2]
+    size = tuple(int(v) for v in frames.shape[1:3])
+
+    def case(key, skip):
+        def fn():
+            res = modulate_batch(bb, inputs, coarse, None, size, ModulationSettings(skip_absent_rows=skip),
+                                 reference=store)
+            results[key] = res.labels
+        return fn
+    return {"mod_rows": case("mod_rows", True), "mod_whole": case("mod_whole", False)}, inputs, coarse, store
+
+
+def presence_flops(meta, cond_of, T: int, hw, coarse) -> Dict[str, float]:
+    """FLOPs per frame of the two presence cases on the meta twin (reference store recorded on meta too)."""
+    from benchmarks.modulation import _meta, count
+    from vidseg_core.features import BatchInputs
+    from vidseg_core.modulation import ModulationSettings, modulate_batch
+    from vidseg_core.modulation.reference import reference_pass
+
+    H, W = hw
+    lh, lw = H // 8, W // 8
+    x = _meta(T, 4, lh, lw)
+    inputs = BatchInputs(_meta(T, 3, H, W), x, cond_of(T, lh, lw), x, x)
+    m = torch.device("meta")
+    store = reference_pass(meta, inputs, ModulationSettings(), device=m, feature_device=m)[2]
+    ids = sorted(int(v) for v in torch.unique(coarse))
+    return {key: count(lambda skip=skip: modulate_batch(meta, inputs, coarse, ids, (H, W),
+                                                         ModulationSettings(skip_absent_rows=skip),
+                                                         reference=store)) / T
+            for key, skip in (("mod_rows", True), ("mod_whole", False))}
 
 
 class Log:
@@ -174,16 +226,17 @@ def profile_quality(bb, frames, clusters: int, device) -> Dict[str, float]:
                 parts[key] += time.perf_counter() - t
         return wrapper
 
-    saved = (bb.denoised, bb.encode, bb.decode, runner.difference_map)
-    bb.denoised, bb.encode, bb.decode = timed(bb.denoised, "UNet"), timed(bb.encode, "VAE encode"), \
-        timed(bb.decode, "VAE decode")
+    # every VAE decode (``decode`` and the modulation's ``decode_clips``) goes through ``_decode_call``
+    saved = (bb.denoised, bb.encode, bb._decode_call, runner.difference_map)
+    bb.denoised, bb.encode, bb._decode_call = timed(bb.denoised, "UNet"), timed(bb.encode, "VAE encode"), \
+        timed(bb._decode_call, "VAE decode")
     runner.difference_map = timed(runner.difference_map, "difference maps")
     try:
         _, total, *_ = time_once(lambda: segment(bb, frames, SegmentSettings(mode="quality", num_clusters=clusters)),
                                  device)
     finally:
-        bb.denoised, bb.encode, bb.decode, runner.difference_map = saved
-        for k in ("denoised", "encode", "decode"):
+        bb.denoised, bb.encode, bb._decode_call, runner.difference_map = saved
+        for k in ("denoised", "encode", "_decode_call"):
             bb.__dict__.pop(k, None)
     parts["everything else"] = total - sum(parts.values())
     parts["total"] = total
@@ -206,6 +259,12 @@ def run_family(family, args, frames, device, dtype, log, deadline: float, famili
         f"{time.perf_counter() - t0:.1f} s; {n} frames -> work {hw[1]}x{hw[0]}, K = {args.labels}")
     stages: dict = {}
     cases = pipeline_cases(bb, frames, args.labels, stages=stages)
+    presence = None
+    if bb.family == "sd" and args.presence:
+        presence = {"fraction": args.presence, "labels": {}}
+        extra, _, presence["coarse"], _ = presence_cases(bb, frames[:n], args.labels, args.presence,
+                                                         presence["labels"])
+        cases.update(extra)
     seen: dict = {}
     original = MaskedModulationUpsampler.upsample
 
@@ -241,6 +300,13 @@ def run_family(family, args, frames, device, dtype, log, deadline: float, famili
     if "quality" in stages and "oracle" in stages:
         agree = (stages["quality"]["result"] == stages["oracle"]["result"]).float().mean().item()
     flops = flop_counts(bb, n, hw, stages, chunk if len(seen.get("chunks") or []) > 1 else None)
+    if presence is not None:
+        coarse = presence.pop("coarse")
+        present = torch.stack([(coarse == i).flatten(1).any(1) for i in torch.unique(coarse)])
+        presence["present"] = float(present.float().mean())
+        lab = presence.pop("labels")
+        presence["labels_equal"] = bool(torch.equal(lab["mod_rows"].cpu(), lab["mod_whole"].cpu()))
+        flops.update(presence_flops(*meta_twin(bb), n, hw, coarse))
     for r in sorted({1, chunk}):
         samples[f"unet{r}"].per = 1.0
         flops[f"unet{r}"] = flops["unet_eval"] * n * r
@@ -253,7 +319,8 @@ def run_family(family, args, frames, device, dtype, log, deadline: float, famili
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"family": family, "samples": samples, "flops": flops, "agree": agree, "labels": labels,
-            "chunks": seen.get("chunks"), "rounds": rounds, "profile": profile, "stages": stages}
+            "chunks": seen.get("chunks"), "rounds": rounds, "profile": profile, "stages": stages,
+            "presence": presence}
 
 
 # ---------------------------------------------------------------------------------------------- table
@@ -268,7 +335,7 @@ def table(results: List[dict], ceiling: float, device) -> str:
             what = "device" if cuda else "wall"
             med = s.median(what)
             f = res["flops"].get(key)
-            name = f"one guided UNet evaluation, {key[4:]} run(s)" if unet else CASE_NAMES[key]
+            name = f"one guided UNet evaluation, {key[4:]} run(s)" if unet else {**CASE_NAMES, **PRESENCE_NAMES}[key]
             value = s.text(what) + (" s/call" if unet else "")
             fps = "" if unet else f"{1 / med:.2f}"
             peak = f"{max(s.peak_mb) / 1024:.1f}" if s.peak_mb else "n/a"
@@ -284,6 +351,11 @@ def table(results: List[dict], ceiling: float, device) -> str:
             extra.append(f"batched vs sequential oracle (whole pipeline, paired rounds): "
                          f"{ratio_text(s['oracle'], s['quality'], 'device' if cuda else 'wall')} faster; labels agree "
                          f"on {100 * res['agree']:.2f}% of pixels")
+        if res.get("presence") and "mod_rows" in s and "mod_whole" in s:
+            p = res["presence"]
+            extra.append(f"modulation alone at {p['present']:.3f} of the (label, frame) pairs present: rows skipped "
+                         f"{ratio_text(s['mod_whole'], s['mod_rows'], 'device' if cuda else 'wall')} faster than "
+                         f"whole runs (paired rounds); labels equal: {p['labels_equal']}")
         extra.append(f"{res['labels']} labels, modulation chunks {res['chunks']}, {res['rounds']} rounds")
         if res["profile"]:
             p = res["profile"]
@@ -305,6 +377,9 @@ def main(argv=None) -> int:
     ap.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
     ap.add_argument("--labels", type=int, default=10, help="K clusters, i.e. labels of the quality mode")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--presence", type=float, default=0.414,
+                    help="SD 2.1: time the modulation alone with this fraction of (label, frame) pairs present, rows "
+                         "skipped vs whole runs (0.414: blackswan masks_rvos; 0 leaves the two cases out)")
     ap.add_argument("--budget-s", type=float, default=450.0,
                     help="wall seconds the whole command may take (rounds are cut to fit; give the call ~100 s more)")
     ap.add_argument("--no-profile", dest="profile", action="store_false")

@@ -191,3 +191,9 @@ def test_gpu_benchmark_runs_on_the_cpu_with_the_tiny_backbones(tmp_path, blacksw
 
     res = json.loads((out / "result.json").read_text())
     assert res["results"][0]["samples"]["quality"]["n"] == 1 and res["results"][0]["flops"]["quality"] > 0
+    # SD: the modulation alone at a presence below 1, rows skipped vs whole runs: same labels, fewer FLOPs
+    assert "absent (label, frame) rows skipped" in table and "labels equal: True" in table
+    flops = res["results"][0]["flops"]
+    assert 0 < flops["mod_rows"] < flops["mod_whole"]
+    assert res["results"][0]["profile"]["VAE decode"] > 0  # the modulation decodes through decode_clips
+    assert res["results"][0]["presence"]["present"] < 1
