@@ -153,6 +153,16 @@ class ComfyBackbone(Backbone):
                                    f"(shape {tuple(t.shape)}): another patch changes the call order.")
         return LayerId(block, f"{'temporal' if temporal else 'spatial'}_{kind}")
 
+    def prefix_splitter(self, split_block: int):
+        """Prefix sharing on ComfyUI's own SD UNet (:mod:`.comfy_native_split`); SVD raises (not split)."""
+        from .comfy_native_split import ComfySDSplitter
+
+        return ComfySDSplitter(self.unet, split_block, self.owns_patch)
+
+    def owns_patch(self, patch) -> bool:
+        """Is ``patch`` one of this adapter's own, composing no foreign patch?"""
+        return isinstance(patch, _Patch) and patch.bb is self and getattr(patch, "previous", None) is None
+
     def attention_layers(self) -> Dict[LayerId, str]:
         """Decoder attention layers (blocks 3..11) -> their LDM module path (hooked through patches, not modules)."""
         kinds = ("spatial_self", "spatial_cross") + (("temporal_self", "temporal_cross") if self.family == "svd" else ())

@@ -116,11 +116,18 @@ def _config(name: str, **unet_config):
 
 
 class BaseModel(torch.nn.Module):
-    """SD 2.x stand-in (``EPS``): ``apply_model`` -> denoised."""
+    """SD 2.x stand-in (``EPS``): ``apply_model`` -> denoised.  ``ldm=True``: the UNet in ComfyUI's own module
+    layout (:mod:`.comfy_unet_standin`), called as ComfyUI's ``_apply_model`` calls it."""
 
-    def __init__(self, unet):
+    def __init__(self, unet, ldm: bool = False):
         super().__init__()
-        self.diffusion_model = DiffusionModel(unet)
+        self.ldm = ldm
+        if ldm:
+            from tests.helpers.comfy_unet_standin import UNetModel
+
+            self.diffusion_model = UNetModel(unet, holder=self)
+        else:
+            self.diffusion_model = DiffusionModel(unet)
         self.model_config = _config("SD20", context_dim=1024, model_channels=320, in_channels=4,
                                     adm_in_channels=None, use_temporal_attention=False)
         self.model_type = "ModelType.EPS"
@@ -137,7 +144,12 @@ class BaseModel(torch.nn.Module):
         s = sigma.view(-1, 1, 1, 1)
         self.transformer_options = transformer_options
         try:
-            eps = self.diffusion_model(x / (s ** 2 + 1).sqrt(), timestep, encoder_hidden_states=c_crossattn).sample
+            xc = x / (s ** 2 + 1).sqrt()
+            if self.ldm:
+                eps = self.diffusion_model(xc, timestep.float(), context=c_crossattn, control=control,
+                                           transformer_options=transformer_options, **kwargs)
+            else:
+                eps = self.diffusion_model(xc, timestep, encoder_hidden_states=c_crossattn).sample
         finally:
             self.transformer_options = {}
         return x - eps.float() * s
@@ -225,10 +237,11 @@ class CLIPVision:
         self.load_device, self.image_size = CPU, int(encoder.config.image_size)
 
 
-def standin_sd(seed: int = 0):
-    """``(MODEL, CLIP, VAE)`` as Load Checkpoint would give them, over the tiny SD 2.1 twin (same weights)."""
+def standin_sd(seed: int = 0, ldm: bool = False):
+    """``(MODEL, CLIP, VAE)`` as Load Checkpoint would give them, over the tiny SD 2.1 twin (same weights);
+    ``ldm``: the UNet in ComfyUI's ``UNetModel`` layout (same modules)."""
     unet, vae, te = build_tiny_sd_parts(seed)
-    return ModelPatcher(BaseModel(unet)), CLIP(te), VAE(vae, temporal=False)
+    return ModelPatcher(BaseModel(unet, ldm)), CLIP(te), VAE(vae, temporal=False)
 
 
 def standin_svd(seed: int = 0):

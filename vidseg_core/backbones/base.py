@@ -255,6 +255,14 @@ class Backbone(ABC):
         self.controller.latent_grid = tuple(int(v) for v in latent_hw)
         self.controller.runs_share_context = True  # denoised() tiles the batch's one conditioning over the runs
 
+    def prefix_splitter(self, split_block: int):
+        """The UNet split before decoder block ``split_block``'s attention, for prefix sharing at t_m (contract:
+        :class:`~vidseg_core.modulation.unet_split.UNetSplitter`; raises TypeError / ValueError with the reason
+        when this UNet cannot be split).  Here: diffusers' UNets; ComfyUI's native adapter overrides it."""
+        from ..modulation.diffusers_split import DiffusersSplitter
+
+        return DiffusersSplitter(self.unet, split_block)
+
     # ------------------------------------------------------------ hooks
     def install_processors(self) -> None:
         """Give every decoder attention layer a hookable processor (idempotent)."""
