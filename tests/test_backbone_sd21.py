@@ -15,7 +15,7 @@ import torch
 from tests.helpers.ldm_layout import (clip_text_to_open_clip, fake_family_checkpoint, save_safetensors, sd_ldm_state,
                                       write_sd_checkpoint)
 from vidseg_core.backbones import CaptureQueries, LayerId, SD21Config, load_backbone
-from vidseg_core.backbones import sd21
+from vidseg_core.backbones import sd21, sd21_files
 from vidseg_core.errors import DeviceError, InputError, ModelLoadError
 
 H, W = 128, 192  # -> latent 16x24 -> blocks 6-8 at 8x12
@@ -283,11 +283,11 @@ def test_block_mapping_queries_at_one_sixteenth(tiny):
 def test_open_clip_conversion_both_ways(parts):
     _, _, te = parts
     ldm = clip_text_to_open_clip(te.state_dict())
-    back = sd21.open_clip_text_to_clip(ldm, num_layers=2)
+    back = sd21_files.open_clip_text_to_clip(ldm, num_layers=2)
     own = {k: v for k, v in te.state_dict().items() if not k.endswith("position_ids")}
     assert back.keys() == own.keys()
     assert all(torch.equal(back[k], own[k]) for k in own)
-    pre = sd21.open_clip_text_to_clip(ldm, num_layers=2, prefix="text_model.")  # transformers < 5.6 layout
+    pre = sd21_files.open_clip_text_to_clip(ldm, num_layers=2, prefix="text_model.")  # transformers < 5.6 layout
     assert all(k.startswith("text_model.") for k in pre)
 
 
@@ -313,7 +313,7 @@ def test_in_proj_split_matches_torch_multihead_attention():
         for p in ("weight", "bias"):
             full[f"cond_stage_model.model.transformer.resblocks.0.{n}.{p}"] = torch.zeros(1)
     full.update(state)
-    out = sd21.open_clip_text_to_clip(full, num_layers=1)
+    out = sd21_files.open_clip_text_to_clip(full, num_layers=1)
     att.load_state_dict({n.split("self_attn.", 1)[1]: t for n, t in out.items() if ".self_attn." in n})
     with torch.no_grad():
         ref = mha(x, x, x, need_weights=False)[0]
@@ -389,10 +389,10 @@ def test_config_override_is_kept(ldm_file):
 
 def test_real_v_model_gets_768_unet_config():
     shapes = {sd21.LDM_UNET_PREFIX + "input_blocks.0.0.weight": (320, 4, 3, 3)}
-    unet, vae, text = sd21._single_file_variant(shapes, "x", "v_prediction")
+    unet, vae, text = sd21_files._single_file_variant(shapes, "x", "v_prediction")
     assert unet == {"sample_size": 96, "upcast_attention": True} and vae == {}
     assert text["num_hidden_layers"] == 23 and text["hidden_size"] == 1024
-    assert sd21._single_file_variant(shapes, "x", "epsilon")[0] == {}
+    assert sd21_files._single_file_variant(shapes, "x", "epsilon")[0] == {}
 
 
 def test_shipped_configs_are_real_sd21():

@@ -13,8 +13,8 @@ import torch
 
 from vidseg_core.backbones import CaptureQueries, LayerId, SVDConfig, load_backbone
 from vidseg_core.backbones import svd_convert as conv
-from vidseg_core.backbones.svd import (SVDCondition, build_tiny_svd, clip_preprocess, edm_sigmas,
-                                       match_architecture, real_configs)
+from vidseg_core.backbones.svd import SVDCondition, build_tiny_svd, clip_preprocess, edm_sigmas, real_configs
+from vidseg_core.backbones.svd_files import match_architecture
 from vidseg_core.errors import InputError, ModelLoadError
 
 safetensors_torch = pytest.importorskip("safetensors.torch")

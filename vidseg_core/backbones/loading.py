@@ -203,10 +203,10 @@ def load_backbone(model: str, device: str = "auto", precision: str = "auto", *,
     if path.is_dir():
         family = detect_folder_family(path)
         if family == "sd2":
-            from .sd21 import load_sd21_diffusers
+            from .sd21_files import load_sd21_diffusers
 
             return load_sd21_diffusers(path, device=dev, dtype=dtype, prediction_type=prediction_type, config=config)
-        from .svd import load_svd_diffusers
+        from .svd_files import load_svd_diffusers
 
         return load_svd_diffusers(path, device=dev, dtype=dtype, config=config)
 
@@ -217,11 +217,11 @@ def load_backbone(model: str, device: str = "auto", precision: str = "auto", *,
         raise ModelLoadError(f"{path.name} is empty (0 bytes).", "Download the file again.")
     family = detect_family(read_checkpoint_shapes(path))
     if family == "sd2":
-        from .sd21 import load_sd21_single_file
+        from .sd21_files import load_sd21_single_file
 
         return load_sd21_single_file(path, device=dev, dtype=dtype, prediction_type=prediction_type, config=config)
     if family == "svd":
-        from .svd import load_svd_single_file
+        from .svd_files import load_svd_single_file
 
         return load_svd_single_file(path, device=dev, dtype=dtype, config=config)
     what = _FAMILY_NAMES.get(family, "an unrecognised model")
