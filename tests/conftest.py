@@ -26,8 +26,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 # tiny-model tests 10x slower (node tests: 119 s -> 9 s under the same load); torch reads it at import.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # One torch thread unless the environment says otherwise: the models here are tiny, so splitting their
-# operations over threads costs more than it gains (clean-clone .ci/run on 2 cores: pytest 350 s at torch's
-# default 2 threads, 220 s at 1). Tests that need a thread count set it themselves (test_thread_determinism).
+# operations over threads costs more than it gains (clean-clone .ci/run on 2 otherwise idle cores, one run
+# each: pytest 350 s at torch's default 2 threads, 267 s at 1). Tests that need a thread count set it
+# themselves (test_thread_determinism).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
