@@ -171,3 +171,37 @@ def test_a_region_smaller_than_a_grid_cell_is_reported_lost(tmp_path, capsys):
     assert "label(s) 2 are smaller than one feature-grid cell (8x4 cells for 128x64 px" in capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["lost_at_grid"] == [2] and 2 in summary["lost_labels"]
+
+
+def test_a_region_lost_when_max_side_shrinks_the_mask_is_reported(tmp_path, capsys):
+    """Object 3 (one pixel the nearest downscale skips) vanishes when --max-side halves the mask: warned at
+    once, in summary.json's lost_at_max_side and lost_labels (before, it was silently absent from both)."""
+    import json
+
+    from PIL import Image
+
+    from vidseg_core.__main__ import main
+    from vidseg_core.labels import resize_nearest
+
+    H, W = 128, 256
+    index = np.arange(H * W, dtype=np.int64).reshape(H, W)
+    kept = set(np.asarray(resize_nearest(index, (H // 2, W // 2))).ravel().tolist())
+    y, x = divmod(next(i for i in range(W + 1, H * W) if i not in kept), W)  # a pixel the downscale skips
+    ref = np.zeros((H, W), dtype=np.uint8)
+    ref[:, W // 2:] = 1
+    ref[y, x] = 3
+    d = tmp_path / "in"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (H, W, 3), dtype=np.uint8)).save(d / f"f{i}.png")
+    Image.fromarray(ref, mode="L").save(tmp_path / "ref.png")
+    out = tmp_path / "out"
+    assert main(["segment", str(d), "--model", "tiny-sd", "--out", str(out), "--mode", "fast", "--clusters", "3",
+                 "--max-side", str(W // 2), "--reference-mask", str(tmp_path / "ref.png"), "--quiet",
+                 "--no-overlay"]) == 0
+    err = capsys.readouterr().err
+    assert "reference label(s) 3 vanish when the mask is scaled to the working size 128x64 (--max-side)" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lost_at_max_side"] == [3] and 3 in summary["lost_labels"]
+    assert 1 not in summary["lost_labels"]

@@ -184,6 +184,13 @@ def _label_values(ref: np.ndarray, void_values: Sequence[int], assign_void: bool
     return set(int(v) for v in (vals if assign_void else vals[~np.isin(vals, list(void_values))]))
 
 
+def labels_lost_by_resize(original: np.ndarray, resized: np.ndarray, void_values: Sequence[int] = DEFAULT_VOID,
+                          assign_void: bool = False) -> List[int]:
+    """Label values of ``original`` that no pixel of ``resized`` keeps (regions smaller than the new pixels)."""
+    return sorted(_label_values(np.asarray(original).astype(np.int64), void_values, assign_void)
+                  - _label_values(np.asarray(resized).astype(np.int64), void_values, assign_void))
+
+
 def note_grid_losses(assignment: ClusterAssignment, reference, grid_reference: np.ndarray,
                      void_values: Sequence[int] = DEFAULT_VOID, assign_void: bool = False) -> ClusterAssignment:
     """Add to ``assignment`` the reference labels present in the full mask ``reference`` but absent from

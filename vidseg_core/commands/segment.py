@@ -90,6 +90,25 @@ def load_reference(path, frame_size, warn=True):
     return ref
 
 
+def reference_at_working_size(ref, frame_size):
+    """The reference mask at the working size (``--max-side``) and the labels that vanish in that resize.
+
+    A region smaller than one working pixel is lost for the whole video: said at once (warning), listed by
+    the caller in ``summary.json`` (``lost_at_max_side``, also in ``lost_labels``)."""
+    h, w = (int(v) for v in frame_size)
+    if tuple(ref.shape) == (h, w):
+        return ref, []
+    from ..labels import labels_lost_by_resize, resize_nearest
+
+    small = resize_nearest(ref, (h, w))
+    lost = labels_lost_by_resize(ref, small)
+    if lost:
+        warnings.warn(f"reference label(s) {', '.join(map(str, lost))} vanish when the mask is scaled to the "
+                      f"working size {w}x{h} (--max-side): each is smaller than one pixel there, so it is lost for "
+                      "the whole video; raise --max-side (or omit it), or enlarge those regions in the mask")
+    return small, lost
+
+
 def segment_settings(args, source):
     """The run's settings from the arguments, every one checked (before the model is loaded)."""
     from ..validation import check_finite
@@ -97,10 +116,8 @@ def segment_settings(args, source):
     reference = None
     if args.reference_mask:
         reference = load_reference(args.reference_mask, source.source_size)
-        if reference.shape != tuple(source.frame_size):  # the working-resolution cap, not a user error
-            from ..labels import resize_nearest
-
-            reference = resize_nearest(reference, tuple(source.frame_size))
+        # the working-resolution cap, not a user error; labels it loses are reported
+        reference, args.lost_at_max_side = reference_at_working_size(reference, source.frame_size)
         if not 0 <= args.reference_frame < len(source):
             raise InputError(f"--reference-frame {args.reference_frame} is outside the {len(source)} selected frames.",
                              f"Use an index in 0..{len(source) - 1}.")
@@ -193,6 +210,9 @@ def _segment(args, source, backbone, settings, folder, bar):
                         "dtype": str(backbone.dtype).replace("torch.", ""),
                         "compile": backbone.compiled.state.to_dict() if getattr(backbone, "compiled", None) else None}
     summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    at_max_side = list(getattr(args, "lost_at_max_side", None) or [])
+    summary["lost_at_max_side"] = at_max_side
+    summary["lost_labels"] = sorted(set(summary.get("lost_labels") or []) | set(at_max_side))
     summary["outputs"] = {"labels": "labels/", "overlay": overlay_path.name if overlay_path else None}
     summary["reused_label_maps"] = len(reused)
     return summary, overlay_path

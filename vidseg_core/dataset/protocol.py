@@ -71,14 +71,12 @@ def find_reference(video: Video, names) -> Tuple[Optional[str], int]:
 
 
 def load_video_reference(path: str, source, gt_transform: str):
-    """The reference label mask at the working size, in the predictions' label space."""
-    from ..commands.segment import load_reference
-    from ..labels import resize_nearest
+    """The reference label mask at the working size, in the predictions' label space, and the labels that
+    vanish at that size."""
+    from ..commands.segment import load_reference, reference_at_working_size
 
     ref = transform_gt(load_reference(path, source.source_size), gt_transform)
-    if ref.shape != tuple(source.frame_size):
-        ref = resize_nearest(ref, tuple(source.frame_size))
-    return ref
+    return reference_at_working_size(ref, source.frame_size)
 
 
 def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFolder) -> dict:
@@ -96,7 +94,8 @@ def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFol
     with open_source(config.model_args(), video.frames) as source:
         names = source.names
         ref_path, ref_index = find_reference(video, names)
-        reference = None if ref_path is None else load_video_reference(ref_path, source, config.gt_transform)
+        reference, at_max_side = (None, []) if ref_path is None else \
+            load_video_reference(ref_path, source, config.gt_transform)
         settings = dataclasses.replace(config.settings, reference=reference, reference_frame=ref_index)
         seg = VideoSegmenter(backbone, settings)
         size = tuple(source.source_size)
@@ -115,7 +114,8 @@ def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFol
         "video": video.name, "status": "done", "frames": frames, "frame_names": names,
         "size": list(size), "reference": ref_path, "reference_frame": ref_index,
         "label_table": [e["value"] for e in summary["label_table"]["entries"]],
-        "lost_labels": summary["lost_labels"], "lost_at_grid": summary["lost_at_grid"], "seconds": round(time.perf_counter() - t0, 3),
+        "lost_labels": sorted(set(summary["lost_labels"]) | set(at_max_side)), "lost_at_grid": summary["lost_at_grid"],
+        "lost_at_max_side": at_max_side, "seconds": round(time.perf_counter() - t0, 3),
         "stage_seconds": summary["seconds"], "peak_memory_mb": summary["peak_memory_mb"],
         "device": str(backbone.device), "torch_threads": torch.get_num_threads(),
     }
