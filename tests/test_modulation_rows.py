@@ -159,3 +159,17 @@ def test_out_of_memory_halves_the_rows_of_a_chunk(sd, monkeypatch):
         res = _run(bb, inputs, coarse, store)
     assert sizes == [18, 9, 9] and res.stats["chunks"] == [9, 9] and res.stats["oom_retries"] == 1
     assert torch.equal(res.labels, full.labels) and (res.difference_maps - full.difference_maps).abs().max() <= 1e-4
+
+
+def test_chunks_of_rows_compute_each_frame_prefix_once(sd):
+    """In chunks, the shared prefix of step t_m is computed once per batch frame (by the first chunk that needs
+    it) and reused by later chunks; outputs equal whole runs in one chunk."""
+    bb, inputs, coarse, store = sd
+    full = _run(bb, inputs, coarse, store, skip_absent_rows=False)
+    rows = _run(bb, inputs, coarse, store, max_runs_per_chunk=1)  # 3 rows a chunk: 18 rows in 6 chunks
+    assert len(rows.stats["chunks"]) == 6
+    prefix = rows.stats["prefix"]
+    # the first chunk holds frames 0-2 (label 0, +): every later chunk finds its frames' prefixes
+    assert prefix["prefix"] == 1 and prefix["reused"] == 5, prefix
+    assert torch.equal(rows.labels, full.labels)
+    assert (rows.difference_maps - full.difference_maps).abs().max() <= 1e-4

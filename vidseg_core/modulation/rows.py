@@ -173,9 +173,13 @@ def run_rows(job, x_tm: torch.Tensor, rows: Sequence[Row], with_reference: bool,
         return x
 
     x = x_tm.index_select(0, chunk.frame.to(dev)).unsqueeze(0)
-    ff_rows = _common_divisor_at_most(2 * chunk.n, 2 * chunk.n_sources, 2 * job.T)
+    sources = sorted({f for _, f in chunk.rows})  # the batch frame of each source, in source order
+    # the feed-forward row chunk must divide every batch the UNet sees: the chunk's rows, its sources' rows
+    # and the prefix rows of the frames no earlier chunk computed
+    new = driver.missing_frames(sources) if driver is not None else chunk.n_sources
+    ff_rows = _common_divisor_at_most(2 * chunk.n, 2 * chunk.n_sources, 2 * (new or chunk.n_sources), 2 * job.T)
     if driver is not None:
-        driver.rows, driver.cache = (chunk.prefix_first, chunk.prefix_expand), None
+        driver.rows, driver.cache = (chunk.prefix_first, chunk.prefix_expand, sources), None
     try:
         with job.bb.hooks(hook), feed_forward_by_rows(job.bb.unet, ff_rows, enabled=job.bb.device.type == "cpu"):
             out = job.bb.denoise(x, job.inputs.cond, plan.t_m, None, cb)[0, chunk.n_ref:]
@@ -196,9 +200,10 @@ def run_rows(job, x_tm: torch.Tensor, rows: Sequence[Row], with_reference: bool,
             job.finished[r] = job.partial.pop(r)
 
 
-def _common_divisor_at_most(a: int, b: int, bound: int) -> int:
-    """The largest divisor of both ``a`` and ``b`` not above ``bound`` (feed-forward row chunks must divide
-    every batch: the chunk's rows and its prefix rows)."""
+def _common_divisor_at_most(*values: int) -> int:
+    """The largest common divisor of ``values[:-1]`` not above ``values[-1]`` (feed-forward row chunks must
+    divide every batch: the chunk's rows and its prefix rows)."""
     import math
-    g = math.gcd(a, b)
+    *sizes, bound = values
+    g = math.gcd(*sizes)
     return max(d for d in range(1, min(g, bound) + 1) if g % d == 0)

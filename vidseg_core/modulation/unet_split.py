@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -59,6 +59,20 @@ class SplitState:
         return SplitState(rep(self.hidden), tuple(rep(s) for s in self.block_skips), tuple(rep(s) for s in self.skips),
                           rep(self.emb), rep(self.context), rep(self.indicator), self.forward_upsample_size,
                           self.batch * runs, self.frames, dict(self.extra))
+
+    @staticmethod
+    def cat(states: "List[SplitState]") -> "SplitState":
+        """The rows of ``states`` one after another (SD rows; every state from the same prefix computation)."""
+        def cat(ts):
+            return None if ts[0] is None else torch.cat(ts)
+
+        first = states[0]
+        return SplitState(cat([s.hidden for s in states]),
+                          tuple(cat([s.block_skips[i] for s in states]) for i in range(len(first.block_skips))),
+                          tuple(cat([s.skips[i] for s in states]) for i in range(len(first.skips))),
+                          cat([s.emb for s in states]), cat([s.context for s in states]),
+                          cat([s.indicator for s in states]), first.forward_upsample_size,
+                          sum(s.batch for s in states), first.frames, dict(first.extra))
 
     def select(self, index: torch.Tensor) -> "SplitState":
         """Rows ``index`` of every per-row tensor (SD: a row is one frame of one guidance half)."""
@@ -151,9 +165,13 @@ class PrefixSharingForward:
         #: the caller guarantees that at ``step`` every run's input (and conditioning) is the same, for the
         #: whole ``with`` block: no tensor comparisons (no host/device synchronisation)
         self.trusted = False
-        #: compacted rows (:mod:`.rows`, SD): ``(first, expand)`` device indices: the prefix runs on the rows
-        #: ``first`` of the sample (one per distinct frame and half) and is expanded to every row by ``expand``
-        self.rows: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        #: compacted rows (:mod:`.rows`, SD): ``(first, expand, frames)``: the prefix runs on the rows ``first``
+        #: of the sample (one per distinct frame and half, ``[half·S + source]``), is expanded to every row by
+        #: ``expand``; ``frames[source]`` is the batch frame of each source
+        self.rows: Optional[Tuple[torch.Tensor, torch.Tensor, List[int]]] = None
+        #: compacted rows: the prefix of each batch frame (its 2 half rows), kept across chunks: every row of
+        #: every chunk starts at step t_m from its frame's x_tm with the batch's conditioning
+        self.frame_prefix: Dict[int, SplitState] = {}
 
     def _refused(self, reason: str) -> None:
         refused = self.stats.setdefault("refused", {})
@@ -197,22 +215,40 @@ class PrefixSharingForward:
         return call.wrap(self.splitter.suffix(state.expand(runs) if runs > 1 else state, call))
 
     def _rows_call(self, call: UNetCall) -> torch.Tensor:
-        """Compacted rows: every row starts from its frame's reference latent, so the prefix of the chunk's
-        distinct frames is computed once and gathered per row (cached until ``rows`` changes)."""
-        first, expand = self.rows
+        """Compacted rows: every row starts from its frame's reference latent, so the prefix of each batch frame
+        is computed once per batch (for the frames a chunk is the first to need) and gathered per row."""
+        first, expand, frames = self.rows
         if self.cache is None or self.cache[0] is not first:
             ctrl = self.backbone.controller
-            hooks, layout = ctrl.hooks, ctrl.layout
-            ctrl.hooks, ctrl.layout = [], RowLayout(1, first.shape[0] // layout.halves, layout.halves)
-            try:
-                state = self.splitter.prefix(call, {k: _select(v, first) for k, v in call.rows.items()})
-            finally:
-                ctrl.hooks, ctrl.layout = hooks, layout
-            self.cache = (first, state)
-            self.stats["prefix"] += 1
+            halves, S = ctrl.layout.halves, len(frames)
+            missing = [i for i, f in enumerate(frames) if f not in self.frame_prefix]
+            if missing:
+                M = len(missing)
+                pick = first.view(halves, S)[:, torch.tensor(missing, device=first.device)].reshape(-1)
+                hooks, layout = ctrl.hooks, ctrl.layout
+                ctrl.hooks, ctrl.layout = [], RowLayout(1, M, halves)
+                try:
+                    state = self.splitter.prefix(call, {k: _select(v, pick) for k, v in call.rows.items()})
+                finally:
+                    ctrl.hooks, ctrl.layout = hooks, layout
+                dev = state.hidden.device
+                for j, i in enumerate(missing):  # rows [half·M + j] of the new state: frame frames[i]
+                    self.frame_prefix[frames[i]] = state.select(torch.tensor([h * M + j for h in range(halves)],
+                                                                             device=dev))
+                self.stats["prefix"] += 1
+            else:
+                self.stats["reused"] += 1
+            per_frame = SplitState.cat([self.frame_prefix[f] for f in frames])  # rows [source·halves + half]
+            dev = per_frame.hidden.device
+            order = torch.tensor([s * halves + h for h in range(halves) for s in range(S)], device=dev)
+            self.cache = (first, per_frame.select(order))  # rows [half·S + source], as ``expand`` reads them
         else:
             self.stats["reused"] += 1
         return self.splitter.suffix(self.cache[1].select(expand), call)
+
+    def missing_frames(self, frames: Sequence[int]) -> int:
+        """How many of ``frames`` have no prefix yet (the rows of the next prefix computation / halves)."""
+        return sum(1 for f in frames if f not in self.frame_prefix)
 
 
 #: reasons already logged in this process (one line each, not one per batch)
