@@ -16,8 +16,8 @@ layout takes from "the reference run" is gathered by the row's frame:
   (:class:`~.reference.ReferenceStore`, frame f of its q/k and latents) or,
   in the "repeat" mode, one reference row per distinct frame of the chunk
   (placed first; offset 0, blending mask 1, its own q/k);
-* the shared prefix of step t_m (:mod:`.unet_split`) on one row per distinct
-  frame, gathered per row; attention sharing (:mod:`.shared_attention`) per
+* the shared prefix of step t_m (:mod:`.unet_split`), computed once per batch
+  frame (by the first chunk that needs it) and gathered per row; attention sharing (:mod:`.shared_attention`) per
   source (probabilities) or with the q/k gathered per row (fused).
 
 Finished rows are scattered back into per-run latents ``[T,4,h,w]`` (absent
