@@ -42,6 +42,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -243,6 +244,22 @@ def profile_quality(bb, frames, clusters: int, device) -> Dict[str, float]:
     return parts
 
 
+def count_syncs(fn, device) -> Optional[int]:
+    """Host/device synchronisations CUDA reports while ``fn()`` runs (``torch.cuda.set_sync_debug_mode("warn")``:
+    one warning per synchronising call); None off CUDA."""
+    if device.type != "cuda":
+        return None
+    previous = torch.cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode(previous)
+    return sum("synchroniz" in str(w.message) for w in seen)
+
+
 # ---------------------------------------------------------------------------------------------- one family
 def run_family(family, args, frames, device, dtype, log, deadline: float, families_left: int) -> dict:
     from vidseg_core.upsample import MaskedModulationUpsampler
@@ -311,6 +328,10 @@ def run_family(family, args, frames, device, dtype, log, deadline: float, famili
         samples[f"unet{r}"].per = 1.0
         flops[f"unet{r}"] = flops["unet_eval"] * n * r
     profile = profile_quality(bb, frames, args.labels, device) if args.profile else None
+    # host syncs in one batch as CUDA sees them (the CPU suite counts them by interception: tests/test_sync_free.py)
+    syncs = {"quality": count_syncs(cases["quality"], device)}
+    if "mod_rows" in cases:
+        syncs["modulation"] = count_syncs(cases["mod_rows"], device)
     labels = stages.get("quality", {}).get("labels")
     for v in stages.values():
         for k in ("result", "coarse"):
@@ -319,7 +340,7 @@ def run_family(family, args, frames, device, dtype, log, deadline: float, famili
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"family": family, "samples": samples, "flops": flops, "agree": agree, "labels": labels,
-            "chunks": seen.get("chunks"), "rounds": rounds, "profile": profile, "stages": stages,
+            "chunks": seen.get("chunks"), "rounds": rounds, "profile": profile, "stages": stages, "syncs": syncs,
             "presence": presence}
 
 
@@ -357,6 +378,11 @@ def table(results: List[dict], ceiling: float, device) -> str:
                          f"{ratio_text(s['mod_whole'], s['mod_rows'], 'device' if cuda else 'wall')} faster than "
                          f"whole runs (paired rounds); labels equal: {p['labels_equal']}")
         extra.append(f"{res['labels']} labels, modulation chunks {res['chunks']}, {res['rounds']} rounds")
+        syncs = {k: v for k, v in (res.get("syncs") or {}).items() if v is not None}
+        if syncs:
+            extra.append("host/device synchronisations CUDA reported (set_sync_debug_mode): " + ", ".join(
+                f"{v} in one {'whole quality pipeline' if k == 'quality' else 'modulate_batch'}"
+                for k, v in syncs.items()))
         if res["profile"]:
             p = res["profile"]
             extra.append("one quality batch: " + ", ".join(f"{k} {v:.2f} s ({100 * v / p['total']:.0f}%)"

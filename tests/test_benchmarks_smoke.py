@@ -197,3 +197,25 @@ def test_gpu_benchmark_runs_on_the_cpu_with_the_tiny_backbones(tmp_path, blacksw
     assert 0 < flops["mod_rows"] < flops["mod_whole"]
     assert res["results"][0]["profile"]["VAE decode"] > 0  # the modulation decodes through decode_clips
     assert res["results"][0]["presence"]["present"] < 1
+
+
+def test_gpu_benchmark_counts_the_syncs_cuda_reports(monkeypatch):
+    """``count_syncs`` turns CUDA's sync-debug warnings into a count (faked here: no GPU) and restores the mode."""
+    import types
+    import warnings
+
+    import torch
+
+    from benchmarks import gpu
+
+    modes = ["default"]
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", lambda m: modes.append(m))
+
+    def batch():
+        for _ in range(3):
+            warnings.warn("called a synchronizing CUDA operation")
+        warnings.warn("something else")
+    assert gpu.count_syncs(batch, types.SimpleNamespace(type="cuda")) == 3
+    assert modes == ["default", "warn", 0]
+    assert gpu.count_syncs(batch, torch.device("cpu")) is None
