@@ -306,7 +306,8 @@ def run_family(family, args, frames, device, dtype, log, deadline: float, famili
             cases[f"unet{r}"] = (lambda x=x: bb.denoised(x, step, inputs.cond))
             warm[f"unet{r}"] = time_once(cases[f"unet{r}"], device)[1]
         per_round = sum(warm.values())
-        left = max(0.0, (deadline - time.perf_counter()) / families_left - (warm["quality"] if args.profile else 0))
+        after = warm["quality"] * (2 if args.profile else 1) + warm.get("mod_rows", 0.0)  # profile + sync counts
+        left = max(0.0, (deadline - time.perf_counter()) / families_left - after)
         rounds = max(1, min(args.repeats, int(left // max(per_round, 1e-9))))
         if rounds < args.repeats:
             log(f"  budget: {rounds} of {args.repeats} rounds fit ({per_round:.0f} s a round)")
