@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     p.add_argument("--atol", type=float, default=1e-4, help="max |Δ| of the difference maps / their max")
     p.add_argument("--timing-runs", type=int, default=7, help="runs of the timed UNet call at t_m (0: no timing)")
     p.add_argument("--repeats", type=int, default=3, help="timing repeats, on/off interleaved")
+    p.add_argument("--max-runs-per-chunk", type=int, default=None,
+                   help="chunk the split-on side (rows path: the prefix of each frame is computed once and reused "
+                        "by later chunks); the split-off side stays in one chunk")
     args = p.parse_args(argv)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -69,7 +72,9 @@ def main(argv=None) -> int:
             res = {}
             for share in (True, False):
                 t0 = time.perf_counter()
-                settings = core.modulation.ModulationSettings(share_prefix=share, return_difference_maps=True)
+                settings = core.modulation.ModulationSettings(
+                    share_prefix=share, return_difference_maps=True,
+                    max_runs_per_chunk=args.max_runs_per_chunk if share else None)
                 r = core.modulation.modulate_batch(bb, inputs, coarse, None, (args.size, args.size), settings)
                 res[share] = (r, time.perf_counter() - t0)
                 gc.collect()
