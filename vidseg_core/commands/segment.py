@@ -235,8 +235,7 @@ def _write_batch(res, frames, table, names, source_size, folder, video) -> None:
                 save_label_png(path, labels[i])
         folder.done(batch_names)
     if video is not None:
-        lab = labels if tuple(labels.shape[1:]) == tuple(frames.shape[1:3]) else torch.nn.functional.interpolate(
-            labels[:, None].float(), size=tuple(frames.shape[1:3]), mode="nearest-exact")[:, 0].long()
+        lab = labels_at_size(labels, tuple(frames.shape[1:3]))
         with folder.writing("overlay", complete=False):
             video.write(overlay(frames, lab, table))
 
