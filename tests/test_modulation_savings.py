@@ -235,12 +235,22 @@ def test_feed_forward_by_rows_is_exact_and_restored(setup):
 
     bb, inputs, _ = setup
     x = inputs.x_start[None].expand(3, *inputs.x_start.shape).clone()
-    with torch.inference_mode():
-        plain = bb.denoised(x, bb.config.modulation_step, inputs.cond)
-        with feed_forward_by_rows(bb.unet, 2 * x.shape[1]):
-            chunked = bb.denoised(x, bb.config.modulation_step, inputs.cond)
+    ffs = [m.ff for m in bb.unet.modules() if type(m).__name__ == "BasicTransformerBlock"]
+    seen = []
+    handle = ffs[0].net[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    rows = 2 * x.shape[1]
+    try:
+        with torch.inference_mode():
+            plain = bb.denoised(x, bb.config.modulation_step, inputs.cond)
+            with feed_forward_by_rows(bb.unet, rows):
+                with feed_forward_by_rows(bb.unet, 2):  # nested (the compacted rows inside a batch): restored
+                    bb.denoised(x, bb.config.modulation_step, inputs.cond)
+                chunked = bb.denoised(x, bb.config.modulation_step, inputs.cond)
+    finally:
+        handle.remove()
+    assert seen == [3 * rows] + [2] * (3 * rows // 2) + [rows] * 3  # the whole batch, then slices of 2, of 2·T
     assert (chunked - plain).abs().max() <= 1e-5
-    assert all(getattr(m, "_chunk_size", None) is None for m in bb.unet.modules())
+    assert all("forward" not in ff.__dict__ and "_vidseg_ff_rows" not in ff.__dict__ for ff in ffs)
 
 
 def test_use_huge_pages_respects_the_environment(monkeypatch):

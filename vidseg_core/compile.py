@@ -22,6 +22,18 @@ path of the pipeline calls the compiled blocks:
   raised from such a hook) then propagates from eager code through the
   compiled block like any exception, and is re-raised untouched.
 
+**Batch sizes**: SD's compacted rows (:mod:`.modulation.rows`) change the
+UNet's batch from chunk to chunk and batch to batch.  Dynamo's automatic
+dynamic shapes compile a block with static shapes first and, at the first
+other batch size, once more with a symbolic batch dimension, which later row
+counts reuse; only unusually small batches (a chunk of a few rows) add one
+variant.  What did recompile at every new row count was the CPU
+feed-forward's row loop (:func:`~.cpu_memory.feed_forward_by_rows`: its trip
+count, batch // rows, was a guarded constant): that loop runs eagerly and each
+slice's feed-forward is compiled.  Neither marking dimensions dynamic up front
+nor padding rows to bucket sizes is needed (counts in ``docs/benchmarks.md``,
+tested in ``tests/test_compile.py``).
+
 Dynamo keeps one cache per code object, shared by every instance of a block
 class (e.g. the 22 ResNet blocks of SD 2.1); the recompile limit is raised to
 fit them, and a hit of the limit (which would silently fall back to eager) is

@@ -6,8 +6,8 @@ with hundreds of seconds of system time on 14 frames of 832x448:
 
 * the transformer feed-forward (GEGLU) at full latent resolution makes
   temporaries 8x the width of the hidden states for every row of the batch;
-  :func:`feed_forward_by_rows` computes it ``rows`` rows at a time (diffusers'
-  own feed-forward chunking: the same per-token operations);
+  :func:`feed_forward_by_rows` computes it ``rows`` rows at a time (the same
+  per-token operations, with the slicing loop kept out of ``torch.compile``);
 * glibc hands every allocation above its mmap threshold (at most 32 MB) to a
   fresh ``mmap`` and returns it with ``munmap`` when freed, so each large
   activation of every layer page-faults its memory in again, 4 KiB at a time
@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from typing import Iterator
+
+import torch
 
 
 def use_huge_pages() -> bool:
@@ -36,18 +39,56 @@ def use_huge_pages() -> bool:
 @contextlib.contextmanager
 def feed_forward_by_rows(unet, rows: int, enabled: bool = True) -> Iterator[None]:
     """Inside the block, every spatial transformer block of ``unet`` runs its feed-forward ``rows`` batch rows
-    at a time (``rows`` must divide every batch it sees: one run's rows, 2·T, for the modulation)."""
+    at a time (the same per-token operations; ``rows`` should divide every batch it sees, e.g. one run's rows,
+    2·T, for the modulation, or the last slice is smaller).
+
+    The loop over the slices stays out of ``torch.compile``'s graphs (:func:`_by_rows_forward`): traced, its
+    trip count (batch // rows) would be a guarded constant, i.e. one recompilation per batch size, and the
+    compacted rows of the modulation change the batch size from chunk to chunk (``vidseg_core/compile.py``)."""
     if not enabled or rows < 1:
         yield
         return
     from diffusers.models.attention import BasicTransformerBlock
 
-    blocks = [m for m in unet.modules() if type(m) is BasicTransformerBlock and hasattr(m, "_chunk_size")]
-    saved = [(m._chunk_size, m._chunk_dim) for m in blocks]
-    for m in blocks:
-        m.set_chunk_feed_forward(int(rows), 0)
+    ffs = [m.ff for m in unet.modules() if type(m) is BasicTransformerBlock and isinstance(getattr(m, "ff", None),
+                                                                                        torch.nn.Module)]
+    saved = [(ff.__dict__.get("forward"), ff.__dict__.get(_ROWS)) for ff in ffs]
+    for ff in ffs:
+        ff.__dict__[_ROWS] = int(rows)
+        ff.forward = _by_rows_forward(ff)
     try:
         yield
     finally:
-        for m, (size, dim) in zip(blocks, saved):
-            m.set_chunk_feed_forward(size, dim)
+        for ff, (forward, previous) in zip(ffs, saved):
+            for key, value in (("forward", forward), (_ROWS, previous)):
+                if value is None:
+                    ff.__dict__.pop(key, None)
+                else:
+                    ff.__dict__[key] = value
+
+
+_ROWS = "_vidseg_ff_rows"  # rows per slice, on the module while the block is open
+#: the one slicing forward of each module (compiled callers guard on its identity: it must not change per use)
+_FORWARDS: "weakref.WeakKeyDictionary[torch.nn.Module, object]" = weakref.WeakKeyDictionary()
+
+
+def _by_rows_forward(ff: torch.nn.Module):
+    """``ff``'s forward on ``ff.__dict__[_ROWS]`` batch rows at a time, made once per module.  Excluded from
+    dynamo (``torch.compiler.disable(recursive=False)``): the loop runs eagerly while each slice's feed-forward
+    is still compiled, where its block is."""
+    fn = _FORWARDS.get(ff)
+    if fn is None:
+        plain, module = type(ff).forward, weakref.ref(ff)
+
+        def forward(hidden_states, *args, **kwargs):
+            m = module()
+            rows = m.__dict__[_ROWS]
+            if hidden_states.shape[0] <= rows:
+                return plain(m, hidden_states, *args, **kwargs)
+            parts = []
+            for part in hidden_states.split(rows):  # a plain loop: a comprehension would be a frame of its own
+                parts.append(plain(m, part, *args, **kwargs))
+            return torch.cat(parts)
+
+        fn = _FORWARDS[ff] = torch.compiler.disable(forward, recursive=False)
+    return fn
