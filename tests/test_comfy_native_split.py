@@ -76,6 +76,34 @@ def test_native_modulation_with_the_split_equals_without(absent):
     assert "forward" not in bb.unet.__dict__  # routing undone
 
 
+def test_native_rows_with_the_store_built_compute_the_prefix_once():
+    """Compacted rows in chunks with the reference store built in the batch: the store build's prefix is every
+    frame's (the same driver as diffusers' UNets), so ComfyUI's UNet computes the prefix once per batch."""
+    bb = _backbone()
+    coarse = (torch.arange(8) * 3 // 8).expand(T, 4, 8).clone()
+    coarse[-1][coarse[-1] == 2] = 1  # label 2 absent from the last frame: 2·(2 + 2 + 1) = 10 rows
+    sp = bb.prefix_splitter(7)
+    real, prefix_rows = type(sp).prefix, []
+
+    def counted(self, call, rows):
+        prefix_rows.append(rows["x"].shape[0])
+        return real(self, call, rows)
+    with torch.inference_mode():
+        inputs = core.features.prepare_batch(bb, _frames())
+        settings = core.modulation.ModulationSettings(reference="store", max_runs_per_chunk=1,
+                                                      return_difference_maps=True)
+        off = core.modulation.modulate_batch(bb, inputs, coarse, None, (H, W), settings.with_(share_prefix=False))
+        type(sp).prefix = counted
+        try:
+            on = core.modulation.modulate_batch(bb, inputs, coarse, None, (H, W), settings)
+        finally:
+            type(sp).prefix = real
+    assert on.stats["compacted_rows"] == 10 and on.stats["chunks"] == [2, 2, 2, 2, 2]
+    assert prefix_rows == [2 * T] and on.stats["prefix"]["prefix"] == 1 and on.stats["prefix"]["reused"] == 5
+    assert torch.equal(on.labels, off.labels)
+    assert (on.difference_maps - off.difference_maps).abs().max() <= 1e-4 * off.difference_maps.abs().max()
+
+
 def test_native_split_refuses_foreign_patches_and_svd_visibly(caplog):
     import logging
 

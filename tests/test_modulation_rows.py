@@ -173,3 +173,26 @@ def test_chunks_of_rows_compute_each_frame_prefix_once(sd):
     assert prefix["prefix"] == 1 and prefix["reused"] == 5, prefix
     assert torch.equal(rows.labels, full.labels)
     assert (rows.difference_maps - full.difference_maps).abs().max() <= 1e-4
+
+
+def test_the_store_built_in_the_batch_gives_every_frame_its_prefix(sd, monkeypatch):
+    """Store not given: built at t_m in the batch, its reference run's prefix over all batch frames is each
+    frame's prefix, so the prefix runs once per batch (on 2·T rows) and every chunk of rows reuses it."""
+    from vidseg_core.modulation.diffusers_split import DiffusersSplitter
+
+    bb, inputs, coarse, _ = sd
+    full = _run(bb, inputs, coarse, skip_absent_rows=False)
+    real, prefix_rows = DiffusersSplitter.prefix, []
+
+    def counted(self, call, rows):
+        prefix_rows.append(rows["sample"].shape[0])
+        return real(self, call, rows)
+    monkeypatch.setattr(DiffusersSplitter, "prefix", counted)
+    for kw, chunks in ((dict(reference="store"), 1), (dict(reference="store", max_runs_per_chunk=1), 6)):
+        prefix_rows.clear()
+        res = _run(bb, inputs, coarse, **kw)
+        assert res.stats["reference"] == "store" and len(res.stats["chunks"]) == chunks
+        assert prefix_rows == [2 * 3], prefix_rows  # both guidance halves of the 3 frames, once
+        assert res.stats["prefix"]["prefix"] == 1 and res.stats["prefix"]["reused"] == chunks, res.stats["prefix"]
+        assert torch.equal(res.labels, full.labels)
+        assert (res.difference_maps - full.difference_maps).abs().max() <= 1e-4

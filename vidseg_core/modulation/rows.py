@@ -17,7 +17,8 @@ layout takes from "the reference run" is gathered by the row's frame:
   in the "repeat" mode, one reference row per distinct frame of the chunk
   (placed first; offset 0, blending mask 1, its own q/k);
 * the shared prefix of step t_m (:mod:`.unet_split`), computed once per batch
-  frame (by the first chunk that needs it) and gathered per row; attention sharing (:mod:`.shared_attention`) per
+  frame (by the store build's reference run when the store is built in the batch, else by the first chunk
+  that needs it) and gathered per row; attention sharing (:mod:`.shared_attention`) per
   source (probabilities) or with the q/k gathered per row (fused).
 
 Finished rows are scattered back into per-run latents ``[T,4,h,w]`` (absent

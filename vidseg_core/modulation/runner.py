@@ -339,6 +339,8 @@ class _BatchModulation:
                 try:
                     if mode == "store" and self.store is None:
                         self.build_store(x_tm)
+                        if self.compact and driver is not None:
+                            driver.keep_frames(range(self.T))  # its prefix at t_m is every frame's: not again
                     if self.compact:
                         rows.run_rows(self, x_tm, chunk, mode == "repeat", driver)
                         final = []

@@ -170,7 +170,8 @@ class PrefixSharingForward:
         #: ``expand``; ``frames[source]`` is the batch frame of each source
         self.rows: Optional[Tuple[torch.Tensor, torch.Tensor, List[int]]] = None
         #: compacted rows: the prefix of each batch frame (its 2 half rows), kept across chunks: every row of
-        #: every chunk starts at step t_m from its frame's x_tm with the batch's conditioning
+        #: every chunk starts at step t_m from its frame's x_tm with the batch's conditioning; filled from the
+        #: store build's prefix (:meth:`keep_frames`) or by the first chunk that needs a frame
         self.frame_prefix: Dict[int, SplitState] = {}
 
     def _refused(self, reason: str) -> None:
@@ -231,10 +232,7 @@ class PrefixSharingForward:
                     state = self.splitter.prefix(call, {k: _select(v, pick) for k, v in call.rows.items()})
                 finally:
                     ctrl.hooks, ctrl.layout = hooks, layout
-                dev = state.hidden.device
-                for j, i in enumerate(missing):  # rows [half·M + j] of the new state: frame frames[i]
-                    self.frame_prefix[frames[i]] = state.select(torch.tensor([h * M + j for h in range(halves)],
-                                                                             device=dev))
+                self._keep(state, [frames[i] for i in missing], halves)
                 self.stats["prefix"] += 1
             else:
                 self.stats["reused"] += 1
@@ -245,6 +243,27 @@ class PrefixSharingForward:
         else:
             self.stats["reused"] += 1
         return self.splitter.suffix(self.cache[1].select(expand), call)
+
+    def _keep(self, state: SplitState, frames: Sequence[int], halves: int) -> None:
+        """The rows ``[half·F + i]`` of ``state`` (one run over the batch frames ``frames``) as each frame's prefix."""
+        dev, F = state.hidden.device, len(frames)
+        for i, f in enumerate(frames):
+            self.frame_prefix[f] = state.select(torch.tensor([h * F + i for h in range(halves)], device=dev))
+
+    def keep_frames(self, frames: Sequence[int]) -> bool:
+        """Compacted rows: keep the prefix of the last whole-run call as the prefix of each of ``frames`` (that
+        call's frames, in order), so no chunk computes it again; False when there is none to keep.
+
+        For the store build (:meth:`~.runner._BatchModulation.build_store`: the reference run alone from the
+        batch's x_tm with its conditioning, both guidance halves) each frame's rows are exactly the rows a
+        chunk would compute that frame's prefix on."""
+        if self.cache is None or self.rows is not None or self.splitter.family != "sd" or not frames:
+            return False
+        state = self.cache[1]
+        if state.batch % len(frames):
+            return False
+        self._keep(state, list(frames), state.batch // len(frames))
+        return True
 
     def missing_frames(self, frames: Sequence[int]) -> int:
         """How many of ``frames`` have no prefix yet (the rows of the next prefix computation / halves)."""
