@@ -154,10 +154,10 @@ class ComfyBackbone(Backbone):
         return LayerId(block, f"{'temporal' if temporal else 'spatial'}_{kind}")
 
     def prefix_splitter(self, split_block: int):
-        """Prefix sharing on ComfyUI's own SD UNet (:mod:`.comfy_native_split`); SVD raises (not split)."""
-        from .comfy_native_split import ComfySDSplitter
+        """Prefix sharing on ComfyUI's own SD / SVD UNet (:mod:`.comfy_native_split`)."""
+        from .comfy_native_split import ComfyUNetSplitter
 
-        return ComfySDSplitter(self.unet, split_block, self.owns_patch)
+        return ComfyUNetSplitter(self.unet, split_block, self.owns_patch)
 
     def owns_patch(self, patch) -> bool:
         """Is ``patch`` one of this adapter's own, composing no foreign patch?"""

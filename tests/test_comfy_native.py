@@ -159,7 +159,7 @@ def test_interrupt_stops_a_native_quality_run():
 
 
 def test_native_unet_runs_without_prefix_sharing_and_says_why_once(caplog):
-    """A UNet the native split does not handle (here the stand-in without ComfyUI's layout; in ComfyUI, SVD's)
+    """A UNet the native split does not handle (here the stand-in without ComfyUI's layout)
     falls back to whole UNet passes, visibly (the split itself: ``test_comfy_native_split.py``)."""
     import logging
 

@@ -1,7 +1,7 @@
-"""Prefix sharing on ComfyUI's own SD UNet layout (``nodes/comfy_native_split.py``), without ComfyUI.
+"""Prefix sharing on ComfyUI's own SD / SVD UNet layout (``nodes/comfy_native_split.py``), without ComfyUI.
 
 Over the stand-in of ComfyUI's ``UNetModel`` layout (``tests/helpers/comfy_unet_standin.py``, the tiny SD
-twin's own modules regrouped): the stand-in equals the diffusers UNet, the split equals the whole UNet, the
+and SVD twins' own modules regrouped): the stand-in equals the diffusers UNet, the split equals the whole UNet, the
 native modulation gives the same labels and maps with the split on and off (one run's prefix expanded, and the
 compacted rows' prefix gathered), and what the split does not handle runs whole and says so.  Real ComfyUI:
 ``tools/check_native_split.py``.
@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from tests.helpers.comfy_standin import standin_sd
+from tests.helpers.comfy_standin import standin_sd, standin_svd
 from tools.pack_loader import load_pack
 
 PACK = load_pack()
@@ -124,12 +124,12 @@ def test_native_split_refuses_foreign_patches_and_svd_visibly(caplog):
     assert calls and any("patches attn1 replace" in r.getMessage() for r in caplog.records)
     # layouts the split does not handle are refused at construction, with the reason
     u = bb.unet
-    u.extra = type("SpatialVideoTransformer", (torch.nn.Module,), {})()
+    u.num_classes = 10
     try:
-        with pytest.raises(TypeError, match="SVD UNet .* not split"):
+        with pytest.raises(TypeError, match="class-conditional"):
             bb.prefix_splitter(7)
     finally:
-        del u.extra
+        u.num_classes = None
     with pytest.raises(ValueError, match="no attention module"):
         bb.prefix_splitter(2)  # output_blocks[2] = (ResBlock, Upsample) in SD's layout
     sp = bb.prefix_splitter(7)
@@ -137,3 +137,60 @@ def test_native_split_refuses_foreign_patches_and_svd_visibly(caplog):
     assert sp.refusal(torch.zeros(1), None, {}, {}) == "a class / ADM input (y)"
     assert sp.refusal(None, None, {"wrappers": {"diffusion_model": {"k": [print]}}}, {}) == "DIFFUSION_MODEL wrappers"
     assert sp.refusal(None, None, {"patches": {"output_block_patch": [print]}}, {}) == "patches output_block_patch"
+
+
+# ---------------------------------------------------------------- SVD (ComfyUI's video UNet on flat rows)
+def _svd_rows(videos, frames, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = videos * frames
+    return {"x": torch.randn(n, 8, 8, 16, generator=g), "timesteps": torch.full((n,), 0.3),
+            "context": torch.randn(videos, 1, 32, generator=g).repeat_interleave(frames, 0),
+            "y": torch.tensor([[5., 127., 0.02]]).expand(n, 3), "sigmas": None, "num_video_frames": frames}
+
+
+@torch.inference_mode()
+def test_svd_ldm_standin_equals_the_diffusers_unet_and_the_split_equals_the_whole():
+    split = core.modulation.unet_split
+    (ldm, _, _), (plain, _, _) = standin_svd(ldm=True), standin_svd()
+    assert type(ldm.model.diffusion_model).__name__ == "UNetModel"
+    r = _svd_rows(4, 3)
+    x, t = torch.randn(12, 4, 8, 16, generator=torch.Generator().manual_seed(1)), torch.full((12,), 3.0)
+    kw = dict(c_concat=r["x"][:, 4:], c_crossattn=r["context"], transformer_options={}, y=r["y"], num_video_frames=3)
+    torch.testing.assert_close(ldm.model.apply_model(x, t, **kw), plain.model.apply_model(x, t, **kw),
+                               rtol=0, atol=1e-5)
+    sp = native.backbone_from_comfy(ldm, standin_svd()[2], clip_vision=standin_svd()[1]).prefix_splitter(7)
+    assert sp.family == "svd"
+    u = sp.unet
+    whole = u(r["x"], r["timesteps"], context=r["context"], y=r["y"], transformer_options={}, num_video_frames=3)
+    call = split.UNetCall(r, None, None, None, {})
+    assert torch.equal(sp.suffix(sp.prefix(call, r), call), whole)
+    # one run (2 videos: the guidance halves) of prefix, expanded to 2 runs == the whole UNet on 2 identical runs
+    one = {k: v[:6] if torch.is_tensor(v) else v for k, v in r.items()}
+    rep = {k: torch.cat([v] * 2) if torch.is_tensor(v) else v for k, v in one.items()}
+    call2 = split.UNetCall(rep, None, None, None, {})
+    out = sp.suffix(sp.prefix(call2, one).expand(2), call2)
+    torch.testing.assert_close(out, u(rep["x"], rep["timesteps"], context=rep["context"], y=rep["y"],
+                                      transformer_options={}, num_video_frames=3), rtol=0, atol=1e-5)
+    # the frames of a video mix (temporal layers): the split is not a per-frame computation
+    assert not torch.allclose(out[:3], sp.suffix(sp.prefix(call2, {**one, "num_video_frames": 1}).expand(2), call2)[:3])
+    assert sp.refusal(r["y"], None, {}, {"time_context": r["context"]}, r["x"]) == "inputs time_context"
+    assert sp.refusal(r["y"], None, {}, {"num_video_frames": 3}, r["x"]) is None
+    assert sp.refusal(None, None, {}, {"num_video_frames": 3}, r["x"]) == "no ADM input (y) on SVD's UNet"
+
+
+def test_native_svd_modulation_with_the_split_equals_without():
+    model, clip_vision, vae = standin_svd(ldm=True)
+    bb = native.backbone_from_comfy(model, vae, clip_vision=clip_vision)
+    frames = torch.rand(3, H, W, 3, generator=torch.Generator().manual_seed(3))
+    coarse = (torch.arange(8) * 3 // 8).expand(3, 4, 8).clone()
+    with torch.inference_mode():
+        inputs = core.features.prepare_batch(bb, frames)
+        res = {share: core.modulation.modulate_batch(bb, inputs, coarse, None, (H, W), core.modulation.ModulationSettings(
+            share_prefix=share, return_difference_maps=True)) for share in (True, False)}
+    on, off = res[True], res[False]
+    assert torch.equal(on.labels, off.labels)
+    scale = off.difference_maps.abs().max()
+    assert scale > 0 and (on.difference_maps - off.difference_maps).abs().max() <= 1e-4 * scale
+    assert on.stats["prefix"]["prefix"] == 1 and "refused" not in on.stats["prefix"]
+    assert on.stats["prefix"].get("shared", True) and off.stats["prefix"]["shared"] is False
+    assert "forward" not in bb.unet.__dict__

@@ -24,7 +24,7 @@ from vidseg_core.metrics import (
     video_consistency,
     vspw_remap,
 )
-from vidseg_core.metrics import davis as davis_mod
+from vidseg_core.metrics import jf
 
 TOL = 1e-6
 
@@ -143,7 +143,7 @@ def test_boundary_map_hand_examples():
 def test_tolerance_and_disk():
     assert boundary_tolerance((480, 854)) == 8           # ceil(0.008 * 979.6)
     assert boundary_tolerance((480, 854), 3) == 3         # >= 1 means pixels
-    d = davis_mod.disk(8)
+    d = jf.disk(8)
     assert d.shape == (17, 17) and int(d.sum()) == 197    # lattice points with x^2 + y^2 <= 64
     assert (d == d.T).all() and (d == d[::-1]).all()
 
@@ -156,7 +156,7 @@ def _naive_f(p, g, void, bound_th):
     if void is not None:
         p, g = p & ~void, g & ~void
     bp, bg = boundary_map(p), boundary_map(g)
-    k = davis_mod.disk(r).astype(bool)
+    k = jf.disk(r).astype(bool)
     dp = ndimage.binary_dilation(bp, structure=k)
     dg = ndimage.binary_dilation(bg, structure=k)
     n_fg, n_gt = bp.sum(), bg.sum()
@@ -195,8 +195,8 @@ def test_cv2_and_scipy_dilation_agree():
     rng = np.random.default_rng(1)
     b = rng.random((40, 50)) > 0.97
     b[0, 0] = b[-1, -1] = True
-    k = davis_mod.disk(5)
-    np.testing.assert_array_equal(davis_mod.dilate(b, 5), davis_mod._dilate_scipy(b, k))
+    k = jf.disk(5)
+    np.testing.assert_array_equal(jf.dilate(b, 5), jf._dilate_scipy(b, k))
 
 
 # ------------------------------------------------------------------ statistics

@@ -1,15 +1,16 @@
-"""Equality check: prefix sharing on ComfyUI's own SD UNet (native adapter) vs the same run without it.
+"""Equality check: prefix sharing on ComfyUI's own SD / SVD UNet (native adapter) vs the same run without it.
 
 Run with ComfyUI's Python from the ComfyUI folder (the pack is loaded from this file's checkout)::
 
-    python <pack>/tools/check_native_split.py --models DIR [--frames 2] [--size 128]
+    python <pack>/tools/check_native_split.py --models DIR [--family sd|svd] [--frames 2] [--size 128]
 
-Loads the random full-size SD 2.1 single file that ``tools/check_native.py`` writes
-(``DIR/vidseg_check_v2-1_512_random.safetensors``) with ComfyUI's ``load_checkpoint_guess_config``, builds the
-native adapter, and runs the masked modulation of one batch twice per coarse map, ``share_prefix`` on and off
-(interleaved, on first): labels and difference maps must agree (maps within ``--atol`` relative to their
-maximum).  Two coarse maps: every label in every frame (the prefix of one run expanded to all runs) and one
-label absent from the last frame (compacted rows: the prefix of the distinct frames gathered per row).  Prints
+Loads the random full-size SD 2.1 (or SVD) single file that ``tools/check_native.py`` writes
+(``DIR/vidseg_check_v2-1_512_random.safetensors``, ``DIR/vidseg_check_svd_random.safetensors``) with ComfyUI's
+``load_checkpoint_guess_config``, builds the native adapter, and runs the masked modulation of one batch twice
+per coarse map, ``share_prefix`` on and off (interleaved, on first): labels and difference maps must agree
+(maps within ``--atol`` relative to their maximum).  Two coarse maps: every label in every frame (the prefix of
+one run expanded to all runs) and one label absent from the last frame (SD: compacted rows, the prefix of the
+distinct frames gathered per row; SVD keeps whole runs, its temporal layers mix the frames).  Prints
 the figures, the prefix statistics (prefix computations, reuses, whole-UNet calls) and the seconds of each run.
 Exits 1 on a difference or when the prefix was not shared.
 """
@@ -38,6 +39,7 @@ def coarse_maps(t: int, gh: int, gw: int):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", required=True, type=Path)
+    p.add_argument("--family", choices=["sd", "svd"], default="sd")
     p.add_argument("--frames", type=int, default=2)
     p.add_argument("--size", type=int, default=128, help="square frame side (multiple of 64)")
     p.add_argument("--atol", type=float, default=1e-4, help="max |Δ| of the difference maps / their max")
@@ -58,9 +60,11 @@ def main(argv=None) -> int:
     pack = load_pack()
     core = pack.vidseg_core
     native = sys.modules[pack.__name__ + ".nodes.comfy_native"]
-    path = args.models / FILES["sd"]
-    model, clip, vae = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=True)[:3]
-    bb = native.backbone_from_comfy(model, vae, clip=clip)
+    path = args.models / FILES[args.family]
+    svd = args.family == "svd"
+    model, clip, vae, clip_vision = comfy.sd.load_checkpoint_guess_config(
+        str(path), output_vae=True, output_clip=not svd, output_clipvision=svd)[:4]
+    bb = native.backbone_from_comfy(model, vae, clip=clip, clip_vision=clip_vision)
     print(f"UNet {type(bb.unet).__module__}.{type(bb.unet).__name__}; splitter "
           f"{type(bb.prefix_splitter(7)).__name__}; {args.frames} frames {args.size}x{args.size}")
     frames = synthetic_frames(args.frames, args.size)

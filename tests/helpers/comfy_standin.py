@@ -156,11 +156,18 @@ class BaseModel(torch.nn.Module):
 
 
 class SVD_img2vid(torch.nn.Module):  # noqa: N801 - ComfyUI's class name is what the adapter detects
-    """SVD stand-in (``V_PREDICTION_EDM``): ``apply_model`` with ``c_concat``, ``y``, ``num_video_frames``."""
+    """SVD stand-in (``V_PREDICTION_EDM``): ``apply_model`` with ``c_concat``, ``y``, ``num_video_frames``.
+    ``ldm=True``: the UNet in ComfyUI's video ``UNetModel`` layout, called on flat rows as ``_apply_model`` calls it."""
 
-    def __init__(self, unet):
+    def __init__(self, unet, ldm: bool = False):
         super().__init__()
-        self.diffusion_model = DiffusionModel(unet)
+        self.ldm = ldm
+        if ldm:
+            from tests.helpers.comfy_unet_standin import UNetModel
+
+            self.diffusion_model = UNetModel(unet, holder=self, video=True)
+        else:
+            self.diffusion_model = DiffusionModel(unet)
         self.model_config = _config("SVD_img2vid", context_dim=1024, model_channels=320, in_channels=8,
                                     adm_in_channels=768, use_temporal_attention=True)
         self.model_type = "ModelType.V_PREDICTION_EDM"
@@ -180,8 +187,12 @@ class SVD_img2vid(torch.nn.Module):  # noqa: N801 - ComfyUI's class name is what
         sample = xc.view(x.shape[0] // T, T, *xc.shape[1:])
         self.transformer_options = transformer_options
         try:
-            out = self.diffusion_model(sample, 0.25 * t[::T].float().log(), encoder_hidden_states=c_crossattn[::T],
-                                       added_time_ids=y[::T]).sample.reshape(x.shape)
+            if self.ldm:
+                out = self.diffusion_model(xc, 0.25 * t.float().log(), context=c_crossattn, y=y, control=control,
+                                           transformer_options=transformer_options, num_video_frames=T, **kwargs)
+            else:
+                out = self.diffusion_model(sample, 0.25 * t[::T].float().log(), encoder_hidden_states=c_crossattn[::T],
+                                           added_time_ids=y[::T]).sample.reshape(x.shape)
         finally:
             self.transformer_options = {}
         return x / (s ** 2 + 1) - out.float() * s / (s ** 2 + 1).sqrt()
@@ -244,10 +255,11 @@ def standin_sd(seed: int = 0, ldm: bool = False):
     return ModelPatcher(BaseModel(unet, ldm)), CLIP(te), VAE(vae, temporal=False)
 
 
-def standin_svd(seed: int = 0):
-    """``(MODEL, CLIP_VISION, VAE)`` as Image Only Checkpoint Loader would give them, over the tiny SVD twin."""
+def standin_svd(seed: int = 0, ldm: bool = False):
+    """``(MODEL, CLIP_VISION, VAE)`` as Image Only Checkpoint Loader would give them, over the tiny SVD twin;
+    ``ldm``: the UNet in ComfyUI's video ``UNetModel`` layout (same modules)."""
     bb = build_tiny_svd(seed=seed)
-    return ModelPatcher(SVD_img2vid(bb.unet)), CLIPVision(bb.image_encoder), VAE(bb.vae, temporal=True)
+    return ModelPatcher(SVD_img2vid(bb.unet, ldm)), CLIPVision(bb.image_encoder), VAE(bb.vae, temporal=True)
 
 
 def standin_foreign(name: str = "SDXL"):

@@ -14,6 +14,11 @@ regroups the SAME modules (no copy, same weights) into the attribute layout of C
 * :meth:`UNetModel.forward` keeps ``original_shape``, ``transformer_index`` and ``block`` in
   ``transformer_options`` and concatenates the skips in the decoder, as ``_forward`` does.
 
+SVD (``video=True``, over the tiny diffusers SVD UNet): ComfyUI's video ``UNetModel`` on flat rows
+``[videos·frames, C, h, w]`` with ``num_video_frames``: ``VideoResBlock`` / ``SpatialVideoTransformer`` (subclasses
+of ``ResBlock`` / ``SpatialTransformer``, dispatched first, given ``num_video_frames`` and
+``image_only_indicator``), ``num_classes = "sequential"`` and ``emb += label_emb(y)`` per row.
+
 Its whole forward equals the diffusers UNet's (tested), so a split of it that equals its forward is a split of
 the same network; real ComfyUI is checked by ``tools/check_native_split.py``.
 """
@@ -59,6 +64,45 @@ class SpatialTransformer(nn.Module):
             self.holder.transformer_options = before
 
 
+def _indicator(x, frames, indicator):
+    """SVD's ``image_only_indicator`` ``[videos, frames]`` (zeros unless given) for flat rows ``x``."""
+    if indicator is not None:
+        return indicator
+    return torch.zeros(x.shape[0] // int(frames), int(frames), dtype=x.dtype, device=x.device)
+
+
+class VideoResBlock(ResBlock):
+    """A diffusers ``SpatioTemporalResBlock`` (spatial ResNet, then the temporal one mixing each video's frames)."""
+
+    def forward(self, x, emb, num_video_frames=None, image_only_indicator=None):
+        return self.resnet(x, emb, image_only_indicator=_indicator(x, num_video_frames, image_only_indicator))
+
+
+class SpatialVideoTransformer(SpatialTransformer):
+    """A diffusers ``TransformerSpatioTemporalModel`` (spatial then temporal attention per layer)."""
+
+    def forward(self, x, context=None, time_context=None, num_video_frames=None, image_only_indicator=None,
+                transformer_options={}):
+        before, self.holder.transformer_options = self.holder.transformer_options, transformer_options
+        try:
+            return self.transformer(x, encoder_hidden_states=context, return_dict=False,
+                                    image_only_indicator=_indicator(x, num_video_frames, image_only_indicator))[0]
+        finally:
+            self.holder.transformer_options = before
+
+
+class LabelEmbedding(nn.Module):
+    """``label_emb(y)``: the tiny SVD's ``add_time_proj`` + ``add_embedding`` on the raw ids its ``encode_adm``
+    returns (ComfyUI's ``y`` is already the 768-wide sinusoidal vector; the tiny twin embeds the ids itself)."""
+
+    def __init__(self, unet):
+        super().__init__()
+        self.proj, self.embedding = unet.add_time_proj, unet.add_embedding
+
+    def forward(self, y):
+        return self.embedding(self.proj(y.flatten()).reshape(y.shape[0], -1).to(y.dtype))
+
+
 class Upsample(nn.Module):
     def __init__(self, up):
         super().__init__()
@@ -69,9 +113,16 @@ class Upsample(nn.Module):
 
 
 class TimestepEmbedSequential(nn.Sequential):
-    def forward(self, x, emb, context=None, transformer_options={}, output_shape=None, **kwargs):
+    def forward(self, x, emb, context=None, transformer_options={}, output_shape=None, time_context=None,
+                num_video_frames=None, image_only_indicator=None):
         for layer in self:
-            if isinstance(layer, ResBlock):
+            if isinstance(layer, VideoResBlock):
+                x = layer(x, emb, num_video_frames, image_only_indicator)
+            elif isinstance(layer, SpatialVideoTransformer):
+                x = layer(x, context, time_context, num_video_frames, image_only_indicator, transformer_options)
+                if "transformer_index" in transformer_options:
+                    transformer_options["transformer_index"] += 1
+            elif isinstance(layer, ResBlock):
                 x = layer(x, emb)
             elif isinstance(layer, SpatialTransformer):
                 x = layer(x, context, transformer_options)
@@ -85,29 +136,33 @@ class TimestepEmbedSequential(nn.Sequential):
 
 
 class UNetModel(nn.Module):
-    """ComfyUI's SD UNet layout over a diffusers ``UNet2DConditionModel``'s modules (module doc)."""
+    """ComfyUI's SD (or, ``video``, SVD) UNet layout over a diffusers UNet's modules (module doc)."""
 
-    def __init__(self, unet, holder):
+    def __init__(self, unet, holder, video: bool = False):
         super().__init__()
+        res, tr = (VideoResBlock, SpatialVideoTransformer) if video else (ResBlock, SpatialTransformer)
         self.model_channels = unet.config.block_out_channels[0]
-        self.num_classes, self.predict_codebook_ids = None, False
+        self.num_classes, self.predict_codebook_ids = ("sequential" if video else None), False
+        self.use_temporal_resblocks, self.default_num_video_frames = video, 25
         self.time_embed = unet.time_embedding
+        if video:
+            self.label_emb = LabelEmbedding(unet)
         self.input_blocks = nn.ModuleList([TimestepEmbedSequential(unet.conv_in)])
         for down in unet.down_blocks:
             attns = getattr(down, "attentions", None)
             for j, resnet in enumerate(down.resnets):
-                parts = [ResBlock(resnet)] + ([SpatialTransformer(attns[j], holder)] if attns is not None else [])
+                parts = [res(resnet)] + ([tr(attns[j], holder)] if attns is not None else [])
                 self.input_blocks.append(TimestepEmbedSequential(*parts))
             if down.downsamplers is not None:
                 self.input_blocks.append(TimestepEmbedSequential(down.downsamplers[0]))
         mid = unet.mid_block
-        self.middle_block = TimestepEmbedSequential(ResBlock(mid.resnets[0]), SpatialTransformer(mid.attentions[0], holder),
-                                                    ResBlock(mid.resnets[1]))
+        self.middle_block = TimestepEmbedSequential(res(mid.resnets[0]), tr(mid.attentions[0], holder),
+                                                    res(mid.resnets[1]))
         self.output_blocks = nn.ModuleList()
         for up in unet.up_blocks:
             attns = getattr(up, "attentions", None)
             for j, resnet in enumerate(up.resnets):
-                parts = [ResBlock(resnet)] + ([SpatialTransformer(attns[j], holder)] if attns is not None else [])
+                parts = [res(resnet)] + ([tr(attns[j], holder)] if attns is not None else [])
                 if j == len(up.resnets) - 1 and up.upsamplers is not None:
                     parts.append(Upsample(up.upsamplers[0]))
                 self.output_blocks.append(TimestepEmbedSequential(*parts))
@@ -116,16 +171,20 @@ class UNetModel(nn.Module):
     def forward(self, x, timesteps=None, context=None, y=None, control=None, transformer_options={}, **kwargs):
         to = transformer_options
         to["original_shape"], to["transformer_index"] = list(x.shape), 0
+        video = {"time_context": kwargs.get("time_context"), "image_only_indicator": kwargs.get("image_only_indicator"),
+                 "num_video_frames": kwargs.get("num_video_frames", self.default_num_video_frames)}
         emb = self.time_embed(timestep_embedding(timesteps, self.model_channels).to(x.dtype))
+        if self.num_classes is not None:
+            emb = emb + self.label_emb(y)
         h, skips = x, []
         for i, blk in enumerate(self.input_blocks):
             to["block"] = ("input", i)
-            h = blk(h, emb, context, to)
+            h = blk(h, emb, context, to, **video)
             skips.append(h)
         to["block"] = ("middle", 0)
-        h = self.middle_block(h, emb, context, to)
+        h = self.middle_block(h, emb, context, to, **video)
         for i, blk in enumerate(self.output_blocks):
             to["block"] = ("output", i)
             h = torch.cat([h, skips.pop()], dim=1)
-            h = blk(h, emb, context, to, skips[-1].shape if skips else None)
+            h = blk(h, emb, context, to, skips[-1].shape if skips else None, **video)
         return self.out(h.type(x.dtype))

@@ -191,7 +191,7 @@ class SD21Backbone(Backbone):
 
         ``conditional_only``: the conditional rows ``[run, frame]`` alone, unguided D.
         """
-        sig = self._check_denoise_args(step, cond, SD21Condition)
+        self._check_denoise_args(step, cond, SD21Condition)
         if not torch.is_tensor(x) or x.ndim != 5 or x.shape[2] != 4:
             raise InputError(f"denoised expects latents [R,T,4,h,w]; got {getattr(x, 'shape', type(x))}.",
                              "Add the run dimension.")

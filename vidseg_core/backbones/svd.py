@@ -247,7 +247,7 @@ class SVDBackbone(Backbone):
 
         ``conditional_only``: the conditional rows ``[run, frame]`` alone, unguided D.
         """
-        sig = self._check_denoise_args(step, cond, SVDCondition)
+        self._check_denoise_args(step, cond, SVDCondition)
         r, t, c, h, w = check_latents(x, cond)
         sigma = self.sigma_values()[step]
         c_skip = 1.0 / (sigma ** 2 + 1.0)

@@ -1,7 +1,6 @@
 """``segment``: segment a video into temporally stable label maps (the whole method)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -110,20 +109,21 @@ def reference_at_working_size(ref, frame_size):
 
 
 def segment_settings(args, source):
-    """The run's settings from the arguments, every one checked (before the model is loaded)."""
+    """The run's settings from the arguments, every one checked (before the model is loaded), and the reference
+    labels lost at the working size (:func:`reference_at_working_size`)."""
     from ..validation import check_finite
 
-    reference = None
+    reference, lost = None, []
     if args.reference_mask:
         reference = load_reference(args.reference_mask, source.source_size)
         # the working-resolution cap, not a user error; labels it loses are reported
-        reference, args.lost_at_max_side = reference_at_working_size(reference, source.frame_size)
+        reference, lost = reference_at_working_size(reference, source.frame_size)
         if not 0 <= args.reference_frame < len(source):
             raise InputError(f"--reference-frame {args.reference_frame} is outside the {len(source)} selected frames.",
                              f"Use an index in 0..{len(source) - 1}.")
     if not check_finite("--fps", args.fps, "Use e.g. --fps 12.") > 0:
         raise InputError(f"--fps {args.fps} must be positive.", "Use e.g. --fps 12.")
-    return settings_from_args(args, reference, args.reference_frame)
+    return settings_from_args(args, reference, args.reference_frame), lost
 
 
 def run(args) -> int:
@@ -136,7 +136,7 @@ def run(args) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
     source = open_source(args)
-    settings = segment_settings(args, source)
+    settings, lost_at_max_side = segment_settings(args, source)
     check_model_options(args)
     folder = OutputFolder.open(out, "segment", OUTPUTS, inputs=[args.input], overwrite=args.overwrite)
     key = resume_key(args, source)
@@ -162,6 +162,8 @@ def run(args) -> int:
         raise
     finally:
         bar.close()
+    summary["lost_at_max_side"] = lost_at_max_side
+    summary["lost_labels"] = sorted(set(summary.get("lost_labels") or []) | set(lost_at_max_side))
     summary["seconds"]["load"] = round(t_load, 3)
     summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
     with folder.writing("summary.json") as path:
@@ -210,9 +212,6 @@ def _segment(args, source, backbone, settings, folder, bar):
                         "dtype": str(backbone.dtype).replace("torch.", ""),
                         "compile": backbone.compiled.state.to_dict() if getattr(backbone, "compiled", None) else None}
     summary["peak_rss_mb"] = round(peak_rss_mb(), 1)
-    at_max_side = list(getattr(args, "lost_at_max_side", None) or [])
-    summary["lost_at_max_side"] = at_max_side
-    summary["lost_labels"] = sorted(set(summary.get("lost_labels") or []) | set(at_max_side))
     summary["outputs"] = {"labels": "labels/", "overlay": overlay_path.name if overlay_path else None}
     summary["reused_label_maps"] = len(reused)
     return summary, overlay_path

@@ -15,7 +15,7 @@ from .engines import ENGINES, run_local, run_ray
 from .layouts import read_dataset, select_videos
 from .progress import Progress, RunFolder, check_out_folder
 from .protocol import JobConfig
-from .scores import format_table, score_run, write_scores
+from .scores import score_run, write_scores
 from .sharding import parse_shard, shard
 
 

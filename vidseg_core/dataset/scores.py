@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import InputError
 from ..metrics.confusion import ConfusionMatrix
 from ..metrics.consistency import VideoConsistency
-from ..metrics.davis import DavisEvaluator, summarize
+from ..metrics.davis import DavisEvaluator
 from ..metrics.io import read_label_sequence, read_pair
 from .layouts import Dataset, transform_gt
 from .progress import RunFolder, write_json_atomic

@@ -2,7 +2,8 @@
 
 * :mod:`.confusion`   - global confusion matrix, mIoU / pixel acc / mean class acc / FWIoU;
 * :mod:`.consistency` - VSPW video consistency VC_n;
-* :mod:`.davis`       - DAVIS J, F, statistics and the semi-supervised / unsupervised protocols;
+* :mod:`.jf`          - DAVIS per-frame region similarity J and boundary measure F;
+* :mod:`.davis`       - DAVIS statistics and the semi-supervised / unsupervised protocols;
 * :mod:`.io`          - reading folders of PNG label maps;
 * :mod:`.evaluate`    - :func:`evaluate_arrays` / :func:`evaluate_dirs`, used by the CLI and the node.
 """
@@ -15,18 +16,15 @@ from .davis import (
     DavisEvaluator,
     DavisResult,
     ObjectScore,
-    boundary_map,
-    boundary_measure,
-    boundary_tolerance,
     davis_statistics,
     decay_bins,
     evaluate_semi_supervised,
     evaluate_unsupervised,
-    region_similarity,
     score_sequence,
 )
 from .evaluate import METRICS, evaluate_arrays, evaluate_dirs, parse_metrics
 from .io import list_frames, pair_frames, read_label_png, read_label_sequence, read_pair
+from .jf import boundary_map, boundary_measure, boundary_tolerance, region_similarity
 from .labels import vspw_remap
 
 __all__ = [

@@ -11,7 +11,7 @@ prefix is cached, so every chunk of a batch reuses it.
 
 The split is the backbone's (``backbone.prefix_splitter(block)``, contract
 :class:`UNetSplitter`): :class:`~.diffusers_split.DiffusersSplitter` for diffusers' UNets,
-ComfyUI's own SD ``UNetModel`` in the pack's native adapter
+ComfyUI's own SD / SVD ``UNetModel`` in the pack's native adapter
 (``nodes/comfy_native_split.py``; the core never imports ComfyUI).
 :func:`shared_prefix` routes the UNet's calls to the driver
 (:class:`PrefixSharingForward`) for the duration of a ``with`` block (the
@@ -300,7 +300,7 @@ def shared_prefix(backbone, split_block: int, step: int, enabled: bool = True,
     """Route ``backbone``'s UNet calls through :class:`PrefixSharingForward` inside the ``with`` block.
 
     The split comes from the backbone (:func:`prefix_splitter`, contract :class:`UNetSplitter`): diffusers' UNets
-    here, ComfyUI's SD ``UNetModel`` in the pack's native adapter.  Yields None where the prefix cannot be
+    here, ComfyUI's SD / SVD ``UNetModel`` in the pack's native adapter.  Yields None where the prefix cannot be
     shared; then ``stats["prefix"]`` (if ``stats`` is given) says why (``{"shared": False, "reason": ...}``) and
     the reason is logged once per process (logger ``vidseg``).  A call the splitter refuses (e.g. a ControlNet
     input) runs whole and is counted in the driver's ``stats["refused"]`` (logged once per reason).
