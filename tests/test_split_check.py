@@ -70,6 +70,8 @@ def test_every_splitter_sub_call_runs_the_unets_own_forward_on_the_selected_rows
     holder = type("Backbone", (), {})()
     assert split_check.check_split(holder, 7, sp, call, rows, sp.prefix(call, rows)) <= 1e-5
     assert split_check.check_split(holder, 7, sp, call, rows, None) is None  # once per backbone and block
+    meta = type("State", (), {"hidden": torch.empty(1, device="meta")})()
+    assert split_check.check_split(type("Backbone", (), {})(), 7, sp, call, rows, meta) is None  # FLOP counting
 
 
 FRAMES = torch.rand(2, 64, 128, 3, generator=torch.Generator().manual_seed(3))
