@@ -137,6 +137,17 @@ class ComfyUNetSplitter(UNetSplitter):
                           if table and (name not in _OWN_REPLACE or not all(self.owns_patch(p) for p in table.values())))
         return f"patches {', '.join(foreign)}" if foreign else None
 
+    def sub_call(self, call: UNetCall, rows) -> UNetCall:
+        unet = self.unet
+
+        def original():  # ComfyUI's own forward (the class's, not the routed one) on these rows
+            frames = rows.get("num_video_frames")
+            kw = {} if frames is None else {"num_video_frames": frames}
+            return type(unet).forward(unet, rows["x"], rows["timesteps"], rows["context"], rows.get("y"), None,
+                                      self._options(call, rows), **kw)
+
+        return UNetCall(dict(rows), original, lambda out: out, None, self._options(call, rows))
+
     # ------------------------------------------------------------ the two halves
     def _options(self, call: UNetCall, rows: Dict[str, Optional[torch.Tensor]]) -> dict:
         """The call's ``transformer_options`` for the prefix rows: per-row sigmas sliced; ``cond_or_uncond``

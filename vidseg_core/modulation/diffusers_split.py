@@ -243,6 +243,16 @@ class DiffusersSplitter(UNetSplitter):
         return UNetCall({"sample": sample, "timestep": timestep, "context": ehs, "added": added}, original,
                         lambda out: _Output((out,)) if return_dict else (out,), refusal)
 
+    def sub_call(self, call, rows) -> UNetCall:
+        unet = self.unet
+
+        def original():  # diffusers' own forward (the class's, not the routed one) on these rows
+            kw = {} if rows.get("added") is None else {"added_time_ids": rows["added"]}
+            return type(unet).forward(unet, rows["sample"], rows["timestep"], rows["context"], return_dict=False,
+                                      **kw)[0]
+
+        return UNetCall(dict(rows), original, lambda out: out)
+
     def prefix(self, call, rows):
         return self.split.prefix(rows["sample"], rows["timestep"], rows["context"], rows["added"])
 

@@ -112,7 +112,9 @@ class UNetSplitter:
     * :meth:`route`: while the ``with`` block is open, each UNet call becomes ``handler(call)`` (:class:`UNetCall`)
       and the UNet is restored afterwards;
     * :meth:`prefix` (on the rows the driver selected) -> :class:`SplitState`; :meth:`suffix` (state expanded or
-      selected to the call's rows) -> the UNet output tensor, equal to ``call.original()``'s.
+      selected to the call's rows) -> the UNet output tensor, equal to ``call.original()``'s;
+    * :meth:`sub_call`: ``call`` restricted to such selected rows, its ``original()`` the UNet's own (unrouted)
+      forward on them returning the output tensor (the once-per-model check, :mod:`.split_check`).
     """
 
     family = "sd"
@@ -128,6 +130,9 @@ class UNetSplitter:
         raise NotImplementedError
 
     def suffix(self, state: SplitState, call: UNetCall) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sub_call(self, call: UNetCall, rows: Dict[str, Optional[torch.Tensor]]) -> UNetCall:
         raise NotImplementedError
 
 
@@ -156,10 +161,13 @@ def _select(t: Optional[torch.Tensor], index: torch.Tensor):
 class PrefixSharingForward:
     """Handler of every UNet call while a modulation batch runs (see module docstring)."""
 
-    def __init__(self, backbone, splitter: UNetSplitter, step: int):
+    def __init__(self, backbone, splitter: UNetSplitter, step: int, block: int = -1):
         self.backbone = backbone
         self.splitter = splitter
         self.step = int(step)
+        self.block = int(block)  # the split block, the key of the once-per-model check (:mod:`.split_check`)
+        #: why the split is off for the rest of the ``with`` block (its check failed), or None
+        self.disabled: Optional[str] = None
         self.cache: Optional[Tuple[torch.Tensor, SplitState]] = None
         self.stats: Dict[str, Any] = {"prefix": 0, "reused": 0, "fallback": 0}
         #: the caller guarantees that at ``step`` every run's input (and conditioning) is the same, for the
@@ -181,7 +189,8 @@ class PrefixSharingForward:
 
     def __call__(self, call: UNetCall):
         ctrl = self.backbone.controller
-        usable = ctrl.step == self.step and self.splitter.unsupported is None and ctrl.layout is not None
+        usable = (ctrl.step == self.step and self.splitter.unsupported is None and ctrl.layout is not None
+                  and self.disabled is None)
         if usable and call.refusal is not None:
             self._refused(call.refusal)
             usable = False
@@ -208,8 +217,11 @@ class PrefixSharingForward:
             ctrl.hooks, ctrl.layout = [], RowLayout(1, layout.frames, layout.halves)
             try:
                 state = self.splitter.prefix(call, first)
+                failed = self._check(call, first, state)
             finally:
                 ctrl.hooks, ctrl.layout = hooks, layout
+            if failed:
+                return call.original()
             key = torch.empty(sample.shape, device="meta") if self.trusted else sample.detach().clone()
             self.cache = (key, state)
             self.stats["prefix"] += 1
@@ -229,9 +241,13 @@ class PrefixSharingForward:
                 hooks, layout = ctrl.hooks, ctrl.layout
                 ctrl.hooks, ctrl.layout = [], RowLayout(1, M, halves)
                 try:
-                    state = self.splitter.prefix(call, {k: _select(v, pick) for k, v in call.rows.items()})
+                    sub = {k: _select(v, pick) for k, v in call.rows.items()}
+                    state = self.splitter.prefix(call, sub)
+                    failed = self._check(call, sub, state)
                 finally:
                     ctrl.hooks, ctrl.layout = hooks, layout
+                if failed:
+                    return call.original()
                 self._keep(state, [frames[i] for i in missing], halves)
                 self.stats["prefix"] += 1
             else:
@@ -243,6 +259,22 @@ class PrefixSharingForward:
         else:
             self.stats["reused"] += 1
         return self.splitter.suffix(self.cache[1].select(expand), call)
+
+    def _check(self, call: UNetCall, rows, state: SplitState) -> bool:
+        """The once-per-model check of the split (:mod:`.split_check`, with the hooks off like the prefix);
+        True when it failed: the split is off from now on and this call runs whole."""
+        from .split_check import check_split
+
+        result = check_split(self.backbone, self.block, self.splitter, call, rows, state)
+        if isinstance(result, float):
+            self.stats["checked"] = result
+        elif isinstance(result, str):
+            self.disabled = result
+            self.stats["refused"] = {result: 1}
+            self.stats["fallback"] += 1  # this call runs whole
+            _unavailable(None, result, "prefix sharing is off for this model; the whole UNet runs at step t_m")
+            return True
+        return False
 
     def _keep(self, state: SplitState, frames: Sequence[int], halves: int) -> None:
         """The rows ``[half·F + i]`` of ``state`` (one run over the batch frames ``frames``) as each frame's prefix."""
@@ -257,7 +289,8 @@ class PrefixSharingForward:
         For the store build (:meth:`~.runner._BatchModulation.build_store`: the reference run alone from the
         batch's x_tm with its conditioning, both guidance halves) each frame's rows are exactly the rows a
         chunk would compute that frame's prefix on."""
-        if self.cache is None or self.rows is not None or self.splitter.family != "sd" or not frames:
+        if self.cache is None or self.rows is not None or self.disabled is not None or self.splitter.family != "sd" \
+                or not frames:
             return False
         state = self.cache[1]
         if state.batch % len(frames):
@@ -316,6 +349,13 @@ def shared_prefix(backbone, split_block: int, step: int, enabled: bool = True,
         _unavailable(stats, str(exc), "the whole UNet runs at step t_m for every run")
         yield None
         return
+    from .split_check import known_failure
+
+    failed = known_failure(backbone, split_block)
+    if failed is not None:  # an earlier batch found that the split does not reproduce this UNet
+        _unavailable(stats, failed, "prefix sharing is off for this model; the whole UNet runs at step t_m")
+        yield None
+        return
     blocked = splitter.blocked()
     if blocked is not None:
         # someone already wraps the forward (accelerate offloading, torch.compile, ...): do not bypass it
@@ -324,7 +364,7 @@ def shared_prefix(backbone, split_block: int, step: int, enabled: bool = True,
         return
     if splitter.unsupported is not None:
         _unavailable(None, f"unsupported UNet features: {splitter.unsupported}", "the whole UNet runs per run")
-    driver = PrefixSharingForward(backbone, splitter, step)
+    driver = PrefixSharingForward(backbone, splitter, step, split_block)
     with splitter.route(driver):
         yield driver
 
