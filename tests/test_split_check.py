@@ -78,15 +78,19 @@ FRAMES = torch.rand(2, 64, 128, 3, generator=torch.Generator().manual_seed(3))
 COARSE = (torch.arange(8) * 3 // 8).expand(2, 4, 8).clone()
 
 
-def _modulate(bb, share=True):
+def _modulate(bb, share=True, coarse=COARSE):
     with torch.inference_mode():
         inputs = prepare_batch(bb, FRAMES)
-        return modulate_batch(bb, inputs, COARSE, None, (64, 128),
+        return modulate_batch(bb, inputs, coarse, None, (64, 128),
                               ModulationSettings(share_prefix=share, return_difference_maps=True))
 
 
-def test_a_split_that_drifted_from_the_unet_is_caught_once_and_runs_whole(monkeypatch, caplog):
+@pytest.mark.parametrize("compact", [False, True], ids=["expanded", "compacted-rows"])
+def test_a_split_that_drifted_from_the_unet_is_caught_once_and_runs_whole(monkeypatch, caplog, compact):
     bb = load_backbone("tiny-sd")
+    coarse = COARSE.clone()
+    if compact:
+        coarse[-1][coarse[-1] == 2] = 1  # label 2 absent from the last frame: compacted rows
     original_suffix = unet_split.DiffusersSplitter.suffix
     calls = []
 
@@ -95,16 +99,18 @@ def test_a_split_that_drifted_from_the_unet_is_caught_once_and_runs_whole(monkey
         return original_suffix(self, state, call) * 1.05
 
     monkeypatch.setattr(unet_split.DiffusersSplitter, "suffix", drifted)
-    off = _modulate(bb, share=False)
+    monkeypatch.setattr(unet_split, "_LOGGED", set())  # said once per process: this test's own line
+    off = _modulate(bb, share=False, coarse=coarse)
     with caplog.at_level(logging.WARNING, logger="vidseg"):
-        on = _modulate(bb)
+        on = _modulate(bb, coarse=coarse)
+    assert (on.stats["compacted_rows"] is not None) == compact
     assert torch.equal(on.labels, off.labels) and torch.equal(on.difference_maps, off.difference_maps)
     (reason,) = on.stats["prefix"]["refused"]
     assert "differs from the UNet's own forward" in reason and on.stats["prefix"]["prefix"] == 0
     assert "checked" not in on.stats["prefix"] and len(calls) == 1  # only the check ran the suffix
     assert on.stats["prefix"]["reused"] == 0 and on.stats["prefix"]["fallback"] >= 2  # t_m and later steps whole
     assert sum(reason in r.getMessage() for r in caplog.records) == 1
-    again = _modulate(bb)  # the next batch does not split (nor check) again
+    again = _modulate(bb, coarse=coarse)  # the next batch does not split (nor check) again
     assert again.stats["prefix"] == {"shared": False, "reason": reason} and len(calls) == 1
     assert torch.equal(again.labels, off.labels)
 

@@ -4,8 +4,9 @@ At the modulation step t_m every run of a chunk (the reference and all
 modulated runs) starts from the same noisy latent with the same
 conditioning, so everything the UNet computes before the modulated layer is
 identical across runs.  A *splitter* cuts the UNet just before the modulated
-attention module (diffusers: :mod:`.diffusers_split`).  The *prefix* runs on the rows of one run; its state (hidden states, the skip
-connections still to be consumed, time embedding, conditioning) is then
+attention module (diffusers: :mod:`.diffusers_split`).  The *prefix* runs on
+the rows of one run; its state (hidden states, the skip connections still to
+be consumed, time embedding, conditioning) is then
 repeated for all runs and the *suffix* continues on the full batch.  The
 prefix is cached, so every chunk of a batch reuses it.
 
@@ -203,7 +204,8 @@ class PrefixSharingForward:
 
         runs, layout = ctrl.layout.runs, ctrl.layout
         if self.rows is not None:
-            return call.wrap(self._rows_call(call))
+            out = self._rows_call(call)
+            return call.original() if out is None else call.wrap(out)
         first = {k: _first_run(v, runs) for k, v in call.rows.items()}
         sample = next(iter(first.values()))
         state = None
@@ -213,23 +215,31 @@ class PrefixSharingForward:
                 state = cached
                 self.stats["reused"] += 1
         if state is None:
-            hooks = ctrl.hooks
-            ctrl.hooks, ctrl.layout = [], RowLayout(1, layout.frames, layout.halves)
-            try:
-                state = self.splitter.prefix(call, first)
-                failed = self._check(call, first, state)
-            finally:
-                ctrl.hooks, ctrl.layout = hooks, layout
-            if failed:
+            state = self._prefix(call, first, RowLayout(1, layout.frames, layout.halves))
+            if state is None:
                 return call.original()
             key = torch.empty(sample.shape, device="meta") if self.trusted else sample.detach().clone()
             self.cache = (key, state)
             self.stats["prefix"] += 1
         return call.wrap(self.splitter.suffix(state.expand(runs) if runs > 1 else state, call))
 
-    def _rows_call(self, call: UNetCall) -> torch.Tensor:
+    def _prefix(self, call: UNetCall, rows, layout: RowLayout) -> Optional[SplitState]:
+        """The splitter's prefix on ``rows`` (one run of ``layout``) with the hooks off, checked once per model
+        (:meth:`_check`); None when that check failed (the call then runs whole)."""
+        ctrl = self.backbone.controller
+        hooks, saved = ctrl.hooks, ctrl.layout
+        ctrl.hooks, ctrl.layout = [], layout
+        try:
+            state = self.splitter.prefix(call, rows)
+            failed = self._check(call, rows, state)
+        finally:
+            ctrl.hooks, ctrl.layout = hooks, saved
+        return None if failed else state
+
+    def _rows_call(self, call: UNetCall) -> Optional[torch.Tensor]:
         """Compacted rows: every row starts from its frame's reference latent, so the prefix of each batch frame
-        is computed once per batch (for the frames a chunk is the first to need) and gathered per row."""
+        is computed once per batch (for the frames a chunk is the first to need) and gathered per row.  None
+        when the split's check failed (the call runs whole)."""
         first, expand, frames = self.rows
         if self.cache is None or self.cache[0] is not first:
             ctrl = self.backbone.controller
@@ -238,16 +248,9 @@ class PrefixSharingForward:
             if missing:
                 M = len(missing)
                 pick = first.view(halves, S)[:, torch.tensor(missing, device=first.device)].reshape(-1)
-                hooks, layout = ctrl.hooks, ctrl.layout
-                ctrl.hooks, ctrl.layout = [], RowLayout(1, M, halves)
-                try:
-                    sub = {k: _select(v, pick) for k, v in call.rows.items()}
-                    state = self.splitter.prefix(call, sub)
-                    failed = self._check(call, sub, state)
-                finally:
-                    ctrl.hooks, ctrl.layout = hooks, layout
-                if failed:
-                    return call.original()
+                state = self._prefix(call, {k: _select(v, pick) for k, v in call.rows.items()}, RowLayout(1, M, halves))
+                if state is None:
+                    return None
                 self._keep(state, [frames[i] for i in missing], halves)
                 self.stats["prefix"] += 1
             else:
