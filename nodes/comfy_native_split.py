@@ -44,8 +44,6 @@ _OWN_REPLACE = ("attn1", "attn2")
 
 #: the attention modules a decoder block is split before (SD, SVD)
 _TRANSFORMERS = ("SpatialTransformer", "SpatialVideoTransformer")
-#: ``_forward``'s video keyword inputs; only ``num_video_frames`` (a constant) is handled
-_VIDEO_KWARGS = ("num_video_frames", "image_only_indicator", "time_context")
 
 
 def _family(unet) -> str:
