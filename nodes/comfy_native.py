@@ -83,5 +83,27 @@ def _sigma_check(bb: ComfyBackbone) -> Optional[str]:
                                     "VidSeg uses SD 2.1's")
 
 
+#: sampler functions in a MODEL's options that ComfyUI's samplers call and VidSeg's own sampler does not
+_SAMPLER_FUNCTIONS = ("model_function_wrapper", "sampler_cfg_function", "sampler_pre_cfg_function",
+                      "sampler_post_cfg_function")
+
+
+def _unused_wrappers(bb: ComfyBackbone) -> Optional[str]:
+    """What the MODEL carries that only ComfyUI's samplers run, or None.  ComfyUI merges the patcher's own
+    ``wrappers`` (e.g. TorchCompileModel's ``apply_model`` "torch.compile") into the options when it samples;
+    VidSeg runs its own sampler (the method's), so they, and the sampler functions, are not applied: said, not
+    silent."""
+    model = bb.source_model
+    found = [f"{kind} wrapper '{key}'" for kind, table in sorted((getattr(model, "wrappers", None) or {}).items())
+             for key, fns in sorted((table or {}).items()) if fns]
+    options = getattr(model, "model_options", None) or {}
+    found += [name for name in _SAMPLER_FUNCTIONS if options.get(name)]
+    if not found:
+        return None
+    return (f"this MODEL carries {', '.join(found)}, which ComfyUI's samplers apply and VidSeg's own sampler does "
+            "not (a TorchCompileModel node, for one, compiles nothing here): VidSeg computes with the model "
+            "without them.")
+
+
 __all__ = ["ComfyBackbone", "ComfySD21Backbone", "ComfySVDBackbone", "ComfySVDCondition", "backbone_from_comfy",
            "model_family", "SUPPORTED"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from .comfy_native import SUPPORTED, _sigma_check, backbone_from_comfy
+from .comfy_native import SUPPORTED, _sigma_check, _unused_wrappers, backbone_from_comfy
 from .sockets import VIDSEG_MODEL, ModelHandle
 
 log = logging.getLogger("vidseg")
@@ -33,9 +33,9 @@ class VidSegModelFromComfy:
 
     def convert(self, model, vae, clip=None, clip_vision=None):
         bb = backbone_from_comfy(model, vae, clip=clip, clip_vision=clip_vision)
-        note = _sigma_check(bb)
-        if note:
-            log.warning("[VidSeg] %s", note)
+        for note in (_sigma_check(bb), _unused_wrappers(bb)):
+            if note:
+                log.warning("[VidSeg] %s", note)
         return (ModelHandle(bb, bb.name, bb.device, bb.dtype),)
 
 

@@ -181,3 +181,22 @@ def test_native_unet_runs_without_prefix_sharing_and_says_why_once(caplog):
     assert res.stats["prefix"] == {"shared": False, "reason": reason}
     said = [r.getMessage() for r in caplog.records if "without prefix sharing" in r.getMessage()]
     assert len(said) == 1 and "the whole UNet runs at step t_m" in said[0], said  # once per process, not per batch
+
+
+def test_wrappers_only_comfys_samplers_apply_are_said_not_silently_dropped(caplog):
+    """ComfyUI merges the patcher's ``wrappers`` (TorchCompileModel's "torch.compile" one, for instance) and calls
+    the sampler functions only inside its own samplers; VidSeg's sampler does not, and the node says so."""
+    import logging
+
+    model, clip, vae = standin_sd()
+    with caplog.at_level(logging.WARNING, logger="vidseg"):
+        _node(model, vae, clip=clip)
+    assert not [r for r in caplog.records if "ComfyUI's samplers apply" in r.getMessage()]
+    model.wrappers = {"apply_model": {"torch.compile": [lambda executor, *a, **k: executor(*a, **k)]},
+                      "diffusion_model": {"empty": []}}
+    model.model_options["sampler_cfg_function"] = lambda args: args["cond"]
+    with caplog.at_level(logging.WARNING, logger="vidseg"):
+        _node(model, vae, clip=clip)
+    said = [r.getMessage() for r in caplog.records if "ComfyUI's samplers apply" in r.getMessage()]
+    assert len(said) == 1 and "apply_model wrapper 'torch.compile', sampler_cfg_function" in said[0], said
+    assert "diffusion_model" not in said[0]  # an empty entry is nothing
