@@ -125,7 +125,7 @@ def test_a_split_that_agrees_is_checked_once_per_backbone(monkeypatch):
         checks.append(out)
         return out
 
-    monkeypatch.setattr(split_check, "check_split", counted)
+    monkeypatch.setattr(unet_split, "check_split", counted)
     first, second = _modulate(bb), _modulate(bb)
     assert 0 <= first.stats["prefix"]["checked"] <= split_check.tolerance(torch.float32)
     assert "checked" not in second.stats["prefix"] and second.stats["prefix"]["prefix"] >= 1

@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 
 from ..backbones.attention import RowLayout
+from .split_check import check_split, known_failure
 
 
 @dataclass
@@ -266,8 +267,6 @@ class PrefixSharingForward:
     def _check(self, call: UNetCall, rows, state: SplitState) -> bool:
         """The once-per-model check of the split (:mod:`.split_check`, with the hooks off like the prefix);
         True when it failed: the split is off from now on and this call runs whole."""
-        from .split_check import check_split
-
         result = check_split(self.backbone, self.block, self.splitter, call, rows, state)
         if isinstance(result, float):
             self.stats["checked"] = result
@@ -352,8 +351,6 @@ def shared_prefix(backbone, split_block: int, step: int, enabled: bool = True,
         _unavailable(stats, str(exc), "the whole UNet runs at step t_m for every run")
         yield None
         return
-    from .split_check import known_failure
-
     failed = known_failure(backbone, split_block)
     if failed is not None:  # an earlier batch found that the split does not reproduce this UNet
         _unavailable(stats, failed, "prefix sharing is off for this model; the whole UNet runs at step t_m")
