@@ -88,22 +88,40 @@ _SAMPLER_FUNCTIONS = ("model_function_wrapper", "sampler_cfg_function", "sampler
                       "sampler_post_cfg_function")
 
 
-def _unused_wrappers(bb: ComfyBackbone) -> Optional[str]:
+#: where ComfyUI's TorchCompileModel node leaves its request on the MODEL (comfy_api.torch_helpers, v0.3.64)
+TORCH_COMPILE_WRAPPER = ("apply_model", "torch.compile")
+TORCH_COMPILE_KWARGS = "torch_compile_kwargs"
+
+
+def torch_compile_request(model) -> Optional[dict]:
+    """The ``torch.compile`` arguments (backend, mode, dynamic, options) a TorchCompileModel node set on this
+    MODEL, or None.  Its wrapper would compile the whole ``diffusion_model`` inside ComfyUI's samplers only;
+    VidSeg honours the request with its own regional compilation (``vidseg_core/compile.py``)."""
+    kind, key = TORCH_COMPILE_WRAPPER
+    if not ((getattr(model, "wrappers", None) or {}).get(kind) or {}).get(key):
+        return None
+    kwargs = dict((getattr(model, "model_options", None) or {}).get(TORCH_COMPILE_KWARGS) or {})
+    return {"backend": kwargs.get("backend") or "inductor", "mode": kwargs.get("mode"),
+            "dynamic": kwargs.get("dynamic"), "options": kwargs.get("options")}
+
+
+def _unused_wrappers(bb: ComfyBackbone, honoured=()) -> Optional[str]:
     """What the MODEL carries that only ComfyUI's samplers run, or None.  ComfyUI merges the patcher's own
-    ``wrappers`` (e.g. TorchCompileModel's ``apply_model`` "torch.compile") into the options when it samples;
-    VidSeg runs its own sampler (the method's), so they, and the sampler functions, are not applied: said, not
-    silent."""
+    ``wrappers`` (e.g. an extension's ``diffusion_model`` wrapper) into the options when it samples; VidSeg
+    runs its own sampler (the method's), so they, and the sampler functions, are not applied: said, not
+    silent.  ``honoured``: ``(kind, key)`` wrappers VidSeg applies its own way (TorchCompileModel's)."""
     model = bb.source_model
     found = [f"{kind} wrapper '{key}'" for kind, table in sorted((getattr(model, "wrappers", None) or {}).items())
-             for key, fns in sorted((table or {}).items()) if fns]
+             for key, fns in sorted((table or {}).items()) if fns and (kind, key) not in honoured]
     options = getattr(model, "model_options", None) or {}
     found += [name for name in _SAMPLER_FUNCTIONS if options.get(name)]
     if not found:
         return None
+    compile_note = ("; TorchCompileModel's request is honoured only with compile 'auto' / 'on'"
+                    if TORCH_COMPILE_WRAPPER not in honoured and torch_compile_request(model) else "")
     return (f"this MODEL carries {', '.join(found)}, which ComfyUI's samplers apply and VidSeg's own sampler does "
-            "not (a TorchCompileModel node, for one, compiles nothing here): VidSeg computes with the model "
-            "without them.")
+            f"not: VidSeg computes with the model without them{compile_note}.")
 
 
 __all__ = ["ComfyBackbone", "ComfySD21Backbone", "ComfySVDBackbone", "ComfySVDCondition", "backbone_from_comfy",
-           "model_family", "SUPPORTED"]
+           "model_family", "torch_compile_request", "SUPPORTED"]

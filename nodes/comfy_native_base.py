@@ -12,6 +12,7 @@ import torch
 
 from ..vidseg_core.backbones.attention import AttentionController, LayerId
 from ..vidseg_core.backbones.base import Backbone
+from ..vidseg_core.compile import compiled_scope
 from ..vidseg_core.errors import InputError
 from .comfy_bridge import _mm, optimized_attention as _optimized_attention
 
@@ -53,6 +54,11 @@ class _Patch:
     def to(self, device):  # multi-GPU clones cast patches per device; ours hold no tensors
         return self
 
+    def __call__(self, *args):
+        # through ``forward``, which torch.compile keeps out of its graphs (``compile_exclusions``): the hooks
+        # read the step and the controller's state, traced they would recompile at every step
+        return self.forward(*args)
+
 
 class AttentionReplace(_Patch):
     """``attn1`` / ``attn2`` replace patch of one decoder block: q/k hooks, then the previous patch or attention."""
@@ -61,7 +67,7 @@ class AttentionReplace(_Patch):
         super().__init__(backbone)
         self.attn, self.block, self.previous = attn, block, previous
 
-    def __call__(self, q, k, v, extra_options):
+    def forward(self, q, k, v, extra_options):
         layer = self.bb.layer_of(self.attn, self.block, q, extra_options, output=False)
         ctrl = self.bb.controller
         if ctrl.hooks and layer is not None:
@@ -82,7 +88,7 @@ class AttentionOutput(_Patch):
         super().__init__(backbone)
         self.attn = attn
 
-    def __call__(self, n, extra_options):
+    def forward(self, n, extra_options):
         block = extra_options.get("block")
         if not block or block[0] != "output" or block[1] not in DECODER_BLOCKS or extra_options.get("block_index", 0):
             return n
@@ -126,12 +132,16 @@ class ComfyBackbone(Backbone):
     def _install_patches(self) -> None:
         to = self.patched.model_options.setdefault("transformer_options", {})
         replaced = to.get("patches_replace", {})
+        self._patches: Dict[str, _Patch] = {}
         for attn in ("attn1", "attn2"):
             existing = replaced.get(attn, {})
             for b in DECODER_BLOCKS:
                 previous = existing.get(("output", b, 0)) or existing.get(("output", b))
-                self.patched.set_model_patch_replace(AttentionReplace(self, attn, b, previous), attn, "output", b, 0)
-            self.patched.set_model_patch(AttentionOutput(self, attn), f"{attn}_output_patch")
+                patch = self._patches[f"{attn} replace patch, output block {b}"] = AttentionReplace(self, attn, b,
+                                                                                                      previous)
+                self.patched.set_model_patch_replace(patch, attn, "output", b, 0)
+            patch = self._patches[f"{attn}_output_patch"] = AttentionOutput(self, attn)
+            self.patched.set_model_patch(patch, f"{attn}_output_patch")
 
     def layer_of(self, attn: str, block: int, t: torch.Tensor, extra_options, output: bool) -> Optional[LayerId]:
         """The layer id of a patch call.  SVD's spatial and temporal blocks share a key ("output", b, 0):
@@ -176,6 +186,36 @@ class ComfyBackbone(Backbone):
     def install_processors(self) -> None:
         """Nothing to install: the patches were set on the clone at construction."""
 
+    # ------------------------------------------------------------ torch.compile (vidseg_core/compile.py)
+    #: ComfyUI's modules belong to the MODEL, which ComfyUI's samplers run too: the compiled blocks are
+    #: active only during VidSeg's own calls (``compiled_scope``), the MODEL's modules are left as they were
+    compile_scoped = True
+
+    def compile_regions(self) -> Dict[str, torch.nn.Module]:
+        """Every layer of ComfyUI's UNet blocks (``ResBlock`` / ``SpatialTransformer`` and their video
+        subclasses, ``Downsample`` / ``Upsample``; not the lone input convolution) and the first stage's encoder
+        and decoder."""
+        if not all(hasattr(self.unet, part) for part in ("input_blocks", "middle_block", "output_blocks")):
+            raise TypeError(f"{type(self.unet).__name__} is not ComfyUI's UNetModel layout (input_blocks, "
+                            "middle_block, output_blocks): its blocks are not known")
+        out: Dict[str, torch.nn.Module] = {}
+        groups = [(f"input_blocks[{i}]", b) for i, b in enumerate(self.unet.input_blocks)] + \
+                 [("middle_block", self.unet.middle_block)] + \
+                 [(f"output_blocks[{i}]", b) for i, b in enumerate(self.unet.output_blocks)]
+        for name, block in groups:
+            for j, layer in enumerate(block):
+                if not isinstance(layer, torch.nn.Conv2d):
+                    out[f"unet.{name}[{j}]"] = layer
+        for part in ("encoder", "decoder"):
+            m = getattr(self.vae, part, None)
+            if isinstance(m, torch.nn.Module):
+                out[f"vae.{part}"] = m
+        return out
+
+    def compile_exclusions(self) -> Dict[str, object]:
+        """The adapter's own patches (the hooks run in them), not the attention modules (ComfyUI's)."""
+        return dict(self._patches)
+
     # ------------------------------------------------------------ ComfyUI model management
     def load_unet(self, shape=None) -> None:
         mm = _mm()
@@ -210,7 +250,7 @@ class ComfyBackbone(Backbone):
         to["sigmas"] = sig
         to["sample_sigmas"] = self.sigmas().to(dev, torch.float32)
         self._calls = {}
-        with torch.no_grad():
+        with torch.no_grad(), compiled_scope(self):
             out = self.patched.model.apply_model(x_rows.to(dev, torch.float32), sig, transformer_options=to,
                                                  **{k: (v.to(dev) if torch.is_tensor(v) else v)
                                                     for k, v in conds.items()})
@@ -241,7 +281,7 @@ class ComfyBackbone(Backbone):
         noise = torch.randn((t, self.latent_channels, h // f, w // f), generator=generator, dtype=torch.float32)
         dev, vdt = self._load_vae()
         out = []
-        with torch.no_grad():
+        with torch.no_grad(), compiled_scope(self):
             for a, b in self._chunks(t):
                 _mm().throw_exception_if_processing_interrupted()
                 mean, std = self._mean_std(frames[a:b].to(dev, vdt))
@@ -260,7 +300,8 @@ class ComfyBackbone(Backbone):
 
     def _vae_decode(self, z: torch.Tensor, clip_frames: int) -> torch.Tensor:
         dev = torch.device(self.vae_object.device)
-        return self.vae.decode(z.to(dev, self.vae_object.vae_dtype)).float().to(self.device)  # one clip a call
+        with compiled_scope(self):
+            return self.vae.decode(z.to(dev, self.vae_object.vae_dtype)).float().to(self.device)  # one clip a call
 
     def randn(self, shape, generator: torch.Generator) -> torch.Tensor:
         return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device, self.dtype)

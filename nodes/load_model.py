@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..vidseg_core.backbones import TINY_MODELS, load_backbone
+from ..vidseg_core.compile import COMPILE_CHOICES, compile_backbone, resolve_compile
 from ..vidseg_core.devices import PRECISIONS
 from . import comfy_bridge as cb
 from .sockets import VIDSEG_MODEL, ModelHandle
@@ -40,13 +41,22 @@ class VidSegLoadModel:
             "prediction_type": (list(PREDICTION_TYPES), {
                 "default": "auto",
                 "tooltip": "SD 2.1 only: auto reads it from the file / folder (768 models are v_prediction)."}),
+        }, "optional": {
+            "compile": (list(COMPILE_CHOICES), {
+                "default": "off",
+                "tooltip": "on = torch.compile (inductor) of the UNet and VAE blocks; the first batch compiles them "
+                           "(minutes), later ones run faster on a GPU. Falls back to eager, with a warning, when "
+                           "compilation is not possible."}),
         }}
 
-    def load(self, model, precision="auto", device="auto", prediction_type="auto"):
+    def load(self, model, precision="auto", device="auto", prediction_type="auto", compile="off"):
+        wanted = resolve_compile(compile)
         dev = cb.torch_device() if device == "auto" else torch.device(device)
         path = model if model in TINY_MODELS else cb.resolve_model(model)
         bb = load_backbone(path, dev, precision, prediction_type=None if prediction_type == "auto" else prediction_type,
                            search_dirs=cb.all_model_folders())
+        if wanted:
+            compile_backbone(bb)
         handle = ModelHandle(bb, model, bb.device, bb.dtype)
         cb.move_model(bb, cb.offload_device())
         return (handle,)

@@ -2,11 +2,28 @@
 from __future__ import annotations
 
 import logging
+from typing import Optional
 
-from .comfy_native import SUPPORTED, _sigma_check, _unused_wrappers, backbone_from_comfy
+from ..vidseg_core.compile import compile_backbone
+from ..vidseg_core.errors import InputError
+from .comfy_native import (SUPPORTED, TORCH_COMPILE_WRAPPER, _sigma_check, _unused_wrappers, backbone_from_comfy,
+                           torch_compile_request)
 from .sockets import VIDSEG_MODEL, ModelHandle
 
 log = logging.getLogger("vidseg")
+COMPILE_CHOICES = ("auto", "off", "on")
+
+
+def compile_arguments(choice: str, model) -> Optional[dict]:
+    """``torch.compile`` arguments for the node's ``compile`` choice, or None (eager).  ``auto``: what a
+    TorchCompileModel node set on the MODEL, if any; ``on``: that, else inductor's defaults; ``off``: eager."""
+    key = str(choice or "auto").strip().lower()
+    if key not in COMPILE_CHOICES:
+        raise InputError(f"Unknown compile choice {choice!r}.", f"Use one of {', '.join(COMPILE_CHOICES)}.")
+    request = torch_compile_request(model)
+    if key == "off" or (key == "auto" and request is None):
+        return None
+    return request or {"backend": "inductor", "mode": None, "dynamic": None, "options": None}
 
 
 class VidSegModelFromComfy:
@@ -29,11 +46,24 @@ class VidSegModelFromComfy:
         }, "optional": {
             "clip": ("CLIP", {"tooltip": "SD 2.1: CLIP of Load Checkpoint (the empty prompt is the condition)."}),
             "clip_vision": ("CLIP_VISION", {"tooltip": "SVD: CLIP_VISION of Image Only Checkpoint Loader."}),
+            "compile": (list(COMPILE_CHOICES), {
+                "default": "auto",
+                "tooltip": "torch.compile of the UNet and VAE blocks during VidSeg's own calls (the MODEL itself is "
+                           "left as it was). auto = when a TorchCompileModel node is on the MODEL, with its backend; "
+                           "on = that, else inductor; off = eager. The first batch compiles (minutes)."}),
         }}
 
-    def convert(self, model, vae, clip=None, clip_vision=None):
+    def convert(self, model, vae, clip=None, clip_vision=None, compile="auto"):
+        arguments = compile_arguments(compile, model)
         bb = backbone_from_comfy(model, vae, clip=clip, clip_vision=clip_vision)
-        for note in (_sigma_check(bb), _unused_wrappers(bb)):
+        honoured = ()
+        if arguments is not None:
+            state = compile_backbone(bb, **arguments)
+            if state.active:
+                honoured = (TORCH_COMPILE_WRAPPER,)
+                log.info("[VidSeg] torch.compile (%s): %d blocks of the UNet and VAE compiled regionally during "
+                         "VidSeg's calls; the first batch compiles them.", state.backend, len(state.regions))
+        for note in (_sigma_check(bb), _unused_wrappers(bb, honoured)):
             if note:
                 log.warning("[VidSeg] %s", note)
         return (ModelHandle(bb, bb.name, bb.device, bb.dtype),)

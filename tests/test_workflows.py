@@ -114,7 +114,7 @@ def test_workflow_contents_per_use_case():
     assert "VidSegLoadModel" in types("vidseg_fast_preview")
     adapter = {k: n for k, n in _api("vidseg_svd_full_pipeline").items() if n["class_type"] == "VidSegModelFromComfy"}
     (svd_adapter,) = adapter.values()
-    assert set(svd_adapter["inputs"]) == {"model", "vae", "clip_vision"}
+    assert set(svd_adapter["inputs"]) == {"model", "vae", "clip_vision", "compile"}  # compile: a widget
     inpaint = types("vidseg_mask_to_inpainting")
     assert {"VidSegSegmentVideo", "GrowMask", "SetLatentNoiseMask", "CheckpointLoaderSimple", "KSampler"} <= \
         set(inpaint)

@@ -3,8 +3,16 @@
 What is compiled: every repeated block of the UNet (each ResNet block,
 transformer / attention block, down- and upsampler of the down, mid and up
 blocks) and the VAE's encoder and decoder, each in place
-(``nn.Module.compile``).  The Python glue around them stays eager, so every
-path of the pipeline calls the compiled blocks:
+(``nn.Module.compile``); the backbone names them
+(:meth:`~.backbones.base.Backbone.compile_regions`: diffusers' layout here,
+ComfyUI's ``input_blocks`` / ``middle_block`` / ``output_blocks`` layers in the
+pack's ComfyUI adapter) and what must stay out of the graphs
+(:meth:`~.backbones.base.Backbone.compile_exclusions`).  A backbone whose
+modules someone else also runs (``compile_scoped``: ComfyUI's MODEL, which its
+samplers run too) gets the compiled blocks only inside
+:func:`compiled_scope`, around its own UNet / VAE calls.  The Python glue
+around them stays eager, so every path of the pipeline calls the compiled
+blocks:
 
 * **prefix sharing** (:mod:`.modulation.unet_split`) calls the UNet's blocks
   one by one and overrides ``unet.forward``; compiling the whole UNet would
@@ -17,7 +25,9 @@ path of the pipeline calls the compiled blocks:
   block back to eager.  The hookable attention modules are therefore kept out
   of the graph (``torch.compiler.disable``): a clean graph break around a
   projection + fused SDPA call, which compilation would not speed up anyway,
-  while the norms, feed-forwards and ResNet blocks around them are compiled;
+  while the norms, feed-forwards and ResNet blocks around them are compiled
+  (in ComfyUI's layout: the adapter's attention patches, the hooks' only
+  entry; ComfyUI's attention around them is compiled);
 * the **early-exit exception** (:class:`~.backbones.attention.CaptureComplete`,
   raised from such a hook) then propagates from eager code through the
   compiled block like any exception, and is re-raised untouched.
@@ -44,6 +54,7 @@ Measured graph breaks on the tiny models are in ``docs/benchmarks.md``.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import warnings
@@ -82,20 +93,8 @@ class CompileState:
 
 
 def regions(backbone) -> Dict[str, torch.nn.Module]:
-    """The modules compiled in place, by qualified name (see the module doc)."""
-    out: Dict[str, torch.nn.Module] = {}
-    unet = backbone.unet
-    groups = [("down_blocks", b) for b in unet.down_blocks] + [("mid_block", unet.mid_block)] + \
-             [("up_blocks", b) for b in unet.up_blocks]
-    for i, (kind, blk) in enumerate(groups):
-        for part in ("resnets", "attentions", "downsamplers", "upsamplers"):
-            for j, m in enumerate(getattr(blk, part, None) or []):
-                out[f"unet.{kind}[{i}].{part}[{j}]"] = m
-    for part in ("encoder", "decoder"):
-        m = getattr(backbone.vae, part, None)
-        if m is not None:
-            out[f"vae.{part}"] = m
-    return out
+    """The modules compiled in place, by qualified name (:meth:`Backbone.compile_regions`)."""
+    return backbone.compile_regions()
 
 
 def inductor_available(device: torch.device) -> Optional[str]:
@@ -149,13 +148,51 @@ class _GuardedCompiled:
 
 
 class _Compiled:
-    """Bookkeeping of one compiled backbone (kept on it as ``backbone.compiled``)."""
+    """Bookkeeping of one compiled backbone (kept on it as ``backbone.compiled``).
 
-    def __init__(self, backbone, state: CompileState):
-        self.backbone, self.state = backbone, state
+    ``scoped`` (backbones whose modules someone else also runs, ``Backbone.compile_scoped``): the compiled
+    blocks are installed only inside :meth:`scope`, around the backbone's own UNet / VAE calls, and the
+    modules are left as they were after each call."""
+
+    def __init__(self, backbone, state: CompileState, scoped: bool = False):
+        self.backbone, self.state, self.scoped = backbone, state, scoped
         self.modules: Dict[str, torch.nn.Module] = {}
-        self.disabled: Dict[str, torch.nn.Module] = {}
+        self.calls: Dict[str, _GuardedCompiled] = {}
+        self.disabled: Dict[str, object] = {}
         self.watcher = _LimitWatcher(state)
+        self._depth = 0
+        self._saved: Dict[str, object] = {}
+
+    def install(self, name: str, module: torch.nn.Module, call: "_GuardedCompiled") -> None:
+        self.modules[name], self.calls[name] = module, call
+        if not self.scoped:
+            module._compiled_call_impl = call
+
+    @contextlib.contextmanager
+    def scope(self):
+        """The compiled blocks active for the duration (re-entrant); a block somebody else compiled is left
+        alone, and every module gets back what it had."""
+        if not self.scoped or not self.calls:
+            yield
+            return
+        if self._depth == 0:
+            for name, module in self.modules.items():
+                if module._compiled_call_impl is None:
+                    self._saved[name] = module
+                    module._compiled_call_impl = self.calls[name]
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self._restore()
+
+    def _restore(self) -> None:
+        for name, module in self._saved.items():
+            if module._compiled_call_impl is self.calls.get(name):
+                module._compiled_call_impl = None
+        self._saved = {}
 
     def give_up(self, reason: str) -> None:
         if self.state.fallback is None:
@@ -165,16 +202,24 @@ class _Compiled:
         self.remove()
 
     def remove(self) -> None:
-        for m in self.modules.values():
-            m._compiled_call_impl = None
-        for m in self.disabled.values():
-            m.__dict__.pop("forward", None)
+        for name, m in self.modules.items():
+            if m._compiled_call_impl is self.calls.get(name):
+                m._compiled_call_impl = None
+        for obj in self.disabled.values():
+            obj.__dict__.pop("forward", None)
         logging.getLogger("torch._dynamo").removeHandler(self.watcher)
-        self.modules, self.disabled = {}, {}
+        self.modules, self.calls, self.disabled, self._saved = {}, {}, {}, {}
+
+
+def compiled_scope(backbone):
+    """Context in which ``backbone``'s compiled blocks run: needed only around the calls of a scoped backbone
+    (``Backbone.compile_scoped``, e.g. ComfyUI's MODEL, shared with ComfyUI's samplers); a no-op otherwise."""
+    job = getattr(backbone, "compiled", None)
+    return job.scope() if job is not None else contextlib.nullcontext()
 
 
 def compile_backbone(backbone, backend: str = "inductor", mode: Optional[str] = None,
-                     dynamic: Optional[bool] = None) -> CompileState:
+                     dynamic: Optional[bool] = None, options: Optional[dict] = None) -> CompileState:
     """Compile ``backbone``'s UNet and VAE blocks in place (see the module doc); returns the :class:`CompileState`
     (also kept as ``backbone.compiled.state``).  Falls back to eager with a warning when compilation is not
     possible; compiling an already compiled backbone returns its state."""
@@ -182,7 +227,7 @@ def compile_backbone(backbone, backend: str = "inductor", mode: Optional[str] = 
     if existing is not None and existing.state.active:
         return existing.state
     state = CompileState(backend, mode)
-    job = _Compiled(backbone, state)
+    job = _Compiled(backbone, state, scoped=bool(getattr(backbone, "compile_scoped", False)))
     backbone.compiled = job  # its state tells the summary what happened, fallback included
     if not hasattr(torch, "compile"):
         state.fallback = "this torch has no torch.compile"
@@ -192,15 +237,15 @@ def compile_backbone(backbone, backend: str = "inductor", mode: Optional[str] = 
         warnings.warn(f"torch.compile is not used: {state.fallback}; running eagerly.", RuntimeWarning, stacklevel=2)
         return state
     try:
-        for name, module in backbone.attention_layers().items():
+        for name, obj in backbone.compile_exclusions().items():
             # hooks, step reads and processor swaps stay out of the graph (see the module doc)
-            module.forward = torch.compiler.disable(type(module).forward.__get__(module), recursive=True)
-            job.disabled[str(name)] = module
-            state.excluded.append(str(name))
+            obj.forward = torch.compiler.disable(type(obj).forward.__get__(obj), recursive=True)
+            job.disabled[name] = obj
+            state.excluded.append(name)
         for name, module in regions(backbone).items():
-            compiled = torch.compile(module._call_impl, backend=backend, mode=mode, dynamic=dynamic)
-            module._compiled_call_impl = _GuardedCompiled(compiled, module, job, name)
-            job.modules[name] = module
+            compiled = torch.compile(module._call_impl, backend=backend, mode=mode, dynamic=dynamic,
+                                     **({"options": options} if options else {}))
+            job.install(name, module, _GuardedCompiled(compiled, module, job, name))
             state.regions.append(name)
     except Exception as exc:  # noqa: BLE001 - any failure here means: stay eager
         job.give_up(f"{type(exc).__name__}: {exc}")

@@ -202,7 +202,7 @@ class FirstStage(torch.nn.Module):
     def __init__(self, vae, temporal: bool):
         super().__init__()
         self.inner, self.temporal = vae, temporal
-        self.encoder, self.quant_conv = vae.encoder, vae.quant_conv
+        self.encoder, self.quant_conv, self.decoder = vae.encoder, vae.quant_conv, vae.decoder
 
     def decode(self, z):  # as ComfyUI's first stage: no clip-length argument (a temporal decoder takes the call as one clip)
         return self.inner.decode(z, num_frames=z.shape[0]).sample if self.temporal else self.inner.decode(z).sample
@@ -272,8 +272,9 @@ def standin_foreign(name: str = "SDXL"):
     return ModelPatcher(inner)
 
 
-def native_backbone(family: str, seed: int = 0, name: str | None = None):
-    """The pack's ComfyUI adapter over the stand-ins (``family`` "tiny-sd" / "tiny-svd"), as the node builds it."""
+def native_backbone(family: str, seed: int = 0, name: str | None = None, ldm: bool = False):
+    """The pack's ComfyUI adapter over the stand-ins (``family`` "tiny-sd" / "tiny-svd"), as the node builds it;
+    ``ldm``: the UNet in ComfyUI's own module layout."""
     from tools.pack_loader import load_pack
 
     load_pack()
@@ -281,7 +282,7 @@ def native_backbone(family: str, seed: int = 0, name: str | None = None):
 
     native = sys.modules["vidseg_pack.nodes.comfy_native"]
     if family == "tiny-sd":
-        model, clip, vae = standin_sd(seed)
+        model, clip, vae = standin_sd(seed, ldm=ldm)
         return native.backbone_from_comfy(model, vae, clip=clip, name=name or "comfy-tiny-sd")
-    model, clip_vision, vae = standin_svd(seed)
+    model, clip_vision, vae = standin_svd(seed, ldm=ldm)
     return native.backbone_from_comfy(model, vae, clip_vision=clip_vision, name=name or "comfy-tiny-svd")

@@ -263,6 +263,33 @@ class Backbone(ABC):
 
         return DiffusersSplitter(self.unet, split_block)
 
+    # ------------------------------------------------------------ torch.compile (vidseg_core/compile.py)
+    #: True when the compiled blocks may only be active during this backbone's own UNet / VAE calls (its
+    #: modules are shared with someone else, e.g. ComfyUI's MODEL): :func:`~vidseg_core.compile.compiled_scope`
+    compile_scoped: ClassVar[bool] = False
+
+    def compile_regions(self) -> Dict[str, torch.nn.Module]:
+        """The modules compiled in place, by qualified name: each ResNet block, transformer block, down- and
+        upsampler of diffusers' UNet, and the VAE's encoder and decoder."""
+        out: Dict[str, torch.nn.Module] = {}
+        unet = self.unet
+        groups = [("down_blocks", b) for b in unet.down_blocks] + [("mid_block", unet.mid_block)] + \
+                 [("up_blocks", b) for b in unet.up_blocks]
+        for i, (kind, blk) in enumerate(groups):
+            for part in ("resnets", "attentions", "downsamplers", "upsamplers"):
+                for j, m in enumerate(getattr(blk, part, None) or []):
+                    out[f"unet.{kind}[{i}].{part}[{j}]"] = m
+        for part in ("encoder", "decoder"):
+            m = getattr(self.vae, part, None)
+            if m is not None:
+                out[f"vae.{part}"] = m
+        return out
+
+    def compile_exclusions(self) -> Dict[str, Any]:
+        """What runs the hooks inside the compiled regions, kept out of the graphs: objects whose ``forward``
+        is wrapped in ``torch.compiler.disable`` (here the hookable attention modules)."""
+        return {str(layer): module for layer, module in self.attention_layers().items()}
+
     # ------------------------------------------------------------ hooks
     def install_processors(self) -> None:
         """Give every decoder attention layer a hookable processor (idempotent)."""
