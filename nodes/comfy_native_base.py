@@ -212,6 +212,12 @@ class ComfyBackbone(Backbone):
                 out[f"vae.{part}"] = m
         return out
 
+    @property
+    def run_exceptions(self) -> tuple:
+        """Raised through compiled blocks by the run itself (a cancel), not by compilation."""
+        exc = getattr(_mm(), "InterruptProcessingException", None)
+        return (exc,) if isinstance(exc, type) else ()
+
     def compile_exclusions(self) -> Dict[str, object]:
         """The adapter's own patches (the hooks run in them), not the attention modules (ComfyUI's)."""
         return dict(self._patches)

@@ -177,6 +177,25 @@ def test_the_scope_leaves_a_block_someone_else_compiled_alone():
     regions[0]._compiled_call_impl = None
 
 
+def test_comfys_interrupt_through_a_compiled_block_is_a_cancel_not_a_compile_failure(monkeypatch):
+    mm = sys.modules["comfy.model_management"]
+    bb = native_backbone("tiny-sd", ldm=True)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    state = core.compile.compile_backbone(bb, backend="eager")
+    name, module = next(iter(bb.compile_regions().items()))
+    eager_runs = []
+    monkeypatch.setattr(module, "_call_impl", lambda *a, **k: eager_runs.append(1))
+
+    def cancelled(*a, **k):
+        raise mm.InterruptProcessingException()
+
+    bb.compiled.calls[name].compiled = cancelled
+    with pytest.raises(mm.InterruptProcessingException), core.compile.compiled_scope(bb):
+        module(torch.zeros(1))
+    assert state.active and not eager_runs  # re-raised as it is: no eager re-run, compilation stays on
+    core.compile.uncompile_backbone(bb)
+
+
 # ------------------------------------------------------------------ nodes
 def _convert(model, vae, clip, **kw):
     cls = NODES["VidSegModelFromComfy"]

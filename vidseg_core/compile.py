@@ -122,11 +122,13 @@ class _LimitWatcher(logging.Handler):
                           RuntimeWarning, stacklevel=2)
 
 
-def _keeps_going(exc: BaseException) -> bool:
-    """Exceptions that belong to the run, not to compilation: re-raised as they are."""
+def _keeps_going(exc: BaseException, backbone=None) -> bool:
+    """Exceptions that belong to the run, not to compilation: re-raised as they are (with the backbone's own
+    ``run_exceptions``, e.g. ComfyUI's interrupt)."""
     from .modulation.runner import is_out_of_memory
 
-    return isinstance(exc, (CaptureComplete, VidSegError, KeyboardInterrupt)) or is_out_of_memory(exc)
+    own = tuple(getattr(backbone, "run_exceptions", ()) or ())
+    return isinstance(exc, (CaptureComplete, VidSegError, KeyboardInterrupt) + own) or is_out_of_memory(exc)
 
 
 class _GuardedCompiled:
@@ -140,7 +142,7 @@ class _GuardedCompiled:
         try:
             return self.compiled(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - sorted below
-            if _keeps_going(exc):
+            if _keeps_going(exc, self.owner.backbone):
                 raise
             out = self.module._call_impl(*args, **kwargs)  # eager: if this fails too, its error is the real one
             self.owner.give_up(f"{self.name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
