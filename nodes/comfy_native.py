@@ -23,6 +23,10 @@ The authors' computation is reproduced exactly (reference notes §2; design in
   ``decode_chunk`` frames (no silent tiling fallback);
 * interrupts: ComfyUI's flag is checked before every UNet / VAE pass and in
   every decoder block, so a cancel stops within a fraction of one UNet pass;
+* ``torch.compile`` (a TorchCompileModel node on the MODEL, or the node's
+  ``compile`` input): ComfyUI's UNet blocks and the VAE compiled regionally by
+  the core (``vidseg_core/compile.py``), the patches kept out of the graphs,
+  active only during the adapter's own calls (:func:`torch_compile_request`);
 * SVD conditioning per batch: the core's :func:`clip_preprocess` (whole frame
   squashed, no crop) and the vision model called directly (not
   ``clip_vision.encode_image``, which crops), the posterior mode of the noised

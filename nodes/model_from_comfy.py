@@ -57,10 +57,10 @@ class VidSegModelFromComfy:
         arguments = compile_arguments(compile, model)
         bb = backbone_from_comfy(model, vae, clip=clip, clip_vision=clip_vision)
         honoured = ()
-        if arguments is not None:
+        if arguments is not None:  # handled here: compiled, or eager after a warning saying why
+            honoured = (TORCH_COMPILE_WRAPPER,)
             state = compile_backbone(bb, **arguments)
             if state.active:
-                honoured = (TORCH_COMPILE_WRAPPER,)
                 log.info("[VidSeg] torch.compile (%s): %d blocks of the UNet and VAE compiled regionally during "
                          "VidSeg's calls; the first batch compiles them.", state.backend, len(state.regions))
         for note in (_sigma_check(bb), _unused_wrappers(bb, honoured)):

@@ -35,10 +35,10 @@ def _frames(seed=0):
     return torch.rand(T, H, W, 3, generator=torch.Generator().manual_seed(seed))
 
 
-def _node(model, vae, clip=None, clip_vision=None):
+def _node(model, vae, clip=None, clip_vision=None, **kw):
     cls = NODES["VidSegModelFromComfy"]
     with torch.inference_mode():
-        return getattr(cls(), cls.FUNCTION)(model=model, vae=vae, clip=clip, clip_vision=clip_vision)[0]
+        return getattr(cls(), cls.FUNCTION)(model=model, vae=vae, clip=clip, clip_vision=clip_vision, **kw)[0]
 
 
 @pytest.mark.parametrize("family", ["sd", "svd"])
@@ -196,7 +196,7 @@ def test_wrappers_only_comfys_samplers_apply_are_said_not_silently_dropped(caplo
                       "diffusion_model": {"empty": []}}
     model.model_options["sampler_cfg_function"] = lambda args: args["cond"]
     with caplog.at_level(logging.WARNING, logger="vidseg"):
-        _node(model, vae, clip=clip)
+        _node(model, vae, clip=clip, compile="off")  # TorchCompileModel's request: tests/test_compile_backbones.py
     said = [r.getMessage() for r in caplog.records if "ComfyUI's samplers apply" in r.getMessage()]
     assert len(said) == 1 and "apply_model wrapper 'torch.compile', sampler_cfg_function" in said[0], said
     assert "diffusion_model" not in said[0]  # an empty entry is nothing

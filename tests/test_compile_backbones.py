@@ -239,11 +239,15 @@ def test_model_from_comfy_honours_torch_compile_model(caplog, monkeypatch):
         _convert(plain, vae, clip, compile="always")
 
 
-def test_model_from_comfy_on_a_unet_of_unknown_layout_stays_eager_and_says_why():
+def test_model_from_comfy_on_a_unet_of_unknown_layout_stays_eager_and_says_why(caplog):
     model, clip, vae = standin_sd()  # a diffusers UNet behind ComfyUI's MODEL: not ComfyUI's block layout
+    _torch_compile_model(model, "eager")
     with pytest.warns(RuntimeWarning, match="not ComfyUI's UNetModel layout"):
-        bb = _convert(model, vae, clip, compile="on")
+        with caplog.at_level(logging.WARNING, logger="vidseg"):
+            bb = _convert(model, vae, clip)
     assert not bb.compiled.state.active
+    # the request was handled (the warning says why it runs eagerly): not also listed as an unused wrapper
+    assert not [r for r in caplog.records if "torch.compile" in r.getMessage()]
 
 
 def test_loader_compile_input(monkeypatch):
