@@ -53,6 +53,22 @@ def _comfy_setup() -> None:
     import comfy.model_management  # noqa: F401 - reads the args
 
 
+def load_random_checkpoint(models: Path, family: str):
+    """ComfyUI set up (:func:`_comfy_setup`), the pack loaded, and the random full-size file of ``family`` under
+    ``models`` loaded with ComfyUI's ``load_checkpoint_guess_config``: ``(pack, model, vae, encoders)``, where
+    ``encoders`` are the keyword arguments of ``backbone_from_comfy`` (``clip`` or ``clip_vision``)."""
+    _comfy_setup()
+    import comfy.sd
+
+    from tools.pack_loader import load_pack
+
+    pack = load_pack()
+    svd = family == "svd"
+    model, clip, vae, clip_vision = comfy.sd.load_checkpoint_guess_config(
+        str(models / FILES[family]), output_vae=True, output_clip=not svd, output_clipvision=svd)[:4]
+    return pack, model, vae, ({"clip_vision": clip_vision} if svd else {"clip": clip})
+
+
 # ------------------------------------------------------------------ random full-size files
 def _save(state, path: Path) -> None:
     from safetensors.torch import save_file

@@ -53,25 +53,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from tools.check_native import FILES, _comfy_setup, synthetic_frames
+    from tools.check_native import load_random_checkpoint, synthetic_frames
 
-    _comfy_setup()
-    import comfy.sd
+    pack, model, vae, encoders = load_random_checkpoint(args.models, args.family)
     from comfy_api.torch_helpers.torch_compile import set_torch_compile_wrapper
     from torch._dynamo.utils import counters
 
-    from tools.pack_loader import load_pack
-
-    pack = load_pack()
     core = pack.vidseg_core
     node = sys.modules[pack.__name__ + ".nodes.model_from_comfy"].VidSegModelFromComfy()
-    ckpt = str(args.models / FILES[args.family])
-    if args.family == "sd":
-        model, clip, vae = comfy.sd.load_checkpoint_guess_config(ckpt, output_vae=True, output_clip=True)[:3]
-        encoders = {"clip": clip}
-    else:
-        out = comfy.sd.load_checkpoint_guess_config(ckpt, output_vae=True, output_clip=False, output_clipvision=True)
-        model, vae, encoders = out[0], out[2], {"clip_vision": out[3]}
     requested = model.clone()
     set_torch_compile_wrapper(model=requested, backend=args.backend)
     eager = node.convert(model, vae, compile="off", **encoders)[0].backbone

@@ -51,20 +51,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from tools.check_native import FILES, _comfy_setup, synthetic_frames
+    from tools.check_native import load_random_checkpoint, synthetic_frames
 
-    _comfy_setup()
-    import comfy.sd
-    from tools.pack_loader import load_pack
-
-    pack = load_pack()
+    pack, model, vae, encoders = load_random_checkpoint(args.models, args.family)
     core = pack.vidseg_core
     native = sys.modules[pack.__name__ + ".nodes.comfy_native"]
-    path = args.models / FILES[args.family]
-    svd = args.family == "svd"
-    model, clip, vae, clip_vision = comfy.sd.load_checkpoint_guess_config(
-        str(path), output_vae=True, output_clip=not svd, output_clipvision=svd)[:4]
-    bb = native.backbone_from_comfy(model, vae, clip=clip, clip_vision=clip_vision)
+    bb = native.backbone_from_comfy(model, vae, **encoders)
     print(f"UNet {type(bb.unet).__module__}.{type(bb.unet).__name__}; splitter "
           f"{type(bb.prefix_splitter(7)).__name__}; {args.frames} frames {args.size}x{args.size}")
     frames = synthetic_frames(args.frames, args.size)
