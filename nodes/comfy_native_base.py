@@ -127,6 +127,8 @@ class ComfyBackbone(Backbone):
         self._vae_factor = int(getattr(vae, "downscale_ratio", 8))
         self._calls: Dict[tuple, int] = {}
         self._install_patches()
+        #: ``cond_or_uncond`` is given only to foreign patches / wrappers (see :meth:`_evaluate`)
+        self._foreign_readers = self._read_by_others(self.patched.model_options.get("transformer_options", {}))
 
     # ------------------------------------------------------------ patches
     def _install_patches(self) -> None:
@@ -168,6 +170,15 @@ class ComfyBackbone(Backbone):
         from .comfy_native_split import ComfyUNetSplitter
 
         return ComfyUNetSplitter(self.unet, split_block, self.owns_patch)
+
+    def _read_by_others(self, to: dict) -> bool:
+        """Does anything but the adapter's own patches see ``transformer_options`` (foreign patches, also when
+        composed, or wrappers)?"""
+        if any(fns for table in (to.get("wrappers") or {}).values() for fns in (table or {}).values()):
+            return True
+        tables = list((to.get("patches") or {}).values()) + \
+            [list(t.values()) for t in (to.get("patches_replace") or {}).values()]
+        return any(not self.owns_patch(p) for ps in tables for p in ps)
 
     def owns_patch(self, patch) -> bool:
         """Is ``patch`` one of this adapter's own, composing no foreign patch?"""
@@ -251,7 +262,10 @@ class ComfyBackbone(Backbone):
         self.load_unet(tuple(x_rows.shape))
         dev = self.device
         to = dict(self.patched.model_options.get("transformer_options", {}))
-        to["cond_or_uncond"] = ([1, 0] if halves == 2 else [0]) * runs
+        if self._foreign_readers:
+            # ComfyUI's per-chunk flags, for the patches of others; ComfyUI's UNet and VidSeg's patches do not
+            # read them, and their length (2 x runs) would make torch.compile recompile at every new run count
+            to["cond_or_uncond"] = ([1, 0] if halves == 2 else [0]) * runs
         sig = torch.full((x_rows.shape[0],), sigma, dtype=torch.float32, device=dev)
         to["sigmas"] = sig
         to["sample_sigmas"] = self.sigmas().to(dev, torch.float32)

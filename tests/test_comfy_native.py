@@ -131,7 +131,10 @@ def test_a_replace_patch_already_on_the_model_is_composed_not_dropped():
 
     def previous(q, k, v, extra_options):
         calls.append(extra_options["block"])
+        flags.append(extra_options.get("cond_or_uncond"))
         return native._optimized_attention()(q, k, v, extra_options["n_heads"])
+
+    flags = []
 
     model.set_model_patch_replace(previous, "attn1", "output", 7)  # keyed without the transformer index
     bb = _node(model, vae, clip=clip).backbone
@@ -144,6 +147,38 @@ def test_a_replace_patch_already_on_the_model_is_composed_not_dropped():
         bb.denoised(bb.add_noise(z0, step, bb.randn(tuple(z0.shape), g))[None], step, cond)
     assert calls == [("output", 7)] and len(cap.captured) == 1
     assert list(model.model_options["transformer_options"]["patches_replace"]["attn1"]) == [("output", 7)]
+    assert flags == [[1, 0]]  # ComfyUI's per-chunk cond / uncond flags: one run, two halves
+
+
+def test_cond_or_uncond_is_given_to_foreign_patches_only():
+    """ComfyUI's UNet and VidSeg's own patches do not read ``cond_or_uncond``; it is set only when a foreign
+    patch or wrapper may (its length, 2 x runs, would make torch.compile recompile per run count)."""
+    seen = []
+    model, clip, vae = standin_sd()
+    bb = _node(model, vae, clip=clip).backbone
+    original = bb.patched.model.apply_model
+
+    def spy(*a, transformer_options=None, **k):
+        seen.append(transformer_options.get("cond_or_uncond"))
+        return original(*a, transformer_options=transformer_options, **k)
+
+    bb.patched.model.apply_model = spy
+    try:
+        g = bb.generator(1)
+        x = bb.prepare_frames(_frames())
+        z0, cond = bb.encode(x, g), bb.condition(x, g)
+        with torch.inference_mode():
+            bb.denoised(torch.stack([z0, z0, z0]), 20, cond)
+        bb._foreign_readers = True  # as with a foreign patch (test above)
+        with torch.inference_mode():
+            bb.denoised(torch.stack([z0, z0, z0]), 20, cond)
+    finally:
+        del bb.patched.model.apply_model
+    assert seen == [None, [1, 0] * 3]
+    foreign, clip, vae = standin_sd()
+    foreign.set_model_patch(lambda n, extra_options: n, "attn1_output_patch")
+    assert _node(foreign, vae, clip=clip).backbone._foreign_readers
+    assert not bb.__class__._read_by_others(bb, {"patches": bb.patched.model_options["transformer_options"]["patches"]})
 
 
 def test_interrupt_stops_a_native_quality_run():
