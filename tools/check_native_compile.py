@@ -10,7 +10,8 @@ Loads the random full-size SD 2.1 (or SVD) single file that ``tools/check_native
 node: ``compile`` = off from the plain MODEL, ``compile`` = auto from the requested one.  Then one batch's
 masked modulation on four coarse maps, eager then compiled each: 3 labels; a 4th label in one frame (SD:
 compacted rows); a 5th in the other frame (more rows); the first map again.  Labels must be identical and the
-difference maps agree within ``--atol`` (relative to their maximum); prints the new dynamo graphs per call
+difference maps agree within ``--atol`` (relative to their maximum); ``--run-counts``: first, one guided UNet
+evaluation at t_m per run count (new graphs each; none expected from the third on); prints the new dynamo graphs per call
 (no new graph is expected once a batch size was seen twice), the graph breaks that are not the adapter's own
 patches, the prefix statistics, recompile-limit hits and warnings, and whether any block of the MODEL is
 left compiled after the calls (it must not be: ComfyUI's samplers run those modules too).  The seconds are
@@ -50,6 +51,9 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=2)
     p.add_argument("--size", type=int, default=64, help="square frame side (multiple of 64)")
     p.add_argument("--atol", type=float, default=1e-5, help="max |Δ| of the difference maps / their max")
+    p.add_argument("--run-counts", type=int, nargs="*", default=[],
+                   help="first, one guided UNet evaluation at t_m per run count (e.g. 7 9 11 13 15): new graphs of "
+                        "each; from the third on none is expected")
     args = p.parse_args(argv)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
@@ -81,6 +85,16 @@ def main(argv=None) -> int:
         if not torch.equal(ins_e.z0, ins_c.z0):
             dz = float((ins_e.z0 - ins_c.z0).abs().max())
             print(f"latents differ by {dz:.2e}")
+        step = compiled.config.modulation_step
+        for i, runs in enumerate(args.run_counts):
+            before = counters["stats"]["unique_graphs"]
+            t0 = time.perf_counter()
+            compiled.denoised(ins_c.x_start[None].expand(runs, *ins_c.x_start.shape).clone(), step, ins_c.cond)
+            new = counters["stats"]["unique_graphs"] - before
+            print(f"{runs} runs, one guided evaluation at t_m: new graphs {new} ({time.perf_counter() - t0:.1f} s)",
+                  flush=True)
+            if i >= 2 and new:
+                failed.append(f"{runs} runs recompiled")
         lh, lw = ins_e.latent_hw
         for name, coarse in coarse_maps(args.frames, lh // 2, lw // 2):
             t0 = time.perf_counter()
