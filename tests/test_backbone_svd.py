@@ -220,7 +220,7 @@ def test_hooked_processors_equal_default_and_capture_at_one_sixteenth():
 
 
 # ------------------------------------------------------------------ conversion
-#: real key names of svd.safetensors, each verified in public sources (module doc of svd_convert)
+#: real key names of svd.safetensors, each verified in public sources (module doc of svd_keymap)
 REAL_KEYS = [
     "model.diffusion_model.input_blocks.0.0.weight",
     "model.diffusion_model.input_blocks.1.0.time_stack.in_layers.0.weight",
