@@ -181,6 +181,20 @@ def test_the_scope_leaves_a_block_someone_else_compiled_alone():
     regions[0]._compiled_call_impl = None
 
 
+def test_a_dropped_backbone_takes_its_log_watcher_with_it(monkeypatch):
+    import gc
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    handlers = logging.getLogger("torch._dynamo").handlers
+    bb = native_backbone("tiny-sd", ldm=True)
+    core.compile.compile_backbone(bb, backend="eager")
+    watcher = bb.compiled.watcher
+    assert watcher in handlers
+    del bb
+    gc.collect()
+    assert watcher not in handlers
+
+
 def test_comfys_interrupt_through_a_compiled_block_is_a_cancel_not_a_compile_failure(monkeypatch):
     mm = sys.modules["comfy.model_management"]
     bb = native_backbone("tiny-sd", ldm=True)

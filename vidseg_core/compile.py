@@ -58,6 +58,7 @@ import contextlib
 import logging
 import shutil
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -261,6 +262,8 @@ def compile_backbone(backbone, backend: str = "inductor", mode: Optional[str] = 
         if name is not None and getattr(dynamo_config, name) < value:
             setattr(dynamo_config, name, value)
     logging.getLogger("torch._dynamo").addHandler(job.watcher)
+    # a node run builds a new backbone each time: its watcher goes with it
+    weakref.finalize(backbone, logging.getLogger("torch._dynamo").removeHandler, job.watcher)
     return state
 
 
