@@ -174,11 +174,11 @@ class ComfyBackbone(Backbone):
     def _read_by_others(self, to: dict) -> bool:
         """Does anything but the adapter's own patches see ``transformer_options`` (foreign patches, also when
         composed, or wrappers)?"""
+        from .comfy_native_split import foreign_patches
+
         if any(fns for table in (to.get("wrappers") or {}).values() for fns in (table or {}).values()):
             return True
-        tables = list((to.get("patches") or {}).values()) + \
-            [list(t.values()) for t in (to.get("patches_replace") or {}).values()]
-        return any(not self.owns_patch(p) for ps in tables for p in ps)
+        return bool(foreign_patches(to, self.owns_patch))
 
     def owns_patch(self, patch) -> bool:
         """Is ``patch`` one of this adapter's own, composing no foreign patch?"""

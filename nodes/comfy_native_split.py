@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -40,6 +40,16 @@ from ..vidseg_core.modulation.unet_split import SplitState, UNetCall, UNetSplitt
 #: patch names the adapter sets itself (``AttentionOutput``) and replace tables it fills (``AttentionReplace``)
 _OWN_PATCHES = ("attn1_output_patch", "attn2_output_patch")
 _OWN_REPLACE = ("attn1", "attn2")
+
+
+def foreign_patches(to: dict, owns_patch) -> List[str]:
+    """The patches in ``transformer_options`` that are not the adapter's own (``owns_patch``; an own patch
+    composing a foreign one counts as foreign), by name."""
+    foreign = sorted(name for name, ps in (to.get("patches") or {}).items()
+                     if ps and (name not in _OWN_PATCHES or not all(owns_patch(p) for p in ps)))
+    foreign += sorted(f"{name} replace" for name, table in (to.get("patches_replace") or {}).items()
+                      if table and (name not in _OWN_REPLACE or not all(owns_patch(p) for p in table.values())))
+    return foreign
 
 
 #: the attention modules a decoder block is split before (SD, SVD)
@@ -129,10 +139,7 @@ class ComfyUNetSplitter(UNetSplitter):
             return "no ADM input (y) on SVD's UNet"
         if any(w for w in (to.get("wrappers") or {}).get("diffusion_model", {}).values()):
             return "DIFFUSION_MODEL wrappers"
-        foreign = sorted(name for name, ps in (to.get("patches") or {}).items()
-                         if ps and (name not in _OWN_PATCHES or not all(self.owns_patch(p) for p in ps)))
-        foreign += sorted(f"{name} replace" for name, table in (to.get("patches_replace") or {}).items()
-                          if table and (name not in _OWN_REPLACE or not all(self.owns_patch(p) for p in table.values())))
+        foreign = foreign_patches(to, self.owns_patch)
         return f"patches {', '.join(foreign)}" if foreign else None
 
     def sub_call(self, call: UNetCall, rows) -> UNetCall:
