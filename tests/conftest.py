@@ -37,9 +37,11 @@ def _install_comfy_stand_ins() -> None:
         return
     import torch
 
-    models_dir = Path(tempfile.gettempdir()) / "vidseg_test_models"
+    # one folder per pytest-xdist worker: two workers must not write each other's models or outputs
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    models_dir = Path(tempfile.gettempdir()) / f"vidseg_test_models{worker}"
     models_dir.mkdir(parents=True, exist_ok=True)
-    out_dir = Path(tempfile.gettempdir()) / "vidseg_test_output"
+    out_dir = Path(tempfile.gettempdir()) / f"vidseg_test_output{worker}"
 
     fp = types.ModuleType("folder_paths")
     fp.models_dir = str(models_dir)
