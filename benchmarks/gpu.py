@@ -33,6 +33,13 @@ difference maps, everything else).  It prints one table and writes the log,
 the table and a JSON file under ``$OUT`` (or ``--out``).  ``--budget-s`` caps
 the rounds so the whole command fits one device call (each family's warm-up
 decides how many rounds fit; fewer than 3 is said in the table).
+
+``--compile`` times the backbone compiled by ``vidseg_core.compile`` (inductor)
+and adds what compilation did (regions, fallback, recompile-limit hits, new
+graphs) and how many pixels of the compiled quality labels differ from one
+eager run after it.  Compilation happens in the warm-up; on 2 CPU cores the
+tiny backbones took 2 min (SD) and 8 min (SVD) to compile, so give a compiled
+run its own device call, one family at a time.
 """
 from __future__ import annotations
 
@@ -54,7 +61,7 @@ for p in (ROOT, ROOT / "tests"):
 import torch  # noqa: E402
 
 from benchmarks.pipeline_speed import CASE_NAMES, pipeline_cases  # noqa: E402
-from benchmarks.timing import Samples, ratio_text, time_cases, time_once  # noqa: E402
+from benchmarks.timing import ratio_text, time_cases, time_once  # noqa: E402
 
 FRAME_DIRS = (ROOT / "gpu_frames" / "blackswan", ROOT.parent / "shared" / "data" / "blackswan" / "frames")
 FAMILIES = ("sd21", "svd")
@@ -266,10 +273,14 @@ def run_family(family, args, frames, device, dtype, log, deadline: float, famili
 
     t0 = time.perf_counter()
     bb = build(family, device, dtype, args.tiny)
+    compiled = None
     if args.compile:
+        from torch._dynamo.utils import counters
+
         from vidseg_core.compile import compile_backbone
 
-        compile_backbone(bb)
+        compiled = compile_backbone(bb)
+        graphs_before = counters["stats"]["unique_graphs"]
     n = int(frames.shape[0])
     hw = bb.work_size(*frames.shape[1:3])
     log(f"== {family}: {bb.name} {str(dtype).replace('torch.', '')} on {device}, built in "
@@ -334,6 +345,18 @@ def run_family(family, args, frames, device, dtype, log, deadline: float, famili
     if "mod_rows" in cases:
         syncs["modulation"] = count_syncs(cases["mod_rows"], device)
     labels = stages.get("quality", {}).get("labels")
+    compile_info = None
+    if compiled is not None:  # what compilation did, and the compiled labels against one eager quality run
+        from vidseg_core.compile import uncompile_backbone
+
+        compile_info = dict(compiled.to_dict(), new_graphs=counters["stats"]["unique_graphs"] - graphs_before)
+        mine = dict(stages["quality"])
+        uncompile_backbone(bb)
+        cases["quality"]()
+        differ = stages["quality"]["result"] != mine["result"]
+        compile_info["labels_differ_from_eager"] = [int(differ.sum()), int(differ.numel())]
+        stages["quality"] = mine  # the compiled run's stage seconds
+        log(f"  compile: {compile_info}")
     for v in stages.values():
         for k in ("result", "coarse"):
             v.pop(k, None)
@@ -342,7 +365,7 @@ def run_family(family, args, frames, device, dtype, log, deadline: float, famili
         torch.cuda.empty_cache()
     return {"family": family, "samples": samples, "flops": flops, "agree": agree, "labels": labels,
             "chunks": seen.get("chunks"), "rounds": rounds, "profile": profile, "stages": stages, "syncs": syncs,
-            "presence": presence}
+            "presence": presence, "compile": compile_info}
 
 
 # ---------------------------------------------------------------------------------------------- table
@@ -379,6 +402,12 @@ def table(results: List[dict], ceiling: float, device) -> str:
                          f"{ratio_text(s['mod_whole'], s['mod_rows'], 'device' if cuda else 'wall')} faster than "
                          f"whole runs (paired rounds); labels equal: {p['labels_equal']}")
         extra.append(f"{res['labels']} labels, modulation chunks {res['chunks']}, {res['rounds']} rounds")
+        c = res.get("compile")
+        if c:
+            extra.append(f"compiled ({c['backend']}): {c['regions']} regions, active {c['active']}, fallback "
+                         f"{c['fallback']}, recompile-limit hits {len(c['recompile_limit_hits'])}, {c['new_graphs']} "
+                         f"graphs; quality labels differ from one eager run in {c['labels_differ_from_eager'][0]} "
+                         f"of {c['labels_differ_from_eager'][1]} pixels")
         syncs = {k: v for k, v in (res.get("syncs") or {}).items() if v is not None}
         if syncs:
             extra.append("host/device synchronisations CUDA reported (set_sync_debug_mode): " + ", ".join(

@@ -10,7 +10,8 @@ Loads the random full-size SD 2.1 (or SVD) single file that ``tools/check_native
 node: ``compile`` = off from the plain MODEL, ``compile`` = auto from the requested one.  Then one batch's
 masked modulation on four coarse maps, eager then compiled each: 3 labels; a 4th label in one frame (SD:
 compacted rows); a 5th in the other frame (more rows); the first map again.  Labels must be identical and the
-difference maps agree within ``--atol`` (relative to their maximum); ``--run-counts``: first, one guided UNet
+difference maps agree within ``--atol`` (relative to their maximum; with inductor pass a looser ``--atol``
+and ``--max-labels-differ``: its kernels sum in another order); ``--run-counts``: first, one guided UNet
 evaluation at t_m per run count (new graphs each; none expected from the third on); prints the new dynamo graphs per call
 (no new graph is expected once a batch size was seen twice), the graph breaks that are not the adapter's own
 patches, the prefix statistics, recompile-limit hits and warnings, and whether any block of the MODEL is
@@ -51,6 +52,9 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=2)
     p.add_argument("--size", type=int, default=64, help="square frame side (multiple of 64)")
     p.add_argument("--atol", type=float, default=1e-5, help="max |Δ| of the difference maps / their max")
+    p.add_argument("--max-labels-differ", type=float, default=0.0,
+                   help="fraction of pixels whose label may differ (0: identical; inductor reorders float sums, so "
+                        "near-ties of the argmax can flip)")
     p.add_argument("--run-counts", type=int, nargs="*", default=[],
                    help="first, one guided UNet evaluation at t_m per run count (e.g. 7 9 11 13 15): new graphs of "
                         "each; from the third on none is expected")
@@ -114,7 +118,7 @@ def main(argv=None) -> int:
                   f"new graphs {counters['stats']['unique_graphs'] - before}, compacted rows "
                   f"{got.stats.get('compacted_rows')}, prefix {got.stats.get('prefix')}, one run each: eager "
                   f"{t_eager:.1f} s, compiled {t_comp:.1f} s, warnings {said}", flush=True)
-            if differ or rel > args.atol or said:
+            if differ > args.max_labels_differ * want.labels.numel() or rel > args.atol or said:
                 failed.append(name)
     own = ("AttentionReplace.forward", "AttentionOutput.forward", "_by_rows_forward")
     other = {k.splitlines()[0][:120]: v for k, v in counters["graph_break"].items() if not any(o in k for o in own)}
