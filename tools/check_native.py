@@ -31,6 +31,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -53,10 +54,11 @@ def _comfy_setup() -> None:
     import comfy.model_management  # noqa: F401 - reads the args
 
 
-def load_random_checkpoint(models: Path, family: str):
+def load_random_checkpoint(models: Path, family: str, model_options: Optional[dict] = None):
     """ComfyUI set up (:func:`_comfy_setup`), the pack loaded, and the random full-size file of ``family`` under
-    ``models`` loaded with ComfyUI's ``load_checkpoint_guess_config``: ``(pack, model, vae, encoders)``, where
-    ``encoders`` are the keyword arguments of ``backbone_from_comfy`` (``clip`` or ``clip_vision``)."""
+    ``models`` loaded with ComfyUI's ``load_checkpoint_guess_config`` (``model_options`` as its own, e.g.
+    ``{"dtype": torch.float16}``): ``(pack, model, vae, encoders)``, where ``encoders`` are the keyword
+    arguments of ``backbone_from_comfy`` (``clip`` or ``clip_vision``)."""
     _comfy_setup()
     import comfy.sd
 
@@ -65,7 +67,8 @@ def load_random_checkpoint(models: Path, family: str):
     pack = load_pack()
     svd = family == "svd"
     model, clip, vae, clip_vision = comfy.sd.load_checkpoint_guess_config(
-        str(models / FILES[family]), output_vae=True, output_clip=not svd, output_clipvision=svd)[:4]
+        str(models / FILES[family]), output_vae=True, output_clip=not svd, output_clipvision=svd,
+        model_options=dict(model_options or {}))[:4]
     return pack, model, vae, ({"clip_vision": clip_vision} if svd else {"clip": clip})
 
 

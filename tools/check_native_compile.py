@@ -52,6 +52,10 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=2)
     p.add_argument("--size", type=int, default=64, help="square frame side (multiple of 64)")
     p.add_argument("--atol", type=float, default=1e-5, help="max |Δ| of the difference maps / their max")
+    p.add_argument("--unet-dtype", choices=["fp16", "bf16"], default=None,
+                   help="ComfyUI's model_options dtype for the UNet: weights stored in it; on the CPU ComfyUI then "
+                        "casts them to float32 in every forward (comfy.ops manual cast, the path low-VRAM loading "
+                        "takes on a GPU)")
     p.add_argument("--max-labels-differ", type=float, default=0.0,
                    help="fraction of pixels whose label may differ (0: identical; inductor reorders float sums, so "
                         "near-ties of the argmax can flip)")
@@ -63,7 +67,9 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(ROOT))
     from tools.check_native import load_random_checkpoint, synthetic_frames
 
-    pack, model, vae, encoders = load_random_checkpoint(args.models, args.family)
+    options = {"dtype": {"fp16": torch.float16, "bf16": torch.bfloat16}[args.unet_dtype]} if args.unet_dtype else None
+    pack, model, vae, encoders = load_random_checkpoint(args.models, args.family, options)
+    print(f"UNet weights {model.model.get_dtype()}, manual cast to {model.model.manual_cast_dtype}", flush=True)
     from comfy_api.torch_helpers.torch_compile import set_torch_compile_wrapper
     from torch._dynamo.utils import counters
 
