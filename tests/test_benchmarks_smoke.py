@@ -199,6 +199,30 @@ def test_gpu_benchmark_runs_on_the_cpu_with_the_tiny_backbones(tmp_path, blacksw
     assert res["results"][0]["presence"]["present"] < 1
 
 
+def test_gpu_benchmark_compile_reports_what_compilation_did(tmp_path, blackswan_dir, monkeypatch):
+    """``--compile``: the table says whether compilation stayed active, and how many pixels of the compiled
+    quality labels differ from one eager run (compilation stood in for by a pass-through: the report is tested,
+    not inductor)."""
+    import torch
+
+    from benchmarks import gpu
+    from vidseg_core import compile as vcompile
+
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: fn)
+    monkeypatch.setattr(vcompile, "inductor_available", lambda device: None)
+    out = tmp_path / "out"
+    assert gpu.main(["--device", "cpu", "--tiny", "--families", "sd21", "--num-frames", "2", "--max-side", "128",
+                     "--repeats", "1", "--labels", "2", "--presence", "0", "--no-profile", "--compile",
+                     "--frames", str(blackswan_dir / "frames"), "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "compiled (inductor): 46 regions, active True, fallback None, recompile-limit hits 0" in table, table
+    assert "quality labels differ from one eager run in 0 of " in table
+    import json
+
+    info = json.loads((out / "result.json").read_text())["results"][0]["compile"]
+    assert info["labels_differ_from_eager"][0] == 0 and info["labels_differ_from_eager"][1] > 0
+
+
 def test_gpu_benchmark_counts_the_syncs_cuda_reports(monkeypatch):
     """``count_syncs`` turns CUDA's sync-debug warnings into a count (faked here: no GPU) and restores the mode."""
     import types
