@@ -34,7 +34,9 @@ class VidSegLoadModel:
                            "ComfyUI/models/diffusers. tiny-sd / tiny-svd are random test models."}),
             "precision": (list(PRECISIONS), {
                 "default": "auto",
-                "tooltip": "auto = fp32 on the CPU, bf16 on GPUs that support it, else fp16. fp16 is refused on the CPU."}),
+                "tooltip": "auto = fp32 on the CPU, bf16 on GPUs that support it, else fp16. fp16 is closest to the "
+                           "authors' (fewer label flips than bf16; the VAE stays fp32) but can overflow. fp16 is "
+                           "refused on the CPU."}),
             "device": (list(DEVICES), {
                 "default": "auto",
                 "tooltip": "Where VidSeg computes: auto = ComfyUI's device (honours --cpu)."}),

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import report, run_all
 
@@ -175,18 +176,20 @@ def test_quick_pipeline_flops_rows_have_the_same_scope_on_both_sides():
 
 
 def test_gpu_benchmark_runs_on_the_cpu_with_the_tiny_backbones(tmp_path, blackswan_dir):
+    """In bf16, the GPU run's precision (``--dtype bf16``): a dtype mismatch anywhere would end that run."""
     from benchmarks import gpu
 
     out = tmp_path / "out"
     assert gpu.main(["--device", "cpu", "--tiny", "--families", "sd21", "--num-frames", "2", "--max-side", "128",
                      "--repeats", "1", "--labels", "2", "--frames", str(blackswan_dir / "frames"),
-                     "--out", str(out)]) == 0
+                     "--dtype", "bf16", "--out", str(out)]) == 0
     table = (out / "table.md").read_text()
     for case in ("feature pass", "fast mode", "quality mode (batched)", "sequential oracle", "UNet evaluation"):
         assert case in table
     assert "batched vs sequential oracle (whole pipeline, paired rounds)" in table
     assert "one quality batch: UNet" in table
-    assert "matrix product" in (out / "log.txt").read_text()
+    assert "matrix product 512x512 bfloat16" in (out / "log.txt").read_text()
+    assert "tiny-sd bfloat16 on cpu" in (out / "log.txt").read_text()
     import json
 
     res = json.loads((out / "result.json").read_text())
@@ -243,3 +246,18 @@ def test_gpu_benchmark_counts_the_syncs_cuda_reports(monkeypatch):
     assert gpu.count_syncs(batch, types.SimpleNamespace(type="cuda")) == 3
     assert modes == ["default", "warn", 0]
     assert gpu.count_syncs(batch, torch.device("cpu")) is None
+
+
+def test_precision_study_matches_ids_and_runs_on_tiny_sd(blackswan_dir, capsys):
+    from benchmarks import precision
+
+    a = torch.tensor([[0, 0, 1], [1, 2, 2]])
+    assert precision.matched_agreement(a, (a + 1) % 3 + 5) == 1.0  # renumbered: the same partition
+    assert precision.matched_agreement(a, torch.zeros_like(a)) == pytest.approx(2 / 6)
+    assert precision.main(["--models", "tiny-sd", "--precisions", "bf16", "--num-frames", "1", "--max-side", "128",
+                           "--labels", "3", "--frames", str(blackswan_dir / "frames")]) == 0
+    rows = [l for l in capsys.readouterr().out.splitlines() if l.startswith("| tiny-sd")]
+    assert [r.split(" | ")[1] for r in rows] == ["fp32", "bf16"]
+    cells = [float(c.strip(" |%")) for c in rows[0].split(" | ")[2:]]
+    assert len(cells) == 5 and cells[:2] == [100.0, 100.0] and cells[3:] == [100.0, 100.0]  # fp32 equals itself
+    assert cells[2] > 99.9  # fp32: the batched modulation agrees with the sequential oracle (near-ties aside)

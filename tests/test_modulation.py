@@ -347,3 +347,30 @@ def test_bad_inputs_raise_readable_errors(sd_setup):
         modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(layers=("temporal_self",)))
     with pytest.raises(InputError, match="compat"):
         modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(compat="8bit"))
+
+
+def test_nan_difference_maps_raise_a_numerical_error_naming_the_label(setup):
+    """An overflow (fp16) gives NaN decodes; a NaN never wins the argmax, so it must not be skipped silently."""
+    from vidseg_core.errors import NumericalError
+
+    bb, inputs, coarse = setup
+    original = bb._decode_call
+    calls = []
+
+    def nan_in_second_label(latents, clip_frames):
+        out = original(latents, clip_frames)
+        calls.append(out.shape[0])
+        if len(calls) == 2:
+            out[0, 0, 0, 0] = float("nan")  # one pixel of one decode
+        return out
+
+    bb._decode_call = nan_in_second_label
+    try:
+        with pytest.raises(NumericalError, match=r"NaN difference maps for label\(s\) \[\d\].*Fix: Run with "
+                                                 r"precision 'bf16' or 'fp32'"):
+            modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=2))
+    finally:
+        del bb._decode_call
+    assert len(calls) >= 2
+    ok = modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=2))
+    assert ok.labels.shape == (2,) + FRAME

@@ -32,5 +32,9 @@ class OutOfMemoryError(VidSegError, MemoryError):
     """The work did not fit in memory even after retrying smaller chunks."""
 
 
+class NumericalError(VidSegError):
+    """The model's computation produced NaN values (e.g. an fp16 overflow)."""
+
+
 class OutputError(VidSegError):
     """An output folder or file cannot be used: not writable, inside the input, or holding files VidSeg did not write."""

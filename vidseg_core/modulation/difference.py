@@ -179,13 +179,16 @@ class LabelArgmax:
     """Running argmax over labels fed in ascending order; ties go to the lowest label (strict ``>``).
 
     Holds one ``[T,H,W]`` score and one index map, whatever the number of labels.
-    ``keep_maps=True`` also keeps every (filtered) map for inspection.
+    ``keep_maps=True`` also keeps every (filtered) map for inspection.  A NaN score never wins a strict ``>``,
+    so it would be skipped silently: :attr:`nan_labels` marks the labels that had one, on the device (no host
+    read per label); :meth:`labels_with_nan` reads it once.
     """
 
     def __init__(self, shape: Sequence[int], device=None, keep_maps: bool = False):
         self.best = torch.full(tuple(shape), -math.inf, dtype=torch.float32, device=device)
         self.index = torch.zeros(tuple(shape), dtype=torch.long, device=device)
         self.count = 0
+        self.nan_labels: List[torch.Tensor] = []  # per label fed: 0-d bool on the device
         self.maps: Optional[List[torch.Tensor]] = [] if keep_maps else None
 
     def update(self, position: int, scores: torch.Tensor) -> None:
@@ -193,6 +196,7 @@ class LabelArgmax:
         if position != self.count:
             raise RuntimeError(f"labels must be folded in order: expected {self.count}, got {position}")
         s = scores.to(self.best.device, torch.float32)
+        self.nan_labels.append(torch.isnan(s).any())
         better = s > self.best
         self.best = torch.where(better, s, self.best)
         self.index = torch.where(better, torch.full_like(self.index, position), self.index)
@@ -202,6 +206,12 @@ class LabelArgmax:
 
     def labels(self, label_ids: torch.Tensor) -> torch.Tensor:
         return label_ids.to(self.index.device)[self.index]
+
+    def labels_with_nan(self) -> List[int]:
+        """Positions of the labels whose scores had a NaN (one host read)."""
+        if not self.nan_labels or self.best.device.type == "meta":
+            return []
+        return torch.stack(self.nan_labels).nonzero().flatten().tolist()
 
 
 def labels_from_difference_maps(maps: torch.Tensor, coarse: torch.Tensor, label_ids, frame_size,

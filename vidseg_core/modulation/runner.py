@@ -36,21 +36,20 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from ..cpu_memory import feed_forward_by_rows
-from ..errors import OutOfMemoryError, VidSegError
+from ..errors import NumericalError, VidSegError
 from .difference import LabelArgmax, difference_map, filter_maps, labels_from_difference_maps  # noqa: F401
 from .hooks import ModulationHook
 from .inputs import check_inputs
 from .masks import coarse_present, label_masks, lanczos_upsample_mask, resize_nearest
 from .memory import (available_bytes, choose_reference_mode, estimate_decode_frame_bytes, estimate_run_bytes,
-                     estimate_store_bytes,
-                     free_memory as _free_memory, host_available_bytes, is_out_of_memory)  # noqa: F401
+                     estimate_store_bytes, free_memory as _free_memory, host_available_bytes, is_out_of_memory,
+                     shrink_after_oom)  # noqa: F401
 from . import rows
 from .reference import ReferenceStore, record_reference
 from .settings import ModulationPlan, ModulationSettings
@@ -354,23 +353,12 @@ class _BatchModulation:
                     self.units = units_before
                     _free_memory()
                     self.stats["oom_retries"] = int(self.stats["oom_retries"]) + 1
-                    current, what = size, "rows" if self.compact else "runs"
-                    if current > 2 or (mode == "store" and current > 1):
-                        max_runs = max(1 if mode == "store" else 2, current // 2)
-                        warnings.warn(f"Modulation chunk of {current} {what} ran out of memory ({msg}); "
-                                      f"retrying with {max_runs} {what} per chunk.", RuntimeWarning, stacklevel=2)
-                        continue
-                    if mode == "repeat" and self.s.reference == "auto":
-                        mode, max_runs = "store", 1
-                        if self.bb.device.type != "cpu":
-                            self.store_device = torch.device("cpu")
-                        warnings.warn("Even the reference plus one modulated run does not fit in memory; "
-                                      "computing the reference once and keeping its q/k and latents (store mode).",
-                                      RuntimeWarning, stacklevel=2)
-                        continue
-                    raise OutOfMemoryError(
-                        f"Masked modulation does not fit in memory even one run at a time ({msg}).",
-                        "Use fewer frames per batch, smaller frames, precision bf16, or the guided-filter fast mode.")
+                    smaller, max_runs = shrink_after_oom(msg, size, mode, "rows" if self.compact else "runs",
+                                                         self.s.reference)
+                    if smaller != mode and self.bb.device.type != "cpu":
+                        self.store_device = torch.device("cpu")  # the store goes to the host then
+                    mode = smaller
+                    continue
                 self.stats["chunks"].append(size)
                 for r, z in zip(chunk, final):
                     self.finished[r] = z.detach()
@@ -384,6 +372,12 @@ class _BatchModulation:
             raise RuntimeError(f"internal error: {self.next_label} of {self.L} labels folded")
         self.stats["reference"] = mode
         self.stats["seconds"] = round(time.perf_counter() - t0, 3)
+        nan = self.acc.labels_with_nan()  # one host read per batch
+        if nan:
+            raise NumericalError(
+                f"Masked modulation gave NaN difference maps for label(s) {[int(self.ids[i]) for i in nan]} "
+                f"({str(self.bb.dtype).replace('torch.', '')} on {self.bb.device}): the computation overflowed.",
+                "Run with precision 'bf16' or 'fp32' (fp16 can overflow), or check the model's weights.")
         labels = self.acc.labels(self.ids)
         if labels.device.type != "meta":  # meta tensors: FLOP counting (benchmarks/modulation.py)
             labels = labels.cpu()
