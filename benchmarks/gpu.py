@@ -65,7 +65,7 @@ for p in (ROOT, ROOT / "tests"):
 import torch  # noqa: E402
 
 from benchmarks.pipeline_speed import CASE_NAMES, pipeline_cases  # noqa: E402
-from benchmarks.gpu_cases import (build, count_syncs, flop_counts, matmul_ceiling, meta_twin,  # noqa: E402,F401
+from benchmarks.gpu_cases import (build, count_syncs, flop_counts, matmul_ceiling, meta_twin,  # noqa: E402
                                   presence_cases, presence_flops, profile_quality)
 from benchmarks.timing import ratio_text, time_cases, time_once  # noqa: E402
 
@@ -179,7 +179,7 @@ def run_family(family, args, frames, device, dtype, log, deadline: float, famili
     for v in stages.values():
         for k in ("result", "coarse"):
             v.pop(k, None)
-    del bb
+    bb = None  # the model goes before the next family is built
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"family": family, "samples": samples, "flops": flops, "agree": agree, "labels": labels,

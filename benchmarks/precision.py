@@ -61,7 +61,7 @@ def build(model: str, device: torch.device):
         from vidseg_core.backbones import load_backbone
 
         return load_backbone(model, device=str(device), precision="fp32")
-    from benchmarks.gpu import build as build_full
+    from benchmarks.gpu_cases import build as build_full
 
     return build_full("sd21" if model.startswith("sd21") else "svd", device, torch.float32, tiny=False)
 
@@ -145,23 +145,27 @@ def whole_pipeline(model: str, frames: torch.Tensor, labels: int, precisions, de
     return out
 
 
+def _equal(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a == b).float().mean().item()
+
+
+def _pct(x: Optional[float]) -> str:
+    return "" if x is None else f"{100 * x:.2f}%"
+
+
 def table(model: str, mod: Dict[str, dict], pipe: Dict[str, dict]) -> List[str]:
     """Markdown rows: agreement with fp32 (share of pixels) per precision."""
     ref_b, ref_o = mod["fp32"]["batched"], mod["fp32"]["oracle"]
     rows = []
-
-    def pct(x: Optional[float]) -> str:
-        return "" if x is None else f"{100 * x:.2f}%"
     for p in ("fp32",) + tuple(k for k in mod if k != "fp32"):
         m = mod[p]
-        eq = lambda a, b: (a == b).float().mean().item()  # noqa: E731
         w = pipe.get(p)
         coarse = labels = None
         if w is not None:
             coarse = matched_agreement(pipe["fp32"]["coarse"], w["coarse"])
             labels = matched_agreement(pipe["fp32"]["labels"], w["labels"])
-        rows.append(f"| {model} | {p} | {pct(eq(ref_b, m['batched']))} | {pct(eq(ref_o, m['oracle']))} | "
-                    f"{pct(eq(m['batched'], m['oracle']))} | {pct(coarse)} | {pct(labels)} |")
+        rows.append(f"| {model} | {p} | {_pct(_equal(ref_b, m['batched']))} | {_pct(_equal(ref_o, m['oracle']))} | "
+                    f"{_pct(_equal(m['batched'], m['oracle']))} | {_pct(coarse)} | {_pct(labels)} |")
     return rows
 
 

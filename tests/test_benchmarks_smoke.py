@@ -258,6 +258,6 @@ def test_precision_study_matches_ids_and_runs_on_tiny_sd(blackswan_dir, capsys):
                            "--labels", "3", "--frames", str(blackswan_dir / "frames")]) == 0
     rows = [l for l in capsys.readouterr().out.splitlines() if l.startswith("| tiny-sd")]
     assert [r.split(" | ")[1] for r in rows] == ["fp32", "bf16"]
-    cells = [float(c.strip(" |%")) for c in rows[0].split(" | ")[2:]]
-    assert len(cells) == 5 and cells[:2] == [100.0, 100.0] and cells[3:] == [100.0, 100.0]  # fp32 equals itself
-    assert cells[2] > 99.9  # fp32: the batched modulation agrees with the sequential oracle (near-ties aside)
+    fp32, bf16 = ([float(c.strip(" |%")) for c in r.split(" | ")[2:]] for r in rows)
+    assert fp32[2] > 99.9  # fp32: the batched modulation agrees with the sequential oracle (near-ties aside)
+    assert len(bf16) == 5 and all(0 < v <= 100 for v in bf16)  # modulation and whole pipeline, both compared
