@@ -73,7 +73,9 @@ def at_precision(model: str, precision: str, device: torch.device):
     if precision.startswith("autocast-"):
         return bb, torch.autocast(device.type, dtype=DTYPES[precision.split("-", 1)[1]])
     if precision == "fp16-vae16":  # not a pack setting: the VAE in fp16 too (no fp32 decodes)
-        bb.to(dtype=torch.float16).vae.to(torch.float16)
+        from vidseg_core.backbones.base import cast_module
+
+        cast_module(bb.to(dtype=torch.float16).vae, torch.float16)
         return bb, contextlib.nullcontext()
     return bb.to(dtype=DTYPES[precision]), contextlib.nullcontext()
 

@@ -3,6 +3,8 @@
 Each implementation of :class:`vidseg_core.backbones.Backbone` must pass every
 test here; a new backbone is added to ``BACKBONES`` and nothing else.
 """
+import logging
+
 import pytest
 import torch
 
@@ -215,3 +217,34 @@ def test_to_moves_and_keeps_interface(backbone):
     same = backbone.to("cpu", torch.float32)
     assert same is backbone and next(backbone.unet.parameters()).dtype == torch.float32
     assert isinstance(backbone, (Backbone, load_pack().vidseg_core.backbones.Backbone))
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.mark.parametrize("name", [n for n in BACKBONES if not n.startswith("comfy-")])
+def test_casting_to_bf16_leaves_only_meaningful_float32_warnings(name):
+    """diffusers warns on every dtype cast that modules "should be kept in float32", naming none: the pack's
+    casts drop that empty form (:func:`vidseg_core.backbones.base.cast_module`), never one naming modules.
+    (The ComfyUI adapter casts nothing: ComfyUI owns its models' placement and dtype.)"""
+    from vidseg_core.backbones.base import cast_module
+
+    bb = make_backbone(name)
+    log = logging.getLogger("diffusers.models.modeling_utils")  # diffusers' loggers do not propagate to root
+    seen = _Records()
+    log.addHandler(seen)
+    try:
+        bb.to(dtype=torch.bfloat16)
+        assert {p.dtype for m in bb.modules().values() for p in m.parameters()} == {torch.bfloat16}
+        assert not [m for m in seen.messages if "kept in float32" in m]
+        bb.unet._keep_in_fp32_modules = ["conv_in"]
+        cast_module(bb.unet, torch.float32)
+        assert [m for m in seen.messages if "kept in float32: ['conv_in']" in m]
+    finally:
+        log.removeHandler(seen)

@@ -19,6 +19,7 @@ reference pass and the modulated passes) sharing the conditioning of one
 from __future__ import annotations
 
 import contextlib
+import logging
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Dict, Iterator, Optional
 
@@ -28,6 +29,27 @@ import torch.nn.functional as F
 from ..errors import InputError
 from .attention import AttentionController, HookedAttnProcessor, LayerId, RowLayout
 from .config import BackboneConfig
+
+_DIFFUSERS_CAST_LOG = "diffusers.models.modeling_utils"
+
+
+def _not_the_empty_fp32_warning(record: logging.LogRecord) -> bool:
+    return "should be kept in float32: []" not in record.getMessage()
+
+
+def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``module.to(dtype=dtype)`` without diffusers' warning that names no module.
+
+    diffusers (0.42) warns on every dtype cast that modules "should be kept in float32", even when the model
+    lists none (``_keep_in_fp32_modules`` empty): two meaningless warnings per bf16 load.  Only that empty form
+    is dropped; a model that does list modules still warns."""
+    log = logging.getLogger(_DIFFUSERS_CAST_LOG)
+    log.addFilter(_not_the_empty_fp32_warning)
+    try:
+        return module.to(dtype=dtype)
+    finally:
+        log.removeFilter(_not_the_empty_fp32_warning)
+
 
 #: callback(step_index, x_after_step [R,T,4,h,w]) -> x (may blend latents)
 StepCallback = Callable[[int, torch.Tensor], torch.Tensor]
@@ -91,7 +113,7 @@ class Backbone(ABC):
     def _keep_vae_fp32(self) -> None:
         """The SD 2.1 and SVD VAEs overflow in fp16 (their configs say ``force_upcast``): kept in fp32 then."""
         if self.dtype == torch.float16:
-            self.vae.to(dtype=torch.float32)
+            cast_module(self.vae, torch.float32)
 
     def _chunks(self, n: int):
         """``(start, stop)`` ranges of ``config.decode_chunk`` frames (``None``: all at once)."""
@@ -321,7 +343,7 @@ class Backbone(ABC):
             if p is None or p.device != device:
                 m.to(device=device)
             if p is not None and p.dtype != dtype:
-                m.to(dtype=dtype)
+                cast_module(m, dtype)
         self.device, self.dtype = device, dtype
         self._keep_vae_fp32()
         return self

@@ -60,7 +60,7 @@ import torch
 
 from ..errors import InputError, ModelLoadError
 from .attention import LayerId
-from .base import Backbone
+from .base import Backbone, cast_module
 from .clip_resize import resize_antialiased_bicubic
 from .config import SVDConfig
 
@@ -338,7 +338,7 @@ def _build_parts(unet_cfg: dict, vae_cfg: dict, clip_cfg: dict, meta: bool = Fal
 def _finish(module: torch.nn.Module, device, dtype) -> torch.nn.Module:
     module.to(device=device)
     if any(p.dtype != dtype for p in module.parameters()):
-        module.to(dtype=dtype)
+        cast_module(module, dtype)
     module.eval()
     module.requires_grad_(False)
     return module
