@@ -41,8 +41,8 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
+from typing import Optional
 
 # OpenMP threads sleep at barriers instead of spinning (read when torch loads libgomp): with spinning, 2 threads
 # on a busy 2-core machine made the tiny-model timings up to 100x slower and meaningless
@@ -234,10 +234,41 @@ def meta_svd(unet_config=None, vae_config=None):
     return bb, lambda T, lh, lw: SVDCondition(_meta(2, 1, D), _meta(2, 4, lh, lw), _meta(2, 3), _meta(T))
 
 
+class FlopCountingUnavailable(RuntimeError):
+    """This torch's FlopCounterMode cannot count the backbones (see :func:`flop_counting_problem`)."""
+
+
+_FLOP_PROBLEM: list = []
+
+
+def flop_counting_problem() -> Optional[str]:
+    """``None`` when FlopCounterMode counts a linear layer under ``inference_mode``, else why not.
+
+    torch 2.5.1 counts no linear layer or convolution there (only bare ``mm``), so every FLOP table would
+    read 0; torch 2.11 and 2.13 count them.  The counters refuse rather than print zeros."""
+    if not _FLOP_PROBLEM:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        lin, x = torch.nn.Linear(8, 8), torch.zeros(2, 8)
+        with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+            lin(x)
+        _FLOP_PROBLEM.append(None if fc.get_total_flops() == 2 * 2 * 8 * 8 else
+                             f"torch {torch.__version__}'s FlopCounterMode counts no linear layer under "
+                             "inference_mode (torch 2.11 and 2.13 do); count FLOPs with a newer torch")
+    return _FLOP_PROBLEM[0]
+
+
+def _refuse_without_flop_counting() -> None:
+    problem = flop_counting_problem()
+    if problem:
+        raise FlopCountingUnavailable(problem)
+
+
 def count(fn):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
+    _refuse_without_flop_counting()
     with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH):
         with FlopCounterMode(display=False) as fc:
             fn()
@@ -247,6 +278,7 @@ def count(fn):
 def count_all(fn):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
+    _refuse_without_flop_counting()
     with torch.inference_mode(), sdpa_kernel(SDPBackend.MATH):
         with AllOpsCounter() as c:
             fn()

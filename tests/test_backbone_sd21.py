@@ -283,12 +283,15 @@ def test_block_mapping_queries_at_one_sixteenth(tiny):
 def test_open_clip_conversion_both_ways(parts):
     _, _, te = parts
     ldm = clip_text_to_open_clip(te.state_dict())
-    back = sd21_files.open_clip_text_to_clip(ldm, num_layers=2)
+    # the installed transformers' own layout ("text_model." before 5.6), as the loader picks it
+    back = sd21_files.open_clip_text_to_clip(ldm, num_layers=2, prefix=sd21_files._text_prefix(te))
     own = {k: v for k, v in te.state_dict().items() if not k.endswith("position_ids")}
     assert back.keys() == own.keys()
     assert all(torch.equal(back[k], own[k]) for k in own)
     pre = sd21_files.open_clip_text_to_clip(ldm, num_layers=2, prefix="text_model.")  # transformers < 5.6 layout
     assert all(k.startswith("text_model.") for k in pre)
+    bare = sd21_files.open_clip_text_to_clip(ldm, num_layers=2)  # transformers >= 5.6 layout
+    assert {"text_model." + k for k in bare} == pre.keys()
 
 
 def test_in_proj_split_matches_torch_multihead_attention():
@@ -421,12 +424,16 @@ def test_diffusers_folder_round_trip(diffusers_folder, parts):
 
 def test_diffusers_folder_old_text_layout(diffusers_folder, parts, tmp_path):
     """A text encoder saved with the pre-5.6 ``text_model.`` key prefix loads the same."""
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     d = tmp_path / "old-layout"
     shutil.copytree(diffusers_folder, d)
     f = d / "text_encoder" / "model.safetensors"
-    save_file({"text_model." + k: v for k, v in load_file(str(f)).items()}, str(f))
+    with safe_open(str(f), framework="pt") as h:
+        meta = h.metadata()  # {"format": "pt"}, as save_pretrained writes it (transformers 4.x requires it)
+    save_file({"text_model." + k.removeprefix("text_model."): v for k, v in load_file(str(f)).items()}, str(f),
+              metadata=meta)
     bb = load_backbone(str(d))
     assert torch.equal(bb.empty_embedding, sd21.empty_prompt_embedding(parts[2]))
 

@@ -14,8 +14,12 @@ import pytest
 import torch
 
 from benchmarks import report, run_all
+from benchmarks.modulation import FlopCountingUnavailable, count, flop_counting_problem
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: FLOP tables need a FlopCounterMode that sees linear layers under inference_mode (not torch 2.5)
+needs_flop_counter = pytest.mark.skipif(flop_counting_problem() is not None, reason=str(flop_counting_problem()))
 
 HEADER = "| " + " | ".join(h for _, h in report.COLUMNS) + " |"
 
@@ -50,6 +54,15 @@ def test_quick_cbr_rows():
     assert len(footer) == 1 and footer[0].startswith("- `cbr`: ok")
 
 
+def test_flop_counting_refuses_a_torch_that_would_count_zero(monkeypatch):
+    import benchmarks.modulation as m
+
+    monkeypatch.setattr(m, "_FLOP_PROBLEM", ["torch 2.5.1's FlopCounterMode counts no linear layer"])
+    with pytest.raises(FlopCountingUnavailable, match="counts no linear layer"):
+        count(lambda: torch.nn.Linear(4, 4)(torch.zeros(1, 4)))
+
+
+@needs_flop_counter
 def test_quick_features_flops_rows_show_fewer_flops_for_both_architectures():
     rows, _ = run_all.run_benchmarks(["features_flops"], quick=True, log=lambda m: None)
     assert [r["benchmark"] for r in rows] == ["features: FLOPs SD 2.1"] * 2 + ["features: FLOPs SVD"] * 2
@@ -160,6 +173,7 @@ def test_quick_modulation_rows_are_the_modulation_stage_on_both_sides():
     assert rows[1]["ratio"].endswith("faster") and "labels agree with the oracle" in rows[1]["notes"]
 
 
+@needs_flop_counter
 def test_quick_pipeline_flops_rows_have_the_same_scope_on_both_sides():
     rows, footer = run_all.run_benchmarks(["pipeline_flops"], quick=True, log=lambda m: None)
     assert "ok" in footer[0], footer
@@ -193,11 +207,14 @@ def test_gpu_benchmark_runs_on_the_cpu_with_the_tiny_backbones(tmp_path, blacksw
     import json
 
     res = json.loads((out / "result.json").read_text())
-    assert res["results"][0]["samples"]["quality"]["n"] == 1 and res["results"][0]["flops"]["quality"] > 0
+    assert res["results"][0]["samples"]["quality"]["n"] == 1
     # SD: the modulation alone at a presence below 1, rows skipped vs whole runs: same labels, fewer FLOPs
     assert "absent (label, frame) rows skipped" in table and "labels equal: True" in table
     flops = res["results"][0]["flops"]
-    assert 0 < flops["mod_rows"] < flops["mod_whole"]
+    if flop_counting_problem() is None:
+        assert flops["quality"] > 0 and 0 < flops["mod_rows"] < flops["mod_whole"]
+    else:  # timed all the same, and the log says why the FLOP columns are empty
+        assert flops == {} and "FLOPs not counted" in (out / "log.txt").read_text()
     assert res["results"][0]["profile"]["VAE decode"] > 0  # the modulation decodes through decode_clips
     assert res["results"][0]["presence"]["present"] < 1
 

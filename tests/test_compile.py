@@ -83,7 +83,9 @@ def test_compiled_pipeline_gives_the_eager_labels_and_keeps_every_sharing_path(c
     # the only graph breaks are the modules kept eager on purpose (hookable attention, the CPU feed-forward's
     # row loop)
     assert counters["graph_break"]
-    assert all("torch.compiler.disable" in reason for reason in counters["graph_break"]), counters["graph_break"]
+    # (torch 2.5 words it "call torch._dynamo.disable() wrapped function ...", newer torch "torch.compiler.disable")
+    assert all("torch.compiler.disable" in reason or "torch._dynamo.disable()" in reason
+               for reason in counters["graph_break"]), counters["graph_break"]
 
 
 def _rows_coarse(present2: int, present3: int) -> torch.Tensor:
