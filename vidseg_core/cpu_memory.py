@@ -48,6 +48,9 @@ def feed_forward_by_rows(unet, rows: int, enabled: bool = True) -> Iterator[None
     if not enabled or rows < 1:
         yield
         return
+    from .dependencies import check_diffusers
+
+    check_diffusers()  # ComfyUI's own models need no transformers here
     from diffusers.models.attention import BasicTransformerBlock
 
     ffs = [m.ff for m in unet.modules() if type(m) is BasicTransformerBlock and isinstance(getattr(m, "ff", None),

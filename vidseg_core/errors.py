@@ -38,3 +38,7 @@ class NumericalError(VidSegError):
 
 class OutputError(VidSegError):
     """An output folder or file cannot be used: not writable, inside the input, or holding files VidSeg did not write."""
+
+
+class DependencyError(VidSegError, ImportError):
+    """A required library is missing, or does not work with the installed torch."""

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Dict, Iterable, Optional, Sequence, Tuple
 
+from ..dependencies import check_model_stack
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError, ModelLoadError
 
@@ -183,6 +184,7 @@ def load_backbone(model: str, device: str = "auto", precision: str = "auto", *,
                   prediction_type: Optional[str] = None, search_dirs: Iterable[os.PathLike] = (),
                   config=None):
     """Load a backbone by name or path, offline.  See the module docstring."""
+    check_model_stack()
     dev = resolve_device(device)
     dtype = resolve_dtype(precision, dev)
     if not isinstance(model, str) or not model.strip():
