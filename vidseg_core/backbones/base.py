@@ -37,18 +37,26 @@ def _not_the_empty_fp32_warning(record: logging.LogRecord) -> bool:
     return "should be kept in float32: []" not in record.getMessage()
 
 
-def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    """``module.to(dtype=dtype)`` without diffusers' warning that names no module.
+@contextlib.contextmanager
+def without_empty_fp32_warning() -> Iterator[None]:
+    """Inside the block, diffusers' dtype-cast warning is dropped when it names no module.
 
-    diffusers (0.42) warns on every dtype cast that modules "should be kept in float32", even when the model
-    lists none (``_keep_in_fp32_modules`` empty): two meaningless warnings per bf16 load.  Only that empty form
-    is dropped; a model that does list modules still warns."""
+    diffusers (0.42) warns on every dtype cast (``to``, and ``from_single_file`` / ``from_pretrained`` with
+    ``torch_dtype``) that modules "should be kept in float32", even when the model lists none
+    (``_keep_in_fp32_modules`` empty): two meaningless warnings per load.  Only that empty form is dropped; a
+    model that does list modules still warns."""
     log = logging.getLogger(_DIFFUSERS_CAST_LOG)
     log.addFilter(_not_the_empty_fp32_warning)
     try:
-        return module.to(dtype=dtype)
+        yield
     finally:
         log.removeFilter(_not_the_empty_fp32_warning)
+
+
+def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """``module.to(dtype=dtype)`` without diffusers' warning that names no module."""
+    with without_empty_fp32_warning():
+        return module.to(dtype=dtype)
 
 
 #: callback(step_index, x_after_step [R,T,4,h,w]) -> x (may blend latents)

@@ -20,6 +20,7 @@ from typing import Dict, Iterable, Optional, Sequence, Tuple
 from ..dependencies import check_model_stack
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError, ModelLoadError
+from .base import without_empty_fp32_warning
 
 TINY_MODELS = ("tiny-sd", "tiny-svd")
 CHECKPOINT_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -185,6 +186,12 @@ def load_backbone(model: str, device: str = "auto", precision: str = "auto", *,
                   config=None):
     """Load a backbone by name or path, offline.  See the module docstring."""
     check_model_stack()
+    with without_empty_fp32_warning():
+        return _load_backbone(model, device, precision, prediction_type=prediction_type, search_dirs=search_dirs,
+                              config=config)
+
+
+def _load_backbone(model, device, precision, *, prediction_type, search_dirs, config):
     dev = resolve_device(device)
     dtype = resolve_dtype(precision, dev)
     if not isinstance(model, str) or not model.strip():
