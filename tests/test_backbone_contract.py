@@ -251,3 +251,22 @@ def test_casting_to_bf16_leaves_only_meaningful_float32_warnings(name):
         return logging.LogRecord(log.name, logging.WARNING, __file__, 0, msg, None, None)
 
     assert not keep(record([])) and keep(record(["conv_in"]))
+
+
+def test_the_warning_filter_nests():
+    """A cast inside a load (``Backbone.to`` inside ``load_backbone``) must not lift the load's filter."""
+    from vidseg_core.backbones.base import without_empty_fp32_warning
+
+    log = logging.getLogger("diffusers.models.modeling_utils")
+    seen = _Records()
+    log.addHandler(seen)
+    empty = "There are modules in AutoencoderKL that should be kept in float32: []. Casting directly ..."
+    try:
+        with without_empty_fp32_warning():
+            with without_empty_fp32_warning():
+                log.warning(empty)
+            log.warning(empty)  # after the inner block: still inside the outer one
+        log.warning(empty)  # outside both: shown
+    finally:
+        log.removeHandler(seen)
+    assert seen.messages == [empty]

@@ -19,6 +19,7 @@ reference pass and the modulated passes) sharing the conditioning of one
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar, Dict, Iterator, Optional
@@ -46,11 +47,12 @@ def without_empty_fp32_warning() -> Iterator[None]:
     (``_keep_in_fp32_modules`` empty): two meaningless warnings per load.  Only that empty form is dropped; a
     model that does list modules still warns."""
     log = logging.getLogger(_DIFFUSERS_CAST_LOG)
-    log.addFilter(_not_the_empty_fp32_warning)
+    mine = functools.partial(_not_the_empty_fp32_warning)  # one filter per block: nested blocks (a cast inside
+    log.addFilter(mine)                                     # a load) each remove only their own
     try:
         yield
     finally:
-        log.removeFilter(_not_the_empty_fp32_warning)
+        log.removeFilter(mine)
 
 
 def cast_module(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
