@@ -38,6 +38,7 @@ same-scope whole-pipeline FLOPs are ``benchmarks/pipeline_flops.py``'s.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -238,24 +239,21 @@ class FlopCountingUnavailable(RuntimeError):
     """This torch's FlopCounterMode cannot count the backbones (see :func:`flop_counting_problem`)."""
 
 
-_FLOP_PROBLEM: list = []
-
-
+@functools.lru_cache(maxsize=None)
 def flop_counting_problem() -> Optional[str]:
     """``None`` when FlopCounterMode counts a linear layer under ``inference_mode``, else why not.
 
     torch 2.5.1 counts no linear layer or convolution there (only bare ``mm``), so every FLOP table would
     read 0; torch 2.11 and 2.13 count them.  The counters refuse rather than print zeros."""
-    if not _FLOP_PROBLEM:
-        from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils.flop_counter import FlopCounterMode
 
-        lin, x = torch.nn.Linear(8, 8), torch.zeros(2, 8)
-        with torch.inference_mode(), FlopCounterMode(display=False) as fc:
-            lin(x)
-        _FLOP_PROBLEM.append(None if fc.get_total_flops() == 2 * 2 * 8 * 8 else
-                             f"torch {torch.__version__}'s FlopCounterMode counts no linear layer under "
-                             "inference_mode (torch 2.11 and 2.13 do); count FLOPs with a newer torch")
-    return _FLOP_PROBLEM[0]
+    lin, x = torch.nn.Linear(8, 8), torch.zeros(2, 8)
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        lin(x)
+    if fc.get_total_flops() == 2 * 2 * 8 * 8:
+        return None
+    return (f"torch {torch.__version__}'s FlopCounterMode counts no linear layer under inference_mode (torch 2.11 "
+            "and 2.13 do); count FLOPs with a newer torch")
 
 
 def _refuse_without_flop_counting() -> None:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from vidseg_core.backbones import Backbone, CaptureQueries, LayerId, load_backbone
+from tests.helpers.diffusers_log import CAST_LOG, diffusers_warnings
 from tools.pack_loader import load_pack
 from vidseg_core.errors import InputError as CoreInputError
 
@@ -219,36 +220,22 @@ def test_to_moves_and_keeps_interface(backbone):
     assert isinstance(backbone, (Backbone, load_pack().vidseg_core.backbones.Backbone))
 
 
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
 @pytest.mark.parametrize("name", [n for n in BACKBONES if not n.startswith("comfy-")])
 def test_casting_to_bf16_leaves_only_meaningful_float32_warnings(name):
     """diffusers warns on every dtype cast that modules "should be kept in float32", naming none: the pack's
     casts drop that empty form (:func:`vidseg_core.backbones.base.cast_module`), never one naming modules.
     (The ComfyUI adapter casts nothing: ComfyUI owns its models' placement and dtype.)"""
     bb = make_backbone(name)
-    log = logging.getLogger("diffusers.models.modeling_utils")  # diffusers' loggers do not propagate to root
-    seen = _Records()
-    log.addHandler(seen)
-    try:
+    with diffusers_warnings() as seen:
         bb.to(dtype=torch.bfloat16)
-        assert {p.dtype for m in bb.modules().values() for p in m.parameters()} == {torch.bfloat16}
-        assert not [m for m in seen.messages if "kept in float32" in m]
-    finally:
-        log.removeHandler(seen)
+    assert {p.dtype for m in bb.modules().values() for p in m.parameters()} == {torch.bfloat16}
+    assert not [m for m in seen if "kept in float32" in m]
     # only the empty form is dropped (checked on the filter itself: diffusers 0.30 never warns at all)
     from vidseg_core.backbones.base import _not_the_empty_fp32_warning as keep
 
     def record(modules):
         msg = f"There are modules in UNet2DConditionModel that should be kept in float32: {modules}. Casting ..."
-        return logging.LogRecord(log.name, logging.WARNING, __file__, 0, msg, None, None)
+        return logging.LogRecord(CAST_LOG, logging.WARNING, __file__, 0, msg, None, None)
 
     assert not keep(record([])) and keep(record(["conv_in"]))
 
@@ -257,16 +244,12 @@ def test_the_warning_filter_nests():
     """A cast inside a load (``Backbone.to`` inside ``load_backbone``) must not lift the load's filter."""
     from vidseg_core.backbones.base import without_empty_fp32_warning
 
-    log = logging.getLogger("diffusers.models.modeling_utils")
-    seen = _Records()
-    log.addHandler(seen)
+    log = logging.getLogger(CAST_LOG)
     empty = "There are modules in AutoencoderKL that should be kept in float32: []. Casting directly ..."
-    try:
+    with diffusers_warnings() as seen:
         with without_empty_fp32_warning():
             with without_empty_fp32_warning():
                 log.warning(empty)
             log.warning(empty)  # after the inner block: still inside the outer one
         log.warning(empty)  # outside both: shown
-    finally:
-        log.removeHandler(seen)
-    assert seen.messages == [empty]
+    assert seen == [empty]

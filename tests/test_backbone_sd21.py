@@ -441,19 +441,12 @@ def test_diffusers_folder_old_text_layout(diffusers_folder, parts, tmp_path):
 def test_loading_prints_no_empty_float32_warning(ldm_file, diffusers_folder):
     """diffusers warns on every ``torch_dtype`` load that modules "should be kept in float32", naming none:
     two meaningless lines per model load in ComfyUI's console.  ``load_backbone`` drops that empty form."""
-    import logging
+    from tests.helpers.diffusers_log import diffusers_warnings
 
-    seen = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: seen.append(record.getMessage())
-    log = logging.getLogger("diffusers.models.modeling_utils")  # diffusers' loggers do not propagate to root
-    log.addHandler(handler)
-    try:
+    with diffusers_warnings() as seen:
         for model in (ldm_file, diffusers_folder):
             for precision in ("fp32", "bf16"):
                 load_backbone(str(model), device="cpu", precision=precision)
-    finally:
-        log.removeHandler(handler)
     assert not [m for m in seen if "kept in float32: []" in m]
 
 
