@@ -13,9 +13,11 @@
     reference is not part of the chunk — by those recorded in a
     :class:`ReferenceStore` from an earlier reference pass.
 
-* :class:`ReferenceRecorder` — records the reference pass's q/k (injected
-  layers, steps ≥ t_m) and latents (blending window) into a
-  :class:`ReferenceStore`.
+* :func:`repeat_rows` — one run's rows repeated for every run of a chunk.
+
+The recording side lives in :mod:`.reference`: its :class:`ReferenceRecorder`
+fills a :class:`ReferenceStore` with the reference pass's q/k (injected layers,
+steps ≥ t_m) and latents (blending window); both names are re-exported here.
 
 Row layouts (:class:`~vidseg_core.backbones.attention.RowLayout`): spatial
 layers see ``[runs·2·T, tokens, C]``, temporal layers ``[runs·2·tokens, T, C]``;
