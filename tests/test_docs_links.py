@@ -147,14 +147,51 @@ def test_docs_paragraphs_are_short(path):
     assert long == [], f"{path.relative_to(ROOT)}: paragraphs over {DOCS_MAX_WORDS} words (line, words): {long}"
 
 
+CODE_POINTER = re.compile(r"\bdocs/[\w./-]*?\.md(?:#[\w-]+(?:,\s*#[\w-]+)*)?")
+
+
+def code_pointers() -> List[Tuple[str, int, str]]:
+    """(file, line, pointer) of every ``docs/...md[#anchor, #anchor]`` that the tracked code cites."""
+    import subprocess
+
+    try:
+        files = subprocess.run(["git", "ls-files", "*.py", "*.sh", "*.js"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: the tracked files cannot be listed")
+    found = []
+    for name in files:
+        if name.startswith("docs/") or name == "tests/test_docs_links.py":
+            continue
+        for i, line in enumerate((ROOT / name).read_text(encoding="utf-8").splitlines(), 1):
+            found += [(name, i, m.group(0)) for m in CODE_POINTER.finditer(line)]
+    return found
+
+
+def test_docs_pages_cited_in_code_exist():
+    """A comment or docstring citing ``docs/page.md#anchor`` names a page and heading that exist."""
+    problems = []
+    for name, line, pointer in code_pointers():
+        page, _, anchor_list = pointer.partition("#")
+        dest = ROOT / page
+        if not dest.exists():
+            problems.append(f"{name}:{line}: {pointer} (no such page)")
+            continue
+        for anchor in filter(None, (a.strip().lstrip("#") for a in anchor_list.split(","))):
+            if anchor not in anchors(dest):
+                problems.append(f"{name}:{line}: {pointer} (no heading #{anchor})")
+    assert problems == []
+
+
 def test_readme_node_table_matches_the_code():
-    """The README's node table shows each node's display name exactly as NODE_DISPLAY_NAME_MAPPINGS does."""
+    """The node tables (README, docs/comfyui.md) show each display name exactly as NODE_DISPLAY_NAME_MAPPINGS does."""
     declared: Dict[str, str] = {}
     for src in sorted((ROOT / "nodes").glob("*.py")):
         m = re.search(r"NODE_DISPLAY_NAME_MAPPINGS\s*=\s*\{(.*?)\}", src.read_text(encoding="utf-8"), re.S)
         if m:
             declared.update(re.findall(r"\"(\w+)\"\s*:\s*\"([^\"]+)\"", m.group(1)))
     assert declared, "no NODE_DISPLAY_NAME_MAPPINGS found in nodes/"
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    shown = dict(re.findall(r"^\| `(VidSeg\w+)` \| ([^|]+?) \|", text, re.M))
-    assert shown == declared
+    for page in ("README.md", "docs/comfyui.md"):
+        text = (ROOT / page).read_text(encoding="utf-8")
+        shown = dict(re.findall(r"^\| `(VidSeg\w+)` \| ([^|]+?) \|", text, re.M))
+        assert shown == declared, page

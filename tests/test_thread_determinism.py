@@ -5,7 +5,7 @@ thread count: the row-wise reductions it uses are computed by one thread per row
 (means, variances, inertia, k-means++ potentials) in float64 or on identical partial sums, and every
 argmax / top-k tie has a fixed rule.  The features themselves are *not* thread-invariant on the CPU
 (oneDNN's 1x1 convolutions and GroupNorm round differently with 2, 3 or 4 threads: see
-docs/thread_determinism.md); this test isolates the coarse stage on features from the real blackswan
+docs/determinism_and_sync.md); this test isolates the coarse stage on features from the real blackswan
 clip's masks.
 """
 import pytest
