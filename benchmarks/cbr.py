@@ -53,7 +53,7 @@ def run(frames=14, h=28, w=52, channels=640, repeat=3, compat=False, log=print):
     if compat:
         d, _ = pair(lambda: cbr_refine_compat(labels, feats, dtype=torch.float64),
                     lambda: cbr_compat_loop(labels, feats, dtype=torch.float64))
-        log(f"compat CBR (reference §7): vectorised {d['vectorised_text']} s, loop {d['loop_text']} s, "
+        log(f"compat CBR (the authors' variant): vectorised {d['vectorised_text']} s, loop {d['loop_text']} s, "
             f"speed-up {d['ratio']}; identical output: {d['identical']}")
         assert d["identical"], "vectorised compat CBR differs from the loop oracle"
         out["compat"] = d

@@ -2,7 +2,7 @@
 
     python benchmarks/features_flops.py [--frames 14] [--height 448] [--width 832]
 
-The feature pass (paper §4.1, reference notes §2.3) encodes the frames and runs
+The feature pass (paper §4.1, docs/design/authors_code.md#schedule-and-noise-levels) encodes the frames and runs
 the UNet from t_m to the last step, where the queries of decoder blocks 6-8 are
 read.  The last evaluation's output is never used, so ``capture_features``
 runs it on the conditional half only (``denoised(conditional_only=True)``) and

@@ -1,4 +1,4 @@
-"""One prepared command for a lent GPU: the whole pipeline on full-size SD 2.1 and SVD (random weights, bf16).
+"""One prepared command for a GPU: the whole pipeline on full-size SD 2.1 and SVD (random weights, bf16).
 
     python benchmarks/gpu.py [--frames DIR] [--families sd21 svd] [--labels 10] [--repeats 3] [--budget-s 450]
                              [--presence 0.414] [--dtype auto|bf16|fp16|fp32] [--compile] [--out DIR]   # one CUDA device

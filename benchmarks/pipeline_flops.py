@@ -56,7 +56,7 @@ from vidseg_core.modulation import ModulationSettings, modulate_batch  # noqa: E
 from vidseg_core.modulation.reference import reference_pass  # noqa: E402
 from vidseg_core.modulation.runner import estimate_run_bytes  # noqa: E402
 
-#: memory of one H200 as the device tool reports it (about 139 GiB); used only to say which chunk size the
+#: memory of one H200 (about 139 GiB); used only to say which chunk size the
 #: memory-based chunking would pick there
 H200_BYTES = 139 * 2 ** 30
 

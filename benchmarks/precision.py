@@ -2,7 +2,7 @@
 
 The pack runs in bf16 on CUDA by default (``precision="auto"``), fp32 on the
 CPU; the authors ran fp16 under autocast (fp32 weights, fp16 matrix products;
-``../shared/notes/reference.md`` §11).  Quality mode takes an argmax over
+docs/design/authors_code.md#runtime-structure-and-precision).  Quality mode takes an argmax over
 difference maps of decodes (paper §4.3, Eq. 7-8): rounding in the UNet and the
 VAE moves pixels whose two best labels are close.  This measures by how much,
 on the same weights, frames and random draws:

@@ -1,4 +1,4 @@
-"""Host/device synchronisations of the coarse stage, counted on the CPU (issue 12; docs/determinism_and_sync.md).
+"""Host/device synchronisations of the coarse stage, counted on the CPU (docs/determinism_and_sync.md).
 
 Oracle features of the 14 blackswan masks (28 x 52 grid, 64 channels).  Prints one row per loop: the
 count with the CPU defaults and with the GPU defaults forced (KNN ``sync_free=True``, KMeans

@@ -1,4 +1,4 @@
-"""Assign Labels (``VidSegAssignLabels``): name the KMeans clusters of the reference frame (reference §5.1, §6)."""
+"""Assign Labels (``VidSegAssignLabels``): name the KMeans clusters of the reference frame (docs/design/authors_code.md#label-assignment-and-the-scene-context-model, #evaluation-facing-facts)."""
 from __future__ import annotations
 
 import dataclasses

@@ -4,8 +4,8 @@
 :class:`ComfySVDBackbone` (MODEL + CLIP_VISION + VAE of "Image Only Checkpoint
 Loader") implement the core's one backbone interface
 (:class:`vidseg_core.backbones.Backbone`), so every VidSeg node accepts them.
-The authors' computation is reproduced exactly (reference notes §2; design in
-``shared/notes/comfy_native.md`` §1.4):
+The authors' computation is reproduced exactly (docs/design/authors_code.md#effective-settings; how each
+step maps: docs/design/comfyui_integration.md#how-each-step-of-the-method-maps):
 
 * the UNet runs through ``BaseModel.apply_model`` of a **clone** of the MODEL
   (the input MODEL's options are never touched), loaded by

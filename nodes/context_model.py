@@ -2,7 +2,7 @@
 
 The loop: the KNN is fitted on the named reference frame; each batch is labelled
 by the KNN, refined (CBR), and the refined labels become the KNN's new training
-set for the next batch (reference §5.3).
+set for the next batch (docs/design/authors_code.md#label-assignment-and-the-scene-context-model).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluate (``VidSegEvaluate``): metrics of label maps against a ground-truth sequence (peers notes §1)."""
+"""Evaluate (``VidSegEvaluate``): metrics of label maps against a ground-truth sequence (docs/design/metrics.md)."""
 from __future__ import annotations
 
 import json

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# Prepare a device run of benchmarks/gpu.py: the device machine receives the working tree (not ../shared) and
-# has no diffusers, so copy the 14 blackswan frames into gpu_frames/blackswan and fetch the diffusers wheel (and
-# its importlib_metadata) for Python 3.12 into .whl; both folders are ignored through .git/info/exclude.
+# Prepare a run of benchmarks/gpu.py on a GPU machine that has neither the test clips nor network access:
+# copy the 14 blackswan frames into gpu_frames/blackswan (where benchmarks/gpu.py looks first) and download
+# the diffusers wheel (and its importlib_metadata) for Python 3.12 into .whl; both folders are kept out of git
+# through .git/info/exclude.
 #
-#   scripts/gpu_prepare.sh [SOURCE_DIR]        # default ../shared/data/blackswan/frames
+#   scripts/gpu_prepare.sh [SOURCE_DIR]        # default: the test clips' blackswan frames (see docs/testing.md)
 #
-# then, with the device tool, from this checkout (one call, about 8 minutes):
-#   run(carry=["gpu_frames", ".whl"], timeout_s=560, command=
-#     "python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl &&
-#      export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 && python3 benchmarks/gpu.py --budget-s 450 2>&1 | tee $OUT/console.txt")
+# then, on the GPU machine, with the checkout and both folders (about 8 minutes):
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl &&
+#     PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --budget-s 450
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 src="${1:-$root/../shared/data/blackswan/frames}"

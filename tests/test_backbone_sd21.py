@@ -84,7 +84,7 @@ def _assert_same_models(bb, parts, atol=1e-5):
     assert torch.equal(bb.empty_embedding, sd21.empty_prompt_embedding(te))
 
 
-# ------------------------------------------------------------------ schedule (reference §2.2)
+# ------------------------------------------------------------------ schedule (docs/design/authors_code.md#schedule-and-noise-levels)
 def test_schedule_matches_reference_values():
     cfg = SD21Config()
     s = sd21.schedule_sigmas(cfg)
@@ -107,7 +107,7 @@ def test_backbone_sigmas_cached_and_timesteps(tiny):
     assert tiny.timesteps()[22] == 119
 
 
-# ------------------------------------------------------------------ denoiser maths (reference §2.1)
+# ------------------------------------------------------------------ denoiser maths (docs/design/authors_code.md#effective-settings)
 class _RecordingUNet(torch.nn.Module):
     """Stands in for the UNet: out = 2·input + mean(context row); records its inputs."""
 

@@ -1,6 +1,6 @@
 """Stable Video Diffusion backbone: schedule, denoiser, conditioning, conversion, loading, hooks.
 
-Everything runs on the tiny random-weight SVD (stack notes §7.2); real key
+Everything runs on the tiny random-weight SVD (docs/design/backbones.md#tiny-test-models); real key
 names and real-size shapes are checked on models built on the meta device.
 """
 import copy

@@ -1,4 +1,4 @@
-"""The background writer of ``segment`` (issue 12): in order, bounded, errors raised in the caller's thread."""
+"""The background writer of ``segment``: in order, bounded, errors raised in the caller's thread."""
 import threading
 
 import pytest

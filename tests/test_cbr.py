@@ -1,4 +1,4 @@
-"""CBR (paper Eqs 3-5 and the authors' variant, reference §7) against loop oracles and hand-computed examples."""
+"""CBR (paper Eqs 3-5 and the authors' variant, docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published) against loop oracles and hand-computed examples."""
 import pytest
 import torch
 
@@ -84,7 +84,7 @@ def test_default_follows_motion():
     assert int(out[0, 0, 2]) == 3  # frame 0's object cell votes [3, 0, 3, 3] -> 3
 
 
-# ---------------------------------------------------------------- compat (reference §7)
+# ---------------------------------------------------------------- compat (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published)
 def _compat_hand_case():
     I = torch.eye(4)
     f0 = I

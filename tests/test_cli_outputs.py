@@ -1,4 +1,4 @@
-"""Output folders of the commands (issues 13, 14): checked before any work, owned, kept on failure."""
+"""Output folders of the commands: checked before any work, owned, kept on failure."""
 import json
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Settings and inputs checked before any work (issue 14): CLI and Python API, hints, progress, packaging."""
+"""Settings and inputs checked before any work: CLI and Python API, hints, progress, packaging."""
 import os
 import subprocess
 import sys

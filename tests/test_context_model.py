@@ -1,4 +1,4 @@
-"""Scene context model (paper §4.1, reference §5): KNN vs sklearn, streaming loop, batching, bad input."""
+"""Scene context model (paper §4.1, docs/design/authors_code.md#label-assignment-and-the-scene-context-model): KNN vs sklearn, streaming loop, batching, bad input."""
 import gc
 import weakref
 

@@ -1,4 +1,4 @@
-"""Difference maps -> labels (reference notes §9): torch pipeline vs cv2 / Pillow / numpy."""
+"""Difference maps -> labels (docs/design/authors_code.md#difference-maps-to-labels-as-published): torch pipeline vs cv2 / Pillow / numpy."""
 from __future__ import annotations
 
 import io

@@ -1,6 +1,6 @@
 """The path a GPU runs, run on the CPU: bf16 with every device-chosen default forced to its CUDA value.
 
-CI has no GPU, and a lent GPU's time is short, so a dtype mismatch or a broken branch on that path must show
+CI has no GPU, and time on a GPU is scarce, so a dtype mismatch or a broken branch on that path must show
 here.  Forced: fused q/k sharing in the modulation (``resolve_mode``), the sync-free KNN, KMeans checking its
 convergence every 8 iterations, float32 guided-filter box sums.  What stays CUDA-only: pinned copies, CUDA
 memory queries, ``empty_cache``.

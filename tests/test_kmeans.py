@@ -1,4 +1,4 @@
-"""KMeans (reference §2.1, §5.1): torch implementation vs scikit-learn, determinism, bad input."""
+"""KMeans (docs/design/authors_code.md#effective-settings, #label-assignment-and-the-scene-context-model): torch implementation vs scikit-learn, determinism, bad input."""
 import numpy as np
 import pytest
 import torch

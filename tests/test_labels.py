@@ -1,4 +1,4 @@
-"""Label assignment (reference §5.1): reference vote, void handling, numbering, LabelTable."""
+"""Label assignment (docs/design/authors_code.md#label-assignment-and-the-scene-context-model): reference vote, void handling, numbering, LabelTable."""
 import warnings
 
 import numpy as np

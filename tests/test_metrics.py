@@ -1,4 +1,4 @@
-"""Metrics: regression values of the official DAVIS / VSPW code (peers notes §1.7) and synthetic rules (§1.8)."""
+"""Metrics: regression values of the official DAVIS / VSPW code (docs/design/metrics.md#regression-values-from-the-official-code) and synthetic rules."""
 from __future__ import annotations
 
 import math
@@ -278,7 +278,7 @@ def test_semi_skips_first_and_last_frames_and_rejects_extra_ids():
         evaluate_semi_supervised(gt, np.zeros_like(gt))
 
 
-# ------------------------------------------------------------ VC (§1.2, §1.8)
+# ------------------------------------------------------------ VC (docs/design/metrics.md#vspw-video-consistency-mvc_8-mvc_16)
 def _vc_reference(pred, gt, n):
     """VC windows written straight from the definition (AND over j = 1..n-1, range(T - n))."""
     t = gt.shape[0]
@@ -364,7 +364,7 @@ def test_vc_bad_inputs():
         video_consistency(z, np.zeros((10, 4, 5), np.uint8), 4)
 
 
-# ------------------------------------------------------------ mIoU (§1.1)
+# ------------------------------------------------------------ mIoU (docs/design/metrics.md#vspw-miou)
 def test_miou_official_nanmean_and_gt_only_variant():
     gt = np.array([[0, 0, 1, 1]])
     pred = np.array([[0, 2, 1, 1]])

@@ -1,4 +1,4 @@
-"""Masked modulation (paper §4.3; reference notes §8, §12) on the tiny SD and SVD backbones.
+"""Masked modulation (paper §4.3; docs/design/authors_code.md#masked-modulation-as-published, #the-equivalent-design-the-pack-implements) on the tiny SD and SVD backbones.
 
 The batched implementation is checked against the sequential oracle
 (``tests/oracles/modulation_sequential.py``), the authors' one-pass-at-a-time

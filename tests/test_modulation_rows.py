@@ -1,4 +1,4 @@
-"""Compacted rows (issue 12): SD denoises only the present (label, frame) pairs; outputs equal whole runs."""
+"""Compacted rows: SD denoises only the present (label, frame) pairs; outputs equal whole runs."""
 from __future__ import annotations
 
 import pytest

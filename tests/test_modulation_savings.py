@@ -1,4 +1,4 @@
-"""Exact savings and GPU readiness of masked modulation (issue 12): each one equals the plain computation.
+"""Exact savings and GPU readiness of masked modulation: each one equals the plain computation.
 
 * the reference trajectory computed once (features + reference store in one pass);
 * the reference q/k shared on the GPU path with a fused attention kernel (forced on the CPU);
@@ -229,7 +229,7 @@ def test_host_reads_do_not_grow_with_steps_frames_or_chunks(name):
     assert max(counts.values()) <= 6, counts  # coarse / ids / present tables / labels to the host
 
 
-# ------------------------------------------------------------------ CPU memory (issue 14)
+# ------------------------------------------------------------------ CPU memory
 def test_feed_forward_by_rows_is_exact_and_restored(setup):
     from vidseg_core.cpu_memory import feed_forward_by_rows
 

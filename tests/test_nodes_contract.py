@@ -1,4 +1,4 @@
-"""The ComfyUI node contract of every VidSeg node (comfyui notes §3, §4, §13), without ComfyUI.
+"""The ComfyUI node contract of every VidSeg node (docs/design/comfyui_integration.md#the-node-contract, #testing-without-comfyui), without ComfyUI.
 
 The pack is imported the way ComfyUI does it (a package from the repo root's
 ``__init__.py``, relative imports), with the stand-ins of ``conftest.py``.

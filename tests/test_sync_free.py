@@ -1,4 +1,4 @@
-"""GPU readiness checked on the CPU (issue 12): no host/device synchronisation inside the coarse stage's loops.
+"""GPU readiness checked on the CPU: no host/device synchronisation inside the coarse stage's loops.
 
 :class:`tests.helpers.sync_counter.SyncCounter` counts what would make the host wait for a GPU (value
 reads, data-dependent sizes, host copies).  Each check runs the same code on a small and a large problem

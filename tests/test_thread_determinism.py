@@ -1,4 +1,4 @@
-"""The coarse stage gives the same labels whatever the number of CPU threads (issue 14).
+"""The coarse stage gives the same labels whatever the number of CPU threads.
 
 On fixed features every decision of the coarse stage (KMeans, KNN, CBR) is independent of the torch
 thread count: the row-wise reductions it uses are computed by one thread per row, the full reductions

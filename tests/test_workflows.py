@@ -3,7 +3,7 @@
 * every file is what ``python -m workflows.build`` generates from the current INPUT_TYPES;
 * node types are ours or core nodes checked against ComfyUI 0.3.64 (``tools/comfy_core_nodes.py``);
 * widget values have the right count, types and ranges; links are consistent;
-* the UI -> API converter (comfyui notes §16.2) gives complete prompts;
+* the UI -> API converter (docs/design/comfyui_integration.md#running-a-workflow-without-the-browser) gives complete prompts;
 * every workflow has a small ``.jpg`` thumbnail.
 """
 from __future__ import annotations

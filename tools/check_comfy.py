@@ -8,9 +8,9 @@
 2. optionally (``--ui-prompts``), the prompts the real frontend built for the workflows
    (``tools/ui_smoke.js``) equal the converter's;
 3. every ``workflows/*.json`` is converted UI -> API with the *live* ``/object_info``
-   (comfyui notes §16.2), widget values are overridden (``--tiny``: the tiny test
+   (docs/design/comfyui_integration.md#running-a-workflow-without-the-browser), widget values are overridden (``--tiny``: the tiny test
    backbones and K = 4; ``--set``: anything), submitted to ``POST /prompt`` and polled
-   on ``/history`` until it finishes (comfyui notes §16.1).  Prints timings and outputs.
+   on ``/history`` until it finishes (docs/design/comfyui_integration.md#running-a-workflow-without-the-browser).  Prints timings and outputs.
 
 4. optionally (``--interrupt-after S``), the first selected workflow is interrupted
    ``S`` seconds after it started executing (``POST /interrupt``); the time until

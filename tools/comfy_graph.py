@@ -4,8 +4,8 @@
   (the pack's ``NODE_CLASS_MAPPINGS``), so the same code handles our nodes and the
   hand-written core specs of :mod:`tools.comfy_core_nodes` or a live server's reply;
 * :class:`Graph` -- builds UI-format workflows (what Save / Export writes,
-  comfyui notes §11.1) with widget values in the positional order the frontend uses;
-* :func:`ui_to_api` -- the UI -> API converter (comfyui notes §16.2).
+  docs/design/comfyui_integration.md#example-workflows) with widget values in the positional order the frontend uses;
+* :func:`ui_to_api` -- the UI -> API converter (docs/design/comfyui_integration.md#running-a-workflow-without-the-browser).
 
 Frontend rules reproduced here: an INT input named ``seed`` / ``noise_seed`` gets a
 "control after generate" widget unless its spec sets ``control_after_generate``
@@ -221,7 +221,7 @@ class Graph:
 
 # ------------------------------------------------------------------ UI -> API
 def ui_to_api(workflow: dict, specs: Dict[str, dict]) -> Dict[str, dict]:
-    """Convert a UI-format workflow to the API prompt of ``POST /prompt`` (comfyui notes §16.2)."""
+    """Convert a UI-format workflow to the API prompt of ``POST /prompt`` (docs/design/comfyui_integration.md#running-a-workflow-without-the-browser)."""
     links = {l[0]: l for l in workflow.get("links", [])}
     api: Dict[str, dict] = {}
     for node in workflow["nodes"]:

@@ -1,4 +1,4 @@
-"""Import the pack the way ComfyUI does (comfyui notes §2, §13): as a package from the repo root's
+"""Import the pack the way ComfyUI does (docs/design/comfyui_integration.md#how-comfyui-loads-a-pack, #testing-without-comfyui): as a package from the repo root's
 ``__init__.py`` with relative imports, under a private module name."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-// Developer UI smoke check against a running ComfyUI (not CI; comfyui notes §16.4).
+// Developer UI smoke check against a running ComfyUI (not CI; docs/design/comfyui_integration.md#checking-in-the-real-front-end).
 //
 //   npm install playwright-core            (in any folder; uses the system chromium, no browser download)
 //   NODE_PATH=<that folder>/node_modules node tools/ui_smoke.js [http://127.0.0.1:8188] [out.json]

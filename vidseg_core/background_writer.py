@@ -1,4 +1,4 @@
-"""Writes a batch's outputs on one background thread while the next batch is computed (issue 12).
+"""Writes a batch's outputs on one background thread while the next batch is computed.
 
 The pipeline hands each batch's write job (label PNGs, overlay frames) to :class:`BackgroundWriter`
 and goes on with the next batch.  Jobs run one at a time in the order given, so the files are the same,

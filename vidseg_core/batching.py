@@ -3,7 +3,7 @@
 The authors process frames in batches of B = 14.  Their last batch is forced to
 be the last B frames, so it overlaps the previous one and *overwrites* the
 overlapped frames, and when N is a multiple of B they run one redundant extra
-batch (reference notes §4, bug #7).  Here:
+batch (docs/design/authors_code.md#order-of-operations-and-batching, bug #7).  Here:
 
 * batches are ``[0, B), [B, 2B), ...``;
 * a tail shorter than B is processed as the last B frames (full temporal

@@ -1,4 +1,4 @@
-"""Correspondence-based refinement (CBR) of coarse label maps (paper §4.2, Eqs 3-5; reference §7).
+"""Correspondence-based refinement (CBR) of coarse label maps (paper §4.2, Eqs 3-5; docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published).
 
 Two variants, both fully vectorised (the only Python loops run over frames or
 window offsets, never over cells or trajectories):
@@ -8,7 +8,7 @@ window offsets, never over cells or trajectories):
       ``T^j[p] = argmax_q cos(F^j[p], F^{j+1}[q])`` over the cells with
       ``|p - q|^2 <= radius_sq`` (squared Euclidean distance in feature cells).
       The default ``radius_sq = 2`` is the 3x3 neighbourhood, i.e. the authors'
-      threshold of 1 cell per axis (reference §7.5) applied *inside* the search
+      threshold of 1 cell per axis (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published) applied *inside* the search
       instead of as an after-the-fact filter.  ``radius_sq=None`` searches the
       whole frame.  Ties go to the candidate with the smallest raster index.
     * Eq 4: ``TRACK(p, j, k)`` is the cell reached in frame ``k`` by following
@@ -24,7 +24,7 @@ window offsets, never over cells or trajectories):
     which equals composing the index maps and voting along every trajectory.
 
 :func:`cbr_refine_compat` -- the authors' published variant, reproduced exactly
-    (reference §7): trajectories start only at the cells of the batch's first
+    (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published): trajectories start only at the cells of the batch's first
     frame; the first hop is static (``p_1 = p_0``); later hops take the global
     argmax of ``t/(t+1) cos(F_t[p_t], F_{t+1}) + 1/(t+1) cos(F_t[p_t], F_0)``
     (the frame-0 "aux" term, bug #4); a trajectory is dropped if any step moves
@@ -172,7 +172,7 @@ def cbr_refine(labels: torch.Tensor, features: torch.Tensor, radius_sq: Optional
 
 
 def compat_trajectories(features: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-    """Authors' tracking (reference §7.2-7.4): cell index per frame ``[T, h*w]`` for the trajectories
+    """Authors' tracking (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published): cell index per frame ``[T, h*w]`` for the trajectories
     starting at every cell of frame 0 (static first hop, frame-0 aux term, global argmax)."""
     T, h, w, C = features.shape
     n = h * w
@@ -190,7 +190,7 @@ def compat_trajectories(features: torch.Tensor, dtype=torch.float32) -> torch.Te
 
 def cbr_refine_compat(labels: torch.Tensor, features: torch.Tensor, jump_threshold: int = 1,
                       signed: bool = True, dtype=torch.float32) -> torch.Tensor:
-    """The authors' CBR (reference §7), exactly: see the module docstring."""
+    """The authors' CBR (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published), exactly: see the module docstring."""
     _check(labels, features)
     T, h, w = labels.shape
     dev = features.device

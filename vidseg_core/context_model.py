@@ -1,4 +1,4 @@
-"""The scene context model: KNN over diffusion features, updated batch by batch (paper §4.1; reference §5).
+"""The scene context model: KNN over diffusion features, updated batch by batch (paper §4.1; docs/design/authors_code.md#label-assignment-and-the-scene-context-model).
 
 * :class:`KNNContextModel` -- ``KNeighborsClassifier(n_neighbors=4)`` semantics
   (Euclidean distance, uniform votes) in torch: squared distances by chunked
@@ -12,11 +12,11 @@
 * :class:`SceneContext` -- the streaming, stateful batch loop.
   ``init`` fits KMeans (K = 20, n_init = 10, k-means++) on all tokens of one
   batch, names the clusters of the reference frame (``labels.assign_labels``)
-  and fits the KNN on that frame's tokens (reference §5.1).  Each ``step``
+  and fits the KNN on that frame's tokens (docs/design/authors_code.md#label-assignment-and-the-scene-context-model).  Each ``step``
   labels a batch with the KNN, refines the labels with the pluggable
   :class:`~vidseg_core.refiners.Refiner` (CBR by default) and *replaces* the
   KNN training set by this batch's aggregated features and refined labels
-  (reference §5.3): batch b is labelled by the model fit on batch b-1, so the
+  (docs/design/authors_code.md#label-assignment-and-the-scene-context-model): batch b is labelled by the model fit on batch b-1, so the
   state is one batch, whatever the video length.
 * :func:`coarse_segment` -- whole-video convenience over a
   :class:`~vidseg_core.video_features.VideoFeatures`, batched with

@@ -1,4 +1,4 @@
-"""CPU memory of the diffusion passes: fewer large temporaries, and freed memory reused (issue 14).
+"""CPU memory of the diffusion passes: fewer large temporaries, and freed memory reused.
 
 Quality mode on the CPU evaluates the UNet on many runs at once (masked
 modulation batches every label and sign).  Two things made it peak at ~7 GB

@@ -2,7 +2,7 @@
 
 ``auto`` precision is fp32 on the CPU and bf16 (or fp16 where bf16 is not
 supported) on a GPU.  fp16 on the CPU is refused: it is slow and inaccurate
-there (stack notes §8).
+there (docs/design/backbones.md#costs-of-the-real-models-on-a-cpu).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Diffusion feature extraction (paper §4.1; reference notes §3, §4).
+"""Diffusion feature extraction (paper §4.1; docs/design/authors_code.md#feature-capture, #order-of-operations-and-batching).
 
 Per batch of B frames, exactly as the authors' reference pass:
 
@@ -63,7 +63,7 @@ def prepare_batch(backbone: Backbone, frames: torch.Tensor, seed: Optional[int] 
 
 
 def aggregate_queries(queries) -> torch.Tensor:
-    """F̃: element-wise mean of the blocks' queries, then per-token max-abs normalisation (reference §3.3-3.4)."""
+    """F̃: element-wise mean of the blocks' queries, then per-token max-abs normalisation (docs/design/authors_code.md#feature-capture)."""
     mean = torch.stack([q.float() for q in queries]).mean(0)
     return mean / mean.abs().amax(-1, keepdim=True).clamp_min(1e-12)
 

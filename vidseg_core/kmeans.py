@@ -1,4 +1,4 @@
-"""KMeans that initialises the scene context model (paper §4.1, reference §2.1, §5.1).
+"""KMeans that initialises the scene context model (paper §4.1, docs/design/authors_code.md#effective-settings, #label-assignment-and-the-scene-context-model).
 
 The authors run ``sklearn.cluster.KMeans(n_clusters=20, n_init=10)`` (k-means++,
 ``max_iter=300``) on *all* max-abs normalised tokens of the first 14-frame

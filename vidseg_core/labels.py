@@ -1,4 +1,4 @@
-"""Naming clusters: reference-mask vote, stable cluster numbering, and the label table (reference §5.1, §6).
+"""Naming clusters: reference-mask vote, stable cluster numbering, and the label table (docs/design/authors_code.md#label-assignment-and-the-scene-context-model, #evaluation-facing-facts).
 
 Paper protocol: KMeans clusters of the reference frame (first frame by default)
 are named by the first-frame ground truth.  Here:

@@ -49,7 +49,7 @@ Progress = Callable[[int, int, str], None]
 
 @dataclass
 class SegmentSettings:
-    """Settings of a whole run; defaults are the paper's / authors' (reference notes §2.1)."""
+    """Settings of a whole run; defaults are the paper's / authors' (docs/design/authors_code.md#effective-settings)."""
 
     #: K clusters of the KMeans initialisation (authors: 20 for VSPW, 5 in their demo)
     num_clusters: int = 20

@@ -2,7 +2,7 @@
 
 After the KNN context model labels a batch, a :class:`Refiner` cleans the
 labels using the correspondence features; the refined labels are both the
-batch's output and the next batch's KNN training labels (reference §5.3).
+batch's output and the next batch's KNN training labels (docs/design/authors_code.md#label-assignment-and-the-scene-context-model).
 
 Contract (tested for every implementation in ``tests/test_refiner_contract.py``):
 ``refine(labels [T, h, w] int64, corr_features [T, h, w, C]) -> labels [T, h, w] int64``
@@ -51,7 +51,7 @@ class CBRRefiner(Refiner):
 
     ``compat=False`` (default): paper Eqs 3-5 with a local search of squared
     radius ``radius_sq`` cells (2 = 3x3, the authors' 1-cell threshold).
-    ``compat=True``: the authors' published variant, bugs included (reference §7);
+    ``compat=True``: the authors' published variant, bugs included (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published);
     ``signed=False`` there fixes only the signed jump test (bug #3).
     """
 

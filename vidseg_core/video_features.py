@@ -1,4 +1,4 @@
-"""The per-frame diffusion features of a video (paper §4.1, reference §3).
+"""The per-frame diffusion features of a video (paper §4.1, docs/design/authors_code.md#feature-capture).
 
 ``VideoFeatures`` is what feature extraction produces and what the scene
 context model and the correspondence-based refinement consume:

@@ -3,7 +3,7 @@
 ComfyUI recognises model families from the shapes of real checkpoints, so the
 tiny test models cannot go through its loaders.  These stand-ins reproduce the
 *contract* the adapter (``nodes/comfy_native.py``) relies on, written from
-ComfyUI v0.3.64's behaviour (comfy_native notes §1.2-§1.6), not its code:
+ComfyUI v0.3.64's behaviour (docs/design/comfyui_integration.md#the-models-comfyui-loads-the-native-path), not its code:
 
 * :class:`ModelPatcher`: ``clone()`` deep-copies ``model_options``;
   ``set_model_patch`` / ``set_model_patch_replace`` store patches as ComfyUI does;

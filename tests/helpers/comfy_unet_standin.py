@@ -3,7 +3,7 @@
 The pack's prefix split for ComfyUI (``nodes/comfy_native_split.py``) walks ComfyUI's module tree, which the
 plain stand-ins (``comfy_standin.py``, a diffusers UNet behind ``DiffusionModel``) do not have.  This module
 regroups the SAME modules (no copy, same weights) into the attribute layout of ComfyUI v0.3.64's
-``openaimodel.UNetModel`` (comfy_native notes §1.1), written from its documented behaviour, not its code:
+``openaimodel.UNetModel`` (docs/design/comfyui_integration.md#what-the-core-loaders-hand-over), written from its documented behaviour, not its code:
 
 * ``time_embed`` over the module-level :func:`timestep_embedding` (cos half first, as ComfyUI's);
 * ``input_blocks`` = ``[conv_in]`` + per level ``(ResBlock, SpatialTransformer)`` x layers + ``(Downsample)``;

@@ -1,7 +1,7 @@
 """Write tiny checkpoints in the ORIGINAL single-file (LDM / Stability) key layout.
 
 This is the inverse of the diffusers conversion, written from the key facts
-(stack notes §3.3, §5.2): diffusers ``UNet2DConditionModel`` / ``AutoencoderKL``
+(docs/design/backbones.md#weight-keys, #offline-loading-of-sd-21-single-files): diffusers ``UNet2DConditionModel`` / ``AutoencoderKL``
 / ``CLIPTextModel`` state dicts -> ``model.diffusion_model.*``,
 ``first_stage_model.*`` (mid attention as 1x1 convs) and
 ``cond_stage_model.model.*`` (OpenCLIP text tower with fused ``in_proj``), plus

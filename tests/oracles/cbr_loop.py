@@ -1,6 +1,6 @@
 """Straightforward per-cell / per-trajectory Python-loop CBR, the oracle for ``vidseg_core.cbr``.
 
-Written literally from paper Eqs 3-5 (``cbr_loop``) and from reference §7
+Written literally from paper Eqs 3-5 (``cbr_loop``) and from docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published
 (``cbr_compat_loop``), one cell and one trajectory at a time, with the same
 documented tie rules as the vectorised code:
 
@@ -64,7 +64,7 @@ def cbr_loop(labels, features, radius_sq=2, dtype=torch.float32):
 
 
 def cbr_compat_loop(labels, features, jump_threshold=1, signed=True, dtype=torch.float64):
-    """The authors' variant (reference §7), one trajectory at a time."""
+    """The authors' variant (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published), one trajectory at a time."""
     T, h, w = labels.shape
     n = h * w
     fn = _normalise(features, dtype).reshape(T, n, -1)

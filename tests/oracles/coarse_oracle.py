@@ -4,8 +4,8 @@ The blackswan masks (854x480, values {0, 1}) are taken to the authors' feature
 grid 28x52 (work size 832x448 / 16) with NEAREST, one-hot encoded, padded with
 zero channels and perturbed by Gaussian noise of standard deviation ``noise``.
 The aggregated features are max-abs normalised per token like the authors'
-(reference §3.4); the correspondence features get an independent noise draw.
-Also tiny confusion-matrix mIoU and VC_n helpers (peers notes §1.1-1.2), used
+(docs/design/authors_code.md#feature-capture); the correspondence features get an independent noise draw.
+Also tiny confusion-matrix mIoU and VC_n helpers (docs/design/metrics.md#vspw-miou, #vspw-video-consistency-mvc_8-mvc_16), used
 by ``tests/test_coarse_oracle.py`` and ``benchmarks/coarse_oracle.py``.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Straightforward SEQUENTIAL masked modulation, the oracle for ``vidseg_core.modulation``.
 
-Written the way the authors' code runs (reference notes §8-§9), one pass at a time:
+Written the way the authors' code runs (docs/design/authors_code.md#masked-modulation-as-published, #difference-maps-to-labels-as-published), one pass at a time:
 
 1. a reference pass from the noisy latents to the end that stores, at every
    step >= t_m, the q and k of every injected decoder attention layer and the

@@ -1,4 +1,4 @@
-"""Attention hook points shared by every backbone (reference notes §3, §8; stack notes §4).
+"""Attention hook points shared by every backbone (docs/design/authors_code.md#feature-capture, #masked-modulation-as-published; docs/design/backbones.md#attention-hook-points).
 
 Every decoder attention layer of a backbone gets a :class:`HookedAttnProcessor`.
 With no hook active it computes plain scaled-dot-product attention, exactly as
@@ -170,7 +170,7 @@ class CaptureQueries(AttentionHook):
     """Records the projected queries of chosen layers at chosen steps.
 
     ``half`` selects the guidance half (1 = conditional, as the authors use,
-    reference §3.2); ``run`` selects the sampler run.  Captured tensors are
+    docs/design/authors_code.md#feature-capture); ``run`` selects the sampler run.  Captured tensors are
     stored as ``[frames, tokens, C]`` (spatial layers), detached, in ``dtype``
     on ``device``.  With ``stop_when_done`` the hook raises
     :class:`CaptureComplete` right after the last wanted query, which ends the

@@ -4,12 +4,12 @@ A backbone turns frames into latents, runs the authors' deterministic Euler
 sampler from step ``t`` to the end with classifier-free guidance, decodes
 latents, and exposes its decoder attention layers as hook points
 (:mod:`.attention`).  The sampler loop itself lives here, once, in σ-space as
-the authors' ``EulerEDMSampler`` with ``s_churn = 0`` (reference §2.1):
+the authors' ``EulerEDMSampler`` with ``s_churn = 0`` (docs/design/authors_code.md#effective-settings):
 
     D_i = denoise(x_i, σ_i);   x_{i+1} = x_i + (σ_{i+1} − σ_i) · (x_i − D_i) / σ_i
 
 With ``σ_25 = 0`` the last step returns ``D_24``.  Noising to step ``t`` is the
-authors' "add_noise" inversion ``x = z0 + σ_t · ε`` (reference §2.2).
+authors' "add_noise" inversion ``x = z0 + σ_t · ε`` (docs/design/authors_code.md#schedule-and-noise-levels).
 
 Batched runs: ``x`` is ``[R, T, 4, h, w]`` — ``R`` independent runs (e.g. the
 reference pass and the modulated passes) sharing the conditioning of one
@@ -90,7 +90,7 @@ class Backbone(ABC):
 
     # ------------------------------------------------------------ frames
     def work_size(self, height: int, width: int) -> tuple:
-        """Frame size rounded down to multiples of 64, no crop (reference §2.1)."""
+        """Frame size rounded down to multiples of 64, no crop (docs/design/authors_code.md#effective-settings)."""
         m = self.config.size_multiple
         h, w = (height // m) * m, (width // m) * m
         if h < m or w < m:

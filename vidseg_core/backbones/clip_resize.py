@@ -1,6 +1,6 @@
 """The authors' resize of the SVD CLIP conditioning frame: Gaussian pre-blur when shrinking, then bicubic.
 
-The authors' ``FrozenOpenCLIPImageEmbedder.preprocess`` (reference notes §2.1,
+The authors' ``FrozenOpenCLIPImageEmbedder.preprocess`` (docs/design/authors_code.md#effective-settings,
 "SVD conditioning") squashes the whole frame, no crop, to 224x224 with
 ``kornia.geometry.resize(x, (224, 224), interpolation="bicubic",
 align_corners=True, antialias=True)`` (kornia 0.7.2).  That resize is

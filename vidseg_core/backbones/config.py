@@ -1,7 +1,8 @@
 """Typed settings of each backbone, defaulting to the authors' effective values.
 
-Every number comes from the reference notes §2.1 (the authors' published code,
-README command lines).  Step indices index the 25-step schedule (§2.2).
+Every number comes from docs/design/authors_code.md#effective-settings (the authors' published code,
+README command lines).  Step indices index the 25-step schedule
+(docs/design/authors_code.md#schedule-and-noise-levels).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Tuple
 class BackboneConfig:
     """Settings shared by SD 2.1 and SVD."""
 
-    #: sampler steps of the schedule (reference §2.2)
+    #: sampler steps of the schedule (docs/design/authors_code.md#schedule-and-noise-levels)
     num_steps: int = 25
     #: t_m: the clean latent is noised directly to this step ("add_noise"
     #: inversion, t_inv = t_m), and the modulation offset is applied here
@@ -37,7 +38,7 @@ class BackboneConfig:
 
 @dataclass(frozen=True)
 class SD21Config(BackboneConfig):
-    """Stable Diffusion 2.1 (reference §2.1, column "sd")."""
+    """Stable Diffusion 2.1 (docs/design/authors_code.md#effective-settings, column "sd")."""
 
     modulation_step: int = 22          # DDPM t = 119
     #: "epsilon" for v2-1_512-ema-pruned, "v_prediction" for v2-1_768-ema-pruned
@@ -48,7 +49,7 @@ class SD21Config(BackboneConfig):
     beta_start: float = 0.00085
     beta_end: float = 0.012
     num_train_timesteps: int = 1000
-    #: modulation block b_m and layer(s) (reference §8)
+    #: modulation block b_m and layer(s) (docs/design/authors_code.md#masked-modulation-as-published)
     modulation_block: int = 7
     modulation_layers: Tuple[str, ...] = ("spatial_cross",)
     #: decoder attention layers whose q/k are taken from the reference pass
@@ -64,7 +65,7 @@ class SD21Config(BackboneConfig):
 
 @dataclass(frozen=True)
 class SVDConfig(BackboneConfig):
-    """Stable Video Diffusion img2vid, 14 frames (reference §2.1, column "svd")."""
+    """Stable Video Diffusion img2vid, 14 frames (docs/design/authors_code.md#effective-settings, column "svd")."""
 
     modulation_step: int = 17          # sigma = 1.273
     sigma_min: float = 0.002

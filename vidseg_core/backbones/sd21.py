@@ -1,6 +1,6 @@
 """Stable Diffusion 2.1 backbone: the authors' SD sampler on diffusers modules.
 
-What the authors' sgm code does (reference notes §2.1, §2.2) and how it is
+What the authors' sgm code does (docs/design/authors_code.md#effective-settings, #schedule-and-noise-levels) and how it is
 re-expressed here:
 
 * **Schedule** — ``LegacyDDPMDiscretization``: ``β = linspace(√0.00085, √0.012,
@@ -20,7 +20,7 @@ re-expressed here:
 * **VAE** — encode draws a posterior *sample* (noise from a CPU generator) and
   multiplies by 0.18215; decode divides, maps ``(x+1)/2`` and clamps to 0..1.
 
-Loading is offline only (stack notes §5), in :mod:`.sd21_files`: single files
+Loading is offline only (docs/design/backbones.md#offline-loading-of-sd-21-single-files), in :mod:`.sd21_files`: single files
 through model-level ``from_single_file`` with the config folder shipped in
 ``configs/sd21``, the text tower through its own OpenCLIP → ``CLIPTextModel``
 key conversion; diffusers folders through per-component ``from_pretrained``.
@@ -43,7 +43,7 @@ from .config import SD21Config
 #: the shipped real SD 2.1 configs (diffusers layout: unet/, vae/, text_encoder/)
 CONFIG_DIR = Path(__file__).resolve().parent / "configs" / "sd21"
 
-#: OpenCLIP ``tokenize("")``: start, end, then zero padding to 77 (stack notes §5.4)
+#: OpenCLIP ``tokenize("")``: start, end, then zero padding to 77 (docs/design/backbones.md#the-empty-prompt-embedding-without-a-tokenizer)
 EMPTY_PROMPT_IDS: Tuple[int, ...] = (49406, 49407) + (0,) * 75
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
@@ -55,7 +55,7 @@ LDM_UNET_PREFIX = "model.diffusion_model."
 LDM_VAE_PREFIX = "first_stage_model."
 LDM_TEXT_PREFIX = "cond_stage_model.model."
 
-# ------------------------------------------------------------------ tiny configs (stack notes §7.1, tiny column)
+# ------------------------------------------------------------------ tiny configs (docs/design/backbones.md#tiny-test-models, tiny column)
 TINY_UNET = dict(
     sample_size=64, in_channels=4, out_channels=4, center_input_sample=False, flip_sin_to_cos=True, freq_shift=0,
     down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",), mid_block_type="UNetMidBlock2DCrossAttn",
@@ -75,11 +75,11 @@ TINY_TEXT = dict(
     max_position_embeddings=77, hidden_act="gelu", layer_norm_eps=1e-5, projection_dim=32,
     bos_token_id=0, eos_token_id=2, pad_token_id=1,
 )
-#: what the 768-v repo's UNet config changes (stack notes §5.3)
+#: what the 768-v repo's UNet config changes (docs/design/backbones.md#512-base-or-768-v)
 V_MODEL_UNET_OVERRIDES = dict(sample_size=96, upcast_attention=True)
 
 
-# ------------------------------------------------------------------ schedule (reference §2.2)
+# ------------------------------------------------------------------ schedule (docs/design/authors_code.md#schedule-and-noise-levels)
 def ddpm_alphas_cumprod(config: SD21Config) -> torch.Tensor:
     """``ᾱ_t`` of the LegacyDDPMDiscretization, float64 ``[num_train_timesteps]``."""
     n = config.num_train_timesteps
@@ -119,7 +119,7 @@ def normalize_prediction_type(value: Optional[str]) -> Optional[str]:
 
 
 def prediction_type_from_name(name: str) -> str:
-    """Guess the prediction type from a file / folder name (stack notes §5.3).
+    """Guess the prediction type from a file / folder name (docs/design/backbones.md#512-base-or-768-v).
 
     Nothing inside an SD 2.x file tells 512-base (epsilon) from 768-v
     (v-prediction).  Names with ``768`` or a ``-v`` / ``_v`` token (``768-v-ema``,
@@ -244,7 +244,7 @@ def empty_prompt_embedding(text_encoder) -> torch.Tensor:
 
 # ------------------------------------------------------------------ tiny model
 def build_tiny_sd_parts(seed: int = 0):
-    """Random tiny ``(unet, vae, text_encoder)`` with the real block layout (stack notes §7.1), fp32 on the CPU.
+    """Random tiny ``(unet, vae, text_encoder)`` with the real block layout (docs/design/backbones.md#tiny-test-models), fp32 on the CPU.
 
     The global RNG is left untouched (``fork_rng``)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel

@@ -5,7 +5,7 @@ Single files (the original LDM layout) go through model-level
 (``local_files_only=True``); the text tower through this module's own
 OpenCLIP → ``CLIPTextModel`` key conversion (the empty prompt is embedded once
 and the tower dropped, :mod:`.sd21`).  Diffusers folders load per component
-with ``from_pretrained(..., local_files_only=True)`` (stack notes §5).
+with ``from_pretrained(..., local_files_only=True)`` (docs/design/backbones.md#offline-loading-of-sd-21-single-files).
 """
 from __future__ import annotations
 

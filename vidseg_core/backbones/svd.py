@@ -1,6 +1,6 @@
 """Stable Video Diffusion (img2vid, 14 frames) backbone: the authors' SVD sampler on diffusers modules.
 
-What the authors' sgm code does (reference notes §2.1, §2.2; ``svd.yaml``) and
+What the authors' sgm code does (docs/design/authors_code.md#effective-settings, #schedule-and-noise-levels; ``svd.yaml``) and
 how it is re-expressed here:
 
 * **Schedule** — ``EDMDiscretization(σ_min=0.002, σ_max=700, ρ=7)``, 25 steps
@@ -71,7 +71,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PARTS = ("unet", "vae", "image_encoder")
 
-# ------------------------------------------------------------------ tiny configs (stack notes §7.2)
+# ------------------------------------------------------------------ tiny configs (docs/design/backbones.md#tiny-test-models)
 TINY_UNET = dict(
     sample_size=32, in_channels=8, out_channels=4,
     down_block_types=("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
@@ -90,7 +90,7 @@ TINY_IMAGE_ENCODER = dict(
 )
 
 
-# ------------------------------------------------------------------ schedule (reference §2.2)
+# ------------------------------------------------------------------ schedule (docs/design/authors_code.md#schedule-and-noise-levels)
 def edm_sigmas(config: SVDConfig) -> torch.Tensor:
     """``EDMDiscretization``: ``num_steps`` σ's from σ_max down to σ_min (ρ-spaced), then 0; float64."""
     n = int(config.num_steps)
@@ -345,7 +345,7 @@ def _finish(module: torch.nn.Module, device, dtype) -> torch.nn.Module:
 
 
 def build_tiny_svd(device="cpu", dtype=torch.float32, config: Optional[SVDConfig] = None, seed: int = 0) -> SVDBackbone:
-    """A randomly initialised SVD with the real block layout (stack notes §7.2), from a fixed seed."""
+    """A randomly initialised SVD with the real block layout (docs/design/backbones.md#tiny-test-models), from a fixed seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet, vae, enc = _build_parts(TINY_UNET, TINY_VAE, TINY_IMAGE_ENCODER)

@@ -1,7 +1,6 @@
 """Stable Video Diffusion: original (sgm) single-file layout <-> diffusers / transformers.
 
-diffusers cannot load ``svd.safetensors`` / ``svd_xt.safetensors`` (stack notes
-§6.1), so the pack converts them itself, both ways:
+diffusers cannot load ``svd.safetensors`` / ``svd_xt.safetensors`` (docs/design/backbones.md#svd-single-files), so the pack converts them itself, both ways:
 
 * :func:`sgm_to_diffusers` — an original checkpoint (any mapping of key ->
   tensor, read lazily) to the state dicts of ``UNetSpatioTemporalConditionModel``,

@@ -4,7 +4,7 @@ Single files (``svd.safetensors``, ``svd_xt.safetensors``) are read lazily
 from safetensors, their architecture matched against the shipped configs by
 tensor shapes, converted to the diffusers layout (:mod:`.svd_convert`) and
 loaded into meta-built modules; diffusers folders load per component with
-``from_pretrained(..., local_files_only=True)`` (stack notes §5).
+``from_pretrained(..., local_files_only=True)`` (docs/design/backbones.md#offline-loading-of-sd-21-single-files).
 """
 from __future__ import annotations
 

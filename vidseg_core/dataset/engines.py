@@ -4,7 +4,7 @@ Both take the videos longest first and give every video to a :class:`~.protocol.
 the model once; outputs are identical whichever engine runs them (same code, same settings, same threads
 per worker).  The driver holds no frames: workers read and write the frames of their own video.
 
-Ray (datasets notes §3.2) is imported only here and only when asked for.  One actor per GPU (``num_gpus=1``)
+Ray (docs/design/dataset_runs.md#ray) is imported only here and only when asked for.  One actor per GPU (``num_gpus=1``)
 or, on a machine without GPUs, per CPU slice (``num_cpus = CPUs // workers``, torch threads set to match);
 a worker that dies is restarted by Ray (``max_restarts``; the constructor reloads the model) and its video
 retried (``max_task_retries``); a video that still fails is recorded as failed.  Without ``address`` a

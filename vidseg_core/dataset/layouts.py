@@ -1,6 +1,6 @@
 """Reading benchmark datasets in place: DAVIS 2017, DAVIS 2016, VSPW, and plain folders of clips.
 
-Layouts (datasets notes §5):
+Layouts (docs/design/dataset_runs.md#layouts):
 
 * ``davis2017``: ``ROOT/JPEGImages/<res>/<video>/*.jpg``, ``ROOT/Annotations/<res>/<video>/*.png``
   (indexed, 0 = background, 1..N objects, 255 = void), ``ROOT/ImageSets/2017/<split>.txt``;

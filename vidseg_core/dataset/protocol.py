@@ -1,6 +1,6 @@
 """The paper's protocol on one video of a dataset, and the worker that runs it (model loaded once).
 
-Per video (reference notes §5.1, §6):
+Per video (docs/design/authors_code.md#label-assignment-and-the-scene-context-model, #evaluation-facing-facts):
 
 * the video is segmented exactly as ``segment`` does it (:class:`~vidseg_core.pipeline.VideoSegmenter`
   with the same :class:`~vidseg_core.pipeline.SegmentSettings`), streaming batch by batch;

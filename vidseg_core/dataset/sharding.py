@@ -1,6 +1,6 @@
 """Deterministic ``--shard I/N`` split of a dataset, balanced by frame count.
 
-Whole videos are the unit of work (the method carries state from batch to batch, datasets notes §3.1).
+Whole videos are the unit of work (the method carries state from batch to batch, docs/design/dataset_runs.md#a-whole-video-per-work-item).
 The split is the greedy longest-processing-time rule: videos in order of decreasing frame count (ties by
 name) go one by one to the shard with the fewest frames so far (ties to the lowest shard index).  It
 depends only on the names and frame counts, so every process of a job array computes the same split; the

@@ -1,4 +1,4 @@
-"""Evaluation metrics (peers notes §1): VSPW mIoU and mVC_n, DAVIS J&F.
+"""Evaluation metrics (docs/design/metrics.md): VSPW mIoU and mVC_n, DAVIS J&F.
 
 * :mod:`.confusion`   - global confusion matrix, mIoU / pixel acc / mean class acc / FWIoU;
 * :mod:`.consistency` - VSPW video consistency VC_n;

@@ -1,6 +1,6 @@
 """Dataset-level semantic segmentation scores from ONE global confusion matrix.
 
-VSPW / Cityscapes / CamVid style (peers notes §1.1, §1.4):
+VSPW / Cityscapes / CamVid style (docs/design/metrics.md#vspw-miou):
 
 * one confusion matrix is accumulated over all frames of all videos
   (rows = ground truth, columns = prediction), never a mean of per-video scores;
@@ -67,7 +67,7 @@ class ConfusionMatrix:
     ignore_index:
         Ground-truth id that is never scored (default 255).
     vspw_remap:
-        Apply the VSPW remap (0 -> 255, -1, 254 -> 255, peers notes §1.1) to the
+        Apply the VSPW remap (0 -> 255, -1, 254 -> 255, docs/design/metrics.md#vspw-miou) to the
         ground truth before scoring.
     remap_pred:
         Also apply that remap to the predictions (use it when predictions are in

@@ -1,4 +1,4 @@
-"""VSPW video consistency VC_n (reported as mVC_8 and mVC_16), peers notes §1.2.
+"""VSPW video consistency VC_n (reported as mVC_8 and mVC_16), docs/design/metrics.md#vspw-video-consistency-mvc_8-mvc_16.
 
 For a video of T frames and each window start ``i in range(T - n)``::
 

@@ -1,4 +1,4 @@
-"""DAVIS statistics and protocols over the per-frame J and F of :mod:`.jf` (peers notes §1.5-1.6).
+"""DAVIS statistics and protocols over the per-frame J and F of :mod:`.jf` (docs/design/metrics.md#davis-j-and-f).
 
 Per object statistics over its N frames: ``M = nanmean(x)``, ``R = nanmean(x > 0.5)``,
 ``D = nanmean(bin_0) - nanmean(bin_3)`` with the four official decay bins that

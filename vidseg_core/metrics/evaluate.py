@@ -2,7 +2,7 @@
 
 Used by ``python -m vidseg_core evaluate`` and by the ComfyUI evaluation node.
 
-Metrics (peers notes §1.1-1.6):
+Metrics (docs/design/metrics.md#vspw-miou, #vspw-video-consistency-mvc_8-mvc_16, #davis-j-and-f):
 
 * ``miou``  - global-confusion-matrix mIoU (+ pixel acc, mean class acc, FWIoU);
 * ``vc8`` / ``vc16`` - VSPW video consistency, on the RAW ground truth (no remap);

@@ -1,4 +1,4 @@
-"""DAVIS per-frame measures: region similarity J and boundary measure F (peers notes §1.5).
+"""DAVIS per-frame measures: region similarity J and boundary measure F (docs/design/metrics.md#davis-j-and-f).
 
 Per frame and object:
 

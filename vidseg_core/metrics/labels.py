@@ -54,7 +54,7 @@ def check_same_shape(pred: np.ndarray, gt: np.ndarray, what: str = "prediction a
 
 
 def vspw_remap(labels, ignore_index: int = 255) -> np.ndarray:
-    """VSPW raw label ids -> evaluation ids (peers notes §1.1).
+    """VSPW raw label ids -> evaluation ids (docs/design/metrics.md#vspw-miou).
 
     Raw 0 ("others") and 255 ("void") become ``ignore_index``; 1..124 become
     0..123.  Returns a new int64 array; the input is not modified.

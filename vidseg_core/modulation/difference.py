@@ -1,4 +1,4 @@
-"""Difference maps -> label map (paper §3.2 and §4.3; reference notes §8.6, §9).
+"""Difference maps -> label map (paper §3.2 and §4.3; docs/design/authors_code.md#masked-modulation-as-published, #difference-maps-to-labels-as-published).
 
 For each label ``l`` the two modulated decodes ``I⁺_l`` and ``I⁻_l`` become one
 difference map per frame, and the label map is the per-pixel argmax:
@@ -8,7 +8,7 @@ difference map per frame, and the label map is the per-pixel argmax:
    antialiasing — :func:`resize_bilinear`);
 2. ``D = ‖I⁺ − I⁻‖₂`` over RGB, in float on the 0..255 scale
    (:func:`rgb_distance`).  ``compat="wrap"`` reproduces the authors' uint8
-   arithmetic instead (reference §9.1, bug #1): ``sqrt(Σ_c ((a_c − b_c)² mod 256))``;
+   arithmetic instead (docs/design/authors_code.md#difference-maps-to-labels-as-published, bug #1): ``sqrt(Σ_c ((a_c − b_c)² mod 256))``;
 3. Gaussian blur 5×5, σ = 3, border ``BORDER_REFLECT_101``, the torch twin of
    ``cv2.GaussianBlur(d, (5, 5), 3)`` (:func:`gaussian_blur`);
 4. optional JPEG round trip (``compat="wrap+jpeg"``, bug #2, needs Pillow);
@@ -48,7 +48,7 @@ def resize_bilinear(images: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor
 
 
 def to_uint8_like_authors(images01: torch.Tensor) -> torch.Tensor:
-    """``clamp(x, 0, 1)·255`` then ``astype(uint8)`` (truncation), as the authors save decodes (reference §8.6)."""
+    """``clamp(x, 0, 1)·255`` then ``astype(uint8)`` (truncation), as the authors save decodes (docs/design/authors_code.md#masked-modulation-as-published)."""
     return (images01.float().clamp(0, 1) * 255.0).to(torch.uint8)
 
 
@@ -74,7 +74,7 @@ def rgb_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def rgb_distance_wrapped(a_u8: torch.Tensor, b_u8: torch.Tensor) -> torch.Tensor:
-    """The authors' uint8 arithmetic (reference §9.1, bug #1).
+    """The authors' uint8 arithmetic (docs/design/authors_code.md#difference-maps-to-labels-as-published, bug #1).
 
     ``I⁺ − I⁻`` and its square wrap modulo 256 before the (widened) channel sum:
     ``sqrt(Σ_c ((a_c − b_c)² mod 256))``.  E.g. a = (10, 200, 0), b = (12, 100, 0)
@@ -128,7 +128,7 @@ def gaussian_blur(maps: torch.Tensor, ksize: int = 5, sigma: float = 3.0) -> tor
 
 
 def jpeg_round_trip(maps: torch.Tensor) -> torch.Tensor:
-    """The authors' ``Image.fromarray(d).convert("L")`` + JPEG save / reload (reference §9.3, bug #2)."""
+    """The authors' ``Image.fromarray(d).convert("L")`` + JPEG save / reload (docs/design/authors_code.md#difference-maps-to-labels-as-published, bug #2)."""
     import io
 
     import numpy as np
@@ -169,7 +169,7 @@ def normalise_maps(d: torch.Tensor) -> torch.Tensor:
 
 
 def filter_maps(d: torch.Tensor, soft_mask: torch.Tensor, s: float) -> torch.Tensor:
-    """``d·M + s·d·(1 − M)``: down-weight responses outside the label's coarse mask (reference §9.5)."""
+    """``d·M + s·d·(1 − M)``: down-weight responses outside the label's coarse mask (docs/design/authors_code.md#difference-maps-to-labels-as-published)."""
     m = soft_mask.to(d.device, d.dtype)
     return d * m + s * d * (1 - m)
 
@@ -218,7 +218,7 @@ def labels_from_difference_maps(maps: torch.Tensor, coarse: torch.Tensor, label_
                                 filter_s: float = 0.7, absent_labels: str = "keep") -> torch.Tensor:
     """Re-derive a label map from returned normalised maps ``[L,T,H,W]`` with another filter ``s``.
 
-    E.g. the authors' unfiltered variant is ``filter_s=1.0`` (reference §9.5, §12.5).
+    E.g. the authors' unfiltered variant is ``filter_s=1.0`` (docs/design/authors_code.md#difference-maps-to-labels-as-published, #the-equivalent-design-the-pack-implements).
     """
     from .masks import coarse_present, label_masks, lanczos_upsample_mask
 

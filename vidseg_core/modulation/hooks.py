@@ -1,4 +1,4 @@
-"""Attention hooks of masked modulation (paper Eqs 6-7; reference notes §8.3-8.5, §12.2-12.4).
+"""Attention hooks of masked modulation (paper Eqs 6-7; docs/design/authors_code.md#masked-modulation-as-published, #the-equivalent-design-the-pack-implements).
 
 * :class:`ModulationHook` — one hook for a chunk of runs evaluated together:
 

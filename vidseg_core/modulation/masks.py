@@ -1,4 +1,4 @@
-"""Binary label masks at the grids the modulation needs (reference notes §8.1, §8.5, §9.5).
+"""Binary label masks at the grids the modulation needs (docs/design/authors_code.md#masked-modulation-as-published, #difference-maps-to-labels-as-published).
 
 * token grid of the modulated layer: the coarse map's own grid for blocks 6-8
   (H/16, where the authors' PNG resize is the identity); other blocks get a

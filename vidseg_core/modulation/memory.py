@@ -1,7 +1,7 @@
 """Memory of masked modulation: free memory, per-run and store estimates, and the reference-mode rule.
 
 The reference run (unmodulated, run 0) supplies the q/k that every modulated
-run injects and the latents they are blended with (reference notes §12.1).
+run injects and the latents they are blended with (docs/design/authors_code.md#the-equivalent-design-the-pack-implements).
 When the runs do not fit in one chunk, each chunk needs the reference again.
 Two ways (:data:`~.settings.REFERENCE_MODES`):
 

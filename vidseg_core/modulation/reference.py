@@ -1,4 +1,5 @@
-"""The reference trajectory, computed once per batch (reference notes §4 steps 6-7, §12.1).
+"""The reference trajectory, computed once per batch (docs/design/authors_code.md#order-of-operations-and-batching,
+#the-equivalent-design-the-pack-implements).
 
 The authors' reference pass is both their feature pass and the source of the
 q/k injected into every modulated pass.  :func:`reference_pass` does both in

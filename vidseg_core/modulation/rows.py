@@ -1,5 +1,5 @@
 """Compacted rows: SD 2.1 denoises only the present (label, frame) pairs of the modulated runs (an exact saving;
-issue 12, reference notes §12).
+docs/design/authors_code.md#the-equivalent-design-the-pack-implements).
 
 The SD UNet and VAE treat frames independently.  A frame where label ``l``'s
 coarse mask is empty gets no offset (Eq 6 adds ``±λ·M_l = 0``), the

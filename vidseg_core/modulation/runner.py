@@ -1,4 +1,5 @@
-"""Masked modulation of one batch, batched over labels and signs (paper §3.2, §4.3; reference notes §8-§12).
+"""Masked modulation of one batch, batched over labels and signs (paper §3.2, §4.3;
+docs/design/authors_code.md#masked-modulation-as-published, #the-equivalent-design-the-pack-implements).
 
 The authors run, per batch, a reference pass and then 2·L modulated passes one
 after another (one label, one sign each), exchanging q/k and latents through

@@ -1,4 +1,4 @@
-"""User settings of masked modulation, resolved against a backbone's config (reference notes §2.1, §8, §9).
+"""User settings of masked modulation, resolved against a backbone's config (docs/design/authors_code.md#effective-settings, #masked-modulation-as-published, #difference-maps-to-labels-as-published).
 
 ``None`` means "the authors' effective value for this backbone" (SD 2.1:
 block 7 spatial cross-attention, t_m = 22, blending after steps 22-23; SVD:

@@ -1,5 +1,5 @@
 """Attention of the injected layers with the reference's q/k computed once for all runs (an exact rewrite;
-reference notes §12.2).
+docs/design/authors_code.md#the-equivalent-design-the-pack-implements).
 
 With q/k injection every run of a chunk uses the reference run's queries and
 keys in the injected decoder layers.  :class:`SharedAttentionProcessor`

@@ -1,4 +1,4 @@
-"""Compute the part of a UNet evaluation shared by every run ONCE (reference notes §12).
+"""Compute the part of a UNet evaluation shared by every run ONCE (docs/design/authors_code.md#the-equivalent-design-the-pack-implements).
 
 At the modulation step t_m every run of a chunk (the reference and all
 modulated runs) starts from the same noisy latent with the same

@@ -53,7 +53,7 @@ def _box_mean_window(x: torch.Tensor, r: int) -> torch.Tensor:
     ``avg_pool2d`` with ``count_include_pad=False`` divides by the clipped window's size; the 2-D clipped
     count is the product of the 1-D ones, so a row pass then a column pass gives the same mean.  Each
     output sums only ``2r+1`` terms, so float32 keeps ~1e-7 relative error where a float32 cumulative sum
-    over a whole row would lose ~1e-5 absolute to cancellation (issue 12: no float64 on GPUs).
+    over a whole row would lose ~1e-5 absolute to cancellation (float64, slow on consumer GPUs, is avoided).
     """
     k = 2 * r + 1
     y = F.avg_pool2d(x.to(torch.float32), (1, k), stride=1, padding=(0, r), count_include_pad=False)
