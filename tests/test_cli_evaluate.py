@@ -88,13 +88,13 @@ def test_pairs_predictions_with_ground_truth_by_file_name(tmp_path):
     assert np.array_equal(pred, gt_read)
 
 
-def test_pairing_falls_back_to_sorted_order_only_with_a_warning(tmp_path):
+def test_pairing_falls_back_to_the_numbers_in_the_names_only_with_a_warning(tmp_path):
     from vidseg_core.metrics import read_pair
 
     gt = _video(t=3)
     g = _save(tmp_path / "gt", gt)
     p = _save(tmp_path / "pred", gt, names=[f"frame_{i}.png" for i in range(3)])
-    with pytest.warns(UserWarning, match="paired in sorted name order"):
+    with pytest.warns(UserWarning, match="paired by the number in their names, in numeric order"):
         pred, gt_read, _ = read_pair(p, g)
     assert np.array_equal(pred, gt_read)
     r = _save(tmp_path / "partial", gt[:2])  # 00000, 00001 + a stray name: 00002 has no prediction
@@ -106,7 +106,7 @@ def test_pairing_falls_back_to_sorted_order_only_with_a_warning(tmp_path):
     with pytest.raises(InputError, match=r"no prediction for 1 of the 3 ground-truth frames \(00002.png\)"):
         read_pair(r, g, require_all=True)
     s = _save(tmp_path / "strangers", gt[:2], names=["x.png", "y.png"])  # no name in common, counts differ
-    with pytest.raises(InputError, match="no file name matches at all"):
+    with pytest.raises(InputError, match="cannot be paired by the numbers in their names: the predictions are 2"):
         read_pair(s, g)
 
 

@@ -13,9 +13,9 @@ from typing import List, Optional
 from ..errors import InputError
 from .engines import ENGINES, run_local, run_ray
 from .layouts import read_dataset, select_videos
-from .progress import Progress, RunFolder, check_out_folder
+from .progress import STATE, Progress, RunFolder, check_out_folder
 from .protocol import JobConfig
-from .scores import score_run, write_scores
+from .scores import check_class_ids, score_run, write_scores
 from .sharding import parse_shard, shard
 
 
@@ -85,7 +85,16 @@ def run_dataset(run: DatasetRun) -> DatasetResult:
         i, n = parse_shard(run.shard)
         mine = shard(dataset.videos, i, n)
     out = Path(run.out)
-    check_out_folder(out, Path(run.root))
+    if run.score_only and not (out / STATE / "run.json").is_file():
+        raise InputError(f"--score-only: {out} holds no dataset run to score.",
+                         "Give the --out folder of an earlier dataset run, or leave --score-only out to segment "
+                         "the videos first.")
+    num_classes = run.num_classes or dataset.num_classes
+    if "miou" in (metrics or dataset.metrics):
+        check_class_ids(dataset, mine, num_classes)  # before any work: a wrong id would fail only when scoring
+    others = [p for p in (run.annotations, run.config.model) if p and Path(p).exists()]
+    others += [run.videos] if run.videos and Path(run.videos).is_file() else []  # a list file
+    check_out_folder(out, Path(run.root), others)
     folder = RunFolder(out)
     config = dataclasses.replace(run.config, out=str(out), gt_transform=dataset.gt_transform)
     folder.open(manifest(run, dataset), run.overwrite, [v.name for v in mine])
@@ -105,6 +114,6 @@ def run_dataset(run: DatasetRun) -> DatasetResult:
         result.records = records
         result.computed = [r["video"] for r in records if r["status"] == "done"]
         result.failed = [r["video"] for r in records if r["status"] != "done"]
-    result.scores = score_run(dataset, folder, names, metrics, run.num_classes or dataset.num_classes)
+    result.scores = score_run(dataset, folder, names, metrics, num_classes)
     write_scores(result.scores, out)
     return result
