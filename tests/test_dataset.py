@@ -371,3 +371,18 @@ def test_scores_say_how_many_frames_had_ground_truth(tmp_path, blackswan_dir, ca
     scores = json.loads((tmp_path / "out" / "scores.json").read_text())
     assert scores["videos"]["swan-a"]["frames_scored"] == 4 and scores["videos"]["swan-b"]["frames_scored"] == 3
     assert scores["dataset"]["frames_scored"] == 7 and scores["dataset"]["frames"] == 8
+
+
+def test_finished_video_whose_frames_changed_is_segmented_again(tmp_path, blackswan_dir, capsys):
+    import os
+
+    root = make_davis2017(blackswan_dir, tmp_path / "DAVIS", clips={"swan-a": (0, 3, False), "swan-b": (3, 3, False)})
+    out = tmp_path / "out"
+    assert sorted(run(root, "davis2017", out).computed) == ["swan-a", "swan-b"]
+    frame = root / "JPEGImages" / "480p" / "swan-b" / "00001.jpg"
+    st = frame.stat()
+    os.utime(frame, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the frame was edited
+    res = run_dataset(DatasetRun(root=str(root), layout="davis2017", out=str(out), config=job()))
+    assert res.computed == ["swan-b"] and res.skipped == ["swan-a"]
+    assert "changed since they were segmented; segmenting them again: swan-b" in capsys.readouterr().err
+    assert run(root, "davis2017", out).computed == []  # unchanged now: finished

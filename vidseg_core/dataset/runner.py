@@ -66,6 +66,26 @@ def manifest(run: DatasetRun, dataset) -> dict:
             "frames": run.config.frames, "stride": run.config.stride, "max_side": run.config.max_side}
 
 
+def redo_changed(folder: RunFolder, videos, config: JobConfig, quiet: bool = False) -> List[str]:
+    """Forget the finished videos whose frames or reference mask changed since they were segmented (their
+    marker's fingerprint differs), so that they are segmented again; returns their names."""
+    from .protocol import current_fingerprint
+
+    changed = []
+    for v in videos:
+        rec = folder.done_record(v.name)
+        if rec is None or "input_fingerprint" not in rec:
+            continue
+        now = current_fingerprint(v, config)
+        if now is not None and now != rec["input_fingerprint"]:
+            folder.discard(v.name)
+            changed.append(v.name)
+    if changed and not quiet:
+        print(f"note: the frames or reference of {len(changed)} finished video(s) changed since they were segmented; "
+              f"segmenting them again: {', '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}", file=sys.stderr)
+    return changed
+
+
 def run_dataset(run: DatasetRun) -> DatasetResult:
     from ..metrics.evaluate import parse_metrics
 
@@ -100,6 +120,7 @@ def run_dataset(run: DatasetRun) -> DatasetResult:
     folder.open(manifest(run, dataset), run.overwrite, [v.name for v in mine])
     result = DatasetResult(scores={}, selected=[v.name for v in mine])
     if not run.score_only:
+        redo_changed(folder, mine, config, run.quiet)
         todo = [v for v in mine if not folder.is_done(v.name)]
         result.skipped = [v.name for v in mine if v not in todo]
         if not run.quiet:
