@@ -88,13 +88,13 @@ def test_pairs_predictions_with_ground_truth_by_file_name(tmp_path):
     assert np.array_equal(pred, gt_read)
 
 
-def test_pairing_falls_back_to_sorted_order_only_with_a_warning(tmp_path):
+def test_pairing_falls_back_to_the_numbers_in_the_names_only_with_a_warning(tmp_path):
     from vidseg_core.metrics import read_pair
 
     gt = _video(t=3)
     g = _save(tmp_path / "gt", gt)
     p = _save(tmp_path / "pred", gt, names=[f"frame_{i}.png" for i in range(3)])
-    with pytest.warns(UserWarning, match="paired in sorted name order"):
+    with pytest.warns(UserWarning, match="paired by the number in their names, in numeric order"):
         pred, gt_read, _ = read_pair(p, g)
     assert np.array_equal(pred, gt_read)
     r = _save(tmp_path / "partial", gt[:2])  # 00000, 00001 + a stray name: 00002 has no prediction
@@ -106,7 +106,7 @@ def test_pairing_falls_back_to_sorted_order_only_with_a_warning(tmp_path):
     with pytest.raises(InputError, match=r"no prediction for 1 of the 3 ground-truth frames \(00002.png\)"):
         read_pair(r, g, require_all=True)
     s = _save(tmp_path / "strangers", gt[:2], names=["x.png", "y.png"])  # no name in common, counts differ
-    with pytest.raises(InputError, match="no file name matches at all"):
+    with pytest.raises(InputError, match="cannot be paired by the numbers in their names: the predictions are 2"):
         read_pair(s, g)
 
 
@@ -243,3 +243,34 @@ def test_cli_bad_inputs(tmp_path, capsys, case, message):
     rc, out, err = _run(capsys, "--pred", p, "--gt", g, *extra)
     assert rc == 2 and out == ""
     assert err.startswith("error: ") and message in err and "Fix:" in err
+
+
+def _moving(t=12, h=24, w=32):
+    """Frames that differ: an object moving one column per frame."""
+    gt = np.zeros((t, h, w), np.uint8)
+    for i in range(t):
+        gt[i, 4:20, i:i + 8] = 1
+    return gt
+
+
+def test_cli_pairs_unmatched_names_by_their_numbers_and_says_so(tmp_path, capsys):
+    """frame_0..frame_11 against 00000..00011: paired by number (not text order, which scored 0.754)."""
+    gt = _moving()
+    g = _save(tmp_path / "gt", gt)
+    p = _save(tmp_path / "pred", gt, names=[f"frame_{i}.png" for i in range(12)])
+    rc, out, err = _run(capsys, "--pred", p, "--gt", g, "--metrics", "miou")
+    assert rc == 0 and json.loads(out)["miou"]["miou"] == 1.0
+    assert "paired by the number in their names, in numeric order (frame_0.png -> 00000.png, frame_1.png -> " \
+           "00001.png, ..., frame_10.png -> 00010.png, frame_11.png -> 00011.png)" in err
+
+
+@pytest.mark.parametrize("names, why", [
+    ([f"{c}.png" for c in "abcdefghijkl"], "holds no number"),
+    ([f"take{i % 6}{'ab'[i // 6]}.png" for i in range(12)], "hold the same number"),
+])
+def test_cli_refuses_names_that_neither_match_nor_number(tmp_path, capsys, names, why):
+    gt = _moving()
+    g = _save(tmp_path / "gt", gt)
+    p = _save(tmp_path / "pred", gt, names=names)
+    rc, out, err = _run(capsys, "--pred", p, "--gt", g, "--metrics", "miou")
+    assert rc == 2 and out == "" and why in err and "cannot be paired by the numbers" in err

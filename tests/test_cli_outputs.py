@@ -248,3 +248,121 @@ def test_failure_at_the_end_keeps_label_maps_and_names_missing_overlay_and_summa
     assert "2 output(s) are complete and kept: labels/f000.png, labels/f001.png" in err
     assert "not written: overlay, summary.json" in err
     assert len(list((out / "labels").iterdir())) == 2
+
+
+def _fail_third_write(monkeypatch):
+    """save_label_png fails on its 3rd call (an OSError: the run stops with 2 complete label maps)."""
+    real, calls = label_io.save_label_png, []
+
+    def flaky(path, labels):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device", str(path))
+        return real(path, labels)
+
+    monkeypatch.setattr(label_io, "save_label_png", flaky)
+    return calls
+
+
+def test_resume_recomputes_when_a_frame_changed(tmp_path, monkeypatch, capsys):
+    """Same names and count, but a frame was replaced: the unfinished run's label maps are not reused."""
+    import os
+
+    d = _frames(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    _fail_third_write(monkeypatch)
+    assert main(_segment(d, out, "--batch-size", "1")) == 2
+    monkeypatch.undo()
+    rng = np.random.default_rng(7)
+    Image.fromarray(rng.integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(d / "f001.png")  # another frame 1
+    st = (d / "f001.png").stat()
+    os.utime(d / "f001.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    capsys.readouterr()
+    assert main(_segment(d, out, "--batch-size", "1")) == 0
+    assert "they are replaced" in capsys.readouterr().err
+    fresh = tmp_path / "fresh"
+    assert main(_segment(d, fresh, "--batch-size", "1")) == 0
+    for p in sorted((fresh / "labels").iterdir()):
+        assert (out / "labels" / p.name).read_bytes() == p.read_bytes(), p.name
+    assert json.loads((out / "summary.json").read_text())["reused_label_maps"] == 0
+
+
+def test_manifest_records_only_the_overlay_written_and_keeps_a_users_other_one(tmp_path, capsys):
+    d = _frames(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    argv = [a for a in _segment(d, out) if a != "--no-overlay"]
+    assert main(argv) == 0
+    written = [n for n in ("overlay.mp4", "overlay.gif") if (out / n).exists()]
+    assert len(written) == 1
+    other = "overlay.gif" if written == ["overlay.mp4"] else "overlay.mp4"
+    owned = read_manifest(out / MANIFEST_NAME).owned
+    assert written[0] in owned and other not in owned and "summary.json" in owned
+    (out / other).write_bytes(b"the user's own overlay")
+    assert main(argv + ["--overwrite"]) == 2  # where VidSeg may write: refused, never deleted
+    assert other in capsys.readouterr().err
+    assert (out / other).read_bytes() == b"the user's own overlay"
+
+
+def test_unfinished_run_never_owns_a_summary_it_did_not_write(tmp_path, monkeypatch, capsys):
+    d = _frames(tmp_path / "in", 3)
+    out = tmp_path / "out"
+    _fail_third_write(monkeypatch)
+    assert main(_segment(d, out, "--batch-size", "1")) == 2
+    monkeypatch.undo()
+    assert "summary.json" not in read_manifest(out / MANIFEST_NAME).owned
+    (out / "summary.json").write_text("my notes")
+    assert main(_segment(d, out, "--batch-size", "1")) == 2
+    assert "summary.json" in capsys.readouterr().err and (out / "summary.json").read_text() == "my notes"
+
+
+def test_reference_mask_inside_the_output_folder_is_an_input(tmp_path, monkeypatch, capsys):
+    """A label map of an earlier run used as --reference-mask: never deleted nor replaced by --overwrite."""
+    d = _frames(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    assert main(_segment(d, out)) == 0
+    mask = out / "labels" / "f000.png"
+    before = mask.read_bytes()
+    _no_model(monkeypatch)
+    assert main(_segment(d, out, "--overwrite", "--reference-mask", str(mask))) == 2
+    err = capsys.readouterr().err
+    assert "contains the input" in err and str(mask) in err
+    assert mask.read_bytes() == before
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"weights")
+    assert main(["features", str(d), "--model", str(model), "--out", str(model), "--overwrite"]) == 2
+    assert "is the input" in capsys.readouterr().err and model.read_bytes() == b"weights"  # a model is an input
+
+
+def test_batch_written_is_said_only_after_its_files_are_written(tmp_path, monkeypatch):
+    """Overlapped writes: "batch k/n written" comes after batch k's label maps are on disk."""
+    import sys
+    import time
+
+    d = _frames(tmp_path / "in", 3)
+    events = []
+    real = label_io.save_label_png
+
+    def slow(path, labels):
+        time.sleep(0.3)
+        real(path, labels)
+        events.append(("png", path.name))
+
+    class Stderr:
+        def write(self, text):
+            events.append(("err", text))
+
+        def flush(self):
+            pass
+
+        def isatty(self):
+            return False
+
+    monkeypatch.setattr(label_io, "save_label_png", slow)
+    monkeypatch.setattr(sys, "stderr", Stderr())
+    argv = [a for a in _segment(d, tmp_path / "out", "--batch-size", "1") if a != "--quiet"]
+    assert main(argv) == 0
+    monkeypatch.undo()
+    said = [i for i, (kind, text) in enumerate(events) if kind == "err" and "written" in text]
+    assert len(said) == 3
+    for k, i in enumerate(said):
+        assert ("png", f"f{k:03d}.png") in events[:i], (k, events)

@@ -110,3 +110,18 @@ def test_segment_then_evaluate_blackswan(tmp_path, blackswan_dir, capsys):
     jf = res["jf"]["J&F-Mean"]
     assert 0.0 <= jf <= 1.0 and res["frames"] == 14
     assert 0.0 <= res["miou"]["miou"] <= 1.0
+
+
+def test_segment_reads_ffmpeg_numbered_frames_in_time_order(tmp_path):
+    """1.png .. 12.png (ffmpeg's %d): the run sees frame 1 first and frame 12 last, not 1, 10, 11, 12, 2, ..."""
+    src = _frames(tmp_path / "src", 12)
+    d = tmp_path / "in"
+    d.mkdir()
+    for i, p in enumerate(sorted(src.iterdir())):
+        shutil.copy(p, d / f"{i + 1}.png")
+    out = tmp_path / "out"
+    assert main(["segment", str(d), "--model", "tiny-sd", "--out", str(out), "--mode", "fast", "--clusters", "2",
+                 "--batch-size", "6", "--quiet", "--no-overlay"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input"]["names"] == ["1", "12"] and summary["input"]["frames"] == 12
+    assert sorted(p.stem for p in (out / "labels").iterdir()) == sorted(str(i) for i in range(1, 13))

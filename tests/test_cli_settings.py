@@ -54,6 +54,7 @@ def no_model(monkeypatch):
     (["--stride", "0"], "Stride must be at least 1"),
     (["--frames", "5:2"], "Invalid frame range"),
     (["--reference-frame", "7", "--reference-mask", "MASK"], "--reference-frame 7 is outside"),
+    (["--reference-frame", "7"], "--reference-frame 7 is outside"),  # without a mask too
     (["--precision", "fp16", "--device", "cpu"], "fp16 is not supported on the CPU"),
     (["--device", "tpu9"], "Unknown device"),
     (["--max-side", "0"], "--max-side = 0"),
@@ -112,7 +113,7 @@ def test_api_frames_checked_or_converted():
     assert torch.allclose(frames_from_tensor(u8), u8.float() / 255)  # uint8: documented conversion
     assert torch.allclose(frames_from_tensor(u8.numpy()), u8.float() / 255)  # numpy uint8 too
     assert torch.equal(frames_from_tensor(f01.numpy()), f01)  # numpy float in 0..1
-    assert frames_from_tensor(torch.rand(1, 4, 4, 4)).shape == (1, 4, 4, 3)  # alpha dropped
+    assert frames_from_tensor(torch.ones(1, 4, 4, 4)).shape == (1, 4, 4, 3)  # an opaque alpha is dropped
     cases = [(f01 * 255, "look like 0..255 values: divide by 255"), (f01 * 2 - 1, "-1..1"),
              (f01.numpy() * 255, "0..255"), (u8.to(torch.int64), "dtype int64"), (u8.numpy().astype(np.int32), "int32"),
              (f01[0], "Add the frame axis"), (f01.permute(0, 3, 1, 2), "channels first"),
@@ -156,13 +157,13 @@ def test_lost_reference_labels_warned_at_once(tmp_path, capsys):
 def test_progress_reports_every_stage_of_every_batch(tmp_path, capsys):
     d = _frames(tmp_path / "in", 3)
     assert main(["segment", str(d), "--model", "tiny-sd", "--out", str(tmp_path / "out"), "--mode", "fast",
-                 "--clusters", "2", "--batch-size", "2", "--no-overlay"]) == 0
+                 "--clusters", "2", "--batch-size", "2", "--no-overlay", "--serial-writes"]) == 0
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[")]
     stages = [ln.split("] ", 1)[1].rsplit("  ", 1)[0].strip() for ln in lines]
     assert stages == ["batch 1/2: diffusion features", "batch 1/2: scene context + refinement",
-                      "batch 1/2: upsampling", "batch 1/2 written",
+                      "batch 1/2: upsampling", "batch 1/2 computed", "batch 1/2 written",
                       "batch 2/2: diffusion features", "batch 2/2: scene context + refinement",
-                      "batch 2/2: upsampling", "batch 2/2 written"]
+                      "batch 2/2: upsampling", "batch 2/2 computed", "batch 2/2 written"]
 
 
 def test_progress_bar_redraws_during_a_long_stage():

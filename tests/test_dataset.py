@@ -305,3 +305,84 @@ def test_ray_two_workers_match_the_local_engine(local_ray, davis, baseline, tmp_
     assert len({r["worker_pid"] for r in res.records}) == 2  # two workers, each loading the model once
     assert tree_bytes(out) == tree_bytes(baseline[0])
     assert res.scores["dataset"] == baseline[1].scores["dataset"]
+
+
+# ---------------------------------------------------------------- review cases
+def test_duplicated_split_line_runs_and_scores_the_video_once(tmp_path, blackswan_dir):
+    root = make_davis2017(blackswan_dir, tmp_path / "DAVIS", clips={"swan-a": (0, 3, False), "swan-b": (3, 3, False)})
+    (root / "ImageSets" / "2017" / "val.txt").write_text("swan-a\nswan-b\nswan-a\n")
+    with pytest.warns(UserWarning, match="names swan-a more than once"):
+        ds = read_dataset(root, "davis2017")
+    assert [v.name for v in ds.videos] == ["swan-a", "swan-b"]
+    with pytest.warns(UserWarning, match="more than once"):
+        assert [v.name for v in select_videos(ds, "swan-b,swan-b").videos] == ["swan-b"]
+
+
+def test_overwrite_keeps_files_vidseg_did_not_write(tmp_path, blackswan_dir):
+    root = make_davis2017(blackswan_dir, tmp_path / "DAVIS", clips={"swan-a": (0, 3, False)})
+    out = tmp_path / "out"
+    first = run(root, "davis2017", out)
+    assert first.exit_code == 0 and first.computed == ["swan-a"]
+    outputs = tree_bytes(out)
+    (out / "swan-a" / "notes.txt").write_text("mine")
+    again = run(root, "davis2017", out, overwrite=True)
+    assert again.computed == ["swan-a"]
+    assert (out / "swan-a" / "notes.txt").read_text() == "mine" and tree_bytes(out) == outputs
+
+
+def test_vspw_ids_above_the_class_count_refused_before_any_work(tmp_path, blackswan_dir, monkeypatch, capsys):
+    root = make_vspw(blackswan_dir, tmp_path / "VSPW", clips={"a": (0, 3, False), "b": (3, 3, False)})
+    from PIL import Image
+
+    last = root / "data" / "b" / "mask" / "00000003.png"
+    m = np.asarray(Image.open(last)).copy()
+    m[10:20, 10:20] = 200  # not a VSPW class (1..124)
+    Image.fromarray(m, mode="L").save(last)
+
+    def boom(args):
+        raise AssertionError("the model was loaded before the checks")
+
+    monkeypatch.setattr("vidseg_core.commands._common.load_model", boom)
+    out = tmp_path / "out"
+    assert main(["dataset", str(root), "--layout", "vspw", "--out", str(out)] + OPTS) == 2
+    err = capsys.readouterr().err
+    assert "00000003.png of video 'b' holds ids [200]" in err and "124 classes" in err and "--num-classes" in err
+    assert "--vspw-remap" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("case", ["videos_comma", "score_only_new"])
+def test_nothing_to_do_is_an_error_not_a_silent_success(tmp_path, blackswan_dir, case, capsys):
+    root = make_davis2017(blackswan_dir, tmp_path / "DAVIS", clips={"swan-a": (0, 3, False)})
+    out = tmp_path / "out"
+    args = ["dataset", str(root), "--layout", "davis2017", "--out", str(out)] + OPTS
+    args += ["--videos", ","] if case == "videos_comma" else ["--score-only"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert ("names no video" if case == "videos_comma" else "holds no dataset run to score") in err
+    assert not out.exists()
+
+
+def test_scores_say_how_many_frames_had_ground_truth(tmp_path, blackswan_dir, capsys):
+    root = make_davis2017(blackswan_dir, tmp_path / "DAVIS", clips={"swan-a": (0, 5, False), "swan-b": (5, 3, False)})
+    (root / "Annotations" / "480p" / "swan-a" / "00002.png").unlink()  # a frame without annotation
+    assert main(["dataset", str(root), "--layout", "davis2017", "--out", str(tmp_path / "out")] + OPTS) == 0
+    printed = capsys.readouterr().out
+    assert "1 video(s) have frames without ground truth" in printed and "swan-a 4 of 5" in printed
+    scores = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert scores["videos"]["swan-a"]["frames_scored"] == 4 and scores["videos"]["swan-b"]["frames_scored"] == 3
+    assert scores["dataset"]["frames_scored"] == 7 and scores["dataset"]["frames"] == 8
+
+
+def test_finished_video_whose_frames_changed_is_segmented_again(tmp_path, blackswan_dir, capsys):
+    import os
+
+    root = make_davis2017(blackswan_dir, tmp_path / "DAVIS", clips={"swan-a": (0, 3, False), "swan-b": (3, 3, False)})
+    out = tmp_path / "out"
+    assert sorted(run(root, "davis2017", out).computed) == ["swan-a", "swan-b"]
+    frame = root / "JPEGImages" / "480p" / "swan-b" / "00001.jpg"
+    st = frame.stat()
+    os.utime(frame, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the frame was edited
+    res = run_dataset(DatasetRun(root=str(root), layout="davis2017", out=str(out), config=job()))
+    assert res.computed == ["swan-b"] and res.skipped == ["swan-a"]
+    assert "changed since they were segmented; segmenting them again: swan-b" in capsys.readouterr().err
+    assert run(root, "davis2017", out).computed == []  # unchanged now: finished

@@ -1,4 +1,6 @@
 """Output folders (vidseg_core/output_dir.py): writability, inputs, the manifest of VidSeg's own files."""
+import os
+
 import pytest
 
 from tests.helpers.permissions import deny_writes, needs_chmod
@@ -145,3 +147,26 @@ def test_manifest_cannot_name_paths_outside_its_folder(tmp_path):
     assert read_manifest(out / MANIFEST_NAME).owned == ["labels/a.png"]
     OutputFolder.open(out, "segment", ("labels",), overwrite=True).start()
     assert victim.read_text() == "keep"
+
+
+def test_unwritable_for_another_reason_gets_its_own_fix(tmp_path, monkeypatch):
+    """A folder refusing new files for a reason other than permissions (a virtual file system such as
+    /proc, a read-only mount) is not told to chmod."""
+    import errno
+    from pathlib import Path
+
+    import vidseg_core.output_dir as od
+
+    if Path("/proc").is_dir():
+        with pytest.raises(OutputError) as info:
+            check_writable("/proc/vidseg-out")
+        assert "chmod" not in str(info.value) and "nearest existing parent" in str(info.value)
+    for code, fix in ((errno.ENOENT, "does not accept new files"), (errno.EROFS, "read-only"),
+                      (errno.ENOSPC, "Free disk space"), (errno.EACCES, r"chmod u\+w")):
+        def refuse(folder, code=code):
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(od, "_probe", refuse)
+        with pytest.raises(OutputError, match=fix) as info:
+            check_writable(tmp_path / "new")
+        assert code == errno.EACCES or "chmod" not in str(info.value)

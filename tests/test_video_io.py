@@ -81,3 +81,81 @@ def test_bad_inputs(tmp_path):
         FrameSource(_write_frames(tmp_path / "g", 2), frame_range=(5, None))
     with pytest.raises(InputError, match=r"\[T,H,W,3\]"):
         frames_from_tensor(torch.zeros(4, 4, 3))
+
+
+def _named_frames(folder, names, size=(32, 48), grey=False):
+    """Frames whose grey level is their position in ``names`` (time order), saved under those names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, name in enumerate(names):
+        Image.fromarray(np.full(size + (() if grey else (3,)), 10 * t, np.uint8)).save(folder / name)
+    return folder
+
+
+def test_frames_are_listed_in_natural_order_everywhere(tmp_path):
+    """ffmpeg's %d naming (1.jpg .. 12.jpg): every listing sees time order, never 1, 10, 11, 12, 2, ..."""
+    from vidseg_core.dataset.layouts import _images
+    from vidseg_core.dataset.protocol import find_reference
+    from vidseg_core.dataset import Video
+    from vidseg_core.metrics.io import list_frames, read_label_sequence
+
+    names = [f"{i}.png" for i in range(1, 13)]
+    d = _named_frames(tmp_path / "f", names)
+    src = FrameSource(d)
+    assert src.names == [str(i) for i in range(1, 13)]
+    grey = src.read_all()[:, 0, 0, 0] * 255
+    assert torch.allclose(grey, torch.arange(12, dtype=torch.float32) * 10)  # read in time order
+    assert [p.name for p in list_frames(d)] == names
+    labels, label_names = read_label_sequence(_named_frames(tmp_path / "gt", names, grey=True))
+    assert label_names == names and labels[:, 0, 0].tolist() == [10 * t for t in range(12)]
+    assert [p.name for p in _images(d)] == names
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    for n in ("2.png", "10.png"):  # sparse annotations: the first annotated frame in time is frame 2
+        Image.fromarray(np.zeros((32, 48), np.uint8), mode="L").save(ann / n)
+    assert find_reference(Video("v", str(d), 12, annotations=str(ann)), src.names) == (str(ann / "2.png"), 1)
+    mixed = _named_frames(tmp_path / "m", ["frame_9.jpg", "frame_10.jpg", "Frame_11.jpg", "00012.jpg"])
+    assert FrameSource(mixed).names == ["00012", "frame_9", "frame_10", "Frame_11"]
+
+
+def test_two_frames_with_one_stem_are_refused_with_their_names(tmp_path):
+    from vidseg_core.dataset.layouts import read_dataset
+    from vidseg_core.metrics.io import list_frames
+
+    d = _named_frames(tmp_path / "clips" / "c", ["00001.jpg", "00002.jpg", "00002.png"])
+    with pytest.raises(InputError, match=r"same name.*00002.jpg and 00002.png.*overwrite"):
+        FrameSource(d)
+    with pytest.raises(InputError, match="00002.jpg and 00002.png"):
+        read_dataset(tmp_path / "clips", "folders")
+    g = tmp_path / "gt"
+    g.mkdir()
+    for n in ("00000.png", "00000.PNG"):
+        Image.fromarray(np.zeros((4, 4), np.uint8), mode="L").save(g / n, format="PNG")
+    if len(list(g.iterdir())) == 2:  # a case-sensitive file system
+        with pytest.raises(InputError, match="00000.PNG and 00000.png"):
+            list_frames(g)
+
+
+def test_fingerprint_follows_every_selected_frame(tmp_path):
+    import os
+
+    d = _write_frames(tmp_path / "f", 4)
+    before = FrameSource(d).fingerprint()
+    assert FrameSource(d).fingerprint() == before
+    st = (d / "00002.png").stat()
+    os.utime(d / "00002.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a middle frame edited
+    assert FrameSource(d).fingerprint() != before
+    assert FrameSource(d, frame_range=(0, 2)).fingerprint() == FrameSource(d, frame_range=(0, 2)).fingerprint()
+
+
+def test_rgba_frames_refused_unless_opaque():
+    rgb = torch.rand(2, 4, 4, 3)
+    opaque = torch.cat([rgb, torch.ones(2, 4, 4, 1)], -1)
+    assert torch.equal(frames_from_tensor(opaque), rgb)  # nothing lost: the alpha is dropped
+    u8 = torch.cat([(rgb * 255).to(torch.uint8), torch.full((2, 4, 4, 1), 255, dtype=torch.uint8)], -1)
+    assert frames_from_tensor(u8).shape == (2, 4, 4, 3)
+    see_through = opaque.clone()
+    see_through[1, 0, 0, 3] = 0.5
+    with pytest.raises(InputError, match=r"RGBA with transparent pixels.*frames\[\.\.\., :3\]"):
+        frames_from_tensor(see_through)
+    with pytest.raises(InputError, match="transparent"):
+        frames_from_tensor(torch.zeros(1, 4, 4, 4, dtype=torch.uint8).numpy())

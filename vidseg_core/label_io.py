@@ -8,7 +8,7 @@ reads it back as ids.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -56,28 +56,41 @@ def overlay(frames: torch.Tensor, labels: torch.Tensor, table: Optional[LabelTab
 
 
 class OverlayVideoWriter:
-    """Writes overlay frames to an mp4 (OpenCV) or, where no encoder works, an animated GIF."""
+    """Writes overlay frames to an mp4 (OpenCV) or, where no encoder works, an animated GIF.
 
-    def __init__(self, path, fps: float = 12.0):
+    ``on_create(path)`` is called right before the file is created (the mp4 when the first frames come, the
+    GIF when it is closed), ``on_abandon(path)`` when an mp4 could not be opened after all (no encoder): an
+    output folder records only the file that is really written.
+    """
+
+    def __init__(self, path, fps: float = 12.0, on_create: Optional[Callable[[Path], None]] = None,
+                 on_abandon: Optional[Callable[[Path], None]] = None):
         self.path = Path(path)
         self.fps = fps
         self._writer = None
         self._gif_frames = []
         self.kind: Optional[str] = None
+        self._on_create = on_create or (lambda p: None)
+        self._on_abandon = on_abandon or (lambda p: None)
 
     def _open(self, size: Tuple[int, int]) -> None:
+        mp4 = self.path.with_suffix(".mp4")
         try:
             import cv2
-
-            w = cv2.VideoWriter(str(self.path.with_suffix(".mp4")), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
-                                (size[1], size[0]))
+        except ImportError:
+            cv2 = None
+        if cv2 is not None:
+            self._on_create(mp4)
+            existed = mp4.exists()
+            w = cv2.VideoWriter(str(mp4), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (size[1], size[0]))
             if w.isOpened():
                 self._writer, self.kind = w, "mp4"
-                self.path = self.path.with_suffix(".mp4")
+                self.path = mp4
                 return
             w.release()
-        except ImportError:
-            pass
+            if not existed:
+                mp4.unlink(missing_ok=True)  # an empty file a failed encoder may leave
+            self._on_abandon(mp4)
         self.kind = "gif"
         self.path = self.path.with_suffix(".gif")
 
@@ -100,6 +113,7 @@ class OverlayVideoWriter:
             self._writer.release()
             self._writer = None
         elif self._gif_frames:
+            self._on_create(self.path)
             self._gif_frames[0].save(str(self.path), save_all=True, append_images=self._gif_frames[1:],
                                      duration=int(1000 / self.fps), loop=0)
             self._gif_frames = []

@@ -11,7 +11,7 @@ these checks *before* it loads a model or touches anything:
 * :func:`check_output_file` -- both, for a single output file.
 
 :class:`OutputFolder` owns a folder through ``DIR/vidseg_manifest.jsonl``: every file a command writes is
-recorded there *before* it is written, so ``--overwrite`` removes exactly VidSeg's own files (never the
+recorded there right before it is written (and only a file the command is about to write), so ``--overwrite`` removes exactly VidSeg's own files (never the
 user's), a rerun after a failed or interrupted run reuses the folder without ``--overwrite``, and files the
 user put where VidSeg writes are never replaced.  :func:`write_failure` turns an ``OSError`` in the middle
 of a run into a message that says which outputs are complete.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import errno
 import json
 import os
 import tempfile
@@ -67,9 +68,19 @@ def check_writable(path, what: str = "output folder") -> None:
     except OSError as exc:
         where = f"the {what} {path}" if base == path.absolute() or path.exists() else \
             f"{base} (the nearest existing parent of the {what} {path})"
-        raise OutputError(f"Cannot write to {where}: {exc.strerror or exc}.",
-                          "Give write permission to that folder (chmod u+w) or choose another output folder "
-                          "on a writable disk.") from exc
+        raise OutputError(f"Cannot write to {where}: {exc.strerror or exc}.", _write_fix(exc)) from exc
+
+
+def _write_fix(exc: OSError) -> str:
+    """The fix for a folder that refused a new file, by the reason it gave."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "Give write permission to that folder (chmod u+w) or choose another output folder on a writable disk."
+    if exc.errno == errno.EROFS:
+        return "That file system is mounted read-only: choose an output folder on a writable disk."
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "Free disk space (or raise the quota), or choose an output folder on another disk."
+    return "That folder does not accept new files (a virtual or special file system?): choose an output folder " \
+           "on an ordinary, writable disk."
 
 
 def check_outside_inputs(out, inputs: Iterable, what: str = "output folder") -> None:
@@ -236,6 +247,12 @@ class OutputFolder:
                 (self.path / r).mkdir(parents=True, exist_ok=True)
         return [self.path / r for r in rel_paths]
 
+    def release(self, rel_paths: Sequence[str]) -> None:
+        """Undo :meth:`claim` for files that were not written after all (e.g. an encoder that failed to open)."""
+        rel_paths = [str(r) for r in rel_paths]
+        self._append({"released": rel_paths})
+        self._owned = [o for o in self._owned if o not in set(rel_paths)]
+
     def expect(self, rel_paths: Sequence[str]) -> None:
         """Name every output of the run (listed as "not written" if the run fails before them)."""
         self.expected = list(rel_paths)
@@ -301,6 +318,8 @@ def read_manifest(path) -> Manifest:
         if "vidseg_manifest" in rec:
             header = rec
         owned += [str(f) for f in rec.get("files", []) if _inside(f)]
+        released = {str(f) for f in rec.get("released", [])}
+        owned = [o for o in owned if o not in released]
         done += [str(f) for f in rec.get("done", []) if _inside(f)]
         if "status" in rec:
             status = rec["status"]

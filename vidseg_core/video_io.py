@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .frame_order import list_frame_files
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".webm", ".mkv", ".m4v", ".gif")
@@ -63,7 +64,7 @@ class FrameSource:
         self._buffer_size = max(1, buffer)
         if self.path.is_dir():
             self._kind = "folder"
-            files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = list_frame_files(self.path, IMAGE_EXTENSIONS)  # natural order, one file per stem
             if not files:
                 raise InputError(f"The folder {self.path} holds no images ({', '.join(IMAGE_EXTENSIONS)}).",
                                  "Point to a folder of frames or to a video file.")
@@ -101,6 +102,18 @@ class FrameSource:
         if self._kind == "folder":
             return [self._files[i].stem for i in self._indices]
         return [f"{i:05d}" for i in self._indices]
+
+    def fingerprint(self) -> str:
+        """A digest of the input the outputs depend on: name, size and modification time of every selected
+        frame file (a video file: its own), so a rerun notices a frame that was replaced or edited."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        files = [self._files[i] for i in self._indices] if self._kind == "folder" else [self.path]
+        for f in files:
+            st = f.stat()
+            digest.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
 
     # ------------------------------------------------------------ reading
     def read(self, start: int, stop: int) -> torch.Tensor:
@@ -219,11 +232,25 @@ def _cv2():
     return cv2
 
 
+def _check_opaque(alpha: torch.Tensor) -> None:
+    """Refuse an alpha channel that is not fully opaque (255 for uint8, 1.0 for floats)."""
+    full = 255 if alpha.dtype == torch.uint8 else 1.0
+    if not alpha.is_floating_point() and alpha.dtype != torch.uint8:
+        return  # the dtype is refused with its own message below
+    if alpha.numel() and bool((alpha.float() < full - 1e-3).any()):
+        raise InputError(f"The frames are RGBA with transparent pixels (alpha down to {float(alpha.float().min()):g}); "
+                         "VidSeg segments RGB colours only, and dropping the alpha would change what is seen.",
+                         "Composite the frames over a background, or pass frames[..., :3] to drop the alpha "
+                         "knowingly.")
+
+
 def frames_from_tensor(frames) -> torch.Tensor:
     """Check a video given in memory and return it as float32 ``[T,H,W,3]`` in 0..1.
 
-    Accepted: a torch tensor or a numpy array ``[T,H,W,3]`` (ComfyUI's IMAGE layout; a 4th, alpha,
-    channel is dropped) holding floats in 0..1, or ``uint8`` values 0..255 (divided by 255).
+    Accepted: a torch tensor or a numpy array ``[T,H,W,3]`` (ComfyUI's IMAGE layout) holding floats in
+    0..1, or ``uint8`` values 0..255 (divided by 255).  RGBA frames ``[T,H,W,4]`` are accepted only when the
+    alpha channel is fully opaque (it is then dropped: nothing is lost); transparent pixels are refused, since
+    their colour alone is not what the user sees (composite them over a background, or drop the alpha).
     Anything else is refused with the fix: other shapes (a single ``[H,W,3]`` image, channels first),
     floats outside 0..1 (0..255 floats: divide by 255), other integer or bool dtypes, NaN / inf.
     """
@@ -245,6 +272,8 @@ def frames_from_tensor(frames) -> torch.Tensor:
                          "Pass the video as [frames, height, width, RGB].")
     if shape[0] < 1:
         raise InputError("The video has no frames.", "Give at least one frame.")
+    if shape[-1] == 4:
+        _check_opaque(frames[..., 3])
     x = frames[..., :3]
     if x.dtype == torch.uint8:
         return x.float().div_(255.0)

@@ -66,6 +66,13 @@ def model_search_dirs() -> List[Path]:
     return dirs
 
 
+def input_paths(args, names=("input", "reference_mask", "model")) -> List[str]:
+    """Every file or folder the command reads (frames, reference mask, model files...) that exists: the
+    output checks (:func:`~vidseg_core.output_dir.check_outside_inputs`) refuse an output touching any."""
+    values = [getattr(args, n, None) for n in names]
+    return [str(v) for v in values if v and Path(v).exists()]
+
+
 def open_source(args, path=None):
     """The input frames of ``path`` (default ``args.input``), with ``--frames / --stride / --max-side`` checked
     (the frames must stay >= 64 px)."""
@@ -104,7 +111,8 @@ def load_model(args):
 class ProgressBar:
     """Progress of a run on stderr: batch i/n, the stage it is in (and its steps), elapsed seconds.
 
-    Fed with ``(done, total, stage)`` from :class:`~vidseg_core.pipeline.VideoSegmenter`.  On a terminal
+    Fed with ``(done, total, stage)`` from :class:`~vidseg_core.pipeline.VideoSegmenter` (its ``batch`` stage
+    means computed), and :meth:`written` once a batch's files are written.  On a terminal
     the line is redrawn every second, so it is never silent during a long stage; elsewhere (a log file)
     one line is printed per stage of every batch.
     """
@@ -137,7 +145,10 @@ class ProgressBar:
                 n = max(1, total // max(1, self.total))
                 k = max(0, done - 1)
                 text = f"batch {k // n + 1}/{self.total}: {self.LABELS[stage]} step {k % n + 1}/{n}"
-            elif stage == "batch":
+            elif stage == "batch":  # computed; "written" comes from written(), once its files are on disk
+                self.total = max(1, total)
+                text = f"batch {done}/{self.total} computed"
+            elif stage == "written":
                 self.done, self.total = done, max(1, total)
                 text = f"batch {done}/{self.total} written"
             else:
@@ -149,6 +160,10 @@ class ProgressBar:
                 self._draw()
             elif changed:
                 print(self._line(), file=self.stream, flush=True)
+
+    def written(self, done: int) -> None:
+        """Batch ``done`` (1-based) is written: its files are complete (called by the writer)."""
+        self(done, self.total, "written")
 
     def _line(self) -> str:
         width = 24

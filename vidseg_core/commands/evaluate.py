@@ -3,8 +3,10 @@
     python -m vidseg_core evaluate --pred DIR --gt DIR [--metrics miou,vc8,vc16,jf]
         [--protocol semi|unsupervised] [--num-classes N] [--vspw-remap] [--per-frame]
 
-DIR is a folder of PNG label maps (palette / greyscale, one per frame, sorted
-by name) or a folder of such folders (a dataset: scores pooled over videos).
+DIR is a folder of PNG label maps (palette / greyscale, one per frame, in natural
+name order) or a folder of such folders (a dataset: scores pooled over videos).
+Predictions are paired with the ground truth by file name; where no name matches,
+by the number in each name in numeric order (said in a warning), else refused.
 """
 from __future__ import annotations
 

@@ -19,11 +19,11 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from ..features import extract_features
     from ..output_dir import check_output_file, write_failure
-    from ._common import check_model_options
+    from ._common import check_model_options, input_paths
 
     source = open_source(args)
     check_model_options(args)
-    out = check_output_file(args.out, inputs=[args.input], overwrite=args.overwrite, suffix=".safetensors",
+    out = check_output_file(args.out, inputs=input_paths(args), overwrite=args.overwrite, suffix=".safetensors",
                             what="feature file")
     t0 = time.perf_counter()
     backbone = load_model(args)

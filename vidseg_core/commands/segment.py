@@ -118,9 +118,9 @@ def segment_settings(args, source):
         reference = load_reference(args.reference_mask, source.source_size)
         # the working-resolution cap, not a user error; labels it loses are reported
         reference, lost = reference_at_working_size(reference, source.frame_size)
-        if not 0 <= args.reference_frame < len(source):
-            raise InputError(f"--reference-frame {args.reference_frame} is outside the {len(source)} selected frames.",
-                             f"Use an index in 0..{len(source) - 1}.")
+    if not 0 <= args.reference_frame < len(source):  # with or without a mask: before the model loads
+        raise InputError(f"--reference-frame {args.reference_frame} is outside the {len(source)} selected frames.",
+                         f"Use an index in 0..{len(source) - 1}.")
     if not check_finite("--fps", args.fps, "Use e.g. --fps 12.") > 0:
         raise InputError(f"--fps {args.fps} must be positive.", "Use e.g. --fps 12.")
     return settings_from_args(args, reference, args.reference_frame), lost
@@ -128,7 +128,7 @@ def segment_settings(args, source):
 
 def run(args) -> int:
     from ..output_dir import OutputFolder
-    from ._common import ProgressBar, check_model_options
+    from ._common import ProgressBar, check_model_options, input_paths
 
     from ..cpu_memory import use_huge_pages
 
@@ -138,7 +138,7 @@ def run(args) -> int:
     source = open_source(args)
     settings, lost_at_max_side = segment_settings(args, source)
     check_model_options(args)
-    folder = OutputFolder.open(out, "segment", OUTPUTS, inputs=[args.input], overwrite=args.overwrite)
+    folder = OutputFolder.open(out, "segment", OUTPUTS, inputs=input_paths(args), overwrite=args.overwrite)
     key = resume_key(args, source)
     keep = []
     if folder.state == "partial":
@@ -152,7 +152,7 @@ def run(args) -> int:
     names = source.names
     folder.start({"args": {k: v for k, v in vars(args).items() if not k.startswith("_")}, "resume_key": key},
                  keep=keep)
-    folder.claim(["labels/", "summary.json"] + ([] if args.no_overlay else ["overlay.mp4", "overlay.gif"]))
+    folder.claim(["labels/"])  # each file is recorded right before it is written (never one it may not write)
     folder.expect([f"labels/{n}.png" for n in names] + ([] if args.no_overlay else ["overlay"]) + ["summary.json"])
     bar = ProgressBar(args.quiet)
     try:
@@ -166,6 +166,7 @@ def run(args) -> int:
     summary["lost_labels"] = sorted(set(summary.get("lost_labels") or []) | set(lost_at_max_side))
     summary["seconds"]["load"] = round(t_load, 3)
     summary["seconds"]["total"] = round(time.perf_counter() - t0, 3)
+    folder.claim(["summary.json"])
     with folder.writing("summary.json") as path:
         path.write_text(json.dumps(summary, indent=2))
     folder.finish()
@@ -183,7 +184,9 @@ def _segment(args, source, backbone, settings, folder, bar):
 
     seg = VideoSegmenter(backbone, settings, bar)
     names = source.names
-    video = None if args.no_overlay else OverlayVideoWriter(folder.path / "overlay", args.fps)
+    video = None if args.no_overlay else OverlayVideoWriter(
+        folder.path / "overlay", args.fps, on_create=lambda p: folder.claim([p.name]),
+        on_abandon=lambda p: folder.release([p.name]))  # overlay.mp4 or overlay.gif: only the one written is VidSeg's
     reused = set(folder.completed)
 
     def have(batch):  # label maps kept from the unfinished earlier run: no upsampling again
@@ -196,7 +199,8 @@ def _segment(args, source, backbone, settings, folder, bar):
             frames = None if video is None else source.read(res.batch.write_start, res.batch.stop)
             table = seg.summary.table if seg.summary else None
             writer.submit(lambda res=res, frames=frames, table=table:
-                          _write_batch(res, frames, table, names, source.source_size, folder, video))
+                          (_write_batch(res, frames, table, names, source.source_size, folder, video),
+                           bar.written(res.batch.index + 1)))  # said only once the files are written
     overlay_path = None
     if video is not None:
         with folder.writing("overlay"):
@@ -241,7 +245,8 @@ def _write_batch(res, frames, table, names, source_size, folder, video) -> None:
 
 def resume_key(args, source) -> dict:
     """Everything that decides the label maps.  A rerun reuses the complete label maps of an unfinished run
-    only when its key is the same (the model and mask files by path, size and modification time)."""
+    only when its key is the same (every selected frame, and the model and mask files, by size and modification
+    time: :meth:`~vidseg_core.video_io.FrameSource.fingerprint`)."""
     from .. import __version__
 
     key = {k: getattr(args, k) for k in ("frames", "stride", "max_side", "model", "device", "precision",
@@ -249,6 +254,7 @@ def resume_key(args, source) -> dict:
                                          "mode", "refiner", "lam", "filter_s", "compat")}
     key["input"] = str(Path(args.input).resolve())
     key["names"] = [len(source), source.names[0], source.names[-1]]
+    key["frames_fingerprint"] = source.fingerprint()
     for name in ("model", "reference_mask"):
         value = getattr(args, name)
         p = Path(value) if value else None

@@ -20,6 +20,7 @@ Everything is checked before any work starts; a missing or malformed folder or f
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -27,6 +28,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..frame_order import list_frame_files
 from ..video_io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 LAYOUTS = ("davis2017", "davis2016", "vspw", "folders")
@@ -82,7 +84,7 @@ def transform_gt(labels: np.ndarray, kind: str) -> np.ndarray:
 
 
 def _images(folder: Path, exts=IMAGE_EXTENSIONS) -> List[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
+    return list_frame_files(folder, exts)  # natural order, one file per stem
 
 
 def _need_dir(path: Path, what: str, fix: str) -> Path:
@@ -106,7 +108,17 @@ def _read_list(path: Path, what: str, fix: str) -> List[str]:
                          "use the DAVIS 2017 package's ImageSets/2016 with --layout davis2016).")
     if not names:
         raise InputError(f"{what} {path} lists no video.", "Put one video name per line.")
-    return names
+    return _unique(names, str(path))
+
+
+def _unique(names: List[str], where: str) -> List[str]:
+    """``names`` without repeats (first occurrence kept); a repeat is said, never run or scored twice."""
+    seen = list(dict.fromkeys(names))
+    if len(seen) < len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        warnings.warn(f"{where} names {', '.join(twice[:5])}{' ...' if len(twice) > 5 else ''} more than once: "
+                      "each video is segmented and scored once")
+    return seen
 
 
 def _paired_video(name: str, frames_dir: Path, ann_dir: Path, frame_exts=(".jpg", ".jpeg", ".png")) -> Video:
@@ -213,13 +225,16 @@ def select_videos(dataset: Dataset, spec: Optional[str]) -> Dataset:
         return dataset
     path = Path(spec)
     names = _read_list(path, "The video list", "Give names separated by commas or a list file.") if path.is_file() \
-        else [n.strip() for n in spec.split(",") if n.strip()]
+        else _unique([n.strip() for n in spec.split(",") if n.strip()], "--videos")
+    if not names:
+        raise InputError(f"--videos {spec!r} names no video.",
+                         "Give video names separated by commas (e.g. --videos bear,camel), or leave --videos out "
+                         "for every video of the set.")
     known = {v.name: v for v in dataset.videos}
     unknown = [n for n in names if n not in known]
     if unknown:
         shown = ", ".join(list(known)[:5]) + (", ..." if len(known) > 5 else "")
         raise InputError(f"--videos names {unknown[:5]} that are not in the {dataset.layout} set ({shown}).",
                          "Check the names (or the list file's path).")
-    keep = list(dict.fromkeys(names))
-    dataset.videos = [known[n] for n in keep]
+    dataset.videos = [known[n] for n in names]
     return dataset

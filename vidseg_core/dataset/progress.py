@@ -8,10 +8,12 @@
 * ``done/<video>.json``: the completion marker, with the video's record (frames, seconds, label table).
 
 A video is finished in three steps: its PNGs are verified in ``partial/`` (one readable label map per
-frame, at the frames' size), the folder is renamed to ``DIR/<video>`` (atomic on one file system), and the
+frame, at the frames' size), the folder is renamed to ``DIR/<video>`` (atomic on one file system; where that
+folder exists already, its label maps are replaced one by one and any other file in it is kept), and the
 marker is written to a temporary file, flushed to disk and renamed into place (atomic).  A run killed at
 any moment therefore leaves either a marker for a complete video or no marker; a video without a marker is
-redone from scratch, whatever is in its folders.  ``failed/<video>.json`` records a failure (kept until
+redone from scratch.  VidSeg writes only ``<frame>.png`` files into ``DIR/<video>``: ``--overwrite`` removes
+the label maps a marker lists, never other files.  ``failed/<video>.json`` records a failure (kept until
 the video succeeds).
 """
 from __future__ import annotations
@@ -77,8 +79,7 @@ class RunFolder:
                                  "Choose another --out, or pass --overwrite to redo the selected videos.")
         if overwrite:
             for n in names:
-                self.reset(n)
-                self.marker(n).unlink(missing_ok=True)
+                self.discard(n)
         write_json_atomic(run_file, manifest)
 
     def is_done(self, name: str) -> bool:
@@ -102,13 +103,30 @@ class RunFolder:
 
     # ------------------------------------------------------------ one video
     def reset(self, name: str) -> Path:
-        """Remove whatever an unfinished attempt left; return an empty ``partial/<video>`` folder."""
-        for d in (self.partial_dir(name), self.video_dir(name)):
-            if d.is_dir():
-                shutil.rmtree(d)
+        """Remove whatever an unfinished attempt left in ``partial/``; return an empty ``partial/<video>``.
+        ``DIR/<video>`` is left alone: files there are replaced one by one at :meth:`commit`."""
         p = self.partial_dir(name)
+        if p.is_dir():
+            shutil.rmtree(p)
         p.mkdir(parents=True)
         return p
+
+    def discard(self, name: str) -> None:
+        """Forget a video's result (``--overwrite``): the label maps its marker lists are removed, and its
+        folder if nothing else is left; files VidSeg did not write there are kept."""
+        rec = None
+        if self.marker(name).is_file():
+            try:
+                rec = json.loads(self.marker(name).read_text())
+            except (OSError, ValueError):
+                rec = None
+        self.marker(name).unlink(missing_ok=True)
+        d = self.video_dir(name)
+        for f in (rec or {}).get("frame_names", []):
+            (d / f"{f}.png").unlink(missing_ok=True)
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+        self.reset(name)
 
     def commit(self, name: str, record: dict, frame_size) -> None:
         """Verify ``partial/<video>``, move it to ``DIR/<video>`` and write the marker (atomic steps)."""
@@ -122,9 +140,12 @@ class RunFolder:
             if read_label_png(p).shape != tuple(frame_size):
                 raise RuntimeError(f"output {p.name} of video {name!r} has the wrong size")
         final = self.video_dir(name)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(part, final)
+        if final.is_dir():  # an earlier attempt's label maps, or the user's files: only the label maps are replaced
+            for f in record["frame_names"]:
+                os.replace(part / f"{f}.png", final / f"{f}.png")
+            shutil.rmtree(part)
+        else:
+            os.replace(part, final)  # one atomic step
         self.failure(name).unlink(missing_ok=True)
         write_json_atomic(self.marker(name), record)
 
@@ -134,11 +155,12 @@ class RunFolder:
         return rec
 
 
-def check_out_folder(out: Path, root: Path) -> None:
-    """Refuse an output folder inside (or containing) the dataset, a file, a foreign non-empty folder or an
-    unwritable one: the checks of :mod:`vidseg_core.output_dir` that every command uses, plus the dataset
-    run's own rule (a non-empty folder must hold an earlier dataset run, which is resumed)."""
-    check_outside_inputs(out, [root], "output folder")
+def check_out_folder(out: Path, root: Path, inputs: Iterable = ()) -> None:
+    """Refuse an output folder inside (or containing) the dataset or another input (``inputs``: annotations,
+    a video list, the model), a file, a foreign non-empty folder or an unwritable one: the checks of
+    :mod:`vidseg_core.output_dir` that every command uses, plus the dataset run's own rule (a non-empty
+    folder must hold an earlier dataset run, which is resumed)."""
+    check_outside_inputs(out, [root, *inputs], "output folder")
     check_writable(out, "output folder")
     if out.is_dir() and any(out.iterdir()) and not (out / STATE).is_dir():
         raise OutputError(f"The output folder {out} is not empty and holds no VidSeg dataset run.",

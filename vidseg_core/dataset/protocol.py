@@ -70,6 +70,27 @@ def find_reference(video: Video, names) -> Tuple[Optional[str], int]:
                      "Select frames that include the first annotated frame (see --frames).")
 
 
+def input_fingerprint(source, ref_path: Optional[str]) -> str:
+    """What a video's outputs depend on besides the settings: every selected frame
+    (:meth:`~vidseg_core.video_io.FrameSource.fingerprint`) and the reference mask (size, modification time)."""
+    ref = ""
+    if ref_path is not None:
+        st = Path(ref_path).stat()
+        ref = f"{Path(ref_path).name}:{st.st_size}:{st.st_mtime_ns}"
+    return f"{source.fingerprint()}/{ref}"
+
+
+def current_fingerprint(video: Video, config: JobConfig) -> Optional[str]:
+    """:func:`input_fingerprint` of ``video`` as it is now (None when it cannot be read: the run reports it)."""
+    from ..commands._common import open_source
+
+    try:
+        with open_source(config.model_args(), video.frames) as source:
+            return input_fingerprint(source, find_reference(video, source.names)[0])
+    except (InputError, OSError):
+        return None
+
+
 def load_video_reference(path: str, source, gt_transform: str):
     """The reference label mask at the working size, in the predictions' label space, and the labels that
     vanish at that size."""
@@ -109,6 +130,7 @@ def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFol
             for res in seg.run(source.read, len(source), source.frame_size):
                 writer.submit(lambda res=res: write(res))
         frames = len(source)
+        fingerprint = input_fingerprint(source, ref_path)
     summary = seg.summary.to_dict()
     record = {
         "video": video.name, "status": "done", "frames": frames, "frame_names": names,
@@ -117,7 +139,7 @@ def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFol
         "lost_labels": sorted(set(summary["lost_labels"]) | set(at_max_side)), "lost_at_grid": summary["lost_at_grid"],
         "lost_at_max_side": at_max_side, "seconds": round(time.perf_counter() - t0, 3),
         "stage_seconds": summary["seconds"], "peak_memory_mb": summary["peak_memory_mb"],
-        "device": str(backbone.device), "torch_threads": torch.get_num_threads(),
+        "device": str(backbone.device), "torch_threads": torch.get_num_threads(), "input_fingerprint": fingerprint,
     }
     folder.commit(video.name, record, size)
     return record

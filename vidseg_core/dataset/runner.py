@@ -13,9 +13,9 @@ from typing import List, Optional
 from ..errors import InputError
 from .engines import ENGINES, run_local, run_ray
 from .layouts import read_dataset, select_videos
-from .progress import Progress, RunFolder, check_out_folder
+from .progress import STATE, Progress, RunFolder, check_out_folder
 from .protocol import JobConfig
-from .scores import score_run, write_scores
+from .scores import check_class_ids, score_run, write_scores
 from .sharding import parse_shard, shard
 
 
@@ -66,6 +66,26 @@ def manifest(run: DatasetRun, dataset) -> dict:
             "frames": run.config.frames, "stride": run.config.stride, "max_side": run.config.max_side}
 
 
+def redo_changed(folder: RunFolder, videos, config: JobConfig, quiet: bool = False) -> List[str]:
+    """Forget the finished videos whose frames or reference mask changed since they were segmented (their
+    marker's fingerprint differs), so that they are segmented again; returns their names."""
+    from .protocol import current_fingerprint
+
+    changed = []
+    for v in videos:
+        rec = folder.done_record(v.name)
+        if rec is None or "input_fingerprint" not in rec:
+            continue
+        now = current_fingerprint(v, config)
+        if now is not None and now != rec["input_fingerprint"]:
+            folder.discard(v.name)
+            changed.append(v.name)
+    if changed and not quiet:
+        print(f"note: the frames or reference of {len(changed)} finished video(s) changed since they were segmented; "
+              f"segmenting them again: {', '.join(changed[:10])}{' ...' if len(changed) > 10 else ''}", file=sys.stderr)
+    return changed
+
+
 def run_dataset(run: DatasetRun) -> DatasetResult:
     from ..metrics.evaluate import parse_metrics
 
@@ -85,12 +105,22 @@ def run_dataset(run: DatasetRun) -> DatasetResult:
         i, n = parse_shard(run.shard)
         mine = shard(dataset.videos, i, n)
     out = Path(run.out)
-    check_out_folder(out, Path(run.root))
+    if run.score_only and not (out / STATE / "run.json").is_file():
+        raise InputError(f"--score-only: {out} holds no dataset run to score.",
+                         "Give the --out folder of an earlier dataset run, or leave --score-only out to segment "
+                         "the videos first.")
+    num_classes = run.num_classes or dataset.num_classes
+    if "miou" in (metrics or dataset.metrics):
+        check_class_ids(dataset, mine, num_classes)  # before any work: a wrong id would fail only when scoring
+    others = [p for p in (run.annotations, run.config.model) if p and Path(p).exists()]
+    others += [run.videos] if run.videos and Path(run.videos).is_file() else []  # a list file
+    check_out_folder(out, Path(run.root), others)
     folder = RunFolder(out)
     config = dataclasses.replace(run.config, out=str(out), gt_transform=dataset.gt_transform)
     folder.open(manifest(run, dataset), run.overwrite, [v.name for v in mine])
     result = DatasetResult(scores={}, selected=[v.name for v in mine])
     if not run.score_only:
+        redo_changed(folder, mine, config, run.quiet)
         todo = [v for v in mine if not folder.is_done(v.name)]
         result.skipped = [v.name for v in mine if v not in todo]
         if not run.quiet:
@@ -105,6 +135,6 @@ def run_dataset(run: DatasetRun) -> DatasetResult:
         result.records = records
         result.computed = [r["video"] for r in records if r["status"] == "done"]
         result.failed = [r["video"] for r in records if r["status"] != "done"]
-    result.scores = score_run(dataset, folder, names, metrics, run.num_classes or dataset.num_classes)
+    result.scores = score_run(dataset, folder, names, metrics, num_classes)
     write_scores(result.scores, out)
     return result

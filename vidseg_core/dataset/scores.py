@@ -9,7 +9,8 @@
 * ``mVC_8`` / ``mVC_16``: VSPW video consistency pooled over all windows of all videos, against the raw
   ground truth (as ``VC_perclip.py``); ``None`` where no window is defined (videos of <= n frames).
 
-Predictions are paired with the ground truth by frame name.  Writes ``DIR/scores.json`` (top-level
+Predictions are paired with the ground truth by frame name; only frames with ground truth are scored
+(``frames_scored`` per video and in all, said in the printed table where it is fewer than the frames).  Writes ``DIR/scores.json`` (top-level
 ``"dataset"`` and ``"videos"`` objects, plus ``"failed"`` and ``"pending"``) and ``DIR/scores.csv``.
 """
 from __future__ import annotations
@@ -73,6 +74,34 @@ def _infer_classes(dataset: Dataset, names: List[str]) -> int:
     return max(top, 1)
 
 
+def check_class_ids(dataset: Dataset, videos, num_classes: Optional[int]) -> None:
+    """Refuse ground truth holding ids that are neither a class ``0..num_classes-1`` nor void (after the
+    layout's transform), before any work: mIoU could not score it.  Unreadable masks are left to the scorer,
+    which records the video as failed."""
+    if num_classes is None:
+        return
+    from ..metrics.io import list_frames, read_label_png
+
+    for v in videos:
+        if not v.annotations:
+            continue
+        for f in list_frames(v.annotations):
+            try:
+                raw = read_label_png(f)
+            except InputError:
+                continue
+            gt = transform_gt(raw, dataset.gt_transform)
+            bad = (gt != dataset.void) & ((gt < 0) | (gt >= num_classes))
+            if bad.any():
+                ids = np.unique(raw[bad])[:8].tolist()
+                space = " (raw ids of the masks; VSPW's 1..124 are its classes, 0 and 255 are ignored)" \
+                    if dataset.gt_transform == "vspw" else ""
+                raise InputError(f"The ground truth {f} of video {v.name!r} holds ids {ids}{space}, outside the "
+                                 f"{num_classes} classes scored by mIoU.",
+                                 f"Check that ROOT holds the {dataset.layout} release the layout expects, or pass "
+                                 "--num-classes with a number above the largest id (or leave miou out of --metrics).")
+
+
 class _Scorer:
     """One accumulator per metric (a video's own, or the whole set's)."""
 
@@ -112,7 +141,7 @@ def score_run(dataset: Dataset, folder: RunFolder, names: List[str], metrics=Non
     videos: Dict[str, dict] = {}
     failed: Dict[str, str] = {}
     pending: List[str] = []
-    frames = scored = 0
+    frames = scored = frames_scored = 0
     for n in names:
         rec = folder.done_record(n)
         if rec is None:
@@ -128,7 +157,7 @@ def score_run(dataset: Dataset, folder: RunFolder, names: List[str], metrics=Non
         v = by_name[n]
         if v.annotations:
             try:
-                pred, raw, _ = read_pair(folder.video_dir(n), v.annotations)
+                pred, raw, scored_names = read_pair(folder.video_dir(n), v.annotations)
                 gt = transform_gt(raw, dataset.gt_transform)
                 own = _Scorer(metrics, num_classes, dataset.void)
                 own.add(pred, gt, raw, n)
@@ -137,11 +166,13 @@ def score_run(dataset: Dataset, folder: RunFolder, names: List[str], metrics=Non
                 failed[n] = entry["error"]
             else:
                 whole.add(pred, gt, raw, n)
+                entry["frames_scored"] = len(scored_names)  # frames with ground truth (sparse annotations)
                 entry.update(own.figures())
                 scored += 1
+                frames_scored += len(scored_names)
         videos[n] = entry
     summary = {"layout": dataset.layout, "split": dataset.split, "videos": len(done), "videos_scored": scored,
-               "frames": frames, "metrics": list(metrics)}
+               "frames": frames, "frames_scored": frames_scored, "metrics": list(metrics)}
     if scored:
         summary.update(whole.figures())
     if "miou" in metrics:
@@ -187,6 +218,12 @@ def format_table(scores: dict) -> str:
     d = scores["dataset"]
     lines.append("-" * len(head))
     lines.append(f"{'(dataset)':<{width}}  {d['frames']:>6}  {'':>7}  " + "  ".join(fmt(d.get(c)) for c in cols))
+    sparse = [(n, e) for n, e in rows if "frames_scored" in e and e["frames_scored"] < e["frames"]]
+    if sparse:
+        lines.append(f"note: {len(sparse)} video(s) have frames without ground truth; only frames with ground truth "
+                     f"are scored ({d['frames_scored']} frames in all): " + ", ".join(
+                         f"{n} {e['frames_scored']} of {e['frames']}" for n, e in sparse[:10])
+                     + (" ..." if len(sparse) > 10 else ""))
     if scores["failed"]:
         lines.append(f"FAILED ({len(scores['failed'])}):")
         lines += [f"  {n}: {err}" for n, err in scores["failed"].items()]

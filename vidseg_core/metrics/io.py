@@ -1,8 +1,9 @@
 """Reading label-map sequences from folders of PNGs (one file per frame).
 
-Frames are the ``*.png`` files of a folder sorted lexicographically by name
-(zero-padded names keep that equal to frame order).  A prediction folder is
-paired with its ground truth by file name (:func:`pair_frames`).  Each PNG is read as its
+Frames are the ``*.png`` files of a folder in natural (numeric-aware) name
+order (:mod:`vidseg_core.frame_order`).  A prediction folder is paired with its
+ground truth by file name, or else by the numbers in the names
+(:func:`pair_frames`).  Each PNG is read as its
 raw stored values - palette indices for mode ``P``, grey levels for ``L`` /
 ``1`` / 16-bit ``I;16`` - never through a palette-to-RGB conversion.  Colour
 (RGB/RGBA) PNGs are rejected: their colours are not label ids.
@@ -16,19 +17,21 @@ from typing import List, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
+from ..frame_order import frame_number, list_frame_files
 
 #: PIL modes whose stored values are label ids.
 LABEL_MODES = ("P", "L", "1", "I", "I;16", "I;16B", "I;16L")
 
 
 def list_frames(folder) -> List[Path]:
-    """The ``*.png`` files of ``folder`` in lexicographic order (InputError if missing or empty)."""
+    """The ``*.png`` files of ``folder`` in frame order (:mod:`vidseg_core.frame_order`; InputError if missing
+    or empty, or if two share a stem)."""
     folder = Path(folder)
     if not folder.exists():
         raise InputError(f"Folder not found: {folder}.", "Check the path (it must be a folder of PNG label maps).")
     if not folder.is_dir():
         raise InputError(f"{folder} is a file, not a folder.", "Pass the folder that holds one PNG per frame.")
-    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png"), key=lambda p: p.name)
+    files = list_frame_files(folder, (".png",))
     if not files:
         raise InputError(f"No PNG files in {folder}.",
                          "Put one PNG label map per frame in the folder (e.g. 00000.png, 00001.png, ...).")
@@ -94,8 +97,11 @@ def pair_frames(pred_files: Sequence[Path], gt_files: Sequence[Path], pred_dir=N
     * only some have one (e.g. a clip segmented over a frame range): those frames
       are paired, with a warning naming how many ground-truth frames are left
       out, unless ``require_all``, which makes it an error;
-    * no stem in common and as many predictions as ground-truth frames: paired
-      in sorted order, with a warning (e.g. ``frame_0001.png`` vs ``00000.png``);
+    * no stem in common: paired by the number in each name (its last run of
+      digits, :func:`~vidseg_core.frame_order.frame_number`) in numeric order,
+      when both folders hold as many frames and every name holds a number of its
+      own (``frame_0.png .. frame_11.png`` with ``00000.png .. 00011.png``); the
+      rule and the pairs are printed as a warning;
     * anything else is an error.
     """
     pred_by_stem = {p.stem: p for p in pred_files}
@@ -109,15 +115,39 @@ def pair_frames(pred_files: Sequence[Path], gt_files: Sequence[Path], pred_dir=N
     if pairs and not require_all:
         warnings.warn(f"{where}: only the {len(pairs)} frames with a prediction are evaluated.", stacklevel=3)
         return pairs
-    if not pairs and len(pred_files) == len(gt_files):
-        warnings.warn(f"No prediction file name matches a ground-truth file name ({pred_files[0].name} vs "
-                      f"{gt_files[0].name}): the {len(gt_files)} frames are paired in sorted name order.",
-                      stacklevel=3)
-        return list(zip(pred_files, gt_files))
-    raise InputError(
-        f"{where}; it has {len(pred_files)} PNG frames but {gt_dir or 'the ground truth'} has {len(gt_files)}.",
-        "Give one predicted PNG per ground-truth PNG, named like it (e.g. 00000.png for 00000.png)"
-        + ("" if pairs else "; no file name matches at all") + ".")
+    if pairs:
+        raise InputError(f"{where}; it has {len(pred_files)} PNG frames but {gt_dir or 'the ground truth'} has "
+                         f"{len(gt_files)}.", "Give one predicted PNG per ground-truth PNG, named like it "
+                                              "(e.g. 00000.png for 00000.png).")
+    numbered, why = _pair_by_number(pred_files, gt_files)
+    if numbered is None:
+        raise InputError(f"No prediction file name in {pred_dir or 'the prediction folder'} matches a ground-truth "
+                         f"file name in {gt_dir or 'the ground-truth folder'} ({pred_files[0].name} vs "
+                         f"{gt_files[0].name}), and the frames cannot be paired by the numbers in their names: {why}.",
+                         "Name each predicted PNG like its ground-truth frame (e.g. 00000.png for 00000.png).")
+    ends = [f"{p.name} -> {g.name}" for p, g in numbered]
+    shown_pairs = ", ".join(ends if len(ends) <= 4 else ends[:2] + ["..."] + ends[-2:])
+    warnings.warn(f"No prediction file name matches a ground-truth file name: the {len(numbered)} frames are paired "
+                  f"by the number in their names, in numeric order ({shown_pairs}).", stacklevel=3)
+    return numbered
+
+
+def _pair_by_number(pred_files: Sequence[Path], gt_files: Sequence[Path]):
+    """``(pairs, None)`` by the numbers in the names (numeric order), or ``(None, why not)``."""
+    if len(pred_files) != len(gt_files):
+        return None, f"the predictions are {len(pred_files)} frames, the ground truth {len(gt_files)}"
+    ordered = []
+    for files, what in ((pred_files, "prediction"), (gt_files, "ground-truth")):
+        numbers = {}
+        for f in files:
+            n = frame_number(f.name)
+            if n is None:
+                return None, f"the {what} file {f.name} holds no number"
+            if n in numbers:
+                return None, f"the {what} files {numbers[n].name} and {f.name} hold the same number {n}"
+            numbers[n] = f
+        ordered.append([numbers[n] for n in sorted(numbers)])
+    return list(zip(*ordered)), None
 
 
 def read_pair(pred_dir, gt_dir, require_all: bool = False) -> Tuple[np.ndarray, np.ndarray, List[str]]:
