@@ -44,8 +44,9 @@ def _specs():
 
 def _graph(specs, pack):
     from tools.comfy_graph import Graph
+    from tools.pack_loader import pack_nodes
 
-    return Graph(specs, {k: PACK_CNR for k in pack.NODE_CLASS_MAPPINGS})
+    return Graph(specs, {k: PACK_CNR for k in pack_nodes(pack)})
 
 
 def _video_in(g, x=0, y=0):
