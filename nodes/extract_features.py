@@ -7,7 +7,7 @@ from ..vidseg_core.features import extract_features
 from . import comfy_bridge as cb
 from .convert import image_batch
 from .schema import Boolean, Int, Node, Out, Socket
-from .sockets import KEEP_MODEL_TOOLTIP, VIDSEG_FEATURES, VIDSEG_MODEL
+from .sockets import KEEP_MODEL_TOOLTIP, MODEL_TOOLTIP, VIDSEG_FEATURES, VIDSEG_MODEL
 
 
 class VidSegExtractFeatures:
@@ -19,7 +19,7 @@ class VidSegExtractFeatures:
             "multiples of 64, encoded, noised to step t_m and denoised to t_k while the self-attention queries of "
             "decoder blocks 6-8 are captured. Features are kept on the CPU in fp16 (grid = frame size / 16).",
             inputs=(
-                Socket("model", VIDSEG_MODEL, "The backbone from Load SD/SVD (VidSeg)."),
+                Socket("model", VIDSEG_MODEL, MODEL_TOOLTIP),
                 Socket("frames", "IMAGE", "The video as an IMAGE batch [T,H,W,3], e.g. from Get Video Components. "
                                           "Both sides must be at least 64 px."),
                 Int("batch_size", 14, 1, 64, "Frames per batch B (paper: 14). SVD sees a batch as one clip; a short "

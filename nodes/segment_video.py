@@ -18,7 +18,7 @@ from .cbr_refine import METHODS
 from .convert import (image_batch, labels_to_masks, parse_names, parse_selection, reference_from_label_image,
                       reference_from_mask)
 from .schema import Boolean, Combo, Int, Node, Out, Socket, String
-from .sockets import KEEP_MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL, Labels
+from .sockets import KEEP_MODEL_TOOLTIP, MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL, Labels
 
 
 class VidSegSegmentVideo:
@@ -32,7 +32,7 @@ class VidSegSegmentVideo:
             "resolution. Connect a mask painted on one frame to track that object; without it the regions are "
             "unnamed clusters.",
             inputs=(
-                Socket("model", VIDSEG_MODEL, "The backbone from Load SD/SVD (VidSeg)."),
+                Socket("model", VIDSEG_MODEL, MODEL_TOOLTIP),
                 Socket("frames", "IMAGE", "The video as an IMAGE batch [T,H,W,3] (sides >= 64 px; they are processed "
                                           "at the size rounded down to multiples of 64)."),
                 Int("num_clusters", 20, 1, 255, "K of the KMeans initialisation (paper: 20; the authors' demo: 5)."),

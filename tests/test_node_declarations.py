@@ -185,3 +185,15 @@ def test_a_v3_api_that_refuses_the_declarations_falls_back_to_v1_nodes():
                for line in lines)
     assert api == "v1" and pack_info(classes, names) == load_snapshot()
     _run_select("vidseg_pack_refused", classes)
+
+
+def test_model_inputs_point_to_the_recommended_loader_first():
+    """Every VIDSEG_MODEL input names VidSeg Model from ComfyUI (the recommended path), not only the pack's loader."""
+    seen = 0
+    for node_id, info in pack_info(NODES.NODE_CLASS_MAPPINGS, NODES.NODE_DISPLAY_NAME_MAPPINGS).items():
+        for entries in info["input"].values():
+            for name, (kind, opts) in entries.items():
+                if kind == "VIDSEG_MODEL" and "same backbone" not in opts["tooltip"]:
+                    seen += 1
+                    assert "VidSeg Model from ComfyUI" in opts["tooltip"], f"{node_id}.{name}"
+    assert seen == 2  # Extract Block Features, Segment Video (Masked Modulation: "the same backbone")
