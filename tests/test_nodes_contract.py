@@ -191,3 +191,31 @@ def test_validate_inputs_reject_bad_values_before_running():
     assert "outside" in standin.validate(NODES["VidSegSaveLabelMaps"], filename_prefix="../../etc/x")
     assert standin.validate(NODES["VidSegSaveLabelMaps"], filename_prefix="clips/run") is True
     assert "Unknown" in standin.validate(NODES["VidSegEvaluate"], metrics="miou,accuracy")
+
+
+#: the ComfyUI versions the pack's real-ComfyUI checks ran on (oldest first)
+TESTED_COMFYUI = ("0.3.64", "0.33.0")
+#: the [project.urls] keys ComfyUI's pyproject parser and the Comfy Registry read
+REGISTRY_URL_KEYS = {"Homepage", "Documentation", "Repository", "Issues"}
+
+
+def test_pyproject_is_ready_for_the_comfy_registry():
+    import pathlib
+    import tomllib
+
+    from PIL import Image
+
+    specifiers = pytest.importorskip("packaging.specifiers")
+    root = pathlib.Path(PACK.__file__).parent
+    cfg = tomllib.loads((root / "pyproject.toml").read_text())
+    comfy, urls = cfg["tool"]["comfy"], cfg["project"]["urls"]
+    assert comfy["PublisherId"] and comfy["DisplayName"]
+    icon = comfy["Icon"]
+    assert icon.startswith("https://raw.githubusercontent.com/") and "/main/" in icon, "Icon must be a URL"
+    path = root / icon.split("/main/", 1)[1]
+    with Image.open(path) as im:  # the file the URL serves once pushed
+        assert im.size[0] == im.size[1] >= 256
+    wanted = specifiers.SpecifierSet(comfy["requires-comfyui"])
+    assert all(v in wanted for v in TESTED_COMFYUI) and "0.3.63" not in wanted, "the floor is the oldest tested"
+    assert set(urls) == REGISTRY_URL_KEYS and all(u.startswith("https://") for u in urls.values())
+    assert urls["Issues"].endswith("/issues")
