@@ -1,9 +1,9 @@
-"""Builds the bundled example workflows (UI format) and their thumbnails from the nodes' own INPUT_TYPES.
+"""Builds the bundled example workflows (UI format) and their thumbnails from the nodes' own declarations.
 
 Run from the repo root:  ``python -m workflows.build``  (rewrites ``workflows/*.json`` and ``*.jpg``).
 
 Every widget value is written in the frontend's positional order from the node
-specs (ours from ``INPUT_TYPES``, core ones from ``tools/comfy_core_nodes.py``),
+specs (ours from the node classes, core ones from ``tools/comfy_core_nodes.py``),
 so the files stay consistent with the nodes; ``tests/test_workflows.py`` checks
 them.  Video comes in through core nodes (Load Video -> Get Video Components).
 """
