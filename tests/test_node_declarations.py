@@ -197,3 +197,22 @@ def test_model_inputs_point_to_the_recommended_loader_first():
                     seen += 1
                     assert "VidSeg Model from ComfyUI" in opts["tooltip"], f"{node_id}.{name}"
     assert seen == 2  # Extract Block Features, Segment Video (Masked Modulation: "the same backbone")
+
+
+def test_the_builder_uses_core_socket_classes_and_keeps_the_type_without_them():
+    """A VIDEO input is ``io.Video`` where the API has it, else ``io.Custom("VIDEO")``: the same socket type."""
+    schema = sys.modules[f"{PACK.__name__}.nodes.schema"]
+    video = schema.Socket("video", "VIDEO", "A video from Load Video.", optional=True)
+    io, _ = api_standin.build("0.33")
+    built = schema.V3Builder(io).input(video)
+    assert isinstance(built, io.Video.Input) and built.get_io_type() == "VIDEO" and built.optional
+    del io.Video  # an API without the class
+    built = schema.V3Builder(io).input(video)
+    assert not isinstance(built, io.Image.Input) and built.get_io_type() == "VIDEO"
+    assert schema.v1_entry(video) == ("VIDEO", {"tooltip": "A video from Load Video."})
+    old, _ = api_standin.build("0.3.64")
+    expert = schema.Int("n", 1, 0, 9, "An expert setting.", advanced=True)
+    assert schema.V3Builder(io).input(expert).as_dict()["advanced"] is True
+    assert "advanced" not in schema.V3Builder(old).input(expert).as_dict()  # 0.3.64 would refuse the keyword
+    with pytest.raises(TypeError):
+        old.Int.Input("n", advanced=True)
