@@ -18,11 +18,11 @@ An optional ``validate_inputs`` classmethod checks widget values before a run.
 
 :func:`comfy_classes` makes the classes ComfyUI registers:
 
-* V3 (``comfy_api.latest``, ComfyUI >= 0.3.4x): subclasses of ``io.ComfyNode`` whose
-  ``define_schema`` builds an ``io.Schema`` from the declaration and whose ``execute``
-  runs the work method and returns an ``io.NodeOutput``.  Options an older V3 API
-  lacks are left out with one log line each: ``advanced`` (expert inputs folded away
-  in the 0.3x frontends of 2026; shown like the others before) and ``search_aliases``.
+* V3 (``comfy_api.latest``; tested on ComfyUI v0.3.64 and 0.33.0): subclasses of
+  ``io.ComfyNode`` whose ``define_schema`` builds an ``io.Schema`` from the declaration
+  and whose ``execute`` runs the work method and returns an ``io.NodeOutput``.  Options
+  an older V3 API lacks are left out with one log line each: ``advanced`` (expert inputs
+  that newer frontends fold away; older ones show them) and ``search_aliases``.
 * V1 (no ``comfy_api.latest``, or a V3 API that refuses the declarations): classes
   with ``INPUT_TYPES`` / ``RETURN_TYPES`` / ``FUNCTION``..., logged once.
 
