@@ -7,6 +7,7 @@ import logging
 from ..vidseg_core.errors import InputError
 from ..vidseg_core.labels import LabelTable, assign_labels, note_grid_losses, prepare_reference
 from .convert import parse_names, reference_from_label_image, reference_from_mask
+from .schema import Int, Node, Out, Socket, String
 from .sockets import VIDSEG_CLUSTERS, Clusters
 
 log = logging.getLogger("vidseg")
@@ -15,41 +16,34 @@ MASK_NAMES = {0: "background", 1: "object"}
 
 
 class VidSegAssignLabels:
-    DESCRIPTION = (
-        "Names the KMeans clusters of the reference frame: each cluster takes the majority value of the reference "
-        "under it (a MASK drawn on the frame: 1 = object, 0 = background; or a label IMAGE with palette colours / "
-        "grey ids). Without a reference the cluster ids become the labels. Reference labels that win no cluster are "
-        "lost for the whole video (reported in the info output).")
-    CATEGORY = "VidSeg/stages"
-    FUNCTION = "assign"
-    RETURN_TYPES = (VIDSEG_CLUSTERS, "STRING")
-    RETURN_NAMES = ("clusters", "info")
-    OUTPUT_TOOLTIPS = ("The clusters with their label names and colours (the label table).",
-                       "What was assigned: labels, clusters without a label, reference labels that were lost.")
-
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "clusters": (VIDSEG_CLUSTERS, {"tooltip": "Clusters from KMeans Init."}),
-                "frame_index": ("INT", {"default": -1, "min": -1, "max": 100000, "step": 1,
-                                        "tooltip": "Video frame the reference belongs to; -1 = KMeans Init's "
-                                                   "reference_frame. It must lie in the clustered batch."}),
-                "label_names": ("STRING", {"default": "", "multiline": False,
-                                           "tooltip": "Optional names, e.g. '1: swan, 0: water'. A MASK reference is "
-                                                      "named 0: background, 1: object by default."}),
-                "void_value": ("INT", {"default": 255, "min": -1, "max": 255, "step": 1,
-                                       "tooltip": "Reference value that never names a cluster (DAVIS / VSPW: 255); "
-                                                  "-1 = none."}),
-            },
-            "optional": {
-                "reference_mask": ("MASK", {"tooltip": "Mask of the object on the reference frame (e.g. painted in "
-                                                       "Load Image's mask editor); >= 0.5 is the object. One frame, or "
-                                                       "one per video frame (frame_index is used)."}),
-                "reference_labels": ("IMAGE", {"tooltip": "Or: a label map as an image (DAVIS / VOC palette colours, "
-                                                          "or grey levels = ids; black/white = 0/1)."}),
-            },
-        }
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegAssignLabels", "Assign Labels (VidSeg)", "VidSeg/stages",
+            "Names the KMeans clusters of the reference frame: each cluster takes the majority value of the reference "
+            "under it (a MASK drawn on the frame: 1 = object, 0 = background; or a label IMAGE with palette colours / "
+            "grey ids). Without a reference the cluster ids become the labels. Reference labels that win no cluster "
+            "are lost for the whole video (reported in the info output).",
+            inputs=(
+                Socket("clusters", VIDSEG_CLUSTERS, "Clusters from KMeans Init."),
+                Int("frame_index", -1, -1, 100000, "Video frame the reference belongs to; -1 = KMeans Init's "
+                                                   "reference_frame. It must lie in the clustered batch."),
+                String("label_names", "", "Optional names, e.g. '1: swan, 0: water'. A MASK reference is named 0: "
+                                          "background, 1: object by default.", multiline=False),
+                Int("void_value", 255, -1, 255, "Reference value that never names a cluster (DAVIS / VSPW: 255); "
+                                                "-1 = none.", advanced=True),
+                Socket("reference_mask", "MASK", "Mask of the object on the reference frame (e.g. painted in Load "
+                                                 "Image's mask editor); >= 0.5 is the object. One frame, or one per "
+                                                 "video frame (frame_index is used).", optional=True),
+                Socket("reference_labels", "IMAGE", "Or: a label map as an image (DAVIS / VOC palette colours, or "
+                                                    "grey levels = ids; black/white = 0/1).", optional=True),
+            ),
+            outputs=(
+                Out("clusters", VIDSEG_CLUSTERS, "The clusters with their label names and colours (the label table)."),
+                Out("info", "STRING", "What was assigned: labels, clusters without a label, reference labels that "
+                                      "were lost."),
+            ),
+            function="assign", search_aliases=("name clusters", "reference mask", "label clusters"))
 
     def assign(self, clusters, frame_index=-1, label_names="", void_value=255, reference_mask=None,
                reference_labels=None):
@@ -101,5 +95,4 @@ class VidSegAssignLabels:
         return "\n".join(lines)
 
 
-NODE_CLASS_MAPPINGS = {"VidSegAssignLabels": VidSegAssignLabels}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegAssignLabels": "Assign Labels (VidSeg)"}
+NODES = (VidSegAssignLabels,)

@@ -10,6 +10,7 @@ from ..vidseg_core.errors import InputError
 from ..vidseg_core.refiners import CBRRefiner, NoRefiner
 from ..vidseg_core.video_features import VideoFeatures
 from . import comfy_bridge as cb
+from .schema import Boolean, Combo, Float, Int, Node, Out, Socket
 from .sockets import VIDSEG_FEATURES, VIDSEG_LABELS, VIDSEG_REFINER, require_labels
 
 METHODS = ("cbr", "cbr_compat", "none")
@@ -26,42 +27,34 @@ def make_refiner(method: str, radius_sq: float = 2.0, jump_threshold: int = 1, s
 
 
 class VidSegCBRRefine:
-    DESCRIPTION = (
-        "Correspondence-based refinement (paper §4.2): each cell follows its best-matching cells (block-7 query "
-        "similarity) through the rest of the batch and takes the majority label along the track. Outputs the refiner "
-        "for KNN Context Model, where it refines every batch before the context model learns from it. With coarse "
-        "labels and features connected it also refines those labels directly.")
-    CATEGORY = "VidSeg/stages"
-    FUNCTION = "build"
-    RETURN_TYPES = (VIDSEG_REFINER, VIDSEG_LABELS)
-    RETURN_NAMES = ("refiner", "refined_labels")
-    OUTPUT_TOOLTIPS = ("The refinement step for KNN Context Model.",
-                       "The optional coarse labels refined batch by batch (None when they are not connected).")
-
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "method": (list(METHODS), {
-                    "default": "cbr",
-                    "tooltip": "cbr = the paper's Eqs 3-5; cbr_compat = the authors' published code (their quirks "
-                               "included); none = keep the KNN labels (ablation)."}),
-                "radius_sq": ("FLOAT", {"default": 2.0, "min": 0.0, "max": 64.0, "step": 0.5,
-                                        "tooltip": "cbr: squared search radius in feature cells (2 = 3x3, the "
-                                                   "authors' 1-cell threshold); 0 = the whole frame."}),
-                "jump_threshold": ("INT", {"default": 1, "min": 0, "max": 64, "step": 1,
-                                           "tooltip": "cbr_compat: a track is dropped when it jumps more cells "
-                                                      "than this between frames."}),
-                "signed": ("BOOLEAN", {"default": True,
-                                       "tooltip": "cbr_compat: the authors' signed jump test (on) or the absolute "
-                                                  "one (off)."}),
-            },
-            "optional": {
-                "coarse_labels": (VIDSEG_LABELS, {"tooltip": "Coarse labels to refine directly (optional)."}),
-                "features": (VIDSEG_FEATURES, {"tooltip": "The features of the same video (needed with "
-                                                          "coarse_labels)."}),
-            },
-        }
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegCBRRefine", "CBR Refine (VidSeg)", "VidSeg/stages",
+            "Correspondence-based refinement (paper §4.2): each cell follows its best-matching cells (block-7 query "
+            "similarity) through the rest of the batch and takes the majority label along the track. Outputs the "
+            "refiner for KNN Context Model, where it refines every batch before the context model learns from it. "
+            "With coarse labels and features connected it also refines those labels directly.",
+            inputs=(
+                Combo("method", METHODS, "cbr = the paper's Eqs 3-5; cbr_compat = the authors' published code (their "
+                                         "quirks included); none = keep the KNN labels (ablation).", default="cbr"),
+                Float("radius_sq", 2.0, 0.0, 64.0, 0.5, "cbr: squared search radius in feature cells (2 = 3x3, the "
+                                                        "authors' 1-cell threshold); 0 = the whole frame.",
+                      advanced=True),
+                Int("jump_threshold", 1, 0, 64, "cbr_compat: a track is dropped when it jumps more cells than this "
+                                                "between frames.", advanced=True),
+                Boolean("signed", True, "cbr_compat: the authors' signed jump test (on) or the absolute one (off).",
+                        advanced=True),
+                Socket("coarse_labels", VIDSEG_LABELS, "Coarse labels to refine directly (optional).", optional=True),
+                Socket("features", VIDSEG_FEATURES, "The features of the same video (needed with coarse_labels).",
+                       optional=True),
+            ),
+            outputs=(
+                Out("refiner", VIDSEG_REFINER, "The refinement step for KNN Context Model."),
+                Out("refined_labels", VIDSEG_LABELS, "The optional coarse labels refined batch by batch (None when "
+                                                     "they are not connected)."),
+            ),
+            function="build", search_aliases=("correspondence refinement", "cbr", "refine labels"))
 
     def build(self, method="cbr", radius_sq=2.0, jump_threshold=1, signed=True, coarse_labels=None, features=None):
         refiner = make_refiner(method, radius_sq, jump_threshold, signed)
@@ -92,5 +85,4 @@ class VidSegCBRRefine:
         return (refiner, refined)
 
 
-NODE_CLASS_MAPPINGS = {"VidSegCBRRefine": VidSegCBRRefine}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegCBRRefine": "CBR Refine (VidSeg)"}
+NODES = (VidSegCBRRefine,)

@@ -9,7 +9,8 @@ module stays a thin, declarative wrapper and ``vidseg_core`` never sees ComfyUI.
   ``keep_model_loaded``), also on errors and interrupts;
 * :class:`Progress`: ComfyUI's progress bar with an interrupt check on every update;
   :func:`cancel_check`: the ``cancel()`` callback the core polls per step;
-* model folders: :func:`register_model_folder`, :func:`list_models`, :func:`resolve_model`.
+* model folders: :func:`register_model_folder`, :func:`list_models`, :func:`resolve_model`;
+* :func:`node_api`: the V3 node API, if this ComfyUI has one.
 """
 from __future__ import annotations
 
@@ -39,6 +40,18 @@ def optimized_attention():
     from comfy.ldm.modules.attention import optimized_attention as attention
 
     return attention
+
+
+def node_api():
+    """``(io, ComfyExtension)`` of ComfyUI's V3 node API (``comfy_api.latest``), or None (logged) when this
+    ComfyUI has none: the nodes are then declared the V1 way."""
+    try:
+        from comfy_api.latest import ComfyExtension, io
+    except Exception as exc:  # noqa: BLE001 - an older ComfyUI, or one whose V3 API does not import
+        log.info("[VidSeg] This ComfyUI has no usable V3 node API (comfy_api.latest: %s: %s); the nodes are "
+                 "declared with the V1 node API (same inputs and outputs).", type(exc).__name__, exc)
+        return None
+    return io, ComfyExtension
 
 
 def torch_device() -> torch.device:

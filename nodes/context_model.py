@@ -15,36 +15,32 @@ from ..vidseg_core.labels import LabelTable, assign_labels
 from ..vidseg_core.refiners import CBRRefiner, Refiner
 from ..vidseg_core.video_features import VideoFeatures
 from . import comfy_bridge as cb
+from .schema import Combo, Int, Node, Out, Socket
 from .sockets import VIDSEG_CLUSTERS, VIDSEG_FEATURES, VIDSEG_LABELS, VIDSEG_REFINER, Clusters, Labels
 
 
 class VidSegKNNContextModel:
-    DESCRIPTION = (
-        "The scene context model (paper §4.1): a KNN (k = 4) over feature tokens, fitted on the named reference frame, "
-        "labels each batch; the refiner (CBR Refine; default: the paper's CBR) corrects the batch and the corrected "
-        "labels refit the KNN for the next batch. Output: coarse label maps at the feature grid (frame size / 16).")
-    CATEGORY = "VidSeg/stages"
-    FUNCTION = "propagate"
-    RETURN_TYPES = (VIDSEG_LABELS,)
-    RETURN_NAMES = ("coarse_labels",)
-    OUTPUT_TOOLTIPS = ("Coarse label maps [T, H/16, W/16] of every frame with the label table.",)
-
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "features": (VIDSEG_FEATURES, {"tooltip": "Features from Extract Block Features."}),
-                "clusters": (VIDSEG_CLUSTERS, {"tooltip": "Named clusters from Assign Labels (unnamed clusters from "
-                                                          "KMeans Init use the cluster ids as labels)."}),
-                "n_neighbors": ("INT", {"default": 4, "min": 1, "max": 64, "step": 1,
-                                        "tooltip": "k of the KNN classifier (authors: 4)."}),
-                "implementation": (["torch", "sklearn"], {
-                    "default": "torch", "tooltip": "torch runs on ComfyUI's device; sklearn is the CPU reference."}),
-            },
-            "optional": {
-                "refiner": (VIDSEG_REFINER, {"tooltip": "Refinement from CBR Refine; not connected = the paper's CBR."}),
-            },
-        }
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegKNNContextModel", "KNN Context Model (VidSeg)", "VidSeg/stages",
+            "The scene context model (paper §4.1): a KNN (k = 4) over feature tokens, fitted on the named reference "
+            "frame, labels each batch; the refiner (CBR Refine; default: the paper's CBR) corrects the batch and the "
+            "corrected labels refit the KNN for the next batch. Output: coarse label maps at the feature grid (frame "
+            "size / 16).",
+            inputs=(
+                Socket("features", VIDSEG_FEATURES, "Features from Extract Block Features."),
+                Socket("clusters", VIDSEG_CLUSTERS, "Named clusters from Assign Labels (unnamed clusters from KMeans "
+                                                    "Init use the cluster ids as labels)."),
+                Int("n_neighbors", 4, 1, 64, "k of the KNN classifier (authors: 4).", advanced=True),
+                Combo("implementation", ("torch", "sklearn"), "torch runs on ComfyUI's device; sklearn is the CPU "
+                                                              "reference.", default="torch", advanced=True),
+                Socket("refiner", VIDSEG_REFINER, "Refinement from CBR Refine; not connected = the paper's CBR.",
+                       optional=True),
+            ),
+            outputs=(Out("coarse_labels", VIDSEG_LABELS, "Coarse label maps [T, H/16, W/16] of every frame with the "
+                                                         "label table."),),
+            function="propagate", search_aliases=("propagate labels", "knn", "scene context", "track labels"))
 
     def propagate(self, features, clusters, n_neighbors=4, implementation="torch", refiner=None):
         if not isinstance(features, VideoFeatures):
@@ -85,5 +81,4 @@ class VidSegKNNContextModel:
         return (Labels(out, table, tuple(features.frame_size), True, meta),)
 
 
-NODE_CLASS_MAPPINGS = {"VidSegKNNContextModel": VidSegKNNContextModel}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegKNNContextModel": "KNN Context Model (VidSeg)"}
+NODES = (VidSegKNNContextModel,)

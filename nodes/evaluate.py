@@ -7,6 +7,7 @@ from ..vidseg_core.errors import InputError
 from ..vidseg_core.metrics import PROTOCOLS, evaluate_arrays, parse_metrics
 from . import comfy_bridge as cb
 from .convert import ground_truth_ids
+from .schema import Combo, Int, Node, Out, Socket, String
 from .sockets import VIDSEG_LABELS, require_labels
 
 
@@ -35,38 +36,30 @@ def format_report(res: dict) -> str:
 
 
 class VidSegEvaluate:
-    DESCRIPTION = (
-        "Scores label maps against ground truth: mIoU (global confusion matrix), VSPW video consistency mVC8 / mVC16, "
-        "DAVIS J&F. The ground truth is a binary MASK batch (object = 1) or a label IMAGE batch (palette colours or "
-        "grey ids), one per frame at the frames' size. Shows the result on the node and outputs it as text.")
-    CATEGORY = "VidSeg/evaluate"
-    FUNCTION = "evaluate"
-    OUTPUT_NODE = True
-    RETURN_TYPES = ("STRING", "STRING")
-    RETURN_NAMES = ("report", "json")
-    OUTPUT_TOOLTIPS = ("Readable summary of the metrics.", "Every number as JSON.")
+    @classmethod
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegEvaluate", "Evaluate Labels (VidSeg)", "VidSeg/evaluate",
+            "Scores label maps against ground truth: mIoU (global confusion matrix), VSPW video consistency mVC8 / "
+            "mVC16, DAVIS J&F. The ground truth is a binary MASK batch (object = 1) or a label IMAGE batch (palette "
+            "colours or grey ids), one per frame at the frames' size. Shows the result on the node and outputs it as "
+            "text.",
+            inputs=(
+                Socket("labels", VIDSEG_LABELS, "Predicted label maps (coarse ones are resized to frame size)."),
+                String("metrics", "miou,jf", "Comma-separated: miou, vc8, vc16, jf."),
+                Combo("protocol", PROTOCOLS, "DAVIS J&F protocol: semi (ids match the ground truth) or unsupervised "
+                                             "(best matching proposals).", default="semi"),
+                Int("num_classes", 0, 0, 1024, "Classes for mIoU; 0 = highest ground-truth id + 1."),
+                Socket("ground_truth_mask", "MASK", "Binary ground truth, one mask per frame.", optional=True),
+                Socket("ground_truth_labels", "IMAGE", "Ground-truth label maps as images, one per frame.",
+                       optional=True),
+            ),
+            outputs=(Out("report", "STRING", "Readable summary of the metrics."),
+                     Out("json", "STRING", "Every number as JSON.")),
+            function="evaluate", output_node=True, search_aliases=("miou", "j&f", "segmentation metrics", "score"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "labels": (VIDSEG_LABELS, {"tooltip": "Predicted label maps (coarse ones are resized to frame size)."}),
-                "metrics": ("STRING", {"default": "miou,jf",
-                                       "tooltip": "Comma-separated: miou, vc8, vc16, jf."}),
-                "protocol": (list(PROTOCOLS), {"default": "semi",
-                                               "tooltip": "DAVIS J&F protocol: semi (ids match the ground truth) or "
-                                                          "unsupervised (best matching proposals)."}),
-                "num_classes": ("INT", {"default": 0, "min": 0, "max": 1024, "step": 1,
-                                        "tooltip": "Classes for mIoU; 0 = highest ground-truth id + 1."}),
-            },
-            "optional": {
-                "ground_truth_mask": ("MASK", {"tooltip": "Binary ground truth, one mask per frame."}),
-                "ground_truth_labels": ("IMAGE", {"tooltip": "Ground-truth label maps as images, one per frame."}),
-            },
-        }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, metrics="miou,jf"):
+    def validate_inputs(cls, metrics="miou,jf"):
         """Reject unknown metric names before anything runs."""
         try:
             parse_metrics(metrics)
@@ -89,5 +82,4 @@ class VidSegEvaluate:
         return {"ui": {"text": [report]}, "result": (report, json.dumps(res))}
 
 
-NODE_CLASS_MAPPINGS = {"VidSegEvaluate": VidSegEvaluate}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegEvaluate": "Evaluate Labels (VidSeg)"}
+NODES = (VidSegEvaluate,)

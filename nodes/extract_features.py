@@ -6,34 +6,32 @@ import math
 from ..vidseg_core.features import extract_features
 from . import comfy_bridge as cb
 from .convert import image_batch
-from .sockets import KEEP_MODEL_TOOLTIP, VIDSEG_FEATURES, VIDSEG_MODEL
+from .schema import Boolean, Int, Node, Out, Socket
+from .sockets import KEEP_MODEL_TOOLTIP, MODEL_TOOLTIP, VIDSEG_FEATURES, VIDSEG_MODEL
 
 
 class VidSegExtractFeatures:
-    DESCRIPTION = (
-        "Diffusion features of every frame (paper §4.1): frames are cut into batches of B, resized down to multiples "
-        "of 64, encoded, noised to step t_m and denoised to t_k while the self-attention queries of decoder blocks "
-        "6-8 are captured. Features are kept on the CPU in fp16 (grid = frame size / 16).")
-    CATEGORY = "VidSeg/stages"
-    FUNCTION = "extract"
-    RETURN_TYPES = (VIDSEG_FEATURES,)
-    RETURN_NAMES = ("features",)
-    OUTPUT_TOOLTIPS = ("Per-frame aggregated (blocks 6-8) and correspondence (block 7) features of the video.",)
-
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": (VIDSEG_MODEL, {"tooltip": "The backbone from Load SD/SVD (VidSeg)."}),
-            "frames": ("IMAGE", {"tooltip": "The video as an IMAGE batch [T,H,W,3], e.g. from Get Video Components. "
-                                            "Both sides must be at least 64 px."}),
-            "batch_size": ("INT", {"default": 14, "min": 1, "max": 64, "step": 1,
-                                   "tooltip": "Frames per batch B (paper: 14). SVD sees a batch as one clip; a short "
-                                              "last batch is computed as the last B frames."}),
-            "seed": ("INT", {"default": 1, "min": 0, "max": 0xFFFFFFFF, "step": 1, "control_after_generate": False,
-                             "tooltip": "Per-batch seed of the encoding / noise (authors: 1). Masked modulation "
-                                        "re-uses it to rebuild the same noisy latents."}),
-            "keep_model_loaded": ("BOOLEAN", {"default": False, "tooltip": KEEP_MODEL_TOOLTIP}),
-        }}
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegExtractFeatures", "Extract Block Features (VidSeg)", "VidSeg/stages",
+            "Diffusion features of every frame (paper §4.1): frames are cut into batches of B, resized down to "
+            "multiples of 64, encoded, noised to step t_m and denoised to t_k while the self-attention queries of "
+            "decoder blocks 6-8 are captured. Features are kept on the CPU in fp16 (grid = frame size / 16).",
+            inputs=(
+                Socket("model", VIDSEG_MODEL, MODEL_TOOLTIP),
+                Socket("frames", "IMAGE", "The video as an IMAGE batch [T,H,W,3], e.g. from Get Video Components. "
+                                          "Both sides must be at least 64 px."),
+                Int("batch_size", 14, 1, 64, "Frames per batch B (paper: 14). SVD sees a batch as one clip; a short "
+                                             "last batch is computed as the last B frames."),
+                Int("seed", 1, 0, 0xFFFFFFFF, "Per-batch seed of the encoding / noise (authors: 1). Masked modulation "
+                                              "re-uses it to rebuild the same noisy latents.",
+                    control_after_generate=False),
+                Boolean("keep_model_loaded", False, KEEP_MODEL_TOOLTIP),
+            ),
+            outputs=(Out("features", VIDSEG_FEATURES, "Per-frame aggregated (blocks 6-8) and correspondence (block 7) "
+                                                      "features of the video."),),
+            function="extract", search_aliases=("diffusion features", "attention features"))
 
     def extract(self, model, frames, batch_size=14, seed=1, keep_model_loaded=False):
         frames = image_batch(frames)
@@ -46,5 +44,4 @@ class VidSegExtractFeatures:
         return (feats,)
 
 
-NODE_CLASS_MAPPINGS = {"VidSegExtractFeatures": VidSegExtractFeatures}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegExtractFeatures": "Extract Block Features (VidSeg)"}
+NODES = (VidSegExtractFeatures,)

@@ -9,6 +9,7 @@ from ..vidseg_core.upsample import UpsampleContext, make_upsampler
 from . import comfy_bridge as cb
 from .convert import image_batch
 from .masked_modulation import check_frames_match
+from .schema import Float, Int, Node, Out, Socket
 from .sockets import VIDSEG_LABELS, require, require_labels
 
 #: frames moved to the compute device at once
@@ -16,31 +17,27 @@ CHUNK = 16
 
 
 class VidSegGuidedUpsample:
-    DESCRIPTION = (
-        "Fast mode: the coarse label maps are brought to full resolution with a colour guided filter that follows "
-        "the frame's edges (no diffusion passes, no model). Much faster than Masked Modulation, less precise on "
-        "thin structures; good for previews and long videos.")
-    CATEGORY = "VidSeg/stages"
-    FUNCTION = "upsample"
-    RETURN_TYPES = (VIDSEG_LABELS,)
-    RETURN_NAMES = ("labels",)
-    OUTPUT_TOOLTIPS = ("Label maps [T, H, W] at the frames' resolution, with the label table.",)
-
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "frames": ("IMAGE", {"tooltip": "The video (IMAGE batch) the labels were computed from: the guide."}),
-            "coarse_labels": (VIDSEG_LABELS, {"tooltip": "Coarse labels from KNN Context Model (or CBR Refine)."}),
-            "radius": ("INT", {"default": 0, "min": 0, "max": 256, "step": 1,
-                               "tooltip": "Filter window radius in pixels; 0 = one coarse cell (about 16 px)."}),
-            "eps": ("FLOAT", {"default": 0.0001, "min": 0.000001, "max": 1.0, "step": 0.00001,
-                              "tooltip": "Regularisation: smaller follows colour edges more closely."}),
-            "subsample": ("INT", {"default": 0, "min": 0, "max": 32, "step": 1,
-                                  "tooltip": "Work at 1/subsample resolution (0 = automatic, about radius/4)."}),
-            "softness": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 8.0, "step": 0.1,
-                                   "tooltip": "Gaussian softening of the coarse labels in cells before filtering "
-                                              "(0 = off)."}),
-        }}
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegGuidedUpsample", "Guided Upsample (fast, VidSeg)", "VidSeg/stages",
+            "Fast mode: the coarse label maps are brought to full resolution with a colour guided filter that follows "
+            "the frame's edges (no diffusion passes, no model). Much faster than Masked Modulation, less precise on "
+            "thin structures; good for previews and long videos.",
+            inputs=(
+                Socket("frames", "IMAGE", "The video (IMAGE batch) the labels were computed from: the guide."),
+                Socket("coarse_labels", VIDSEG_LABELS, "Coarse labels from KNN Context Model (or CBR Refine)."),
+                Int("radius", 0, 0, 256, "Filter window radius in pixels; 0 = one coarse cell (about 16 px)."),
+                Float("eps", 0.0001, 0.000001, 1.0, 0.00001, "Regularisation: smaller follows colour edges more "
+                                                             "closely.", advanced=True),
+                Int("subsample", 0, 0, 32, "Work at 1/subsample resolution (0 = automatic, about radius/4).",
+                    advanced=True),
+                Float("softness", 0.0, 0.0, 8.0, 0.1, "Gaussian softening of the coarse labels in cells before "
+                                                      "filtering (0 = off).", advanced=True),
+            ),
+            outputs=(Out("labels", VIDSEG_LABELS, "Label maps [T, H, W] at the frames' resolution, with the label "
+                                                  "table."),),
+            function="upsample", search_aliases=("guided filter", "fast upsample", "labels to full resolution"))
 
     def upsample(self, frames, coarse_labels, radius=0, eps=0.0001, subsample=0, softness=0.0):
         labels = require_labels(require(coarse_labels, "coarse_labels", "Connect KNN Context Model."))
@@ -65,5 +62,4 @@ class VidSegGuidedUpsample:
         return (dataclasses.replace(labels, labels=out, coarse=False, meta=meta),)
 
 
-NODE_CLASS_MAPPINGS = {"VidSegGuidedUpsample": VidSegGuidedUpsample}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegGuidedUpsample": "Guided Upsample (fast, VidSeg)"}
+NODES = (VidSegGuidedUpsample,)

@@ -6,37 +6,34 @@ from ..vidseg_core.errors import InputError
 from ..vidseg_core.kmeans import fit_kmeans
 from ..vidseg_core.video_features import VideoFeatures
 from . import comfy_bridge as cb
+from .schema import Combo, Int, Node, Out, Socket
 from .sockets import VIDSEG_CLUSTERS, VIDSEG_FEATURES, Clusters
 
 
 class VidSegKMeansInit:
-    DESCRIPTION = (
-        "KMeans on all feature tokens of the batch that holds the reference frame (paper §4.1: K = 20, 10 k-means++ "
-        "runs). The clusters of the reference frame are then named by Assign Labels and seed the KNN context model.")
-    CATEGORY = "VidSeg/stages"
-    FUNCTION = "cluster"
-    RETURN_TYPES = (VIDSEG_CLUSTERS,)
-    RETURN_NAMES = ("clusters",)
-    OUTPUT_TOOLTIPS = ("KMeans cluster maps of the reference batch (not yet named).",)
-
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "features": (VIDSEG_FEATURES, {"tooltip": "Features from Extract Block Features."}),
-            "num_clusters": ("INT", {"default": 20, "min": 1, "max": 255, "step": 1,
-                                     "tooltip": "K clusters (paper: 20 for VSPW, 5 in the authors' demo). Fewer "
-                                                "clusters give coarser regions."}),
-            "reference_frame": ("INT", {"default": 0, "min": 0, "max": 100000, "step": 1,
-                                        "tooltip": "Index of the frame the reference mask belongs to (0 = first "
-                                                   "frame); the batch that holds it is clustered."}),
-            "n_init": ("INT", {"default": 10, "min": 1, "max": 100, "step": 1,
-                               "tooltip": "k-means++ restarts; the run with the lowest inertia wins (authors: 10)."}),
-            "seed": ("INT", {"default": 1, "min": 0, "max": 0xFFFFFFFF, "step": 1, "control_after_generate": False,
-                             "tooltip": "Seed of the k-means++ initialisation."}),
-            "implementation": (["torch", "sklearn"], {
-                "default": "torch",
-                "tooltip": "torch runs on ComfyUI's device; sklearn is the CPU reference (same quality, other clusters)."}),
-        }}
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegKMeansInit", "KMeans Init (VidSeg)", "VidSeg/stages",
+            "KMeans on all feature tokens of the batch that holds the reference frame (paper §4.1: K = 20, 10 "
+            "k-means++ runs). The clusters of the reference frame are then named by Assign Labels and seed the KNN "
+            "context model.",
+            inputs=(
+                Socket("features", VIDSEG_FEATURES, "Features from Extract Block Features."),
+                Int("num_clusters", 20, 1, 255, "K clusters (paper: 20 for VSPW, 5 in the authors' demo). Fewer "
+                                                "clusters give coarser regions."),
+                Int("reference_frame", 0, 0, 100000, "Index of the frame the reference mask belongs to (0 = first "
+                                                     "frame); the batch that holds it is clustered."),
+                Int("n_init", 10, 1, 100, "k-means++ restarts; the run with the lowest inertia wins (authors: 10).",
+                    advanced=True),
+                Int("seed", 1, 0, 0xFFFFFFFF, "Seed of the k-means++ initialisation.", control_after_generate=False,
+                    advanced=True),
+                Combo("implementation", ("torch", "sklearn"), "torch runs on ComfyUI's device; sklearn is the CPU "
+                                                              "reference (same quality, other clusters).",
+                      default="torch", advanced=True),
+            ),
+            outputs=(Out("clusters", VIDSEG_CLUSTERS, "KMeans cluster maps of the reference batch (not yet named)."),),
+            function="cluster", search_aliases=("kmeans", "cluster features"))
 
     def cluster(self, features, num_clusters=20, reference_frame=0, n_init=10, seed=1, implementation="torch"):
         if not isinstance(features, VideoFeatures):
@@ -61,5 +58,4 @@ class VidSegKMeansInit:
                          tuple(features.frame_size), float(km.inertia), meta=meta),)
 
 
-NODE_CLASS_MAPPINGS = {"VidSegKMeansInit": VidSegKMeansInit}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegKMeansInit": "KMeans Init (VidSeg)"}
+NODES = (VidSegKMeansInit,)

@@ -7,6 +7,7 @@ from ..vidseg_core.backbones import TINY_MODELS, load_backbone
 from ..vidseg_core.compile import COMPILE_CHOICES, compile_backbone, resolve_compile
 from ..vidseg_core.devices import PRECISIONS
 from . import comfy_bridge as cb
+from .schema import Combo, Node, Out
 from .sockets import VIDSEG_MODEL, ModelHandle
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -14,42 +15,34 @@ PREDICTION_TYPES = ("auto", "epsilon", "v_prediction")
 
 
 class VidSegLoadModel:
-    DESCRIPTION = (
-        "Loads Stable Diffusion 2.1 or Stable Video Diffusion for VidSeg, fully offline. Lists single files from "
-        "ComfyUI/models/checkpoints and ComfyUI/models/vidseg and diffusers folders from ComfyUI/models/diffusers; "
-        "'tiny-sd' / 'tiny-svd' are random test models (fast, meaningless masks). The model stays on ComfyUI's "
-        "offload device until a VidSeg compute node needs it.")
-    CATEGORY = "VidSeg/loaders"
-    FUNCTION = "load"
-    RETURN_TYPES = (VIDSEG_MODEL,)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The loaded diffusion backbone (SD 2.1 or SVD) for the VidSeg nodes.",)
-
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": (cb.list_models() + list(TINY_MODELS), {
-                "tooltip": "SD 2.1 (v2-1_512-ema-pruned / v2-1_768-ema-pruned) or SVD (svd / svd_xt) checkpoint. "
-                           "Put files in ComfyUI/models/checkpoints or ComfyUI/models/vidseg, diffusers folders in "
-                           "ComfyUI/models/diffusers. tiny-sd / tiny-svd are random test models."}),
-            "precision": (list(PRECISIONS), {
-                "default": "auto",
-                "tooltip": "auto = fp32 on the CPU, bf16 on GPUs that support it, else fp16. fp16 is closest to the "
-                           "authors' (fewer label flips than bf16; the VAE stays fp32) but can overflow. fp16 is "
-                           "refused on the CPU."}),
-            "device": (list(DEVICES), {
-                "default": "auto",
-                "tooltip": "Where VidSeg computes: auto = ComfyUI's device (honours --cpu)."}),
-            "prediction_type": (list(PREDICTION_TYPES), {
-                "default": "auto",
-                "tooltip": "SD 2.1 only: auto reads it from the file / folder (768 models are v_prediction)."}),
-        }, "optional": {
-            "compile": (list(COMPILE_CHOICES), {
-                "default": "off",
-                "tooltip": "on = torch.compile (inductor) of the UNet and VAE blocks; the first batch compiles them "
-                           "(minutes), later ones run faster on a GPU. Falls back to eager, with a warning, when "
-                           "compilation is not possible."}),
-        }}
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegLoadModel", "Load SD/SVD (VidSeg)", "VidSeg/loaders",
+            "Loads Stable Diffusion 2.1 or Stable Video Diffusion for VidSeg, fully offline. Lists single files from "
+            "ComfyUI/models/checkpoints and ComfyUI/models/vidseg and diffusers folders from "
+            "ComfyUI/models/diffusers; 'tiny-sd' / 'tiny-svd' are random test models (fast, meaningless masks). The "
+            "model stays on ComfyUI's offload device until a VidSeg compute node needs it.",
+            inputs=(
+                Combo("model", cb.list_models() + list(TINY_MODELS),
+                      "SD 2.1 (v2-1_512-ema-pruned / v2-1_768-ema-pruned) or SVD (svd / svd_xt) checkpoint. Put files "
+                      "in ComfyUI/models/checkpoints or ComfyUI/models/vidseg, diffusers folders in "
+                      "ComfyUI/models/diffusers. tiny-sd / tiny-svd are random test models."),
+                Combo("precision", PRECISIONS, "auto = fp32 on the CPU, bf16 on GPUs that support it, else fp16. fp16 "
+                                               "is closest to the authors' (fewer label flips than bf16; the VAE stays "
+                                               "fp32) but can overflow. fp16 is refused on the CPU.", default="auto"),
+                Combo("device", DEVICES, "Where VidSeg computes: auto = ComfyUI's device (honours --cpu).",
+                      default="auto"),
+                Combo("prediction_type", PREDICTION_TYPES, "SD 2.1 only: auto reads it from the file / folder (768 "
+                                                           "models are v_prediction).", default="auto", advanced=True),
+                Combo("compile", COMPILE_CHOICES, "on = torch.compile (inductor) of the UNet and VAE blocks; the first "
+                                                  "batch compiles them (minutes), later ones run faster on a GPU. "
+                                                  "Falls back to eager, with a warning, when compilation is not "
+                                                  "possible.", default="off", optional=True, advanced=True),
+            ),
+            outputs=(Out("model", VIDSEG_MODEL, "The loaded diffusion backbone (SD 2.1 or SVD) for the VidSeg "
+                                                "nodes."),),
+            function="load", search_aliases=("load stable diffusion 2.1", "load svd", "vidseg loader"))
 
     def load(self, model, precision="auto", device="auto", prediction_type="auto", compile="off"):
         wanted = resolve_compile(compile)
@@ -64,5 +57,4 @@ class VidSegLoadModel:
         return (handle,)
 
 
-NODE_CLASS_MAPPINGS = {"VidSegLoadModel": VidSegLoadModel}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegLoadModel": "Load SD/SVD (VidSeg)"}
+NODES = (VidSegLoadModel,)

@@ -11,6 +11,7 @@ from ..vidseg_core.features import prepare_batch
 from ..vidseg_core.modulation import ModulationSettings, modulate_batch
 from . import comfy_bridge as cb
 from .convert import image_batch
+from .schema import Boolean, Combo, Float, Int, Node, Out, Socket
 from .sockets import KEEP_MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL, Labels, require, require_labels
 
 
@@ -24,41 +25,36 @@ def check_frames_match(frames: torch.Tensor, labels: Labels) -> None:
 
 
 class VidSegMaskedModulation:
-    DESCRIPTION = (
-        "Full-resolution label maps by masked modulation (paper §4.3, the quality mode): per batch, every label's "
-        "coarse mask is added to (and subtracted from) the attention of one decoder block at step t_m, the runs are "
-        "decoded and each pixel takes the label whose modulation changed it most. Needs the same model, frames and "
-        "seed as the features (taken from the labels). Runs 2 diffusion passes per label, batched.")
-    CATEGORY = "VidSeg/stages"
-    FUNCTION = "modulate"
-    RETURN_TYPES = (VIDSEG_LABELS,)
-    RETURN_NAMES = ("labels",)
-    OUTPUT_TOOLTIPS = ("Label maps [T, H, W] at the frames' resolution, with the label table.",)
-
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": (VIDSEG_MODEL, {"tooltip": "The same backbone that extracted the features."}),
-            "frames": ("IMAGE", {"tooltip": "The same video (IMAGE batch) that went into Extract Block Features."}),
-            "coarse_labels": (VIDSEG_LABELS, {"tooltip": "Coarse labels from KNN Context Model (or CBR Refine)."}),
-            "lam": ("FLOAT", {"default": 50.0, "min": 0.0, "max": 1000.0, "step": 1.0,
-                              "tooltip": "Modulation strength lambda of Eq 6 (authors: 50)."}),
-            "filter_s": ("FLOAT", {"default": 0.7, "min": 0.0, "max": 1.0, "step": 0.05,
-                                   "tooltip": "Difference-map filter factor s (authors: 0.7; 1 = off)."}),
-            "blur_kernel": ("INT", {"default": 5, "min": 0, "max": 31, "step": 1,
-                                    "tooltip": "Gaussian blur of the difference maps (odd size, sigma 3; 0 = off)."}),
-            "compat": (["none", "wrap", "wrap+jpeg"], {
-                "default": "none",
-                "tooltip": "none = fixed difference maps; wrap / wrap+jpeg reproduce the authors' uint8 wrap-around "
-                           "(and JPEG round trip) exactly."}),
-            "absent_labels": (["keep", "skip"], {
-                "default": "keep",
-                "tooltip": "Labels absent from a frame's coarse map: keep = they still compete (authors), skip = not."}),
-            "max_runs_per_chunk": ("INT", {"default": 0, "min": 0, "max": 1024, "step": 1,
-                                           "tooltip": "Runs per batched UNet call (0 = from free memory; lower it if "
-                                                      "you run out of VRAM)."}),
-            "keep_model_loaded": ("BOOLEAN", {"default": False, "tooltip": KEEP_MODEL_TOOLTIP}),
-        }}
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegMaskedModulation", "Masked Modulation (VidSeg)", "VidSeg/stages",
+            "Full-resolution label maps by masked modulation (paper §4.3, the quality mode): per batch, every label's "
+            "coarse mask is added to (and subtracted from) the attention of one decoder block at step t_m, the runs "
+            "are decoded and each pixel takes the label whose modulation changed it most. Needs the same model, "
+            "frames and seed as the features (taken from the labels). Runs 2 diffusion passes per label, batched.",
+            inputs=(
+                Socket("model", VIDSEG_MODEL, "The same backbone that extracted the features."),
+                Socket("frames", "IMAGE", "The same video (IMAGE batch) that went into Extract Block Features."),
+                Socket("coarse_labels", VIDSEG_LABELS, "Coarse labels from KNN Context Model (or CBR Refine)."),
+                Float("lam", 50.0, 0.0, 1000.0, 1.0, "Modulation strength lambda of Eq 6 (authors: 50)."),
+                Float("filter_s", 0.7, 0.0, 1.0, 0.05, "Difference-map filter factor s (authors: 0.7; 1 = off).",
+                      advanced=True),
+                Int("blur_kernel", 5, 0, 31, "Gaussian blur of the difference maps (odd size, sigma 3; 0 = off).",
+                    advanced=True),
+                Combo("compat", ("none", "wrap", "wrap+jpeg"),
+                      "none = fixed difference maps; wrap / wrap+jpeg reproduce the authors' uint8 wrap-around (and "
+                      "JPEG round trip) exactly.", default="none", advanced=True),
+                Combo("absent_labels", ("keep", "skip"), "Labels absent from a frame's coarse map: keep = they still "
+                                                         "compete (authors), skip = not.", default="keep",
+                      advanced=True),
+                Int("max_runs_per_chunk", 0, 0, 1024, "Runs per batched UNet call (0 = from free memory; lower it if "
+                                                      "you run out of VRAM).", advanced=True),
+                Boolean("keep_model_loaded", False, KEEP_MODEL_TOOLTIP),
+            ),
+            outputs=(Out("labels", VIDSEG_LABELS, "Label maps [T, H, W] at the frames' resolution, with the label "
+                                                  "table."),),
+            function="modulate", search_aliases=("upsample labels", "full resolution labels", "quality upsample"))
 
     def modulate(self, model, frames, coarse_labels, lam=50.0, filter_s=0.7, blur_kernel=5, compat="none",
                  absent_labels="keep", max_runs_per_chunk=0, keep_model_loaded=False):
@@ -93,5 +89,4 @@ class VidSegMaskedModulation:
         return (dataclasses.replace(labels, labels=out, coarse=False, meta=meta),)
 
 
-NODE_CLASS_MAPPINGS = {"VidSegMaskedModulation": VidSegMaskedModulation}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegMaskedModulation": "Masked Modulation (VidSeg)"}
+NODES = (VidSegMaskedModulation,)

@@ -8,6 +8,7 @@ from ..vidseg_core.compile import compile_backbone
 from ..vidseg_core.errors import InputError
 from .comfy_native import (SUPPORTED, TORCH_COMPILE_WRAPPER, _sigma_check, _unused_wrappers, backbone_from_comfy,
                            torch_compile_request)
+from .schema import Combo, Node, Out, Socket
 from .sockets import VIDSEG_MODEL, ModelHandle
 
 log = logging.getLogger("vidseg")
@@ -27,31 +28,30 @@ def compile_arguments(choice: str, model) -> Optional[dict]:
 
 
 class VidSegModelFromComfy:
-    DESCRIPTION = (
-        "Runs VidSeg on the models ComfyUI already loaded: SD 2.1 from Load Checkpoint (MODEL + CLIP + VAE) or "
-        "SVD from Image Only Checkpoint Loader (MODEL + CLIP_VISION + VAE). No second copy of the weights; "
-        "ComfyUI's model management (offloading, low-VRAM partial loading, LoRA / merges on the MODEL) applies. "
-        f"Supported: {SUPPORTED}. The input MODEL is never modified (VidSeg patches a clone).")
-    CATEGORY = "VidSeg/loaders"
-    FUNCTION = "convert"
-    RETURN_TYPES = (VIDSEG_MODEL,)
-    RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The diffusion backbone for the VidSeg nodes, computing through ComfyUI's MODEL.",)
-
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "MODEL of Load Checkpoint (SD 2.1) or Image Only Checkpoint Loader (SVD)."}),
-            "vae": ("VAE", {"tooltip": "VAE of the same loader."}),
-        }, "optional": {
-            "clip": ("CLIP", {"tooltip": "SD 2.1: CLIP of Load Checkpoint (the empty prompt is the condition)."}),
-            "clip_vision": ("CLIP_VISION", {"tooltip": "SVD: CLIP_VISION of Image Only Checkpoint Loader."}),
-            "compile": (list(COMPILE_CHOICES), {
-                "default": "auto",
-                "tooltip": "torch.compile of the UNet and VAE blocks during VidSeg's own calls (the MODEL itself is "
-                           "left as it was). auto = when a TorchCompileModel node is on the MODEL, with its backend; "
-                           "on = that, else inductor; off = eager. The first batch compiles (minutes)."}),
-        }}
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegModelFromComfy", "VidSeg Model from ComfyUI", "VidSeg/loaders",
+            "Runs VidSeg on the models ComfyUI already loaded: SD 2.1 from Load Checkpoint (MODEL + CLIP + VAE) or "
+            "SVD from Image Only Checkpoint Loader (MODEL + CLIP_VISION + VAE). No second copy of the weights; "
+            "ComfyUI's model management (offloading, low-VRAM partial loading, LoRA / merges on the MODEL) applies. "
+            f"Supported: {SUPPORTED}. The input MODEL is never modified (VidSeg patches a clone).",
+            inputs=(
+                Socket("model", "MODEL", "MODEL of Load Checkpoint (SD 2.1) or Image Only Checkpoint Loader (SVD)."),
+                Socket("vae", "VAE", "VAE of the same loader."),
+                Socket("clip", "CLIP", "SD 2.1: CLIP of Load Checkpoint (the empty prompt is the condition).",
+                       optional=True),
+                Socket("clip_vision", "CLIP_VISION", "SVD: CLIP_VISION of Image Only Checkpoint Loader.",
+                       optional=True),
+                Combo("compile", COMPILE_CHOICES,
+                      "torch.compile of the UNet and VAE blocks during VidSeg's own calls (the MODEL itself is left as "
+                      "it was). auto = when a TorchCompileModel node is on the MODEL, with its backend; on = that, "
+                      "else inductor; off = eager. The first batch compiles (minutes).", default="auto",
+                      optional=True, advanced=True),
+            ),
+            outputs=(Out("model", VIDSEG_MODEL, "The diffusion backbone for the VidSeg nodes, computing through "
+                                                "ComfyUI's MODEL."),),
+            function="convert", search_aliases=("vidseg model", "model to vidseg", "segmentation model"))
 
     def convert(self, model, vae, clip=None, clip_vision=None, compile="auto"):
         arguments = compile_arguments(compile, model)
@@ -69,5 +69,4 @@ class VidSegModelFromComfy:
         return (ModelHandle(bb, bb.name, bb.device, bb.dtype),)
 
 
-NODE_CLASS_MAPPINGS = {"VidSegModelFromComfy": VidSegModelFromComfy}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegModelFromComfy": "VidSeg Model from ComfyUI"}
+NODES = (VidSegModelFromComfy,)

@@ -8,6 +8,7 @@ import re
 from ..vidseg_core.errors import InputError
 from ..vidseg_core.label_io import save_label_png
 from . import comfy_bridge as cb
+from .schema import Node, Socket, String
 from .sockets import VIDSEG_LABELS, require_labels
 
 
@@ -37,27 +38,23 @@ def next_counter(folder: str, base: str) -> int:
 
 
 class VidSegSaveLabelMaps:
-    DESCRIPTION = (
-        "Writes one palettised PNG per frame (pixel value = label value, DAVIS / VOC palette colours) plus a JSON "
-        "label table into ComfyUI's output folder as <prefix>_<run>_<frame>.png. Every run gets a new run number; "
-        "existing files are never overwritten.")
-    CATEGORY = "VidSeg/io"
-    FUNCTION = "save"
-    OUTPUT_NODE = True
-    RETURN_TYPES = ()
-    RETURN_NAMES = ()
-    OUTPUT_TOOLTIPS = ()
+    @classmethod
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegSaveLabelMaps", "Save Label Maps (VidSeg)", "VidSeg/io",
+            "Writes one palettised PNG per frame (pixel value = label value, DAVIS / VOC palette colours) plus a JSON "
+            "label table into ComfyUI's output folder as <prefix>_<run>_<frame>.png. Every run gets a new run number; "
+            "existing files are never overwritten.",
+            inputs=(
+                Socket("labels", VIDSEG_LABELS, "Label maps to save (coarse maps are saved at frame size)."),
+                String("filename_prefix", "vidseg/labels",
+                       "Sub-folder and file name prefix inside ComfyUI's output folder."),
+            ),
+            outputs=(), function="save", output_node=True,
+            search_aliases=("save segmentation", "export label maps", "save masks png"))
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "labels": (VIDSEG_LABELS, {"tooltip": "Label maps to save (coarse maps are saved at frame size)."}),
-            "filename_prefix": ("STRING", {"default": "vidseg/labels",
-                                           "tooltip": "Sub-folder and file name prefix inside ComfyUI's output folder."}),
-        }}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, filename_prefix="vidseg/labels"):
+    def validate_inputs(cls, filename_prefix="vidseg/labels"):
         """Reject a prefix outside the output folder before anything runs."""
         try:
             output_target("/output", filename_prefix)
@@ -95,5 +92,4 @@ class VidSegSaveLabelMaps:
         return {"ui": {"images": results}, "result": ()}
 
 
-NODE_CLASS_MAPPINGS = {"VidSegSaveLabelMaps": VidSegSaveLabelMaps}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegSaveLabelMaps": "Save Label Maps (VidSeg)"}
+NODES = (VidSegSaveLabelMaps,)

@@ -17,60 +17,53 @@ from .assign_labels import MASK_NAMES
 from .cbr_refine import METHODS
 from .convert import (image_batch, labels_to_masks, parse_names, parse_selection, reference_from_label_image,
                       reference_from_mask)
-from .sockets import KEEP_MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL, Labels
+from .schema import Boolean, Combo, Int, Node, Out, Socket, String
+from .sockets import KEEP_MODEL_TOOLTIP, MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL, Labels
 
 
 class VidSegSegmentVideo:
-    DESCRIPTION = (
-        "Zero-shot video segmentation in one node (the paper's full method with the authors' defaults): diffusion "
-        "features per batch of 14 frames, KMeans on the reference batch, a KNN scene context model refined by CBR "
-        "batch after batch, then masked modulation (quality) or a guided filter (fast) to full resolution. "
-        "Connect a mask painted on one frame to track that object; without it the regions are unnamed clusters.")
-    CATEGORY = "VidSeg"
-    FUNCTION = "segment"
-    RETURN_TYPES = (VIDSEG_LABELS, "MASK", "MASK", "IMAGE", "STRING")
-    RETURN_NAMES = ("labels", "mask", "all_masks", "overlay", "info")
-    OUTPUT_TOOLTIPS = (
-        "Label maps [T, H, W] with the label table (for Select Labels, Colorize, Save, Evaluate).",
-        "MASK [T, H, W] of the labels chosen by mask_labels (default: every label except 0, i.e. the painted "
-        "object when a reference mask is connected).",
-        "Every label as a mask video, label after label: MASK [T * L, H, W].",
-        "The frames with the label colours blended in [T, H, W, 3].",
-        "Labels, timings and warnings of the run.")
-
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": (VIDSEG_MODEL, {"tooltip": "The backbone from Load SD/SVD (VidSeg)."}),
-                "frames": ("IMAGE", {"tooltip": "The video as an IMAGE batch [T,H,W,3] (sides >= 64 px; they are "
-                                                "processed at the size rounded down to multiples of 64)."}),
-                "num_clusters": ("INT", {"default": 20, "min": 1, "max": 255, "step": 1,
-                                         "tooltip": "K of the KMeans initialisation (paper: 20; the authors' demo: 5)."}),
-                "mode": (list(MODES), {"default": "quality",
-                                       "tooltip": "quality = masked modulation (paper, 2 diffusion passes per label); "
-                                                  "fast = guided filter (no extra passes)."}),
-                "seed": ("INT", {"default": 1, "min": 0, "max": 0xFFFFFFFF, "step": 1, "control_after_generate": False,
-                                 "tooltip": "Per-batch seed (authors: 1)."}),
-                "keep_model_loaded": ("BOOLEAN", {"default": False, "tooltip": KEEP_MODEL_TOOLTIP}),
-                "reference_frame": ("INT", {"default": 0, "min": 0, "max": 100000, "step": 1,
-                                            "tooltip": "Frame the reference mask / label image belongs to."}),
-                "mask_labels": ("STRING", {"default": "",
-                                           "tooltip": "Labels for the mask output, e.g. '1' or 'swan, 3'; empty = "
-                                                      "every label except 0."}),
-                "batch_size": ("INT", {"default": 14, "min": 1, "max": 64, "step": 1,
-                                       "tooltip": "Frames per batch B (paper: 14)."}),
-                "refiner": (list(METHODS), {"default": "cbr",
-                                            "tooltip": "cbr = paper, cbr_compat = the authors' code, none = KNN only."}),
-            },
-            "optional": {
-                "reference_mask": ("MASK", {"tooltip": "Mask painted on the reference frame (>= 0.5 = object), e.g. "
-                                                       "from Load Image's mask editor."}),
-                "reference_labels": ("IMAGE", {"tooltip": "Or: a label map image of the reference frame (palette "
-                                                          "colours or grey ids)."}),
-                "label_names": ("STRING", {"default": "", "tooltip": "Optional names, e.g. '1: swan, 0: water'."}),
-            },
-        }
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegSegmentVideo", "Segment Video (VidSeg)", "VidSeg",
+            "Zero-shot video segmentation in one node (the paper's full method with the authors' defaults): "
+            "diffusion features per batch of 14 frames, KMeans on the reference batch, a KNN scene context model "
+            "refined by CBR batch after batch, then masked modulation (quality) or a guided filter (fast) to full "
+            "resolution. Connect a mask painted on one frame to track that object; without it the regions are "
+            "unnamed clusters.",
+            inputs=(
+                Socket("model", VIDSEG_MODEL, MODEL_TOOLTIP),
+                Socket("frames", "IMAGE", "The video as an IMAGE batch [T,H,W,3] (sides >= 64 px; they are processed "
+                                          "at the size rounded down to multiples of 64)."),
+                Int("num_clusters", 20, 1, 255, "K of the KMeans initialisation (paper: 20; the authors' demo: 5)."),
+                Combo("mode", MODES, "quality = masked modulation (paper, 2 diffusion passes per label); fast = guided "
+                                     "filter (no extra passes).", default="quality"),
+                Int("seed", 1, 0, 0xFFFFFFFF, "Per-batch seed (authors: 1).", control_after_generate=False),
+                Boolean("keep_model_loaded", False, KEEP_MODEL_TOOLTIP),
+                Int("reference_frame", 0, 0, 100000, "Frame the reference mask / label image belongs to."),
+                String("mask_labels", "", "Labels for the mask output, e.g. '1' or 'swan, 3'; empty = every label "
+                                          "except 0."),
+                Int("batch_size", 14, 1, 64, "Frames per batch B (paper: 14).", advanced=True),
+                Combo("refiner", METHODS, "cbr = paper, cbr_compat = the authors' code, none = KNN only.",
+                      default="cbr", advanced=True),
+                Socket("reference_mask", "MASK", "Mask painted on the reference frame (>= 0.5 = object), e.g. from "
+                                                 "Load Image's mask editor.", optional=True),
+                Socket("reference_labels", "IMAGE", "Or: a label map image of the reference frame (palette colours "
+                                                    "or grey ids).", optional=True),
+                String("label_names", "", "Optional names, e.g. '1: swan, 0: water'.", optional=True),
+            ),
+            outputs=(
+                Out("labels", VIDSEG_LABELS, "Label maps [T, H, W] with the label table (for Select Labels, "
+                                             "Colorize, Save, Evaluate)."),
+                Out("mask", "MASK", "MASK [T, H, W] of the labels chosen by mask_labels (default: every label except "
+                                    "0, i.e. the painted object when a reference mask is connected)."),
+                Out("all_masks", "MASK", "Every label as a mask video, label after label: MASK [T * L, H, W]."),
+                Out("overlay", "IMAGE", "The frames with the label colours blended in [T, H, W, 3]."),
+                Out("info", "STRING", "Labels, timings and warnings of the run."),
+            ),
+            function="segment",
+            search_aliases=("video segmentation", "video object segmentation", "track object", "mask propagation",
+                            "zero-shot segmentation"))
 
     def segment(self, model, frames, num_clusters=20, mode="quality", seed=1, keep_model_loaded=False,
                 reference_frame=0, mask_labels="", batch_size=14, refiner="cbr", reference_mask=None,
@@ -127,5 +120,4 @@ class VidSegSegmentVideo:
         return "\n".join(lines)
 
 
-NODE_CLASS_MAPPINGS = {"VidSegSegmentVideo": VidSegSegmentVideo}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegSegmentVideo": "Segment Video (VidSeg)"}
+NODES = (VidSegSegmentVideo,)

@@ -9,28 +9,26 @@ import torch
 
 from . import comfy_bridge as cb
 from .convert import labels_to_masks, parse_selection, table_lines
+from .schema import Boolean, Node, Out, Socket, String
 from .sockets import VIDSEG_LABELS, require_labels
 
 
 class VidSegSelectLabels:
-    DESCRIPTION = (
-        "A MASK [T, H, W] of the chosen labels (one mask per frame at the frames' resolution), ready for Grow Mask, "
-        "Set Latent Noise Mask, VAE Encode (for Inpainting) or a mask video. An empty selection gives empty masks.")
-    CATEGORY = "VidSeg/masks"
-    FUNCTION = "select"
-    RETURN_TYPES = ("MASK",)
-    RETURN_NAMES = ("mask",)
-    OUTPUT_TOOLTIPS = ("1 where the pixel has one of the selected labels, one mask per frame.",)
-
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "labels": (VIDSEG_LABELS, {"tooltip": "Label maps (full resolution or coarse)."}),
-            "select": ("STRING", {"default": "1", "multiline": False,
-                                  "tooltip": "Label values or names, comma separated (e.g. '1' or 'swan, 3'). With a "
-                                             "MASK reference, 1 is the object and 0 the background."}),
-            "invert": ("BOOLEAN", {"default": False, "tooltip": "Select everything except these labels."}),
-        }}
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegSelectLabels", "Select Labels as Mask (VidSeg)", "VidSeg/masks",
+            "A MASK [T, H, W] of the chosen labels (one mask per frame at the frames' resolution), ready for Grow "
+            "Mask, Set Latent Noise Mask, VAE Encode (for Inpainting) or a mask video. An empty selection gives empty "
+            "masks.",
+            inputs=(
+                Socket("labels", VIDSEG_LABELS, "Label maps (full resolution or coarse)."),
+                String("select", "1", "Label values or names, comma separated (e.g. '1' or 'swan, 3'). With a MASK "
+                                      "reference, 1 is the object and 0 the background.", multiline=False),
+                Boolean("invert", False, "Select everything except these labels."),
+            ),
+            outputs=(Out("mask", "MASK", "1 where the pixel has one of the selected labels, one mask per frame."),),
+            function="select", search_aliases=("labels to mask", "mask from labels", "segmentation mask"))
 
     def select(self, labels, select="1", invert=False):
         labels = require_labels(labels)
@@ -42,22 +40,20 @@ class VidSegSelectLabels:
 
 
 class VidSegAllLabelMasks:
-    DESCRIPTION = (
-        "Every label as its own mask video, stacked label after label: a MASK batch [T * L, H, W] where masks "
-        "l*T .. l*T+T-1 belong to the l-th label of the list (ascending label values).")
-    CATEGORY = "VidSeg/masks"
-    FUNCTION = "split"
-    RETURN_TYPES = ("MASK", "INT", "STRING")
-    RETURN_NAMES = ("masks", "label_count", "label_list")
-    OUTPUT_TOOLTIPS = ("MASK batch [T * L, H, W], label-major (all frames of the first label, then the next ...).",
-                       "L, the number of labels.",
-                       "One line per label in batch order: 'value: name  rgb(r, g, b)'.")
-
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "labels": (VIDSEG_LABELS, {"tooltip": "Label maps (full resolution or coarse)."}),
-        }}
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegAllLabelMasks", "All Labels as Masks (VidSeg)", "VidSeg/masks",
+            "Every label as its own mask video, stacked label after label: a MASK batch [T * L, H, W] where masks "
+            "l*T .. l*T+T-1 belong to the l-th label of the list (ascending label values).",
+            inputs=(Socket("labels", VIDSEG_LABELS, "Label maps (full resolution or coarse)."),),
+            outputs=(
+                Out("masks", "MASK", "MASK batch [T * L, H, W], label-major (all frames of the first label, then the "
+                                     "next ...)."),
+                Out("label_count", "INT", "L, the number of labels."),
+                Out("label_list", "STRING", "One line per label in batch order: 'value: name  rgb(r, g, b)'."),
+            ),
+            function="split", search_aliases=("masks per label", "split labels"))
 
     def split(self, labels):
         labels = require_labels(labels)
@@ -68,6 +64,4 @@ class VidSegAllLabelMasks:
         return (cb.outputs_device(masks), len(values), table_lines(labels.table))
 
 
-NODE_CLASS_MAPPINGS = {"VidSegSelectLabels": VidSegSelectLabels, "VidSegAllLabelMasks": VidSegAllLabelMasks}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegSelectLabels": "Select Labels as Mask (VidSeg)",
-                              "VidSegAllLabelMasks": "All Labels as Masks (VidSeg)"}
+NODES = (VidSegSelectLabels, VidSegAllLabelMasks)

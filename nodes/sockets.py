@@ -145,3 +145,5 @@ def require_labels(labels) -> Labels:
 
 KEEP_MODEL_TOOLTIP = ("Keep the model on the compute device after this node (faster next run, holds VRAM). "
                       "Off: move it to ComfyUI's offload device and free the cache.")
+MODEL_TOOLTIP = ("The VidSeg model: from VidSeg Model from ComfyUI (recommended: ComfyUI's own Load Checkpoint / "
+                 "Image Only Checkpoint Loader, with its model management) or from Load SD/SVD (VidSeg).")

@@ -5,32 +5,28 @@ from ..vidseg_core.errors import InputError
 from ..vidseg_core.label_io import colorize, overlay
 from . import comfy_bridge as cb
 from .convert import image_batch
+from .schema import Float, Node, Out, Socket
 from .sockets import VIDSEG_LABELS, require_labels
 
 
 class VidSegColorizeLabels:
-    DESCRIPTION = (
-        "Draws the label maps in the label table's colours (DAVIS / VOC palette by label value, so a label has the "
-        "same colour in every frame and every run) and blends them over the frames.")
-    CATEGORY = "VidSeg/visualize"
-    FUNCTION = "draw"
-    RETURN_TYPES = ("IMAGE", "IMAGE")
-    RETURN_NAMES = ("color_labels", "overlay")
-    OUTPUT_TOOLTIPS = ("Colour label image per frame [T, H, W, 3].",
-                       "The frames with the label colours blended in (the colour image when no frames are given).")
-
     @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "labels": (VIDSEG_LABELS, {"tooltip": "Label maps (full resolution or coarse)."}),
-                "alpha": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
-                                    "tooltip": "Opacity of the label colours in the overlay."}),
-            },
-            "optional": {
-                "frames": ("IMAGE", {"tooltip": "The video the labels belong to, for the overlay."}),
-            },
-        }
+    def declare(cls) -> Node:
+        return Node(
+            "VidSegColorizeLabels", "Colorize Labels (VidSeg)", "VidSeg/visualize",
+            "Draws the label maps in the label table's colours (DAVIS / VOC palette by label value, so a label has the "
+            "same colour in every frame and every run) and blends them over the frames.",
+            inputs=(
+                Socket("labels", VIDSEG_LABELS, "Label maps (full resolution or coarse)."),
+                Float("alpha", 0.5, 0.0, 1.0, 0.05, "Opacity of the label colours in the overlay."),
+                Socket("frames", "IMAGE", "The video the labels belong to, for the overlay.", optional=True),
+            ),
+            outputs=(
+                Out("color_labels", "IMAGE", "Colour label image per frame [T, H, W, 3]."),
+                Out("overlay", "IMAGE", "The frames with the label colours blended in (the colour image when no "
+                                        "frames are given)."),
+            ),
+            function="draw", search_aliases=("label overlay", "segmentation overlay", "color labels"))
 
     def draw(self, labels, alpha=0.5, frames=None):
         labels = require_labels(labels)
@@ -48,5 +44,4 @@ class VidSegColorizeLabels:
         return (cb.outputs_device(colors), cb.outputs_device(over.clamp(0, 1)))
 
 
-NODE_CLASS_MAPPINGS = {"VidSegColorizeLabels": VidSegColorizeLabels}
-NODE_DISPLAY_NAME_MAPPINGS = {"VidSegColorizeLabels": "Colorize Labels (VidSeg)"}
+NODES = (VidSegColorizeLabels,)

@@ -1,7 +1,7 @@
 """Shared fixtures and the ComfyUI stand-ins.
 
-The stand-ins (``folder_paths``, ``comfy.utils``, ``comfy.model_management``)
-are installed at import time, before any test imports the pack, unless a real
+The stand-ins (``folder_paths``, ``comfy.utils``, ``comfy.model_management``,
+``comfy_api.latest``) are installed at import time, before any test imports the pack, unless a real
 ComfyUI is already loaded.  They record progress and can simulate an interrupt,
 so node tests exercise the same calls the real ComfyUI sees.
 """
@@ -171,6 +171,10 @@ def _install_comfy_stand_ins() -> None:
 
     comfy.utils = utils
     comfy.model_management = mm
+    # comfy_api.latest: ComfyUI's V3 node API, as 0.33 has it (tests switch profiles with comfy_api_standin.install)
+    from tests.helpers.comfy_api_standin import install
+
+    install("0.33")
     sys.modules["folder_paths"] = fp
     sys.modules["comfy"] = comfy
     sys.modules["comfy.utils"] = utils

@@ -24,7 +24,7 @@ from tools.pack_loader import load_pack
 from vidseg_core.backbones import CaptureQueries, load_backbone
 
 PACK = load_pack()
-NODES = PACK.NODE_CLASS_MAPPINGS
+NODES = PACK.nodes.NODE_CLASS_MAPPINGS
 native = sys.modules["vidseg_pack.nodes.comfy_native"]
 PackInputError = PACK.vidseg_core.errors.InputError
 mm = sys.modules["comfy.model_management"]

@@ -26,7 +26,7 @@ from vidseg_core.backbones import AttentionHook, load_backbone
 
 dynamo = pytest.importorskip("torch._dynamo")
 PACK = load_pack()
-NODES = PACK.NODE_CLASS_MAPPINGS
+NODES = PACK.nodes.NODE_CLASS_MAPPINGS
 core = PACK.vidseg_core  # the adapter imports the core under the pack's name: its exceptions are those
 BACKBONES = ["tiny-sd", "tiny-svd", "comfy-ldm-tiny-sd", "comfy-ldm-tiny-svd"]
 

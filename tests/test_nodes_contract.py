@@ -1,7 +1,11 @@
 """The ComfyUI node contract of every VidSeg node (docs/design/comfyui_integration.md#the-node-contract, #testing-without-comfyui), without ComfyUI.
 
 The pack is imported the way ComfyUI does it (a package from the repo root's
-``__init__.py``, relative imports), with the stand-ins of ``conftest.py``.
+``__init__.py``, relative imports), with the stand-ins of ``conftest.py``
+(``comfy_api.latest`` as in ComfyUI 0.33: the nodes are V3 nodes, registered
+through ``comfy_entrypoint``).  Inputs and outputs are read as ComfyUI's server
+reads them (``INPUT_TYPES`` / ``RETURN_TYPES`` ..., which a V3 node derives from
+its schema); the work method is the one the declaration names.
 """
 from __future__ import annotations
 
@@ -10,11 +14,12 @@ import sys
 
 import pytest
 
-from tools.comfy_graph import has_control_widget
+from tests.helpers import comfy_executor_standin as standin
+from tools.comfy_graph import combo_options, has_control_widget, input_kind
 from tools.pack_loader import load_pack
 
 PACK = load_pack()
-NODES = dict(PACK.NODE_CLASS_MAPPINGS)
+NODES = dict(PACK.nodes.NODE_CLASS_MAPPINGS)
 NODES_PKG = sys.modules["vidseg_pack.nodes"]
 SOCKETS = sys.modules["vidseg_pack.nodes.sockets"]
 
@@ -33,9 +38,13 @@ EXPECTED = {
 def test_pack_exports_every_node_and_nothing_failed():
     assert set(NODES) == EXPECTED
     assert NODES_PKG.FAILED_MODULES == {}
-    assert set(PACK.NODE_DISPLAY_NAME_MAPPINGS) == set(NODES)
+    assert set(NODES_PKG.NODE_DISPLAY_NAME_MAPPINGS) == set(NODES)
     assert PACK.WEB_DIRECTORY is None
-    assert all(name.endswith("(VidSeg)") or "VidSeg" in name for name in PACK.NODE_DISPLAY_NAME_MAPPINGS.values())
+    assert all(name.endswith("(VidSeg)") or "VidSeg" in name for name in NODES_PKG.NODE_DISPLAY_NAME_MAPPINGS.values())
+    # ComfyUI reads NODE_CLASS_MAPPINGS first and would then never call comfy_entrypoint: only the entrypoint is there
+    assert NODES_PKG.API == "v3" and not hasattr(PACK, "NODE_CLASS_MAPPINGS")
+    api, classes, names = standin.register_pack(PACK)
+    assert api == "v3" and classes == NODES and names == NODES_PKG.NODE_DISPLAY_NAME_MAPPINGS
 
 
 def _inputs(cls):
@@ -53,25 +62,29 @@ def test_declaration(node_id):
     assert cls.CATEGORY == "VidSeg" or cls.CATEGORY.startswith("VidSeg/")
     assert isinstance(cls.DESCRIPTION, str) and len(cls.DESCRIPTION) > 40
     assert callable(getattr(cls, cls.FUNCTION, None))
-    assert isinstance(cls.RETURN_TYPES, tuple)
+    work = getattr(cls, cls.declare().function)
+    assert isinstance(cls.RETURN_TYPES, (tuple, list))
     assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS)
     assert all(isinstance(t, str) and t for t in cls.OUTPUT_TOOLTIPS)
     assert all(t in CORE_SOCKETS + WIDGETS + CUSTOM for t in cls.RETURN_TYPES), cls.RETURN_TYPES
     assert len(set(cls.RETURN_NAMES)) == len(cls.RETURN_NAMES)
     assert bool(getattr(cls, "OUTPUT_NODE", False)) == (node_id in ("VidSegSaveLabelMaps", "VidSegEvaluate"))
     assert not hasattr(cls, "IS_CHANGED"), "pure functions of their inputs: ComfyUI's cache is right"
-    params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
+    assert standin.first_real_override(cls, "fingerprint_inputs") is None, "no V3 IS_CHANGED either"
+    assert standin.first_real_override(cls, "check_lazy_status") is None
+    params = inspect.signature(work).parameters
     for section, name, entry in _inputs(cls):
         where = f"{node_id}.{name}"
         assert isinstance(entry, tuple) and len(entry) == 2, where
         kind, opts = entry
         assert isinstance(opts.get("tooltip"), str) and len(opts["tooltip"]) > 10, f"{where}: tooltip"
-        assert name in params, f"{where}: not a parameter of {cls.FUNCTION}"
+        assert name in params, f"{where}: not a parameter of {work.__name__}"
         if section == "optional":
             assert params[name].default is not inspect.Parameter.empty, f"{where}: optional without a default"
-        if isinstance(kind, list):  # combo
-            assert kind and all(isinstance(o, str) for o in kind), where
-            assert opts.get("default", kind[0]) in kind, where
+        if input_kind(entry) == "COMBO":
+            options = combo_options(entry)
+            assert options and all(isinstance(o, str) for o in options), where
+            assert opts.get("default", options[0]) in options, where
             continue
         assert kind in WIDGETS + CORE_SOCKETS + CUSTOM, f"{where}: unknown type {kind}"
         if kind in ("INT", "FLOAT"):
@@ -87,11 +100,13 @@ def test_declaration(node_id):
             assert isinstance(opts["default"], bool), where
         elif kind == "STRING":
             assert isinstance(opts["default"], str), where
-    if hasattr(cls, "VALIDATE_INPUTS"):  # V3 validate_inputs: only widget inputs, True for the defaults
-        vparams = inspect.signature(cls.VALIDATE_INPUTS).parameters
-        widgets = {n: e[1].get("default") for _, n, e in _inputs(cls) if e[0] in WIDGETS or isinstance(e[0], list)}
+    validate = standin.first_real_override(cls, "validate_inputs")
+    if validate is not None:  # only widget inputs, True for the defaults
+        vparams = inspect.signature(validate).parameters
+        widgets = {n: e[1].get("default") for _, n, e in _inputs(cls) if input_kind(e) in WIDGETS + ("COMBO",)}
         assert set(vparams) <= set(widgets), node_id
-        assert cls.VALIDATE_INPUTS(**{n: widgets[n] for n in vparams}) is True
+        assert validate(**{n: widgets[n] for n in vparams}) is True
+        assert standin.validate(cls, **widgets) is True
     # a keyword-only run never needs a parameter that is not an input
     names = {n for _, n, _ in _inputs(cls)}
     extra = [p for p in params if p != "self" and p not in names]
@@ -127,7 +142,7 @@ def test_loader_lists_checkpoint_and_diffusers_models_with_tiny_models_last(tmp_
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "checkpoints", ([str(ck)], set()))
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "diffusers", ([str(df)], {"folder"}))
     monkeypatch.setitem(folder_paths.folder_names_and_paths, "vidseg", ([str(vs)], set()))
-    options = NODES["VidSegLoadModel"].INPUT_TYPES()["required"]["model"][0]
+    options = combo_options(NODES["VidSegLoadModel"].INPUT_TYPES()["required"]["model"])
     assert options == ["checkpoints/sub/v2-1_512-ema-pruned.safetensors", "diffusers/stable-video-diffusion-img2vid",
                        "vidseg/svd_xt.safetensors", "checkpoints/zzz_other.safetensors", "tiny-sd", "tiny-svd"]
 
@@ -145,8 +160,9 @@ def test_one_broken_module_does_not_take_the_pack_down(monkeypatch, caplog):
     monkeypatch.setattr(NODES_PKG, "NODE_DISPLAY_NAME_MAPPINGS", {})
     monkeypatch.setattr(NODES_PKG, "FAILED_MODULES", {})
     with caplog.at_level("WARNING", logger="vidseg"):
-        NODES_PKG._load()
+        api, entrypoint = NODES_PKG._load()
     assert set(NODES_PKG.NODE_CLASS_MAPPINGS) == {"VidSegSelectLabels", "VidSegAllLabelMasks"}
+    assert api == "v3" and entrypoint is not None
     assert "does_not_exist" in NODES_PKG.FAILED_MODULES
     assert "1 module(s) failed" in caplog.text
 
@@ -163,14 +179,43 @@ def test_nodes_keep_no_state_and_core_never_imports_comfy():
         if f.name == "comfy_bridge.py":  # the one adapter (its Progress object is not a node)
             continue
         text = f.read_text()
-        assert not re.search(r"^\s*(import|from)\s+(comfy|folder_paths)\b", text, re.M), f
-        if f.name.startswith("comfy_native"):  # the ComfyUI backbone adapter (objects, not nodes)
+        assert not re.search(r"^\s*(import|from)\s+(comfy|comfy_api|folder_paths)\b", text, re.M), f
+        if f.name.startswith("comfy_native") or f.name == "schema.py":  # objects, not nodes: the ComfyUI
+            continue  # backbone adapter; the builder of the node classes
             continue
         assert not re.search(r"self\.\w+\s*=", text), f"{f.name}: node methods must not keep state on the instance"
         assert not re.search(r"^\s*global\s", text, re.M), f"{f.name}: no module-level state"
 
 
 def test_validate_inputs_reject_bad_values_before_running():
-    assert "outside" in NODES["VidSegSaveLabelMaps"].VALIDATE_INPUTS(filename_prefix="../../etc/x")
-    assert NODES["VidSegSaveLabelMaps"].VALIDATE_INPUTS(filename_prefix="clips/run") is True
-    assert "Unknown" in NODES["VidSegEvaluate"].VALIDATE_INPUTS(metrics="miou,accuracy")
+    assert "outside" in standin.validate(NODES["VidSegSaveLabelMaps"], filename_prefix="../../etc/x")
+    assert standin.validate(NODES["VidSegSaveLabelMaps"], filename_prefix="clips/run") is True
+    assert "Unknown" in standin.validate(NODES["VidSegEvaluate"], metrics="miou,accuracy")
+
+
+#: the ComfyUI versions the pack's real-ComfyUI checks ran on (oldest first)
+TESTED_COMFYUI = ("0.3.64", "0.33.0")
+#: the [project.urls] keys ComfyUI's pyproject parser and the Comfy Registry read
+REGISTRY_URL_KEYS = {"Homepage", "Documentation", "Repository", "Issues"}
+
+
+def test_pyproject_is_ready_for_the_comfy_registry():
+    import pathlib
+    import tomllib
+
+    from PIL import Image
+
+    specifiers = pytest.importorskip("packaging.specifiers")
+    root = pathlib.Path(PACK.__file__).parent
+    cfg = tomllib.loads((root / "pyproject.toml").read_text())
+    comfy, urls = cfg["tool"]["comfy"], cfg["project"]["urls"]
+    assert comfy["PublisherId"] and comfy["DisplayName"]
+    icon = comfy["Icon"]
+    assert icon.startswith("https://raw.githubusercontent.com/") and "/main/" in icon, "Icon must be a URL"
+    path = root / icon.split("/main/", 1)[1]
+    with Image.open(path) as im:  # the file the URL serves once pushed
+        assert im.size[0] == im.size[1] >= 256
+    wanted = specifiers.SpecifierSet(comfy["requires-comfyui"])
+    assert all(v in wanted for v in TESTED_COMFYUI) and "0.3.63" not in wanted, "the floor is the oldest tested"
+    assert set(urls) == REGISTRY_URL_KEYS and all(u.startswith("https://") for u in urls.values())
+    assert urls["Issues"].endswith("/issues")

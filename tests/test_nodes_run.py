@@ -19,11 +19,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.helpers.comfy_executor_standin import run_node as comfy_run
 from tools.comfy_graph import topological_order, ui_to_api
-from tools.pack_loader import load_pack, pack_specs
+from tools.pack_loader import load_pack, pack_nodes, pack_specs
 
 PACK = load_pack()
-NODES = PACK.NODE_CLASS_MAPPINGS
+NODES = pack_nodes(PACK)
 SPECS = pack_specs(PACK)
 WF_DIR = Path(__file__).resolve().parents[1] / "workflows"
 mm = sys.modules["comfy.model_management"]
@@ -54,10 +55,9 @@ FRAMES, MASKS = make_video()
 
 
 def run_node(node_id, **inputs):
-    cls = NODES[node_id]
+    """The node's outputs, run as ComfyUI's executor runs it (a V3 node: ``execute`` on a locked class copy)."""
     with torch.inference_mode():
-        out = getattr(cls(), cls.FUNCTION)(**inputs)
-    return out["result"] if isinstance(out, dict) else out
+        return comfy_run(NODES[node_id], **inputs)[0]
 
 
 @pytest.fixture(autouse=True)
@@ -180,9 +180,8 @@ def execute(api):
             results[key] = _LOADED[cache_key]
             continue
         if node["class_type"] in NODES:
-            cls = NODES[node["class_type"]]
             with torch.inference_mode():
-                out = getattr(cls(), cls.FUNCTION)(**kwargs)
+                out, uis[key] = comfy_run(NODES[node["class_type"]], **kwargs)
         else:
             with torch.inference_mode():
                 out = getattr(_Core, node["class_type"])(**kwargs)

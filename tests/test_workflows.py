@@ -1,6 +1,6 @@
 """The bundled example workflows (``workflows/*.json``, UI format) and the workflow tooling.
 
-* every file is what ``python -m workflows.build`` generates from the current INPUT_TYPES;
+* every file is what ``python -m workflows.build`` generates from the current node declarations;
 * node types are ours or core nodes checked against ComfyUI 0.3.64 (``tools/comfy_core_nodes.py``);
 * widget values have the right count, types and ranges; links are consistent;
 * the UI -> API converter (docs/design/comfyui_integration.md#running-a-workflow-without-the-browser) gives complete prompts;
@@ -16,7 +16,7 @@ import pytest
 from tools.comfy_core_nodes import CORE_NODES
 from tools.comfy_graph import (Graph, link_problems, required_missing, topological_order, ui_to_api,
                                widget_values_problems)
-from tools.pack_loader import load_pack, pack_specs
+from tools.pack_loader import load_pack, pack_nodes, pack_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 WF_DIR = ROOT / "workflows"
@@ -51,7 +51,7 @@ def test_workflow_is_valid_ui_format(path):
     for key in ("last_node_id", "last_link_id", "nodes", "links", "groups", "config", "extra", "version"):
         assert key in wf
     types = {n["type"] for n in wf["nodes"]}
-    unknown = types - set(PACK.NODE_CLASS_MAPPINGS) - set(CORE_NODES)
+    unknown = types - set(pack_nodes(PACK)) - set(CORE_NODES)
     assert not unknown, f"unknown node types {unknown}"
     assert any(t.startswith("VidSeg") for t in types)
     assert {"LoadVideo", "GetVideoComponents"} <= types, "video comes in through core nodes"

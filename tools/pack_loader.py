@@ -25,9 +25,15 @@ def load_pack(name: str = "vidseg_pack", root: Path = ROOT):
     return module
 
 
+def pack_nodes(pack) -> dict:
+    """node id -> node class of the pack (V3 or V1 classes; the pack module itself exposes either
+    ``comfy_entrypoint`` or ``NODE_CLASS_MAPPINGS``, never both)."""
+    return pack.nodes.NODE_CLASS_MAPPINGS
+
+
 def pack_specs(pack) -> dict:
     """``/object_info`` entries of the pack's nodes plus the hand-written core specs."""
     from .comfy_core_nodes import CORE_NODES
     from .comfy_graph import object_info
 
-    return object_info(pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS, CORE_NODES)
+    return object_info(pack_nodes(pack), pack.nodes.NODE_DISPLAY_NAME_MAPPINGS, CORE_NODES)

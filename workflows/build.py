@@ -1,9 +1,9 @@
-"""Builds the bundled example workflows (UI format) and their thumbnails from the nodes' own INPUT_TYPES.
+"""Builds the bundled example workflows (UI format) and their thumbnails from the nodes' own declarations.
 
 Run from the repo root:  ``python -m workflows.build``  (rewrites ``workflows/*.json`` and ``*.jpg``).
 
 Every widget value is written in the frontend's positional order from the node
-specs (ours from ``INPUT_TYPES``, core ones from ``tools/comfy_core_nodes.py``),
+specs (ours from the node classes, core ones from ``tools/comfy_core_nodes.py``),
 so the files stay consistent with the nodes; ``tests/test_workflows.py`` checks
 them.  Video comes in through core nodes (Load Video -> Get Video Components).
 """
@@ -44,8 +44,9 @@ def _specs():
 
 def _graph(specs, pack):
     from tools.comfy_graph import Graph
+    from tools.pack_loader import pack_nodes
 
-    return Graph(specs, {k: PACK_CNR for k in pack.NODE_CLASS_MAPPINGS})
+    return Graph(specs, {k: PACK_CNR for k in pack_nodes(pack)})
 
 
 def _video_in(g, x=0, y=0):
