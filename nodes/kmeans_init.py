@@ -35,7 +35,9 @@ class VidSegKMeansInit:
                              "tooltip": "Seed of the k-means++ initialisation."}),
             "implementation": (["torch", "sklearn"], {
                 "default": "torch",
-                "tooltip": "torch runs on ComfyUI's device; sklearn is the CPU reference (same quality, other clusters)."}),
+                "tooltip": "torch runs on ComfyUI's device (its own k-means++ draws: a clustering of the same "
+                           "quality, not the authors'); sklearn runs on the CPU and with seed 1 gives the authors' "
+                           "exact clustering."}),
         }}
 
     def cluster(self, features, num_clusters=20, reference_frame=0, n_init=10, seed=1, implementation="torch"):
