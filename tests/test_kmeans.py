@@ -163,3 +163,12 @@ def test_nodes_offer_the_authors_kmeans(monkeypatch):
     with pytest.raises(Stop):
         seg().segment(object(), torch.rand(2, 64, 128, 3), seed=1, kmeans="sklearn")
     assert seen["settings"].kmeans_impl == "sklearn" and seen["settings"].seed == 1
+
+
+def test_kmeans_impls_benchmark_runs_small():
+    from benchmarks.kmeans_impls import matched_agreement, run
+
+    out = run(frames=1, h=6, w=8, channels=8, k=3, regions=4, n_init=2, data_seeds=(0,), repeat=1, log=lambda s: None)
+    d = out["sets"][0]
+    assert d["sklearn_is_authors"] and 0 < d["agreement"] <= 1 and d["torch_s"] and d["sklearn_cpu_s"]
+    assert matched_agreement(np.array([0, 0, 1, 2]), np.array([2, 2, 0, 1]), 3) == 1.0
