@@ -135,7 +135,7 @@ def main(argv=None):
     ap.add_argument("--repeat", type=int, default=3, help="interleaved timing rounds on the first data seed")
     ap.add_argument("--device", default="cpu", help="device of the torch KMeans (sklearn always runs on the CPU)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="CPU threads of both (torch.set_num_threads and scikit-learn's thread pools; default: torch's)")
+                    help="CPU threads of both (torch.set_num_threads, scikit-learn's thread pools; default: torch's)")
     args = ap.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

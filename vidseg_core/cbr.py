@@ -27,8 +27,9 @@ window offsets, never over cells or trajectories):
     (reference §7): trajectories start only at the cells of the batch's first
     frame, at the cells the authors' float32 coordinate round trip gives
     (:func:`compat_start_index`: a few rows/columns of some grid sides never
-    start a track, their neighbour above/left starts two); the first hop is static (``p_1 = p_0``); later hops take the global
-    argmax of ``t/(t+1) cos(F_t[p_t], F_{t+1}) + 1/(t+1) cos(F_t[p_t], F_0)``
+    start a track, their neighbour above/left starts two); the first hop is
+    static (``p_1 = p_0``); later hops take the global argmax of
+    ``t/(t+1) cos(F_t[p_t], F_{t+1}) + 1/(t+1) cos(F_t[p_t], F_0)``
     (the frame-0 "aux" term, bug #4); a trajectory is dropped if any step moves
     down or right by more than ``jump_threshold`` cells (the *signed* test,
     bug #3 -- ``signed=False`` uses ``abs``); each surviving trajectory takes the

@@ -174,16 +174,17 @@ def jpeg_round_trip(maps: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------ one label
 def difference_map(plus01: torch.Tensor, minus01: torch.Tensor, frame_size: Tuple[int, int],
                    blur_kernel: int = 5, blur_sigma: float = 3.0, compat: str = "none") -> torch.Tensor:
-    """Steps 1-5: decodes ``[T,3,h,w]`` in 0..1 -> normalised difference maps ``[T,H,W]`` (:func:`map_dtype`)."""
+    """Steps 1-5: decodes ``[T,3,h,w]`` in 0..1 -> normalised difference maps ``[T,H,W]`` (:func:`map_dtype`;
+    on the decodes' device, or on the CPU with ``compat`` set)."""
     if compat not in COMPAT_MODES:
         raise ValueError(f"unknown compat mode {compat!r}; use one of {COMPAT_MODES}")
     if compat == "none":
         a = resize_bilinear(plus01.float() * 255.0, frame_size)
         b = resize_bilinear(minus01.float() * 255.0, frame_size)
         d = gaussian_blur(rgb_distance(a, b), blur_kernel, blur_sigma)
-    else:  # the authors' float64 all the way
-        a = resize_uint8_cv2(to_uint8_like_authors(plus01), frame_size)
-        b = resize_uint8_cv2(to_uint8_like_authors(minus01), frame_size)
+    else:  # the authors' float64 all the way, on the CPU
+        a = resize_uint8_cv2(to_uint8_like_authors(plus01).cpu(), frame_size)
+        b = resize_uint8_cv2(to_uint8_like_authors(minus01).cpu(), frame_size)
         d = gaussian_blur_cv2(rgb_distance_wrapped(a, b, torch.float64), blur_kernel, blur_sigma)
     if compat == "wrap+jpeg":
         d = jpeg_round_trip(d)

@@ -103,7 +103,10 @@ class _BatchModulation:
         self.present_index = [self.present_cpu[l].nonzero().flatten().to(dev) for l in range(self.L)]
         self.absent = (~self.present_cpu).to(dev)
         self.dtype = map_dtype(self.s.compat)  # float64 in compat modes: the authors' ties
-        self.acc = LabelArgmax((self.T,) + tuple(frame_size), device=dev, keep_maps=False, dtype=self.dtype)
+        # compat modes assign labels on the CPU, as the authors (cv2, Pillow; float64, which MPS lacks)
+        self.map_device = torch.device("cpu") if self.s.compat != "none" else dev
+        self.acc = LabelArgmax((self.T,) + tuple(frame_size), device=self.map_device, keep_maps=False,
+                               dtype=self.dtype)
         self.maps: Optional[List[torch.Tensor]] = [] if self.s.return_difference_maps else None
         self.given = reference if reference is not None and reference.matches(plan) else None
         self.store: Optional[ReferenceStore] = self.given
@@ -228,11 +231,11 @@ class _BatchModulation:
         args = (self.frame_size, self.s.blur_kernel, self.s.blur_sigma, self.s.compat)
         if zp is not None and (self.everywhere[l] or not self.zero_when_absent()):
             return difference_map(*self._decode_pair(zp, zm), *args)
-        dev = self.bb.device
+        dev = self.map_device
         d = torch.zeros((self.T,) + tuple(self.frame_size), dtype=self.dtype, device=dev)
         if zp is not None and self.active[l]:
             i = self.present_index[l]
-            d[i] = difference_map(*self._decode_pair(zp[i.to(zp.device)], zm[i.to(zm.device)]), *args).to(dev)
+            d[i.to(dev)] = difference_map(*self._decode_pair(zp[i.to(zp.device)], zm[i.to(zm.device)]), *args).to(dev)
         return d
 
     def fold_finished(self) -> None:
