@@ -6,6 +6,7 @@ import dataclasses
 import torch
 
 from ..vidseg_core.batching import plan_batches
+from ..vidseg_core.cbr import START_ARITHMETIC
 from ..vidseg_core.errors import InputError
 from ..vidseg_core.refiners import CBRRefiner, NoRefiner
 from ..vidseg_core.video_features import VideoFeatures
@@ -16,11 +17,12 @@ from .sockets import VIDSEG_FEATURES, VIDSEG_LABELS, VIDSEG_REFINER, require_lab
 METHODS = ("cbr", "cbr_compat", "none")
 
 
-def make_refiner(method: str, radius_sq: float = 2.0, jump_threshold: int = 1, signed: bool = True):
+def make_refiner(method: str, radius_sq: float = 2.0, jump_threshold: int = 1, signed: bool = True,
+                 start_cells: str = "cuda"):
     if method == "cbr":
         return CBRRefiner(radius_sq=None if radius_sq <= 0 else float(radius_sq))
     if method == "cbr_compat":
-        return CBRRefiner(compat=True, jump_threshold=int(jump_threshold), signed=bool(signed))
+        return CBRRefiner(compat=True, jump_threshold=int(jump_threshold), signed=bool(signed), start=start_cells)
     if method == "none":
         return NoRefiner()
     raise InputError(f"Unknown refinement method {method!r}.", f"Use one of {', '.join(METHODS)}.")
@@ -48,6 +50,10 @@ class VidSegCBRRefine:
                 Socket("coarse_labels", VIDSEG_LABELS, "Coarse labels to refine directly (optional).", optional=True),
                 Socket("features", VIDSEG_FEATURES, "The features of the same video (needed with coarse_labels).",
                        optional=True),
+                Combo("start_cells", START_ARITHMETIC, "cbr_compat: which cells start a track. cuda = as the "
+                      "authors' GPU runs (their float32 coordinate round trip skips a few rows/columns at some grid "
+                      "sizes); cpu = the same code run on a CPU (other skips); exact = every cell.", default="cuda",
+                      optional=True, advanced=True),
             ),
             outputs=(
                 Out("refiner", VIDSEG_REFINER, "The refinement step for KNN Context Model."),
@@ -56,8 +62,9 @@ class VidSegCBRRefine:
             ),
             function="build", search_aliases=("correspondence refinement", "cbr", "refine labels"))
 
-    def build(self, method="cbr", radius_sq=2.0, jump_threshold=1, signed=True, coarse_labels=None, features=None):
-        refiner = make_refiner(method, radius_sq, jump_threshold, signed)
+    def build(self, method="cbr", radius_sq=2.0, jump_threshold=1, signed=True, coarse_labels=None, features=None,
+              start_cells="cuda"):
+        refiner = make_refiner(method, radius_sq, jump_threshold, signed, start_cells)
         if coarse_labels is None and features is None:
             return (refiner, None)
         if coarse_labels is None or features is None:

@@ -28,8 +28,9 @@ class VidSegKMeansInit:
                     advanced=True),
                 Int("seed", 1, 0, 0xFFFFFFFF, "Seed of the k-means++ initialisation.", control_after_generate=False,
                     advanced=True),
-                Combo("implementation", ("torch", "sklearn"), "torch runs on ComfyUI's device; sklearn is the CPU "
-                                                              "reference (same quality, other clusters).",
+                Combo("implementation", ("torch", "sklearn"), "torch runs on ComfyUI's device (its own k-means++ "
+                      "draws: a clustering of the same quality, not the authors'); sklearn runs on the CPU and with "
+                      "seed 1 gives the authors' exact clustering.",
                       default="torch", advanced=True),
             ),
             outputs=(Out("clusters", VIDSEG_CLUSTERS, "KMeans cluster maps of the reference batch (not yet named)."),),

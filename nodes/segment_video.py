@@ -51,6 +51,9 @@ class VidSegSegmentVideo:
                 Socket("reference_labels", "IMAGE", "Or: a label map image of the reference frame (palette colours "
                                                     "or grey ids).", optional=True),
                 String("label_names", "", "Optional names, e.g. '1: swan, 0: water'.", optional=True),
+                Combo("kmeans", ("torch", "sklearn"), "KMeans implementation: torch (GPU-capable, its own k-means++ "
+                      "draws) or sklearn (scikit-learn seeded with seed: the authors' exact clustering).",
+                      default="torch", optional=True, advanced=True),
             ),
             outputs=(
                 Out("labels", VIDSEG_LABELS, "Label maps [T, H, W] with the label table (for Select Labels, "
@@ -67,7 +70,7 @@ class VidSegSegmentVideo:
 
     def segment(self, model, frames, num_clusters=20, mode="quality", seed=1, keep_model_loaded=False,
                 reference_frame=0, mask_labels="", batch_size=14, refiner="cbr", reference_mask=None,
-                reference_labels=None, label_names=""):
+                reference_labels=None, label_names="", kmeans="torch"):
         frames = image_batch(frames)
         n, H, W = (int(v) for v in frames.shape[:3])
         if not 0 <= reference_frame < n:
@@ -84,7 +87,7 @@ class VidSegSegmentVideo:
         names.update(parse_names(label_names))
         settings = SegmentSettings(num_clusters=int(num_clusters), batch_size=int(batch_size), mode=mode,
                                    refiner=refiner, seed=int(seed), reference=ref, reference_frame=int(reference_frame),
-                                   names=names or None)
+                                   names=names or None, kmeans_impl=kmeans)
         bar = cb.Progress(100 * max(1, -(-n // int(batch_size))))
         bar(0)
         with cb.model_on_device(model, keep_model_loaded) as bb:

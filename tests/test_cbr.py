@@ -1,9 +1,11 @@
 """CBR (paper Eqs 3-5 and the authors' variant, docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published) against loop oracles and hand-computed examples."""
+import numpy as np
 import pytest
 import torch
 
 from tests.oracles.cbr_loop import cbr_compat_loop, cbr_loop, correspondence_loop
-from vidseg_core.cbr import cbr_refine, cbr_refine_compat, compat_trajectories, correspondence_maps
+from vidseg_core.cbr import (cbr_refine, cbr_refine_compat, compat_start_index, compat_trajectories,
+                             correspondence_maps)
 from vidseg_core.errors import InputError
 
 
@@ -170,3 +172,66 @@ def test_negative_radius_rejected():
     labels, feats = _random_case(1, T=3)
     with pytest.raises(InputError, match="radius"):
         cbr_refine(labels, feats, radius_sq=-1)
+
+
+# ---------------------------------------------------------------- the authors' start cells
+def _authors_starts_f32(side, arithmetic):
+    """Hand computation with numpy float32 of the authors' ``int((i / side) * side)`` per cell index."""
+    f32 = np.float32
+    out = []
+    for i in range(side):
+        frac = f32(i) / f32(side) if arithmetic == "cpu" else f32(i) * f32(1.0 / side)  # CUDA: times 1/side
+        out.append(int(f32(frac * f32(side))))
+    return out
+
+
+def _skipped(side, arithmetic):
+    starts = _authors_starts_f32(side, arithmetic)
+    return [i for i in range(side) if i not in starts]
+
+
+def test_compat_start_rows_known_values():
+    # CPU arithmetic: a 1280 x 720 video (44 x 80 grid) never starts a track at rows 13 and 26
+    assert compat_start_index(44, "cpu").tolist() == [i - (i in (13, 26)) for i in range(44)]
+    assert [s for s in range(1, 60) if _skipped(s, "cpu")][:11] == [22, 23, 29, 37, 38, 41, 43, 44, 46, 47, 49]
+    assert _skipped(22, "cpu") == [13] and _skipped(23, "cpu") == [7, 14] and _skipped(56, "cpu") == [31]
+    # the GPU's reciprocal product: other sides; the 28 x 52 grid (832 x 448) and side 44 keep every cell
+    assert _skipped(25, "cuda") == [5, 10, 15, 20, 23] and _skipped(44, "cuda") == []
+    assert _skipped(28, "cuda") == _skipped(52, "cuda") == _skipped(28, "cpu") == _skipped(52, "cpu") == []
+    assert compat_start_index(25, "cuda").tolist() == [i - (i in (5, 10, 15, 20, 23)) for i in range(25)]
+
+
+@pytest.mark.parametrize("arithmetic", ["cpu", "cuda"])
+def test_compat_start_index_matches_hand_computation(arithmetic):
+    for side in range(1, 130):
+        assert compat_start_index(side, arithmetic).tolist() == _authors_starts_f32(side, arithmetic), side
+    assert compat_start_index(44, "exact").tolist() == list(range(44))
+
+
+@pytest.mark.parametrize("arithmetic,h,w", [("cpu", 22, 3), ("cuda", 3, 25)])
+def test_compat_refine_uses_the_authors_start_cells(arithmetic, h, w):
+    """A skipped row (column) starts no track; the cell before it starts two, the second in the skipped slot,
+    where "last wins" counts it -- checked against the loop oracle fed with the hand-computed starts."""
+    g = torch.Generator().manual_seed(5)
+    T = 3
+    feats = torch.randn(T, h, w, 4, generator=g)
+    labels = torch.randint(0, 3, (T, h, w), generator=g)
+    rows, cols = _authors_starts_f32(h, arithmetic), _authors_starts_f32(w, arithmetic)
+    starts = [r * w + c for r in rows for c in cols]
+    assert len(set(starts)) < h * w  # the case does skip cells
+    pos = compat_trajectories(feats, start=arithmetic)
+    assert pos[0].tolist() == starts
+    got = cbr_refine_compat(labels, feats, dtype=torch.float64, start=arithmetic)
+    assert torch.equal(got, cbr_compat_loop(labels, feats, starts=starts))
+    # "exact": every cell starts its own track
+    every = cbr_refine_compat(labels, feats, dtype=torch.float64, start="exact")
+    assert torch.equal(every, cbr_compat_loop(labels, feats))
+    assert not torch.equal(got, every)  # the skipped starts change labels here
+    # the paper's cbr tracks every cell of every frame whatever the grid side
+    assert torch.equal(cbr_refine(labels, feats), cbr_loop(labels, feats))
+
+
+def test_compat_start_arithmetic_refused_when_unknown():
+    labels, feats = _random_case(0, T=3, h=2, w=3)
+    with pytest.raises(InputError, match="start-cell arithmetic"):
+        cbr_refine_compat(labels, feats, start="gpu")

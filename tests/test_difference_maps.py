@@ -154,3 +154,88 @@ def test_labels_from_difference_maps_reproduces_argmax_with_filter():
     assert torch.equal(out, maps.argmax(0))
     out7 = labels_from_difference_maps(maps, coarse, [0, 1, 2], (16, 32), filter_s=0.7)
     assert set(out7.unique().tolist()) <= {0, 1, 2}
+
+
+# ---------------------------------------------------------------- the authors' ties (compat)
+def _tied_case(seed=0, L=5, H=48, W=64, cell=8):
+    """Decode pairs whose wrapped differences are piecewise constant from a few levels (7, 14, 15, ...):
+    after the blur, the 8-bit truncation and the JPEG, many pixels tie exactly across labels."""
+    rng = _rng(seed)
+    vectors = np.array([(0, 0, 0), (0, 0, 7), (0, 14, 0), (7, 0, 0), (15, 0, 0), (0, 27, 0), (3, 4, 0),
+                        (100, 0, 0)], dtype=np.uint8)
+    base = rng.integers(0, 256, (L, H, W, 3), dtype=np.uint8)
+    pick = rng.integers(0, len(vectors), (L, H // cell, W // cell))
+    diff = vectors[pick].repeat(cell, 1).repeat(cell, 2)
+    plus, minus = base, base - diff  # uint8: wraps
+    coarse = torch.from_numpy(rng.integers(0, L, (1, H // cell, W // cell))).long()
+    return plus, minus, coarse
+
+
+def _authors_labels(plus, minus, coarse, ids, s):
+    """The authors' steps, written from their description: numpy uint8 difference, float64 cv2 blur, 8-bit
+    JPEG round trip, per-map max normalisation, the filter only for s < 1 (mask LANCZOS-upsampled / 255.0),
+    numpy argmax (first maximum)."""
+    L, H, W, _ = plus.shape
+    maps = []
+    for l in range(L):
+        d = np.sqrt(np.sum((plus[l] - minus[l]) ** 2, axis=2))
+        d = cv2.GaussianBlur(d, (5, 5), 3)
+        buf = io.BytesIO()
+        Image.fromarray(d).convert("L").save(buf, format="JPEG")
+        buf.seek(0)
+        d = np.array(Image.open(buf))
+        d = d / (np.max(d) + 1e-5)
+        if s != 1.0:
+            mask = ((coarse[0].numpy() == ids[l]) * 255).astype(np.uint8)
+            m = np.array(Image.fromarray(mask).resize((W, H), Image.LANCZOS)) / 255.0
+            d = d * m + s * d * (1 - m)
+        maps.append(d)
+    maps = np.array(maps)
+    ties = int(((maps == maps.max(0, keepdims=True)).sum(0) > 1).sum())
+    return np.asarray(ids)[np.argmax(maps, axis=0)], ties
+
+
+def _ours_labels(plus, minus, coarse, ids, s, compat="wrap+jpeg"):
+    to01 = lambda u8: torch.from_numpy((u8.astype(np.float32) + 0.5) / 255).permute(0, 3, 1, 2)  # noqa: E731
+    H, W = plus.shape[1:3]
+    maps = torch.stack([difference_map(to01(plus[l:l + 1]), to01(minus[l:l + 1]), (H, W), compat=compat)
+                        for l in range(plus.shape[0])])
+    return labels_from_difference_maps(maps, coarse, ids, (H, W), filter_s=s, compat=compat)[0].numpy()
+
+
+@pytest.mark.parametrize("s", [1.0, 0.7])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_compat_label_assignment_matches_the_authors_with_exact_ties(seed, s):
+    plus, minus, coarse = _tied_case(seed)
+    ids = [2, 3, 5, 8, 9]
+    coarse = torch.tensor(ids)[coarse]
+    want, ties = _authors_labels(plus, minus, coarse, ids, s)
+    assert ties > (100 if s == 1.0 else 5)  # the case is about ties: every one goes to the lowest label
+    assert np.array_equal(_ours_labels(plus, minus, coarse, ids, s), want)
+
+
+def test_compat_blur_truncates_like_the_authors():
+    """A constant map of 27 blurred in float32 is 26.999998 and Pillow's ``convert("L")`` truncates it to 26
+    before the JPEG; the authors' float64 blur, stored as float32, stays 27 (compat modes blur as they do)."""
+    from vidseg_core.modulation.difference import gaussian_blur_cv2
+
+    ref = cv2.GaussianBlur(np.full((16, 16), 27.0), (5, 5), 3)
+    assert (np.array(Image.fromarray(ref).convert("L")) == 27).all()
+    ours = gaussian_blur_cv2(torch.full((1, 16, 16), 27.0, dtype=torch.float64))
+    assert ours.dtype == torch.float64 and np.array_equal(ours[0].numpy(), ref)
+    f32 = gaussian_blur(torch.full((1, 16, 16), 27.0))  # the float32 blur of compat "none"
+    assert (np.array(Image.fromarray(f32[0].double().numpy()).convert("L")) == 26).all()
+    # the wrapped distance in the authors' float64: (0, 0, 7) -> exactly 7
+    a = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+    b = a.clone()
+    b[:, 2] = 7
+    d = rgb_distance_wrapped(a, b, torch.float64)
+    assert d.dtype == torch.float64 and torch.equal(d, torch.full_like(d, 7.0))
+
+
+def test_filter_is_skipped_at_s_one():
+    """s = 1 returns the maps themselves: d·M + d·(1 − M) in float32 would move values by a rounding step."""
+    d = torch.full((1, 4, 4), 0.1)
+    m = torch.full((1, 4, 4), 100 / 255)
+    assert not torch.equal(d * m + d * (1 - m), d)
+    assert filter_maps(d, m, 1.0) is d

@@ -103,3 +103,41 @@ def test_feature_file_round_trip_and_cli(tmp_path, tiny_sd):
     assert main(["features", str(d), "--model", "no-such-model.safetensors", "--out", str(tmp_path / "g.safetensors")]) == 2
     with pytest.raises(InputError):
         VideoFeatures.load(d / "00000.png")
+
+
+def _order_sensitive_queries():
+    """Queries of blocks 6, 7, 8 whose float32 sum depends on the order: 1 + 2^-24 + 2^-24 is 1 summed from
+    block 6 (each 2^-24 is lost to rounding) but 1 + 2^-23 summed from block 8 (the two small ones first)."""
+    tiny = 2.0 ** -24
+    blocks = {6: [3.0, 1.0, -1.0], 7: [3.0, tiny, -tiny], 8: [3.0, tiny, -tiny]}
+    return {b: torch.tensor(v, dtype=torch.float32).expand(2, 4, 3).clone() for b, v in blocks.items()}
+
+
+def test_aggregation_sums_in_the_authors_block_order():
+    """The authors' float32 mean of the stack [block 8, block 7, block 6] is ((q8 + q7) + q6) / 3; the
+    expected tokens are computed here with numpy float32 in that order."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    from vidseg_core.backbones.attention import LayerId
+    from vidseg_core.features import features_from_capture
+
+    q = _order_sensitive_queries()
+    f32 = np.float32
+    mean = ((q[8].numpy().astype(f32) + q[7].numpy()) + q[6].numpy()) / f32(3)
+    expected = mean / np.abs(mean).max(-1, keepdims=True)
+    config = SimpleNamespace(feature_step=24, feature_blocks=(6, 7, 8), correspondence_block=7)
+    capture = SimpleNamespace(captured={(24, LayerId(b, "spatial_self")): t for b, t in q.items()})
+    inputs = SimpleNamespace(latent_hw=(4, 4), z0=torch.zeros(2, 4, 4, 4))
+    agg, corr = features_from_capture(capture, inputs, config, store_dtype=torch.float32)
+    got = agg.reshape(2, 4, 3).numpy()
+    assert np.array_equal(got, expected)  # bitwise
+    # the other order (6, 7, 8) gives another value: the test can tell the orders apart
+    other = ((q[6].numpy() + q[7].numpy()) + q[8].numpy()) / f32(3)
+    assert not np.array_equal(other / np.abs(other).max(-1, keepdims=True), expected)
+    assert torch.equal(corr.reshape(2, 4, 3), q[7])
+
+
+def test_aggregation_refuses_no_blocks():
+    with pytest.raises(InputError, match="No feature blocks"):
+        aggregate_queries([])

@@ -1,4 +1,6 @@
 """KMeans (docs/design/authors_code.md#effective-settings, #label-assignment-and-the-scene-context-model): torch implementation vs scikit-learn, determinism, bad input."""
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -103,3 +105,70 @@ def test_chunked_distances_give_the_same_result():
     b = fit_kmeans(x, 5, n_init=2, seed=1, chunk_size=100000)
     assert torch.equal(a.labels, b.labels)
     assert np.isclose(a.inertia, b.inertia, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- the authors' clustering, from every interface
+def test_sklearn_seed_one_is_the_authors_call_after_their_global_seed():
+    """The authors call KMeans(n_clusters, n_init=10) without random_state right after seed_everything(1)
+    (numpy's global RNG seeded with 1): that is random_state=1, i.e. impl="sklearn" with seed 1."""
+    from sklearn.cluster import KMeans
+
+    x = _blobs(n=1200, C=24, centers=10, spread=1.5, seed=4)
+    np.random.seed(1)
+    theirs = KMeans(n_clusters=12, n_init=10).fit(x.numpy())
+    ours = fit_kmeans(x, 12, n_init=10, seed=1, impl="sklearn")
+    assert np.array_equal(ours.labels.numpy(), theirs.labels_)
+    assert np.array_equal(ours.centers.numpy(), theirs.cluster_centers_.astype(np.float32))
+
+
+@pytest.mark.parametrize("command", ["segment", "dataset"])
+def test_cli_kmeans_option_reaches_the_settings(command, tmp_path):
+    from vidseg_core.__main__ import build_parser
+    from vidseg_core.commands.segment import settings_from_args
+
+    parser = build_parser()
+    base = [command, str(tmp_path), "--model", "tiny-sd", "--out", str(tmp_path / "o")]
+    if command == "dataset":
+        base += ["--layout", "folders"]
+    assert settings_from_args(parser.parse_args(base)).kmeans_impl == "torch"
+    args = parser.parse_args(base + ["--kmeans", "sklearn", "--seed", "1"])
+    settings = settings_from_args(args)
+    assert settings.kmeans_impl == "sklearn" and settings.seed == 1
+
+
+def test_nodes_offer_the_authors_kmeans(monkeypatch):
+    from tools.pack_loader import load_pack, pack_nodes
+
+    pack = load_pack()
+    nodes = pack_nodes(pack)
+    km = nodes["VidSegKMeansInit"].INPUT_TYPES()["required"]["implementation"]
+    assert "sklearn" in km[1].get("options", km[0]) and "authors' exact clustering" in km[1]["tooltip"]
+    seg = nodes["VidSegSegmentVideo"]
+    spec = seg.INPUT_TYPES()["optional"]["kmeans"]
+    assert list(spec[1].get("options", spec[0])) == ["torch", "sklearn"] and spec[1]["default"] == "torch"
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_segment_video(bb, frames, settings, **kw):
+        seen["settings"] = settings
+        raise Stop
+
+    import contextlib
+
+    module = sys.modules[seg.__module__]
+    monkeypatch.setattr(module, "segment_video", fake_segment_video)
+    monkeypatch.setattr(module.cb, "model_on_device", lambda model, keep: contextlib.nullcontext(model))
+    with pytest.raises(Stop):
+        seg().segment(object(), torch.rand(2, 64, 128, 3), seed=1, kmeans="sklearn")
+    assert seen["settings"].kmeans_impl == "sklearn" and seen["settings"].seed == 1
+
+
+def test_kmeans_impls_benchmark_runs_small():
+    from benchmarks.kmeans_impls import matched_agreement, run
+
+    out = run(frames=1, h=6, w=8, channels=8, k=3, regions=4, n_init=2, data_seeds=(0,), repeat=1, log=lambda s: None)
+    d = out["sets"][0]
+    assert d["sklearn_is_authors"] and 0 < d["agreement"] <= 1 and d["torch_s"] and d["sklearn_cpu_s"]
+    assert matched_agreement(np.array([0, 0, 1, 2]), np.array([2, 2, 0, 1]), 3) == 1.0

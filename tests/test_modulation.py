@@ -314,6 +314,28 @@ def test_compat_and_options_run(sd_setup, sd_baseline):
     assert _agree(off.labels, sd_baseline.labels) < 1.0  # the options change the result
 
 
+@pytest.mark.parametrize("s", [1.0, 0.7])
+def test_compat_assigns_labels_in_the_authors_float64(sd_setup, s):
+    """With compat set the runner's labels are the float64 argmax (ties to the lowest label) of its float64 maps,
+    filtered only for s < 1; a label absent from a frame (zero maps there) takes the same path."""
+    import numpy as np
+
+    from vidseg_core.modulation import labels_from_difference_maps
+
+    bb, inputs, coarse = sd_setup
+    coarse = coarse.clone()
+    coarse[1][coarse[1] == 1] = 0  # label 1 absent from frame 1
+    st = ModulationSettings(compat="wrap+jpeg", filter_s=s, return_difference_maps=True)
+    res = modulate_batch(bb, inputs, coarse, None, FRAME, st)
+    maps = res.difference_maps
+    assert maps.dtype == torch.float64 and maps.device.type == "cpu"
+    again = labels_from_difference_maps(maps, coarse, res.label_ids, FRAME, filter_s=s, compat="wrap+jpeg")
+    assert torch.equal(res.labels, again)
+    if s == 1.0:  # unfiltered: numpy's argmax of the maps themselves
+        want = res.label_ids[torch.from_numpy(np.argmax(maps.numpy(), axis=0))]
+        assert torch.equal(res.labels, want)
+
+
 def test_progress_is_monotonic_and_complete(sd_setup):
     bb, inputs, coarse = sd_setup
     seen = []

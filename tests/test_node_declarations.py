@@ -71,10 +71,10 @@ def test_a_widget_converted_to_an_input_in_a_v1_workflow_still_maps():
 ADVANCED = {
     "VidSegLoadModel": {"prediction_type", "compile"}, "VidSegModelFromComfy": {"compile"},
     "VidSegKMeansInit": {"n_init", "seed", "implementation"}, "VidSegAssignLabels": {"void_value"},
-    "VidSegCBRRefine": {"radius_sq", "jump_threshold", "signed"},
+    "VidSegCBRRefine": {"radius_sq", "jump_threshold", "signed", "start_cells"},
     "VidSegKNNContextModel": {"n_neighbors", "implementation"},
     "VidSegMaskedModulation": {"filter_s", "blur_kernel", "compat", "absent_labels", "max_runs_per_chunk"},
-    "VidSegGuidedUpsample": {"eps", "subsample", "softness"}, "VidSegSegmentVideo": {"batch_size", "refiner"},
+    "VidSegGuidedUpsample": {"eps", "subsample", "softness"}, "VidSegSegmentVideo": {"batch_size", "refiner", "kmeans"},
 }
 
 
@@ -93,7 +93,8 @@ def test_nodes_are_v3_nodes_registered_through_the_entrypoint():
         assert _advanced(info) == ADVANCED.get(node_id, set()), node_id
         assert info["search_aliases"] and all(isinstance(a, str) and a for a in info["search_aliases"]), node_id
         for name in _advanced(info):  # folded away only: the widget (and its saved value) is still there
-            assert info["input"]["optional" if name == "compile" else "required"][name][1].get("default") is not None
+            entries = {**info["input"].get("required", {}), **info["input"].get("optional", {})}
+            assert entries[name][1].get("default") is not None
     hidden = {k: set(server_node_info(c, k, names)["input"].get("hidden", {})) for k, c in classes.items()}
     assert {k for k, h in hidden.items() if h} == {"VidSegSaveLabelMaps", "VidSegEvaluate"}  # V3 output nodes
     assert hidden["VidSegEvaluate"] == {"prompt", "extra_pnginfo"}

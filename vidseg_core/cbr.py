@@ -25,8 +25,11 @@ window offsets, never over cells or trajectories):
 
 :func:`cbr_refine_compat` -- the authors' published variant, reproduced exactly
     (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published): trajectories start only at the cells of the batch's first
-    frame; the first hop is static (``p_1 = p_0``); later hops take the global
-    argmax of ``t/(t+1) cos(F_t[p_t], F_{t+1}) + 1/(t+1) cos(F_t[p_t], F_0)``
+    frame, at the cells the authors' float32 coordinate round trip gives
+    (:func:`compat_start_index`: a few rows/columns of some grid sides never
+    start a track, their neighbour above/left starts two); the first hop is
+    static (``p_1 = p_0``); later hops take the global argmax of
+    ``t/(t+1) cos(F_t[p_t], F_{t+1}) + 1/(t+1) cos(F_t[p_t], F_0)``
     (the frame-0 "aux" term, bug #4); a trajectory is dropped if any step moves
     down or right by more than ``jump_threshold`` cells (the *signed* test,
     bug #3 -- ``signed=False`` uses ``abs``); each surviving trajectory takes the
@@ -171,14 +174,52 @@ def cbr_refine(labels: torch.Tensor, features: torch.Tensor, radius_sq: Optional
     return values[out].reshape(T, h, w).to(device=labels.device, dtype=torch.long)
 
 
-def compat_trajectories(features: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-    """Authors' tracking (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published): cell index per frame ``[T, h*w]`` for the trajectories
-    starting at every cell of frame 0 (static first hop, frame-0 aux term, global argmax)."""
+#: how the authors' tracking turns a start cell into a fraction and back (:func:`compat_start_index`)
+START_ARITHMETIC = ("cuda", "cpu", "exact")
+
+
+def compat_start_index(side: int, arithmetic: str = "cuda") -> torch.Tensor:
+    """``[side]`` int64: the row (or column) that track slot ``i`` of a grid side really starts from.
+
+    The authors' tracking turns every cell coordinate ``i`` of a side of ``side`` cells into a float32
+    fraction and back, ``int((i / side) * side)`` on 0-d torch tensors; the round trip can land one ulp
+    below ``i`` and truncate to ``i - 1``.  That cell then starts two identical tracks (the second in slot
+    ``i``, where "last track wins" counts it) and cell ``i`` starts none.  Where it happens depends on the
+    division:
+
+    * ``"cuda"`` (default; their code runs the tracking on the GPU): torch's CUDA kernel divides by a
+      Python number as ``i * float32(1 / side)``; e.g. sides 25 (rows 5, 10, 15, 20, 23), 31, 41, 43, 47,
+      49, 50 skip cells, 28 and 52 (the 832 x 448 grid) and 44 none;
+    * ``"cpu"``: the correctly rounded float32 ``i / side`` of the CPU; e.g. side 22 (row 13), 44
+      (rows 13, 26; a 1280 x 720 video), 23, 29, 37, 38, 41, 46, 47, 54, 56;
+    * ``"exact"``: every cell starts its own track.
+    """
+    if arithmetic not in START_ARITHMETIC:
+        raise InputError(f"Unknown start-cell arithmetic {arithmetic!r}.", f"Use one of {', '.join(START_ARITHMETIC)}.")
+    i = torch.arange(int(side), dtype=torch.int64)
+    if arithmetic == "exact" or side < 1:
+        return i
+    x = i.to(torch.float32)
+    side32 = torch.tensor(float(side), dtype=torch.float32)
+    frac = x / side32 if arithmetic == "cpu" else x * torch.tensor(1.0 / side, dtype=torch.float32)
+    return (frac * side32).to(torch.int64)  # float32 product, truncated like int()
+
+
+def compat_start_cells(h: int, w: int, arithmetic: str = "cuda", device=None) -> torch.Tensor:
+    """``[h*w]`` flat start cell of every track slot (slots in raster order), see :func:`compat_start_index`."""
+    rows = compat_start_index(h, arithmetic)
+    cols = compat_start_index(w, arithmetic)
+    return (rows[:, None] * w + cols[None, :]).reshape(-1).to(device)
+
+
+def compat_trajectories(features: torch.Tensor, dtype=torch.float32, start: str = "cuda") -> torch.Tensor:
+    """Authors' tracking (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published): cell index per frame ``[T, h*w]`` of the track slots of frame 0
+    (start cells per :func:`compat_start_cells`, static first hop, frame-0 aux term, global argmax)."""
     T, h, w, C = features.shape
     n = h * w
     fn = _normalise(features, dtype).reshape(T, n, C)
     pos = torch.empty(T, n, dtype=torch.long, device=features.device)
-    pos[0] = torch.arange(n, device=features.device)
+    pos[0] = compat_start_cells(h, w, start, features.device)
     if T >= 2:
         pos[1] = pos[0]  # t = 0: weight 0 on frame 1, argmax of frame-0 self-similarity = p_0
     for t in range(1, T - 1):
@@ -189,14 +230,17 @@ def compat_trajectories(features: torch.Tensor, dtype=torch.float32) -> torch.Te
 
 
 def cbr_refine_compat(labels: torch.Tensor, features: torch.Tensor, jump_threshold: int = 1,
-                      signed: bool = True, dtype=torch.float32) -> torch.Tensor:
-    """The authors' CBR (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published), exactly: see the module docstring."""
+                      signed: bool = True, dtype=torch.float32, start: str = "cuda") -> torch.Tensor:
+    """The authors' CBR (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published), exactly: see the module docstring.  ``start``: the arithmetic of
+    their start cells (:func:`compat_start_index`; ``"exact"``: every cell starts one track)."""
     _check(labels, features)
+    if start not in START_ARITHMETIC:
+        raise InputError(f"Unknown start-cell arithmetic {start!r}.", f"Use one of {', '.join(START_ARITHMETIC)}.")
     T, h, w = labels.shape
     dev = features.device
     if T == 1:
         return labels.to(torch.long).clone()
-    pos = compat_trajectories(features, dtype)  # [T, n]
+    pos = compat_trajectories(features, dtype, start)  # [T, n]
     n = h * w
     y, x = pos // w, pos % w
     dy, dx = y[1:] - y[:-1], x[1:] - x[:-1]
@@ -214,7 +258,7 @@ def cbr_refine_compat(labels: torch.Tensor, features: torch.Tensor, jump_thresho
     vote = (count * (T + 1) - first).argmax(1)  # [n]; ties -> first reached in frame order
     out = idx.clone()
     src = torch.where(alive, torch.arange(n, device=dev), -1)  # dropped trajectories bid -1: they never win
-    for t in range(T):  # last trajectory (raster order of its start) wins on converging cells
+    for t in range(T):  # last trajectory (raster order of its slot) wins on converging cells
         winner = torch.full((n,), -1, dtype=torch.long, device=dev)
         winner.scatter_reduce_(0, pos[t], src, reduce="amax", include_self=True)
         out[t] = torch.where(winner >= 0, vote[winner.clamp(min=0)], out[t])  # no boolean indexing: no sync

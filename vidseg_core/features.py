@@ -11,8 +11,9 @@ Per batch of B frames, exactly as the authors' reference pass:
    half); the output of the evaluation at t_k is never used, so it runs the
    conditional half alone and stops right after block 8's queries (exact: the
    halves are independent rows of the UNet batch);
-6. F̃ = mean of the three blocks' queries, each token divided by its max-abs
-   value over channels; CBR uses block 7's queries unnormalised.
+6. F̃ = mean of the three blocks' queries (summed 8, 7, 6 then divided by 3, the
+   authors' float order), each token divided by its max-abs value over channels;
+   CBR uses block 7's queries unnormalised.
 
 Memory is bounded by the batch: each batch's features go to the CPU in a
 compact dtype as soon as they are captured.
@@ -63,9 +64,26 @@ def prepare_batch(backbone: Backbone, frames: torch.Tensor, seed: Optional[int] 
 
 
 def aggregate_queries(queries) -> torch.Tensor:
-    """F̃: element-wise mean of the blocks' queries, then per-token max-abs normalisation (docs/design/authors_code.md#feature-capture)."""
-    mean = torch.stack([q.float() for q in queries]).mean(0)
+    """F̃: element-wise mean of the blocks' queries, then per-token max-abs normalisation (docs/design/authors_code.md#feature-capture).
+
+    The mean is computed as the authors' float32 ``torch.mean`` over their stack of blocks 8, 7, 6 is: the
+    queries summed one after another *in the order given*, then divided by their number.  Float addition
+    is not associative, so the order matters (up to a few ulp per value, enough to move a KMeans
+    solution); :func:`features_from_capture` passes the deepest block first, as the authors do.
+    """
+    qs = [q.float() for q in queries]
+    if not qs:
+        raise InputError("No feature blocks to aggregate.", "Give at least one feature block (e.g. 6, 7, 8).")
+    total = qs[0].clone()
+    for q in qs[1:]:
+        total.add_(q)
+    mean = total / len(qs)
     return mean / mean.abs().amax(-1, keepdim=True).clamp_min(1e-12)
+
+
+def aggregation_order(blocks) -> list:
+    """The order the feature blocks are summed in: deepest first (the authors' 8, 7, 6)."""
+    return sorted((int(b) for b in blocks), reverse=True)
 
 
 def feature_layers(config) -> set:
@@ -105,7 +123,8 @@ def features_from_capture(capture: CaptureQueries, inputs: BatchInputs, config,
         return q.reshape(t, lh // 2, lw // 2, q.shape[-1])
 
     step = config.feature_step
-    agg = aggregate_queries([capture.captured[(step, LayerId(b, "spatial_self"))] for b in config.feature_blocks])
+    agg = aggregate_queries([capture.captured[(step, LayerId(b, "spatial_self"))]
+                             for b in aggregation_order(config.feature_blocks)])
     corr = capture.captured[(step, LayerId(config.correspondence_block, "spatial_self"))]
     return grid(agg).to(store_dtype), grid(corr).to(store_dtype)
 

@@ -67,6 +67,8 @@ class SegmentSettings:
     names: Optional[Dict[int, str]] = None
     void_values: Tuple[int, ...] = DEFAULT_VOID
     n_init: int = 10
+    #: "torch" (GPU-capable, its own k-means++ draws) or "sklearn" (with the per-batch seed 1: the authors' exact
+    #: clustering of the same features)
     kmeans_impl: str = "torch"
     modulation: ModulationSettings = field(default_factory=ModulationSettings)
     guided: Dict[str, object] = field(default_factory=dict)

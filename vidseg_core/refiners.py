@@ -52,26 +52,34 @@ class CBRRefiner(Refiner):
     ``compat=False`` (default): paper Eqs 3-5 with a local search of squared
     radius ``radius_sq`` cells (2 = 3x3, the authors' 1-cell threshold).
     ``compat=True``: the authors' published variant, bugs included (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published);
-    ``signed=False`` there fixes only the signed jump test (bug #3).
+    ``signed=False`` there fixes only the signed jump test (bug #3); ``start`` is the arithmetic of their
+    start cells (:func:`~vidseg_core.cbr.compat_start_index`: "cuda", the default, as their GPU runs;
+    "cpu"; "exact" = every cell starts a track).
     """
 
     def __init__(self, compat: bool = False, radius_sq: Optional[float] = 2, jump_threshold: int = 1,
-                 signed: bool = True, dtype: torch.dtype = torch.float32):
+                 signed: bool = True, dtype: torch.dtype = torch.float32, start: str = "cuda"):
+        if start not in cbr.START_ARITHMETIC:
+            raise InputError(f"Unknown start-cell arithmetic {start!r}.",
+                             f"Use one of {', '.join(cbr.START_ARITHMETIC)}.")
         self.compat = bool(compat)
         self.radius_sq = radius_sq
         self.jump_threshold = int(jump_threshold)
         self.signed = bool(signed)
         self.dtype = dtype
+        self.start = start
         self.name = "cbr_compat" if self.compat else "cbr"
 
     def refine(self, labels, corr_features):
         if self.compat:
-            return cbr.cbr_refine_compat(labels, corr_features, self.jump_threshold, self.signed, self.dtype)
+            return cbr.cbr_refine_compat(labels, corr_features, self.jump_threshold, self.signed, self.dtype,
+                                         self.start)
         return cbr.cbr_refine(labels, corr_features, self.radius_sq, "auto", self.dtype)
 
     def __repr__(self) -> str:
         if self.compat:
-            return f"CBRRefiner(compat=True, jump_threshold={self.jump_threshold}, signed={self.signed})"
+            return (f"CBRRefiner(compat=True, jump_threshold={self.jump_threshold}, signed={self.signed}, "
+                    f"start={self.start!r})")
         return f"CBRRefiner(radius_sq={self.radius_sq})"
 
 

@@ -63,8 +63,9 @@ def cbr_loop(labels, features, radius_sq=2, dtype=torch.float32):
     return torch.tensor(out, dtype=torch.long).reshape(T, h, w)
 
 
-def cbr_compat_loop(labels, features, jump_threshold=1, signed=True, dtype=torch.float64):
-    """The authors' variant (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published), one trajectory at a time."""
+def cbr_compat_loop(labels, features, jump_threshold=1, signed=True, dtype=torch.float64, starts=None):
+    """The authors' variant (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published), one trajectory at a time; ``starts``: the start cell of every
+    track slot in raster order (None: every cell starts its own)."""
     T, h, w = labels.shape
     n = h * w
     fn = _normalise(features, dtype).reshape(T, n, -1)
@@ -72,7 +73,7 @@ def cbr_compat_loop(labels, features, jump_threshold=1, signed=True, dtype=torch
     out = [row[:] for row in lab]
     if T == 1:
         return labels.clone().long()
-    for p0 in range(n):
+    for p0 in (range(n) if starts is None else starts):
         path = [p0, p0]  # static first hop
         for t in range(1, T - 1):
             src = fn[t][path[-1]]

@@ -38,6 +38,9 @@ def add_arguments(p) -> None:
 def add_method_arguments(p) -> None:
     """The method's settings (one video at a time): shared by ``segment`` and ``dataset``."""
     p.add_argument("--clusters", type=int, default=20, help="K of the KMeans initialisation (default 20)")
+    p.add_argument("--kmeans", choices=["torch", "sklearn"], default="torch",
+                   help="KMeans implementation: torch (default; GPU-capable, its own k-means++ draws) or sklearn "
+                        "(scikit-learn seeded with --seed: the authors' exact clustering)")
     p.add_argument("--mode", choices=["quality", "fast"], default="quality",
                    help="quality = masked modulation (the paper); fast = edge-aware upsampling, no extra passes")
     p.add_argument("--refiner", choices=["cbr", "cbr_compat", "none"], default="cbr",
@@ -57,7 +60,7 @@ def settings_from_args(args, reference=None, reference_frame: int = 0):
 
     settings = SegmentSettings(
         num_clusters=args.clusters, batch_size=args.batch_size, mode=args.mode, refiner=args.refiner,
-        seed=args.seed, reference=reference, reference_frame=reference_frame,
+        seed=args.seed, reference=reference, reference_frame=reference_frame, kmeans_impl=args.kmeans,
         modulation=ModulationSettings(lam=args.lam, filter_s=args.filter_s, compat=args.compat))
     validate_segment_settings(settings)  # every value checked before any model is loaded
     return settings
@@ -251,7 +254,7 @@ def resume_key(args, source) -> dict:
 
     key = {k: getattr(args, k) for k in ("frames", "stride", "max_side", "model", "device", "precision",
                                          "prediction_type", "batch_size", "seed", "reference_frame", "clusters",
-                                         "mode", "refiner", "lam", "filter_s", "compat")}
+                                         "mode", "refiner", "lam", "filter_s", "compat", "kmeans")}
     key["input"] = str(Path(args.input).resolve())
     key["names"] = [len(source), source.names[0], source.names[-1]]
     key["frames_fingerprint"] = source.fingerprint()

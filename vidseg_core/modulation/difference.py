@@ -15,8 +15,17 @@ difference map per frame, and the label map is the per-pixel argmax:
 5. ``D ← D / (max D + 1e-5)`` per label and frame;
 6. ``D ← D·M + s·D·(1 − M)`` with ``M`` the label's coarse mask upsampled to
    the frame with Pillow's 8-bit LANCZOS (:func:`~.masks.lanczos_upsample_mask`), s = 0.7;
+   s = 1 skips the step, as the authors' unfiltered output does (in float the
+   identity ``D·M + D·(1 − M)`` moves values by a rounding step and breaks ties);
 7. argmax over labels, ties to the lowest label (:class:`LabelArgmax`, a running
    argmax so memory does not grow with the number of labels).
+
+Precision: float32, except with ``compat`` set, where every step runs in the
+authors' float64 (numpy's square root of the widened sum, ``cv2.GaussianBlur``
+on float64 itself, the normalisation, the filter with the mask as ``k / 255.0``
+and the argmax), so exact ties -- frequent in the wrapped, JPEG-quantised maps --
+and the truncation to 8 bits before the JPEG fall as theirs do
+(:func:`map_dtype`).
 
 Everything here is pure torch (CPU or GPU) except the compat branches.
 """
@@ -29,6 +38,11 @@ import torch
 import torch.nn.functional as F
 
 COMPAT_MODES = ("none", "wrap", "wrap+jpeg")
+
+
+def map_dtype(compat: str = "none") -> torch.dtype:
+    """The dtype of difference maps, filter and argmax: float32, or the authors' float64 with ``compat`` set."""
+    return torch.float32 if compat == "none" else torch.float64
 
 
 # ------------------------------------------------------------------ resizing
@@ -73,16 +87,17 @@ def rgb_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return d.square().sum(-3).sqrt()
 
 
-def rgb_distance_wrapped(a_u8: torch.Tensor, b_u8: torch.Tensor) -> torch.Tensor:
+def rgb_distance_wrapped(a_u8: torch.Tensor, b_u8: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     """The authors' uint8 arithmetic (docs/design/authors_code.md#difference-maps-to-labels-as-published, bug #1).
 
     ``I⁺ − I⁻`` and its square wrap modulo 256 before the (widened) channel sum:
     ``sqrt(Σ_c ((a_c − b_c)² mod 256))``.  E.g. a = (10, 200, 0), b = (12, 100, 0)
     gives sqrt(4 + 16) = 4.47 instead of 100.02.  ((−d)² ≡ d² mod 256, so the
-    wrap of the subtraction itself does not change the result.)
+    wrap of the subtraction itself does not change the result.)  ``dtype=torch.float64`` is the authors'
+    precision (numpy's square root of the integer sum).
     """
     d = a_u8.to(torch.int64) - b_u8.to(torch.int64)
-    return torch.remainder(d * d, 256).sum(-3).to(torch.float32).sqrt()
+    return torch.remainder(d * d, 256).sum(-3).to(dtype).sqrt()
 
 
 # ------------------------------------------------------------------ blur
@@ -127,6 +142,19 @@ def gaussian_blur(maps: torch.Tensor, ksize: int = 5, sigma: float = 3.0) -> tor
     return x.reshape(*lead, H, W)
 
 
+def gaussian_blur_cv2(maps: torch.Tensor, ksize: int = 5, sigma: float = 3.0) -> torch.Tensor:
+    """``cv2.GaussianBlur(m, (k, k), σ)`` itself on each float64 map ``[..., H, W]`` (compat modes: the authors'
+    blur, bit for bit; float32 rounding there can truncate a level lower before the JPEG)."""
+    import cv2
+    import numpy as np
+
+    if ksize is None or ksize <= 1:
+        return maps
+    arr = maps.detach().reshape(-1, *maps.shape[-2:]).cpu().to(torch.float64).numpy()
+    out = np.stack([cv2.GaussianBlur(m, (int(ksize), int(ksize)), float(sigma)) for m in arr])
+    return torch.from_numpy(out).reshape(maps.shape).to(maps.device)
+
+
 def jpeg_round_trip(maps: torch.Tensor) -> torch.Tensor:
     """The authors' ``Image.fromarray(d).convert("L")`` + JPEG save / reload (docs/design/authors_code.md#difference-maps-to-labels-as-published, bug #2)."""
     import io
@@ -140,24 +168,24 @@ def jpeg_round_trip(maps: torch.Tensor) -> torch.Tensor:
         Image.fromarray(m).convert("L").save(buf, format="JPEG")
         buf.seek(0)
         out.append(np.asarray(Image.open(buf).convert("L"), dtype=np.float32))
-    return torch.from_numpy(np.stack(out)).reshape(maps.shape).to(maps.device)
+    return torch.from_numpy(np.stack(out)).reshape(maps.shape).to(maps.device, maps.dtype)
 
 
 # ------------------------------------------------------------------ one label
 def difference_map(plus01: torch.Tensor, minus01: torch.Tensor, frame_size: Tuple[int, int],
                    blur_kernel: int = 5, blur_sigma: float = 3.0, compat: str = "none") -> torch.Tensor:
-    """Steps 1-5: decodes ``[T,3,h,w]`` in 0..1 -> normalised difference maps ``[T,H,W]`` (float32)."""
+    """Steps 1-5: decodes ``[T,3,h,w]`` in 0..1 -> normalised difference maps ``[T,H,W]`` (:func:`map_dtype`;
+    on the decodes' device, or on the CPU with ``compat`` set)."""
     if compat not in COMPAT_MODES:
         raise ValueError(f"unknown compat mode {compat!r}; use one of {COMPAT_MODES}")
     if compat == "none":
         a = resize_bilinear(plus01.float() * 255.0, frame_size)
         b = resize_bilinear(minus01.float() * 255.0, frame_size)
-        d = rgb_distance(a, b)
-    else:
-        a = resize_uint8_cv2(to_uint8_like_authors(plus01), frame_size)
-        b = resize_uint8_cv2(to_uint8_like_authors(minus01), frame_size)
-        d = rgb_distance_wrapped(a, b)
-    d = gaussian_blur(d, blur_kernel, blur_sigma)
+        d = gaussian_blur(rgb_distance(a, b), blur_kernel, blur_sigma)
+    else:  # the authors' float64 all the way, on the CPU
+        a = resize_uint8_cv2(to_uint8_like_authors(plus01).cpu(), frame_size)
+        b = resize_uint8_cv2(to_uint8_like_authors(minus01).cpu(), frame_size)
+        d = gaussian_blur_cv2(rgb_distance_wrapped(a, b, torch.float64), blur_kernel, blur_sigma)
     if compat == "wrap+jpeg":
         d = jpeg_round_trip(d)
     return normalise_maps(d)
@@ -169,7 +197,14 @@ def normalise_maps(d: torch.Tensor) -> torch.Tensor:
 
 
 def filter_maps(d: torch.Tensor, soft_mask: torch.Tensor, s: float) -> torch.Tensor:
-    """``d·M + s·d·(1 − M)``: down-weight responses outside the label's coarse mask (docs/design/authors_code.md#difference-maps-to-labels-as-published)."""
+    """``d·M + s·d·(1 − M)``: down-weight responses outside the label's coarse mask (docs/design/authors_code.md#difference-maps-to-labels-as-published).
+
+    ``s = 1`` returns ``d`` itself: the authors skip the filter for their unfiltered output, and the float
+    identity would move values by a rounding step (breaking exact ties).  With compat set, pass the mask
+    in float64 (``lanczos_upsample_mask(..., dtype=torch.float64)``, the authors' ``k / 255.0``).
+    """
+    if float(s) == 1.0:
+        return d
     m = soft_mask.to(d.device, d.dtype)
     return d * m + s * d * (1 - m)
 
@@ -184,8 +219,8 @@ class LabelArgmax:
     read per label); :meth:`labels_with_nan` reads it once.
     """
 
-    def __init__(self, shape: Sequence[int], device=None, keep_maps: bool = False):
-        self.best = torch.full(tuple(shape), -math.inf, dtype=torch.float32, device=device)
+    def __init__(self, shape: Sequence[int], device=None, keep_maps: bool = False, dtype=torch.float32):
+        self.best = torch.full(tuple(shape), -math.inf, dtype=dtype, device=device)
         self.index = torch.zeros(tuple(shape), dtype=torch.long, device=device)
         self.count = 0
         self.nan_labels: List[torch.Tensor] = []  # per label fed: 0-d bool on the device
@@ -195,7 +230,7 @@ class LabelArgmax:
         """Fold in the scores of label number ``position`` (must be fed 0, 1, 2, ... in order)."""
         if position != self.count:
             raise RuntimeError(f"labels must be folded in order: expected {self.count}, got {position}")
-        s = scores.to(self.best.device, torch.float32)
+        s = scores.to(self.best.device, self.best.dtype)
         self.nan_labels.append(torch.isnan(s).any())
         better = s > self.best
         self.best = torch.where(better, s, self.best)
@@ -215,19 +250,24 @@ class LabelArgmax:
 
 
 def labels_from_difference_maps(maps: torch.Tensor, coarse: torch.Tensor, label_ids, frame_size,
-                                filter_s: float = 0.7, absent_labels: str = "keep") -> torch.Tensor:
+                                filter_s: float = 0.7, absent_labels: str = "keep",
+                                compat: str = "none") -> torch.Tensor:
     """Re-derive a label map from returned normalised maps ``[L,T,H,W]`` with another filter ``s``.
 
-    E.g. the authors' unfiltered variant is ``filter_s=1.0`` (docs/design/authors_code.md#difference-maps-to-labels-as-published, #the-equivalent-design-the-pack-implements).
+    E.g. the authors' unfiltered variant is ``filter_s=1.0`` (docs/design/authors_code.md#difference-maps-to-labels-as-published, #the-equivalent-design-the-pack-implements).  ``compat``: the mode
+    the maps were made in (compat modes filter and compare in float64, :func:`map_dtype`).
     """
     from .masks import coarse_present, label_masks, lanczos_upsample_mask
 
+    if compat not in COMPAT_MODES:
+        raise ValueError(f"unknown compat mode {compat!r}; use one of {COMPAT_MODES}")
+    dtype = map_dtype(compat)
     ids = torch.as_tensor(label_ids).long().cpu()
     masks = label_masks(coarse.long().cpu(), ids)
     present = coarse_present(coarse.long().cpu(), ids)
-    acc = LabelArgmax(maps.shape[1:])
+    acc = LabelArgmax(maps.shape[1:], dtype=dtype)
     for l in range(maps.shape[0]):
-        scores = filter_maps(maps[l].float(), lanczos_upsample_mask(masks[l], frame_size), filter_s)
+        scores = filter_maps(maps[l].to(dtype), lanczos_upsample_mask(masks[l], frame_size, dtype), filter_s)
         if absent_labels == "skip":
             scores = torch.where((~present[l]).view(-1, 1, 1), torch.full_like(scores, -math.inf), scores)
         acc.update(l, scores)

@@ -97,8 +97,9 @@ def _resample_axis(x: torch.Tensor, dim: int, out_size: int) -> torch.Tensor:
 _BYTE_TO_UNIT = (torch.arange(256, dtype=torch.float64) / 255.0).to(torch.float32)  # k -> float32(k / 255)
 
 
-def lanczos_upsample_mask(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-    """Binary masks ``[..., h, w]`` -> ``Image.fromarray(255·m).resize((W, H), LANCZOS) / 255`` as float32.
+def lanczos_upsample_mask(masks: torch.Tensor, size: Tuple[int, int], dtype=torch.float32) -> torch.Tensor:
+    """Binary masks ``[..., h, w]`` -> ``Image.fromarray(255·m).resize((W, H), LANCZOS) / 255`` in ``dtype``
+    (each value is ``k / 255`` rounded once to ``dtype``: float64 is the authors' ``/ 255.0``).
 
     A bit-exact emulation of Pillow's 8-bit two-pass resampling (horizontal
     pass first, rounded and clipped to 0..255 in between, 22-bit fixed-point
@@ -109,13 +110,14 @@ def lanczos_upsample_mask(masks: torch.Tensor, size: Tuple[int, int]) -> torch.T
     h, w = masks.shape[-2:]
     lead = masks.shape[:-2]
     if masks.device.type == "meta":  # (FLOP counting on meta tensors)
-        return torch.empty((*lead, H, W), dtype=torch.float32, device="meta")
+        return torch.empty((*lead, H, W), dtype=dtype, device="meta")
     x = (masks.detach().to(torch.float32) * 255.0).round().to(torch.int64).reshape(-1, h, w)
     if W != w:
         x = _resample_axis(x, 2, W)
     if H != h:
         x = _resample_axis(x, 1, H)
-    return _BYTE_TO_UNIT.to(x.device)[x].reshape(*lead, H, W)
+    table = _BYTE_TO_UNIT if dtype == torch.float32 else (torch.arange(256, dtype=torch.float64) / 255.0).to(dtype)
+    return table.to(x.device)[x].reshape(*lead, H, W)
 
 
 def coarse_present(coarse: torch.Tensor, label_ids: Sequence[int] | torch.Tensor) -> torch.Tensor:

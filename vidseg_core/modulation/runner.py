@@ -44,7 +44,8 @@ import torch
 
 from ..cpu_memory import feed_forward_by_rows
 from ..errors import NumericalError, VidSegError
-from .difference import LabelArgmax, difference_map, filter_maps, labels_from_difference_maps  # noqa: F401
+from .difference import (LabelArgmax, difference_map, filter_maps, labels_from_difference_maps,  # noqa: F401
+                         map_dtype)
 from .hooks import ModulationHook
 from .inputs import check_inputs
 from .masks import coarse_present, label_masks, lanczos_upsample_mask, resize_nearest
@@ -71,7 +72,7 @@ class ModulationResult:
 
     labels: torch.Tensor  # [T,H,W] long label ids (CPU)
     label_ids: torch.Tensor  # [L] the modulated labels, ascending
-    difference_maps: Optional[torch.Tensor] = None  # [L,T,H,W] normalised, unfiltered (CPU)
+    difference_maps: Optional[torch.Tensor] = None  # [L,T,H,W] normalised, unfiltered (CPU; float64 with compat)
     stats: Dict[str, object] = field(default_factory=dict)
 
 
@@ -102,7 +103,11 @@ class _BatchModulation:
         self.everywhere = [all(p) for p in self.present_host]  # labels present in every frame
         self.present_index = [self.present_cpu[l].nonzero().flatten().to(dev) for l in range(self.L)]
         self.absent = (~self.present_cpu).to(dev)
-        self.acc = LabelArgmax((self.T,) + tuple(frame_size), device=dev, keep_maps=False)
+        self.dtype = map_dtype(self.s.compat)  # float64 in compat modes: the authors' ties
+        # compat modes assign labels on the CPU, as the authors (cv2, Pillow; float64, which MPS lacks)
+        self.map_device = torch.device("cpu") if self.s.compat != "none" else dev
+        self.acc = LabelArgmax((self.T,) + tuple(frame_size), device=self.map_device, keep_maps=False,
+                               dtype=self.dtype)
         self.maps: Optional[List[torch.Tensor]] = [] if self.s.return_difference_maps else None
         self.given = reference if reference is not None and reference.matches(plan) else None
         self.store: Optional[ReferenceStore] = self.given
@@ -227,11 +232,11 @@ class _BatchModulation:
         args = (self.frame_size, self.s.blur_kernel, self.s.blur_sigma, self.s.compat)
         if zp is not None and (self.everywhere[l] or not self.zero_when_absent()):
             return difference_map(*self._decode_pair(zp, zm), *args)
-        dev = self.bb.device
-        d = torch.zeros((self.T,) + tuple(self.frame_size), dtype=torch.float32, device=dev)
+        dev = self.map_device
+        d = torch.zeros((self.T,) + tuple(self.frame_size), dtype=self.dtype, device=dev)
         if zp is not None and self.active[l]:
             i = self.present_index[l]
-            d[i] = difference_map(*self._decode_pair(zp[i.to(zp.device)], zm[i.to(zm.device)]), *args).to(dev)
+            d[i.to(dev)] = difference_map(*self._decode_pair(zp[i.to(zp.device)], zm[i.to(zm.device)]), *args).to(dev)
         return d
 
     def fold_finished(self) -> None:
@@ -250,7 +255,7 @@ class _BatchModulation:
             del zp, zm
             if self.maps is not None:
                 self.maps.append(d.detach() if d.device.type == "meta" else d.detach().cpu())
-            soft = lanczos_upsample_mask(self.masks[l], self.frame_size).to(d.device)
+            soft = lanczos_upsample_mask(self.masks[l], self.frame_size, self.dtype).to(d.device)
             scores = filter_maps(d, soft, float(self.s.filter_s))
             del d, soft
             if self.s.absent_labels == "skip":
