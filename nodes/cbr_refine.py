@@ -18,7 +18,7 @@ METHODS = ("cbr", "cbr_compat", "none")
 
 
 def make_refiner(method: str, radius_sq: float = 2.0, jump_threshold: int = 1, signed: bool = True,
-                 start_cells: str = "cuda"):
+                 start_cells: str = "device"):
     if method == "cbr":
         return CBRRefiner(radius_sq=None if radius_sq <= 0 else float(radius_sq))
     if method == "cbr_compat":
@@ -50,9 +50,10 @@ class VidSegCBRRefine:
                 Socket("coarse_labels", VIDSEG_LABELS, "Coarse labels to refine directly (optional).", optional=True),
                 Socket("features", VIDSEG_FEATURES, "The features of the same video (needed with coarse_labels).",
                        optional=True),
-                Combo("start_cells", START_ARITHMETIC, "cbr_compat: which cells start a track. cuda = as the "
-                      "authors' GPU runs (their float32 coordinate round trip skips a few rows/columns at some grid "
-                      "sizes); cpu = the same code run on a CPU (other skips); exact = every cell.", default="cuda",
+                Combo("start_cells", START_ARITHMETIC, "cbr_compat: which cells start a track. device = as the "
+                      "authors' code on the device the tracking runs on; cuda = as their GPU runs (their float32 "
+                      "coordinate round trip skips a few rows/columns at some grid sizes); cpu = the same code on a "
+                      "CPU (other skips); exact = every cell.", default="device",
                       optional=True, advanced=True),
             ),
             outputs=(
@@ -63,7 +64,7 @@ class VidSegCBRRefine:
             function="build", search_aliases=("correspondence refinement", "cbr", "refine labels"))
 
     def build(self, method="cbr", radius_sq=2.0, jump_threshold=1, signed=True, coarse_labels=None, features=None,
-              start_cells="cuda"):
+              start_cells="device"):
         refiner = make_refiner(method, radius_sq, jump_threshold, signed, start_cells)
         if coarse_labels is None and features is None:
             return (refiner, None)

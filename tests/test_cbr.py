@@ -235,3 +235,20 @@ def test_compat_start_arithmetic_refused_when_unknown():
     labels, feats = _random_case(0, T=3, h=2, w=3)
     with pytest.raises(InputError, match="start-cell arithmetic"):
         cbr_refine_compat(labels, feats, start="gpu")
+
+
+def test_compat_default_start_follows_the_device_the_tracking_runs_on():
+    """The default ("device") is the authors' arithmetic on the features' device: on a CPU their CPU skips (a
+    22-row grid never starts row 13), on a GPU their CUDA reciprocal product."""
+    from vidseg_core.cbr import resolve_start_arithmetic
+    from vidseg_core.refiners import CBRRefiner
+
+    g = torch.Generator().manual_seed(5)  # the case of test_compat_refine_uses_the_authors_start_cells
+    feats = torch.randn(3, 22, 3, 4, generator=g)
+    labels = torch.randint(0, 3, (3, 22, 3), generator=g)
+    assert torch.equal(compat_trajectories(feats)[0], compat_trajectories(feats, start="cpu")[0])
+    assert torch.equal(cbr_refine_compat(labels, feats), cbr_refine_compat(labels, feats, start="cpu"))
+    assert not torch.equal(cbr_refine_compat(labels, feats), cbr_refine_compat(labels, feats, start="exact"))
+    assert resolve_start_arithmetic("device", torch.device("cuda", 0)) == "cuda"
+    assert resolve_start_arithmetic("device", "cpu") == "cpu" and resolve_start_arithmetic("exact", "cuda") == "exact"
+    assert CBRRefiner(compat=True).start == "device"

@@ -175,10 +175,20 @@ def cbr_refine(labels: torch.Tensor, features: torch.Tensor, radius_sq: Optional
 
 
 #: how the authors' tracking turns a start cell into a fraction and back (:func:`compat_start_index`)
-START_ARITHMETIC = ("cuda", "cpu", "exact")
+START_ARITHMETIC = ("device", "cuda", "cpu", "exact")
 
 
-def compat_start_index(side: int, arithmetic: str = "cuda") -> torch.Tensor:
+def resolve_start_arithmetic(start: str, device) -> str:
+    """``"device"`` (the default) -> the arithmetic the authors' code has on the device the tracking runs on:
+    ``"cpu"`` on a CPU, ``"cuda"`` elsewhere; any other choice is returned as it is."""
+    if start not in START_ARITHMETIC:
+        raise InputError(f"Unknown start-cell arithmetic {start!r}.", f"Use one of {', '.join(START_ARITHMETIC)}.")
+    if start != "device":
+        return start
+    return "cpu" if torch.device(device if device is not None else "cpu").type == "cpu" else "cuda"
+
+
+def compat_start_index(side: int, arithmetic: str = "cpu") -> torch.Tensor:
     """``[side]`` int64: the row (or column) that track slot ``i`` of a grid side really starts from.
 
     The authors' tracking turns every cell coordinate ``i`` of a side of ``side`` cells into a float32
@@ -187,15 +197,16 @@ def compat_start_index(side: int, arithmetic: str = "cuda") -> torch.Tensor:
     ``i``, where "last track wins" counts it) and cell ``i`` starts none.  Where it happens depends on the
     division:
 
-    * ``"cuda"`` (default; their code runs the tracking on the GPU): torch's CUDA kernel divides by a
+    * ``"cuda"`` (their code runs the tracking on the GPU by default): torch's CUDA kernel divides by a
       Python number as ``i * float32(1 / side)``; e.g. sides 25 (rows 5, 10, 15, 20, 23), 31, 41, 43, 47,
       49, 50 skip cells, 28 and 52 (the 832 x 448 grid) and 44 none;
     * ``"cpu"``: the correctly rounded float32 ``i / side`` of the CPU; e.g. side 22 (row 13), 44
       (rows 13, 26; a 1280 x 720 video), 23, 29, 37, 38, 41, 46, 47, 54, 56;
-    * ``"exact"``: every cell starts its own track.
+    * ``"exact"``: every cell starts its own track;
+    * ``"device"``: ``"cpu"`` here; :func:`compat_trajectories` resolves it by the features' device, so the
+      refiner matches the authors' code run on the same device.
     """
-    if arithmetic not in START_ARITHMETIC:
-        raise InputError(f"Unknown start-cell arithmetic {arithmetic!r}.", f"Use one of {', '.join(START_ARITHMETIC)}.")
+    arithmetic = resolve_start_arithmetic(arithmetic, "cpu")
     i = torch.arange(int(side), dtype=torch.int64)
     if arithmetic == "exact" or side < 1:
         return i
@@ -205,21 +216,21 @@ def compat_start_index(side: int, arithmetic: str = "cuda") -> torch.Tensor:
     return (frac * side32).to(torch.int64)  # float32 product, truncated like int()
 
 
-def compat_start_cells(h: int, w: int, arithmetic: str = "cuda", device=None) -> torch.Tensor:
+def compat_start_cells(h: int, w: int, arithmetic: str = "cpu", device=None) -> torch.Tensor:
     """``[h*w]`` flat start cell of every track slot (slots in raster order), see :func:`compat_start_index`."""
     rows = compat_start_index(h, arithmetic)
     cols = compat_start_index(w, arithmetic)
     return (rows[:, None] * w + cols[None, :]).reshape(-1).to(device)
 
 
-def compat_trajectories(features: torch.Tensor, dtype=torch.float32, start: str = "cuda") -> torch.Tensor:
+def compat_trajectories(features: torch.Tensor, dtype=torch.float32, start: str = "device") -> torch.Tensor:
     """Authors' tracking (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published): cell index per frame ``[T, h*w]`` of the track slots of frame 0
     (start cells per :func:`compat_start_cells`, static first hop, frame-0 aux term, global argmax)."""
     T, h, w, C = features.shape
     n = h * w
     fn = _normalise(features, dtype).reshape(T, n, C)
     pos = torch.empty(T, n, dtype=torch.long, device=features.device)
-    pos[0] = compat_start_cells(h, w, start, features.device)
+    pos[0] = compat_start_cells(h, w, resolve_start_arithmetic(start, features.device), features.device)
     if T >= 2:
         pos[1] = pos[0]  # t = 0: weight 0 on frame 1, argmax of frame-0 self-similarity = p_0
     for t in range(1, T - 1):
@@ -230,7 +241,7 @@ def compat_trajectories(features: torch.Tensor, dtype=torch.float32, start: str 
 
 
 def cbr_refine_compat(labels: torch.Tensor, features: torch.Tensor, jump_threshold: int = 1,
-                      signed: bool = True, dtype=torch.float32, start: str = "cuda") -> torch.Tensor:
+                      signed: bool = True, dtype=torch.float32, start: str = "device") -> torch.Tensor:
     """The authors' CBR (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published), exactly: see the module docstring.  ``start``: the arithmetic of
     their start cells (:func:`compat_start_index`; ``"exact"``: every cell starts one track)."""
     _check(labels, features)

@@ -53,12 +53,12 @@ class CBRRefiner(Refiner):
     radius ``radius_sq`` cells (2 = 3x3, the authors' 1-cell threshold).
     ``compat=True``: the authors' published variant, bugs included (docs/design/authors_code.md#correspondence-based-refinement-cbr-as-published);
     ``signed=False`` there fixes only the signed jump test (bug #3); ``start`` is the arithmetic of their
-    start cells (:func:`~vidseg_core.cbr.compat_start_index`: "cuda", the default, as their GPU runs;
-    "cpu"; "exact" = every cell starts a track).
+    start cells (:func:`~vidseg_core.cbr.compat_start_index`: "device", the default, as their code on the
+    device the tracking runs on; "cuda", as their GPU runs; "cpu"; "exact" = every cell starts a track).
     """
 
     def __init__(self, compat: bool = False, radius_sq: Optional[float] = 2, jump_threshold: int = 1,
-                 signed: bool = True, dtype: torch.dtype = torch.float32, start: str = "cuda"):
+                 signed: bool = True, dtype: torch.dtype = torch.float32, start: str = "device"):
         if start not in cbr.START_ARITHMETIC:
             raise InputError(f"Unknown start-cell arithmetic {start!r}.",
                              f"Use one of {', '.join(cbr.START_ARITHMETIC)}.")
