@@ -4,7 +4,7 @@
 (:mod:`.cross_attention`, each pixel's scores sum to one over the words) of every cell of each label's
 coarse mask at the feature grid.  At the end a label's score for word ``w`` is the mean of ``A(., w)``
 over its cells in every frame; its name is the best word, kept only when that score reaches the threshold
-(default: twice the chance level ``1/W``); a label below it stays unnamed.  A reference mask's names are
+(default: twice the chance level ``1/W``, or halfway from chance to certainty where that is lower); a label below it stays unnamed.  A reference mask's names are
 never replaced (:func:`apply_names` reports the words but keeps the names).
 """
 from __future__ import annotations
@@ -23,7 +23,9 @@ DEFAULT_CHANCE_MULTIPLE = 2.0
 
 
 def default_threshold(num_words: int) -> float:
-    return min(1.0, DEFAULT_CHANCE_MULTIPLE / max(1, num_words))
+    """Twice the chance level ``1/W``, or halfway from chance to certainty where that is lower (W = 2)."""
+    chance = 1.0 / max(1, num_words)
+    return min(DEFAULT_CHANCE_MULTIPLE * chance, (1.0 + chance) / 2)
 
 
 def check_threshold(value: Optional[float]) -> Optional[float]:
