@@ -145,6 +145,20 @@ def test_svd_without_a_namer_is_refused():
                         naming=NamingSettings("sky, water", namer=build_tiny_svd()))
 
 
+def test_svd_named_by_an_sd21_namer_reads_the_same_maps_as_sd21_itself():
+    from vidseg_core.backbones.svd import build_tiny_svd
+
+    frames = _frames()
+    settings = SegmentSettings(num_clusters=2, mode="fast", batch_size=T)
+    own = NamingSegmenter(build_tiny_sd(), settings, naming=NamingSettings("sky, water"))
+    own._features(frames)
+    svd = NamingSegmenter(build_tiny_svd(), settings, naming=NamingSettings("sky, water", namer=build_tiny_sd()))
+    svd._features(frames)
+    assert svd._pending.shape == own._pending.shape
+    assert torch.allclose(svd._pending, own._pending, atol=1e-5)  # the namer's own pass, ended after block 7
+    assert svd.naming_seconds["namer_pass"] > 0
+
+
 # ------------------------------------------------------------------ command line
 def _frame_folder(folder):
     folder.mkdir(parents=True)
