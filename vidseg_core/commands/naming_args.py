@@ -6,7 +6,7 @@ import sys
 from ..errors import InputError
 
 
-def add_naming_arguments(p) -> None:
+def add_naming_arguments(p, select: bool = True) -> None:
     p.add_argument("--vocabulary", default=None, metavar="WORDS|FILE|LIST",
                    help="name the regions with these words: 'sky, water, person', a text file (one word a line) "
                         "or a shipped list (vspw, ade20k, everyday); SD 2.1 only, or SVD with --namer")
@@ -17,6 +17,8 @@ def add_naming_arguments(p) -> None:
                         "SD 2.1 diffusers model (needed with single .safetensors files)")
     p.add_argument("--namer", default=None, metavar="MODEL",
                    help="SD 2.1 checkpoint that names the regions when --model is SVD (SVD has no text encoder)")
+    if not select:
+        return
     p.add_argument("--select", default=None, metavar="NAMES",
                    help="also write selection/<frame>.png: white where the label is one of these names or values "
                         "(e.g. 'sky, water' or '3')")
