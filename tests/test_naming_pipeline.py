@@ -209,3 +209,14 @@ def test_cli_refuses_svd_naming_and_options_without_vocabulary(tmp_path, capsys)
     assert "without --vocabulary" in capsys.readouterr().err
     assert main(base + ["--model", "tiny-sd", "--vocabulary", "sky"]) == 2
     assert "at least two" in capsys.readouterr().err
+
+
+def test_naming_benchmark_counts_on_the_real_architecture():
+    from benchmarks import naming as bench
+
+    lines = []
+    r = bench.flops(words=10, T=2, H=64, W=128, log=lines.append)
+    assert r["naming_gflop_per_frame"] > 0 and r["feature_tflop_per_frame"] > 0
+    # SD 2.1 at 64x128: latent 8x16; blocks 3-5 at 2x4 x 1280 channels, blocks 6-7 at 4x8 x 640; fp16
+    assert r["query_bytes_per_frame"] == (3 * 8 * 1280 + 2 * 32 * 640) * 2
+    assert any("% of the feature pass" in line for line in lines)
