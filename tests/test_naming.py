@@ -65,6 +65,22 @@ def test_encode_vocabulary_means_the_phrase_tokens_without_start_end_or_padding(
     assert torch.allclose(emb[1], water, atol=1e-5)
 
 
+def test_a_host_encoder_reads_the_phrases_and_entries_average_them():
+    from vidseg_core.naming.text import vocabulary_embeddings
+
+    seen = []
+
+    def encoder(phrases):
+        seen.extend(phrases)
+        return torch.tensor([[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]])
+
+    emb = vocabulary_embeddings(None, load_vocabulary(["sky", "water: sea | lake"]), encoder=encoder)
+    assert seen == ["sky", "sea", "lake"]
+    assert emb.tolist() == [[1.0, 0.0], [2.0, 3.0]]
+    with pytest.raises(InputError, match="one embedding row per phrase"):
+        vocabulary_embeddings(None, load_vocabulary("sky, sea"), encoder=lambda p: torch.zeros(1, 2))
+
+
 # ------------------------------------------------------------------ per-pixel normalisation
 def test_word_probabilities_match_hand_computed_softmax_over_words():
     # one layer at the feature grid (block 6: latent / 2), 2 heads of width 1, 2 tokens (grid 1x2), 2 words

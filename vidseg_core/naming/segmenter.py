@@ -39,6 +39,9 @@ class NamingSettings:
     tokenizer: Optional[str] = None
     #: the SD 2.1 backbone naming the regions (None: the segmenting backbone, which must be SD 2.1)
     namer: object = None
+    #: ``phrases -> [P, C]`` embeddings from the host's own copy of the checkpoint's text encoder (ComfyUI's
+    #: CLIP, :data:`~.text.PhraseEncoder`); None: the namer's text tower and tokenizer
+    encoder: object = None
 
 
 def resolve_namer(backbone, namer=None):
@@ -64,6 +67,7 @@ class NamingSegmenter(VideoSegmenter):
         self.threshold = check_threshold(naming.threshold)
         self.namer = resolve_namer(backbone, naming.namer)
         self.tokenizer = naming.tokenizer
+        self.encoder = naming.encoder
         self.scores = NameScores(self.vocabulary)
         self.layers = naming_layers(self.namer.config)
         self._keys = None
@@ -76,7 +80,7 @@ class NamingSegmenter(VideoSegmenter):
     def _vocabulary_keys(self):
         if self._keys is None:
             t = time.perf_counter()
-            emb = vocabulary_embeddings(self.namer, self.vocabulary, self.tokenizer)
+            emb = vocabulary_embeddings(self.namer, self.vocabulary, self.tokenizer, self.encoder)
             self._keys = vocabulary_keys(self.namer, self.layers, emb)
             self.naming_seconds["text"] += time.perf_counter() - t
         return self._keys

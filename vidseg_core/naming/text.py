@@ -68,14 +68,25 @@ def phrase_token_ids(word_ids: WordIds, phrase: str) -> List[int]:
     return ids[:MAX_PHRASE_TOKENS]
 
 
+#: phrases -> their embeddings ``[P, C]`` (each the mean of the phrase's own token states): how a host
+#: with its own text encoder (ComfyUI's CLIP) reads the vocabulary
+PhraseEncoder = Callable[[List[str]], torch.Tensor]
+
+
+def entry_means(vocabulary: Vocabulary, per_phrase: torch.Tensor) -> torch.Tensor:
+    """``[W, C]``: each entry's mean over its phrases' rows of ``per_phrase`` (phrases in vocabulary order)."""
+    owner = [i for i, e in enumerate(vocabulary.entries) for _ in e.phrases]
+    if per_phrase.shape[0] != len(owner):
+        raise ValueError(f"{per_phrase.shape[0]} phrase embeddings for {len(owner)} phrases")
+    index = torch.tensor(owner)
+    out = torch.zeros(len(vocabulary), per_phrase.shape[-1]).index_add_(0, index, per_phrase.float().cpu())
+    return out / torch.bincount(index, minlength=len(vocabulary)).float()[:, None]
+
+
 @torch.inference_mode()
 def encode_vocabulary(text_encoder, word_ids: WordIds, vocabulary: Vocabulary, chunk: int = 32) -> torch.Tensor:
     """Entry embeddings ``[W, C]`` float32 on the CPU (see the module docstring)."""
-    phrases, owner = [], []
-    for i, e in enumerate(vocabulary.entries):
-        for p in e.phrases:
-            phrases.append(phrase_token_ids(word_ids, p))
-            owner.append(i)
+    phrases = [phrase_token_ids(word_ids, p) for e in vocabulary.entries for p in e.phrases]
     param = next(text_encoder.parameters())
     rows = []
     for a in range(0, len(phrases), chunk):
@@ -88,17 +99,20 @@ def encode_vocabulary(text_encoder, word_ids: WordIds, vocabulary: Vocabulary, c
         hidden = text_encoder(input_ids=ids.to(param.device)).last_hidden_state.float().cpu()
         for j, toks in enumerate(part):
             rows.append(hidden[j, 1:1 + len(toks)].mean(0))
-    per_phrase = torch.stack(rows)
-    out = torch.zeros(len(vocabulary), per_phrase.shape[-1])
-    count = torch.zeros(len(vocabulary))
-    index = torch.tensor(owner)
-    out.index_add_(0, index, per_phrase)
-    count.index_add_(0, index, torch.ones(len(owner)))
-    return out / count[:, None]
+    return entry_means(vocabulary, torch.stack(rows))
 
 
-def vocabulary_embeddings(backbone, vocabulary: Vocabulary, tokenizer: Optional[str] = None) -> torch.Tensor:
-    """``[W, C]``: the vocabulary read by ``backbone``'s own text tower (loaded for this, then dropped)."""
+def vocabulary_embeddings(backbone, vocabulary: Vocabulary, tokenizer: Optional[str] = None,
+                          encoder: Optional[PhraseEncoder] = None) -> torch.Tensor:
+    """``[W, C]``: the vocabulary read by ``encoder`` when given, else by ``backbone``'s own text tower (loaded
+    for this, then dropped)."""
+    if encoder is not None:
+        phrases = [p for e in vocabulary.entries for p in e.phrases]
+        out = torch.as_tensor(encoder(phrases))
+        if out.ndim != 2 or out.shape[0] != len(phrases):
+            raise InputError(f"The text encoder gave {tuple(out.shape)} for {len(phrases)} phrases.",
+                             "Return one embedding row per phrase.")
+        return entry_means(vocabulary, out)
     if getattr(backbone, "family", None) != "sd":
         raise InputError(f"{backbone.name} has no text encoder to read words with.",
                          "Name the regions with an SD 2.1 checkpoint (the namer).")
