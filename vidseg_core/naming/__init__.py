@@ -1,4 +1,4 @@
-"""Naming the regions with words: SD 2.1's own text encoder and decoder cross-attention (docs/_incoming/i28.md).
+"""Naming the regions with words: SD 2.1's own text encoder and decoder cross-attention.
 
 * :mod:`.vocabulary` — the words (user lists, files, the shipped VSPW / ADE20K / everyday lists);
 * :mod:`.text` — tokenising and encoding them with the checkpoint's own text tower;
