@@ -112,7 +112,7 @@ def test_constructed_names_reach_the_label_table(constructed):
     assert table.name_of(a) == "sky" and table.name_of(b) == "water"
     assert table.entry(a).score > 0.6 and table.entry(b).score > 0.6
     assert seg.naming["applied"] and [n["word"] for n in seg.naming["labels"]] == ["sky", "water"]
-    assert "naming" in seg.summary.seconds
+    assert set(seg.naming["seconds"]) == {"text", "maps", "namer_pass"}
 
 
 def test_reference_names_are_kept_and_words_reported(constructed):
@@ -125,6 +125,26 @@ def test_reference_names_are_kept_and_words_reported(constructed):
     assert [e.name for e in seg.summary.table] == ["swan", "lake"]
     assert seg.naming["applied"] is False
     assert {n["value"]: n["word"] for n in seg.naming["labels"]} == {5: "sky", 9: "water"}
+
+
+def test_quality_mode_keeps_the_first_evaluation_and_reads_the_same_maps_as_fast(constructed):
+    bb, voc, frames, coarse, a, b = constructed
+    fast = _segmenter(bb, voc)
+    fast._features(frames)
+    quality = _segmenter(bb, voc)
+    quality._features(frames, with_reference=True)  # features and modulation reference from one trajectory
+    assert torch.allclose(quality._pending, fast._pending, atol=1e-5)
+
+
+def test_naming_capture_keeps_the_first_queries_of_a_step():
+    from vidseg_core.backbones.attention import HookContext, RowLayout
+
+    layer = naming_layers(build_tiny_sd().config)[0]
+    cap = NamingCapture([layer], 24, torch.float32, "cpu")
+    ctx = HookContext(24, RowLayout(1, 1, 1), (1, 1))
+    cap.on_qk(layer, torch.ones(1, 1, 2), None, ctx)
+    cap.on_qk(layer, torch.zeros(1, 1, 2), None, ctx)
+    assert cap.queries()[layer].tolist() == [[[1.0, 1.0]]]
 
 
 def test_query_bytes_per_frame_of_tiny_sd():

@@ -124,6 +124,9 @@ class NamingSegmenter(VideoSegmenter):
     def run(self, read, num_frames, frame_size, skip_upsample=None):
         for res in super().run(read, num_frames, frame_size, skip_upsample):
             scores = self._pending[res.batch.write_offset:]
+            if scores.shape[0] != res.coarse.shape[0]:
+                raise RuntimeError(f"naming lost track of the batches: {scores.shape[0]} frames of word scores "
+                                   f"for the {res.coarse.shape[0]} new frames of batch {res.batch.index}")
             coarse = res.coarse.to(scores.device)
             if tuple(scores.shape[1:3]) != tuple(coarse.shape[1:]):  # a namer on another grid
                 scores = torch.nn.functional.interpolate(scores.permute(0, 3, 1, 2), size=tuple(coarse.shape[1:]),
@@ -135,7 +138,6 @@ class NamingSegmenter(VideoSegmenter):
         table = self.summary.table
         self.summary.table = apply_names(table, names)
         self.naming = self.report(names, table.kind != "cluster")
-        self.summary.seconds["naming"] = sum(self.naming_seconds.values())
 
     def report(self, names, reference: bool) -> dict:
         thr = default_threshold(len(self.vocabulary)) if self.threshold is None else self.threshold
@@ -144,4 +146,5 @@ class NamingSegmenter(VideoSegmenter):
                 "applied": not reference,
                 "note": "a reference mask names the labels: the words are reported, not applied" if reference else "",
                 "labels": [n.to_dict() for n in names.values()],
+                # spent inside the feature stage (summary seconds["features"] includes them)
                 "seconds": {k: round(v, 3) for k, v in self.naming_seconds.items()}}
