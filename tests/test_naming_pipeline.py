@@ -240,3 +240,15 @@ def test_naming_benchmark_counts_on_the_real_architecture():
     # SD 2.1 at 64x128: latent 8x16; blocks 3-5 at 2x4 x 1280 channels, blocks 6-7 at 4x8 x 640; fp16
     assert r["query_bytes_per_frame"] == (3 * 8 * 1280 + 2 * 32 * 640) * 2
     assert any("% of the feature pass" in line for line in lines)
+
+
+def test_cli_namer_option_loads_an_sd21_namer_for_svd():
+    import argparse
+
+    from vidseg_core.backbones.svd import build_tiny_svd
+    from vidseg_core.commands.naming_args import load_namer, naming_settings
+
+    args = argparse.Namespace(vocabulary="everyday", name_threshold=None, tokenizer=None, namer="tiny-sd",
+                              device="cpu", precision="fp32")
+    naming = load_namer(args, naming_settings(args), build_tiny_svd())
+    assert naming.namer.family == "sd" and len(naming.vocabulary) == 40
