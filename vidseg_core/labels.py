@@ -102,6 +102,8 @@ class LabelEntry:
     value: int
     name: str
     color: Tuple[int, int, int]
+    #: how well the name fits when a vocabulary named the label (:mod:`vidseg_core.naming`); None otherwise
+    score: Optional[float] = None
 
 
 @dataclass
@@ -153,11 +155,13 @@ class LabelTable:
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "entries": [
-            {"index": e.index, "value": e.value, "name": e.name, "color": list(e.color)} for e in self.entries]}
+            {"index": e.index, "value": e.value, "name": e.name, "color": list(e.color)}
+            | ({} if e.score is None else {"score": round(float(e.score), 6)}) for e in self.entries]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LabelTable":
-        return cls([LabelEntry(int(e["index"]), int(e["value"]), str(e["name"]), tuple(int(c) for c in e["color"]))
+        return cls([LabelEntry(int(e["index"]), int(e["value"]), str(e["name"]), tuple(int(c) for c in e["color"]),
+                               None if e.get("score") is None else float(e["score"]))
                     for e in d["entries"]], d.get("kind", "label"))
 
 

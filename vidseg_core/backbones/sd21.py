@@ -31,7 +31,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -154,6 +154,13 @@ class SD21Backbone(Backbone):
     """Stable Diffusion 2.1 (512-base eps or 768-v) with the authors' sampler settings."""
 
     family = "sd"
+    #: builds the checkpoint's own text tower again on demand, ``() -> CLIPTextModel`` (float32, CPU), for
+    #: naming regions (:mod:`vidseg_core.naming`); None where the loader cannot (set by the loaders)
+    text_encoder_loader: Optional[Callable[[], Any]] = None
+    #: folder of the checkpoint's own tokenizer (``vocab.json`` + ``merges.txt``), where it ships one
+    tokenizer_dir: Optional[Path] = None
+    #: ``phrase -> token ids`` used instead of a tokenizer folder (the tiny test model's :func:`tiny_word_ids`)
+    word_ids: Optional[Callable[[str], List[int]]] = None
 
     def __init__(self, name: str, config: SD21Config, unet, vae, device: torch.device, dtype: torch.dtype,
                  empty_embedding: torch.Tensor):
@@ -258,11 +265,22 @@ def build_tiny_sd_parts(seed: int = 0):
     return unet.eval(), vae.eval(), te.eval()
 
 
+def tiny_word_ids(phrase: str) -> List[int]:
+    """Token ids of the tiny test model: one id per whitespace-separated word, from a CRC-32 of the lower-cased
+    word (1..49000: never the start / end ids).  The tiny text tower is random, so any fixed map serves."""
+    import zlib
+
+    return [1 + zlib.crc32(w.encode("utf-8")) % 49000 for w in str(phrase).lower().split()]
+
+
 def build_tiny_sd(device="cpu", dtype=torch.float32, config: Optional[SD21Config] = None,
                   seed: int = 0) -> SD21Backbone:
     """The tiny SD 2.1 twin ("tiny-sd") for tests: random from ``seed``, nothing downloaded."""
     unet, vae, te = build_tiny_sd_parts(seed)
     cfg = config if config is not None else SD21Config()
     emb = empty_prompt_embedding(te)
-    return SD21Backbone("tiny-sd", _config_with(cfg, cfg.prediction_type), unet, vae, torch.device("cpu"),
-                        torch.float32, emb).to(device, dtype)
+    bb = SD21Backbone("tiny-sd", _config_with(cfg, cfg.prediction_type), unet, vae, torch.device("cpu"),
+                      torch.float32, emb).to(device, dtype)
+    bb.text_encoder_loader = lambda: te  # tiny: kept (a few hundred kB)
+    bb.word_ids = tiny_word_ids
+    return bb

@@ -9,6 +9,7 @@ with ``from_pretrained(..., local_files_only=True)`` (docs/design/backbones.md#o
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -194,7 +195,34 @@ def load_sd21_single_file(path, device, dtype, prediction_type: Optional[str] = 
     vae = _from_single_file(AutoencoderKL, state, "vae", vae_over, vae_dtype, path.name)
     emb = _embedding_from_open_clip(state, text_cfg, path.name)
     del state
-    return SD21Backbone(path.name, cfg, unet, vae, torch.device("cpu"), dtype, emb).to(device, dtype)
+    bb = SD21Backbone(path.name, cfg, unet, vae, torch.device("cpu"), dtype, emb).to(device, dtype)
+    bb.text_encoder_loader = functools.partial(load_text_encoder_single_file, path, text_cfg)
+    return bb
+
+
+def load_text_encoder_single_file(path, text_config_dict: dict):
+    """The text tower of an original-layout SD 2.1 file, read again (safetensors: its text keys alone)."""
+    from transformers import CLIPTextConfig
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                state = {k: f.get_tensor(k) for k in f.keys() if k.startswith(LDM_TEXT_PREFIX)}
+        except Exception as exc:
+            raise ModelLoadError(f"Cannot read the text encoder of {path.name}: {exc}.",
+                                 "Download the checkpoint again.") from exc
+    else:
+        from .loading import load_state_dict
+
+        state = {k: v for k, v in load_state_dict(path).items() if k.startswith(LDM_TEXT_PREFIX)}
+    cfg = CLIPTextConfig(**text_config_dict)
+    if _count_resblocks(state) == 0:
+        raise ModelLoadError(f"{path.name} has no OpenCLIP text encoder ({LDM_TEXT_PREFIX}transformer.resblocks.*).",
+                             "Use a full SD 2.1 checkpoint (with text encoder), not a UNet-only file.")
+    return _text_encoder_from_state(cfg, open_clip_text_to_clip(state, cfg.num_hidden_layers))
 
 
 # ------------------------------------------------------------------ diffusers folders
@@ -252,5 +280,23 @@ def load_sd21_diffusers(folder, device, dtype, prediction_type: Optional[str] = 
                              "Use a consistent SD 2.1 folder.")
     emb = empty_prompt_embedding(te.eval())
     del te
-    return SD21Backbone(folder.name, cfg, unet.eval(), vae.eval(), torch.device("cpu"), dtype,
-                        emb).to(device, dtype)
+    bb = SD21Backbone(folder.name, cfg, unet.eval(), vae.eval(), torch.device("cpu"), dtype, emb).to(device, dtype)
+    bb.text_encoder_loader = functools.partial(_folder_text_encoder, folder)
+    if (folder / "tokenizer" / "vocab.json").is_file() and (folder / "tokenizer" / "merges.txt").is_file():
+        bb.tokenizer_dir = folder / "tokenizer"
+    return bb
+
+
+def _folder_text_encoder(folder: Path):
+    """The text tower of a diffusers folder, loaded again (float32, CPU)."""
+    from transformers import CLIPTextModel
+
+    from .loading import weights_variant
+
+    try:
+        te = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True, torch_dtype=torch.float32,
+                                           variant=weights_variant(folder / "text_encoder", "model"))
+    except Exception as exc:
+        raise ModelLoadError(f"Cannot load the text encoder of {folder.name}: {type(exc).__name__}: {exc}",
+                             "Copy the complete model folder again from its source.") from exc
+    return te.eval()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from ._common import add_frame_arguments, add_model_arguments
+from .naming_args import add_naming_arguments, naming_settings
 from .segment import add_method_arguments, settings_from_args
 
 HELP = "segment a whole dataset (DAVIS, VSPW, folders) per the paper's protocol, resumable, sharded or on Ray; scores"
@@ -46,6 +47,7 @@ def add_arguments(p) -> None:
                         "Ray; the output folder must be on a file system every node sees")
     add_model_arguments(p)
     add_method_arguments(p)
+    add_naming_arguments(p, select=False)  # names against the classes' names: "name_acc" (VSPW)
     add_frame_arguments(p)
     p.add_argument("--metrics", default=None,
                    help=f"comma-separated subset of {','.join(METRICS)} (default: jf for DAVIS, miou,vc8,vc16 for "
@@ -65,7 +67,8 @@ def run(args) -> int:
 
     config = JobConfig(out=args.out, model=args.model, device=args.device, precision=args.precision,
                        prediction_type=args.prediction_type, settings=settings_from_args(args),
-                       frames=args.frames, stride=args.stride, max_side=args.max_side)
+                       frames=args.frames, stride=args.stride, max_side=args.max_side,
+                       naming=naming_settings(args), namer=args.namer)
     run_ = DatasetRun(root=args.root, layout=args.layout, out=args.out, config=config, split=args.split,
                       resolution=args.resolution, annotations=args.annotations, videos=args.videos, shard=args.shard,
                       engine=args.engine, workers=args.workers, ray_address=args.ray_address, metrics=args.metrics,

@@ -11,11 +11,12 @@ import torch
 
 from ..errors import InputError
 from ._common import add_input_arguments, add_model_arguments, load_model, open_source, peak_rss_mb
+from .naming_args import add_naming_arguments, load_namer, make_segmenter, naming_settings, write_selection
 
 HELP = "segment a video: label PNGs per frame, an overlay video and summary.json in --out DIR"
 
 #: what segment writes into DIR (and the only things --overwrite replaces)
-OUTPUTS = ("labels", "overlay.mp4", "overlay.gif", "summary.json")
+OUTPUTS = ("labels", "overlay.mp4", "overlay.gif", "summary.json", "selection")
 
 
 def add_arguments(p) -> None:
@@ -27,6 +28,7 @@ def add_arguments(p) -> None:
     p.add_argument("--reference-frame", type=int, default=0,
                    help="index (among the selected frames) of the frame the reference mask belongs to (default 0)")
     add_method_arguments(p)
+    add_naming_arguments(p)
     p.add_argument("--fps", type=float, default=12.0, help="frame rate of the overlay video")
     p.add_argument("--no-overlay", action="store_true", help="do not write the overlay video")
     p.add_argument("--overwrite", action="store_true", help="replace VidSeg outputs already in DIR")
@@ -140,6 +142,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     source = open_source(args)
     settings, lost_at_max_side = segment_settings(args, source)
+    args._naming = naming_settings(args)
     check_model_options(args)
     folder = OutputFolder.open(out, "segment", OUTPUTS, inputs=input_paths(args), overwrite=args.overwrite)
     key = resume_key(args, source)
@@ -151,6 +154,7 @@ def run(args) -> int:
               (f"its {len(keep)} complete label maps are reused (same settings)" if keep else "they are replaced"),
               file=sys.stderr)
     backbone = load_model(args)
+    load_namer(args, args._naming, backbone)
     t_load = time.perf_counter() - t0
     names = source.names
     folder.start({"args": {k: v for k, v in vars(args).items() if not k.startswith("_")}, "resume_key": key},
@@ -165,6 +169,16 @@ def run(args) -> int:
         raise
     finally:
         bar.close()
+    if args.select is not None:
+        from ..labels import LabelTable
+
+        folder.claim(["selection/"])
+        try:  # names are known only now: an unknown one leaves the finished label maps and summary in place
+            summary["selection"] = {"select": args.select, "values": write_selection(
+                args, folder, names, LabelTable.from_dict(summary["label_table"]))}
+        except InputError as exc:
+            summary["selection"] = {"select": args.select, "error": str(exc)}
+            print(f"error: --select: {exc}", file=sys.stderr)
     summary["lost_at_max_side"] = lost_at_max_side
     summary["lost_labels"] = sorted(set(summary.get("lost_labels") or []) | set(lost_at_max_side))
     summary["seconds"]["load"] = round(t_load, 3)
@@ -173,6 +187,8 @@ def run(args) -> int:
     with folder.writing("summary.json") as path:
         path.write_text(json.dumps(summary, indent=2))
     folder.finish()
+    if "error" in summary.get("selection", {}):
+        return 2
     print(f"segmented {len(source)} frames with {backbone.name} ({args.mode}) in {summary['seconds']['total']:.1f} s; "
           f"{len(summary['label_table']['entries'])} labels; wrote {out}")
     return 0
@@ -183,9 +199,8 @@ def _segment(args, source, backbone, settings, folder, bar):
     computed (:class:`~vidseg_core.background_writer.BackgroundWriter`; ``--serial-writes``: in turn)."""
     from ..background_writer import BackgroundWriter
     from ..label_io import OverlayVideoWriter
-    from ..pipeline import VideoSegmenter
 
-    seg = VideoSegmenter(backbone, settings, bar)
+    seg = make_segmenter(backbone, settings, bar, getattr(args, "_naming", None))
     names = source.names
     video = None if args.no_overlay else OverlayVideoWriter(
         folder.path / "overlay", args.fps, on_create=lambda p: folder.claim([p.name]),
@@ -209,6 +224,8 @@ def _segment(args, source, backbone, settings, folder, bar):
         with folder.writing("overlay"):
             overlay_path = video.close()
     summary = seg.summary.to_dict()
+    if getattr(seg, "naming", None) is not None:
+        summary["naming"] = seg.naming
     summary["seconds"]["write"] = round(writer.busy_seconds, 3)  # overlapped with the next batch's work
     summary["seconds"]["write_wait"] = round(writer.wait_seconds, 3)  # the part the computation waited for
     h, w = source.source_size

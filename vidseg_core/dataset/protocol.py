@@ -45,6 +45,10 @@ class JobConfig:
     gt_transform: str = "none"
     #: torch threads of the worker (None = leave as is)
     threads: Optional[int] = None
+    #: naming the regions (a :class:`~vidseg_core.naming.segmenter.NamingSettings` without its namer), or None
+    naming: object = None
+    #: the SD 2.1 checkpoint naming an SVD model's regions
+    namer: Optional[str] = None
 
     def model_args(self):
         """An argparse-like namespace for :func:`~vidseg_core.commands._common.load_model` / ``open_source``."""
@@ -100,15 +104,16 @@ def load_video_reference(path: str, source, gt_transform: str):
     return reference_at_working_size(ref, source.frame_size)
 
 
-def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFolder) -> dict:
-    """Segment ``video`` into ``partial/<video>``, verify and commit it; return its record."""
+def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFolder, naming=None) -> dict:
+    """Segment ``video`` into ``partial/<video>``, verify and commit it; return its record.  ``naming``: the
+    worker's naming settings with their namer (None: ``config.naming``)."""
     import torch
 
     from ..background_writer import BackgroundWriter
     from ..commands._common import open_source
     from ..commands.segment import labels_at_size
+    from ..commands.naming_args import make_segmenter
     from ..label_io import save_label_png
-    from ..pipeline import VideoSegmenter
 
     t0 = time.perf_counter()
     part = folder.reset(video.name)
@@ -118,7 +123,7 @@ def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFol
         reference, at_max_side = (None, []) if ref_path is None else \
             load_video_reference(ref_path, source, config.gt_transform)
         settings = dataclasses.replace(config.settings, reference=reference, reference_frame=ref_index)
-        seg = VideoSegmenter(backbone, settings)
+        seg = make_segmenter(backbone, settings, None, naming if naming is not None else config.naming)
         size = tuple(source.source_size)
 
         def write(res):  # on the writer thread, while the next batch is computed
@@ -141,6 +146,8 @@ def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFol
         "stage_seconds": summary["seconds"], "peak_memory_mb": summary["peak_memory_mb"],
         "device": str(backbone.device), "torch_threads": torch.get_num_threads(), "input_fingerprint": fingerprint,
     }
+    if getattr(seg, "naming", None) is not None:
+        record["naming"] = seg.naming
     folder.commit(video.name, record, size)
     return record
 
@@ -160,6 +167,15 @@ class VideoWorker:
         self.config = config
         self.folder = RunFolder(config.out)
         self.backbone = load_model(config.model_args())
+        self.naming = None
+        if config.naming is not None:  # this worker's copy of the naming settings, with its namer
+            import argparse
+
+            from ..commands.naming_args import load_namer
+
+            self.naming = dataclasses.replace(config.naming)
+            load_namer(argparse.Namespace(namer=config.namer, device=config.device, precision=config.precision),
+                       self.naming, self.backbone)
         self.pid = os.getpid()
         self.videos_run = 0
 
@@ -167,7 +183,7 @@ class VideoWorker:
         """The video's record; a failure is recorded (``status: failed``) instead of raised."""
         self.videos_run += 1
         try:
-            rec = segment_video_into(self.backbone, video, self.config, self.folder)
+            rec = segment_video_into(self.backbone, video, self.config, self.folder, self.naming)
         except Exception as exc:  # one bad video (corrupt frame, missing mask, out of memory) must not stop the run
             msg = f"{type(exc).__name__}: {exc}"
             rec = self.folder.record_failure(video.name, msg)

@@ -42,6 +42,8 @@ def metric_columns(metrics) -> List[str]:
     if "miou" in metrics:
         cols += ["mIoU", "pixel_acc"]
     cols += [VC[m][0] for m in metrics if m in VC]
+    if "names" in metrics:  # naming: predicted names against the classes' names (vidseg_core.naming.dataset_names)
+        cols += ["name_acc"]
     return cols
 
 
@@ -142,6 +144,10 @@ def score_run(dataset: Dataset, folder: RunFolder, names: List[str], metrics=Non
     failed: Dict[str, str] = {}
     pending: List[str] = []
     frames = scored = frames_scored = 0
+    from ..naming.dataset_names import class_names, name_hits
+
+    classes = class_names(dataset.layout)
+    named = [0, 0]  # labels named right, labels with a class
     for n in names:
         rec = folder.done_record(n)
         if rec is None:
@@ -154,6 +160,10 @@ def score_run(dataset: Dataset, folder: RunFolder, names: List[str], metrics=Non
             continue
         entry = {"status": "done", "frames": rec["frames"], "seconds": rec["seconds"]}
         frames += rec["frames"]
+        if classes is not None and rec.get("naming"):
+            right, total = name_hits(rec, classes)
+            named = [named[0] + right, named[1] + total]
+            entry["name_acc"] = right / total if total else None
         v = by_name[n]
         if v.annotations:
             try:
@@ -175,6 +185,8 @@ def score_run(dataset: Dataset, folder: RunFolder, names: List[str], metrics=Non
                "frames": frames, "frames_scored": frames_scored, "metrics": list(metrics)}
     if scored:
         summary.update(whole.figures())
+    if named[1]:
+        summary.update(metrics=list(metrics) + ["names"], name_acc=named[0] / named[1], name_labels=named[1])
     if "miou" in metrics:
         summary["num_classes"] = num_classes
     return {"dataset": summary, "videos": videos, "failed": failed, "pending": pending}
@@ -204,7 +216,7 @@ def _cell(x) -> str:
 def format_table(scores: dict) -> str:
     """The printed table: one line per video, the whole set, then the failures."""
     cols = [c for c in metric_columns(scores["dataset"]["metrics"]) if c in ("J&F-Mean", "J-Mean", "F-Mean", "mIoU",
-                                                                             "mVC_8", "mVC_16")]
+                                                                             "mVC_8", "mVC_16", "name_acc")]
     rows = [(n, e) for n, e in scores["videos"].items() if e["status"] == "done"]
     width = max([len("(dataset)")] + [len(n) for n, _ in rows])
     head = f"{'video':<{width}}  {'frames':>6}  {'s':>7}  " + "  ".join(f"{c:>8}" for c in cols)

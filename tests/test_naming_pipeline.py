@@ -1,0 +1,254 @@
+"""Naming inside the pipeline with the tiny backbones: a construction where the answer is known, the names
+in summary.json / selection / the command line, and the refusal on SVD without an SD 2.1 namer."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vidseg_core.__main__ import main
+from vidseg_core.backbones.sd21 import build_tiny_sd
+from vidseg_core.errors import InputError
+from vidseg_core.features import evaluate_feature_step, prepare_batch
+from vidseg_core.metrics.io import read_label_png
+from vidseg_core.naming.capture import NamingCapture, naming_layers, query_bytes_per_frame
+from vidseg_core.naming.cross_attention import layer_grid
+from vidseg_core.naming.segmenter import NamingSegmenter, NamingSettings
+from vidseg_core.naming.text import vocabulary_embeddings
+from vidseg_core.naming.vocabulary import load_vocabulary
+from vidseg_core.pipeline import SegmentSettings, VideoSegmenter
+
+H, W, T = 64, 128, 2
+
+
+def _frames():
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 255, (T, H, W, 3)).astype(np.float32) / 255
+    img[:, :, : W // 2] *= 0.25  # left half dark, right half bright
+    return torch.from_numpy(img)
+
+
+def _queries(bb, frames, layers):
+    """The layers' conditional queries at the feature step, on the current weights."""
+    cfg = bb.config
+    inputs = prepare_batch(bb, frames)
+    x = bb.denoise(inputs.x_start[None], inputs.cond, cfg.modulation_step, end_step=cfg.feature_step - 1)
+    cap = NamingCapture(layers, cfg.feature_step, torch.float32, "cpu", stop_when_done=True)
+    evaluate_feature_step(bb, x, inputs.cond, cap)
+    return cap.queries(), inputs.latent_hw
+
+
+def _construct(bb, frames, voc):
+    """Weights under which 'sky' takes the cells of one cluster and 'water' those of the other.
+
+    1. Every naming layer's ``to_v`` is zeroed: its output no longer depends on its keys, so changing
+       ``to_k`` below changes neither the features, nor the clusters, nor any layer's queries.
+    2. The video is segmented (2 clusters, fast): cluster ``a`` and ``b``.
+    3. Each naming layer gets ``to_k = D u^T`` with ``u^T (e_sky - e_water) = 1``: the logit of sky minus
+       water at a pixel is ``scale * q_h . D_h`` per head; ``D_h`` is the a-minus-b mean-query difference
+       made orthogonal to the mid-point of the two means, scaled so mean ``a`` gets +8 and mean ``b`` -8.
+    Returns the coarse labels and ``(a, b)``."""
+    modules = bb.attention_layers()
+    layers = naming_layers(bb.config)
+    with torch.no_grad():
+        for layer in layers:
+            modules[layer].to_v.weight.zero_()
+    seg = VideoSegmenter(bb, SegmentSettings(num_clusters=2, mode="fast", batch_size=T))
+    coarse = torch.cat([r.coarse for r in seg.run(lambda x, y: frames[x:y], T, (H, W))])
+    a, b = seg.summary.table.values
+    emb = vocabulary_embeddings(bb, voc)
+    diff = emb[0] - emb[1]
+    u = diff / diff.dot(diff)
+    queries, latent_hw = _queries(bb, frames, layers)
+    grid = tuple(coarse.shape[1:])
+    for layer in layers:
+        q, m = queries[layer], modules[layer]
+        hl, wl = layer_grid(layer, latent_hw)
+        c = q.shape[-1]
+        q = F.interpolate(q.view(T, hl, wl, c).permute(0, 3, 1, 2), size=grid, mode="nearest").permute(0, 2, 3, 1)
+        q = q.reshape(T, *grid, m.heads, c // m.heads)
+        mean_a, mean_b = q[coarse == a].mean(0), q[coarse == b].mean(0)
+        mid, half = (mean_a + mean_b) / 2, (mean_a - mean_b) / 2
+        d = 2 * half - ((mid * 2 * half).sum(-1, keepdim=True) / (mid * mid).sum(-1, keepdim=True)) * mid
+        d = d * (8.0 / (m.scale * (half * d).sum(-1, keepdim=True)))
+        with torch.no_grad():
+            m.to_k.weight.copy_(d.reshape(c)[:, None] * u[None, :])
+    return coarse, (a, b)
+
+
+@pytest.fixture(scope="module")
+def constructed():
+    bb = build_tiny_sd()
+    voc = load_vocabulary("sky, water")
+    frames = _frames()
+    coarse, (a, b) = _construct(bb, frames, voc)
+    return bb, voc, frames, coarse, a, b
+
+
+def _segmenter(bb, voc, **settings):
+    # threshold 0.6: the construction puts each cluster's mean query at +-8 logits, but single cells spread
+    # around it (and blocks 3-5 are blurred to the grid): the clusters' mean scores are about 0.7
+    return NamingSegmenter(bb, SegmentSettings(num_clusters=2, mode="fast", batch_size=T, **settings),
+                           naming=NamingSettings(voc, threshold=0.6))
+
+
+def test_constructed_word_takes_its_cluster_in_the_maps(constructed):
+    bb, voc, frames, coarse, a, b = constructed
+    seg = _segmenter(bb, voc)
+    seg._features(frames)
+    p = seg._pending  # [T, h, w, 2]
+    assert p[coarse == a][:, 0].mean() > 0.7  # sky on cluster a (bilinear blocks 3-5 blur its border)
+    assert p[coarse == b][:, 1].mean() > 0.7  # water on cluster b
+
+
+def test_constructed_names_reach_the_label_table(constructed):
+    bb, voc, frames, coarse, a, b = constructed
+    seg = _segmenter(bb, voc)
+    again = torch.cat([r.coarse for r in seg.run(lambda x, y: frames[x:y], T, (H, W))])
+    assert torch.equal(again, coarse)  # the keys change nothing but the names
+    table = seg.summary.table
+    assert table.name_of(a) == "sky" and table.name_of(b) == "water"
+    assert table.entry(a).score > 0.6 and table.entry(b).score > 0.6
+    assert seg.naming["applied"] and [n["word"] for n in seg.naming["labels"]] == ["sky", "water"]
+    assert set(seg.naming["seconds"]) == {"text", "maps", "namer_pass"}
+
+
+def test_reference_names_are_kept_and_words_reported(constructed):
+    bb, voc, frames, coarse, a, b = constructed
+    # the reference mask is the clusters themselves at the frames' size: cluster a -> 5, b -> 9
+    up = F.interpolate(coarse[:1, None].float(), size=(H, W), mode="nearest")[0, 0].long().numpy()
+    ref = np.where(up == a, 5, 9)
+    seg = _segmenter(bb, voc, reference=ref, names={5: "swan", 9: "lake"})
+    list(seg.run(lambda x, y: frames[x:y], T, (H, W)))
+    assert [e.name for e in seg.summary.table] == ["swan", "lake"]
+    assert seg.naming["applied"] is False
+    assert {n["value"]: n["word"] for n in seg.naming["labels"]} == {5: "sky", 9: "water"}
+
+
+def test_quality_mode_keeps_the_first_evaluation_and_reads_the_same_maps_as_fast(constructed):
+    bb, voc, frames, coarse, a, b = constructed
+    fast = _segmenter(bb, voc)
+    fast._features(frames)
+    quality = _segmenter(bb, voc)
+    quality._features(frames, with_reference=True)  # features and modulation reference from one trajectory
+    assert torch.allclose(quality._pending, fast._pending, atol=1e-5)
+
+
+def test_naming_capture_keeps_the_first_queries_of_a_step():
+    from vidseg_core.backbones.attention import HookContext, RowLayout
+
+    layer = naming_layers(build_tiny_sd().config)[0]
+    cap = NamingCapture([layer], 24, torch.float32, "cpu")
+    ctx = HookContext(24, RowLayout(1, 1, 1), (1, 1))
+    cap.on_qk(layer, torch.ones(1, 1, 2), None, ctx)
+    cap.on_qk(layer, torch.zeros(1, 1, 2), None, ctx)
+    assert cap.queries()[layer].tolist() == [[[1.0, 1.0]]]
+
+
+def test_query_bytes_per_frame_of_tiny_sd():
+    bb = build_tiny_sd()
+    # 64x128 px -> latent 8x16; blocks 3-5 at 2x4 (64 ch), blocks 6-7 at 4x8 (64 ch); fp16
+    assert query_bytes_per_frame(bb, (64, 128)) == (3 * 8 * 64 + 2 * 32 * 64) * 2
+
+
+# ------------------------------------------------------------------ SVD
+def test_svd_without_a_namer_is_refused():
+    from vidseg_core.backbones.svd import build_tiny_svd
+
+    with pytest.raises(InputError, match="needs a text encoder.*SD 2.1 checkpoint"):
+        NamingSegmenter(build_tiny_svd(), SegmentSettings(num_clusters=2, mode="fast"),
+                        naming=NamingSettings("sky, water"))
+    with pytest.raises(InputError, match="not Stable Diffusion 2.1"):
+        NamingSegmenter(build_tiny_sd(), SegmentSettings(num_clusters=2, mode="fast"),
+                        naming=NamingSettings("sky, water", namer=build_tiny_svd()))
+
+
+def test_svd_named_by_an_sd21_namer_reads_the_same_maps_as_sd21_itself():
+    from vidseg_core.backbones.svd import build_tiny_svd
+
+    frames = _frames()
+    settings = SegmentSettings(num_clusters=2, mode="fast", batch_size=T)
+    own = NamingSegmenter(build_tiny_sd(), settings, naming=NamingSettings("sky, water"))
+    own._features(frames)
+    svd = NamingSegmenter(build_tiny_svd(), settings, naming=NamingSettings("sky, water", namer=build_tiny_sd()))
+    svd._features(frames)
+    assert svd._pending.shape == own._pending.shape
+    assert torch.allclose(svd._pending, own._pending, atol=1e-5)  # the namer's own pass, ended after block 7
+    assert svd.naming_seconds["namer_pass"] > 0
+
+
+# ------------------------------------------------------------------ command line
+def _frame_folder(folder):
+    folder.mkdir(parents=True)
+    for i, f in enumerate((_frames().numpy() * 255).astype(np.uint8)):
+        Image.fromarray(f).save(folder / f"f{i}.png")
+    return folder
+
+
+def test_cli_names_flow_into_summary_and_selection(tmp_path):
+    d = _frame_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    rc = main(["segment", str(d), "--model", "tiny-sd", "--out", str(out), "--mode", "fast", "--clusters", "2",
+               "--batch-size", "2", "--quiet", "--device", "cpu", "--no-overlay", "--vocabulary", "sky, water",
+               "--name-threshold", "0", "--select", "sky"])
+    assert rc == 0
+    s = json.loads((out / "summary.json").read_text())
+    names = {e["value"]: e["name"] for e in s["label_table"]["entries"]}
+    assert set(names.values()) <= {"sky", "water"}  # threshold 0: every label takes its best word
+    assert all("score" in e for e in s["label_table"]["entries"])
+    assert s["naming"]["vocabulary"]["names"] == ["sky", "water"] and s["naming"]["applied"]
+    chosen = [v for v, n in names.items() if n == "sky"]
+    assert chosen  # (the tiny model's words for these frames, fixed by its seed)
+    assert s["selection"]["values"] == chosen
+    for f in ("f0", "f1"):
+        labels = read_label_png(out / "labels" / f"{f}.png")
+        sel = np.asarray(Image.open(out / "selection" / f"{f}.png"))
+        assert np.array_equal(sel == 255, np.isin(labels, chosen))
+
+
+def test_cli_unknown_selected_name_keeps_every_output_and_says_so(tmp_path, capsys):
+    d = _frame_folder(tmp_path / "in")
+    out = tmp_path / "out"
+    rc = main(["segment", str(d), "--model", "tiny-sd", "--out", str(out), "--mode", "fast", "--clusters", "2",
+               "--batch-size", "2", "--quiet", "--device", "cpu", "--no-overlay", "--vocabulary", "sky, water",
+               "--select", "tree"])
+    assert rc == 2
+    assert "No label is called 'tree'" in capsys.readouterr().err
+    s = json.loads((out / "summary.json").read_text())
+    assert "tree" in s["selection"]["error"] and len(list((out / "labels").glob("*.png"))) == 2
+
+
+def test_cli_refuses_svd_naming_and_options_without_vocabulary(tmp_path, capsys):
+    d = _frame_folder(tmp_path / "in")
+    base = ["segment", str(d), "--out", str(tmp_path / "out"), "--mode", "fast", "--quiet", "--device", "cpu"]
+    assert main(base + ["--model", "tiny-svd", "--vocabulary", "sky, water"]) == 2
+    assert "--namer" in capsys.readouterr().err
+    assert main(base + ["--model", "tiny-sd", "--name-threshold", "0.1"]) == 2
+    assert "without --vocabulary" in capsys.readouterr().err
+    assert main(base + ["--model", "tiny-sd", "--vocabulary", "sky"]) == 2
+    assert "at least two" in capsys.readouterr().err
+
+
+def test_naming_benchmark_counts_on_the_real_architecture():
+    from benchmarks import naming as bench
+
+    lines = []
+    r = bench.flops(words=10, T=2, H=64, W=128, log=lines.append)
+    assert r["naming_gflop_per_frame"] > 0 and r["feature_tflop_per_frame"] > 0
+    # SD 2.1 at 64x128: latent 8x16; blocks 3-5 at 2x4 x 1280 channels, blocks 6-7 at 4x8 x 640; fp16
+    assert r["query_bytes_per_frame"] == (3 * 8 * 1280 + 2 * 32 * 640) * 2
+    assert any("% of the feature pass" in line for line in lines)
+
+
+def test_cli_namer_option_loads_an_sd21_namer_for_svd():
+    import argparse
+
+    from vidseg_core.backbones.svd import build_tiny_svd
+    from vidseg_core.commands.naming_args import load_namer, naming_settings
+
+    args = argparse.Namespace(vocabulary="everyday", name_threshold=None, tokenizer=None, namer="tiny-sd",
+                              device="cpu", precision="fp32")
+    naming = load_namer(args, naming_settings(args), build_tiny_svd())
+    assert naming.namer.family == "sd" and len(naming.vocabulary) == 40
