@@ -9,7 +9,10 @@ module stays a thin, declarative wrapper and ``vidseg_core`` never sees ComfyUI.
   ``keep_model_loaded``), also on errors and interrupts;
 * :class:`Progress`: ComfyUI's progress bar with an interrupt check on every update;
   :func:`cancel_check`: the ``cancel()`` callback the core polls per step;
-* model folders: :func:`register_model_folder`, :func:`list_models`, :func:`resolve_model`.
+* model folders: :func:`register_model_folder`, :func:`list_models`, :func:`resolve_model`;
+* output and temp folders: :func:`output_directory`, :func:`temp_directory`.
+
+The core VIDEO type (``comfy_api``) is met in :mod:`.comfy_video`.
 """
 from __future__ import annotations
 
@@ -205,3 +208,10 @@ def output_directory() -> str:
     import folder_paths
 
     return folder_paths.get_output_directory()
+
+
+def temp_directory() -> str:
+    """ComfyUI's temp folder (emptied when ComfyUI starts)."""
+    import folder_paths
+
+    return folder_paths.get_temp_directory()

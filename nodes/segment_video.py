@@ -7,17 +7,12 @@ feature pass and the modulation.
 """
 from __future__ import annotations
 
-import torch
-
-from ..vidseg_core.errors import InputError
-from ..vidseg_core.label_io import overlay
-from ..vidseg_core.pipeline import MODES, SegmentSettings, segment_video
-from . import comfy_bridge as cb
-from .assign_labels import MASK_NAMES
+from ..vidseg_core.pipeline import MODES
 from .cbr_refine import METHODS
-from .convert import (image_batch, labels_to_masks, parse_names, parse_selection, reference_from_label_image,
-                      reference_from_mask)
-from .sockets import KEEP_MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL, Labels
+from .comfy_video import VIDEO
+from .segment_run import (FLOAT_OUTPUTS, FLOAT_OUTPUTS_TOOLTIP, MASK_VIDEO_TOOLTIP, OVERLAY_VIDEO_TOOLTIP,
+                          VIDEO_TOOLTIP, run_segment)
+from .sockets import KEEP_MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL
 
 
 class VidSegSegmentVideo:
@@ -28,23 +23,23 @@ class VidSegSegmentVideo:
         "Connect a mask painted on one frame to track that object; without it the regions are unnamed clusters.")
     CATEGORY = "VidSeg"
     FUNCTION = "segment"
-    RETURN_TYPES = (VIDSEG_LABELS, "MASK", "MASK", "IMAGE", "STRING")
-    RETURN_NAMES = ("labels", "mask", "all_masks", "overlay", "info")
+    RETURN_TYPES = (VIDSEG_LABELS, "MASK", "MASK", "IMAGE", "STRING", VIDEO, VIDEO)
+    RETURN_NAMES = ("labels", "mask", "all_masks", "overlay", "info", "overlay_video", "mask_video")
     OUTPUT_TOOLTIPS = (
         "Label maps [T, H, W] with the label table (for Select Labels, Colorize, Save, Evaluate).",
         "MASK [T, H, W] of the labels chosen by mask_labels (default: every label except 0, i.e. the painted "
         "object when a reference mask is connected).",
         "Every label as a mask video, label after label: MASK [T * L, H, W].",
         "The frames with the label colours blended in [T, H, W, 3].",
-        "Labels, timings and warnings of the run.")
+        "Labels, timings and warnings of the run.",
+        OVERLAY_VIDEO_TOOLTIP,
+        MASK_VIDEO_TOOLTIP)
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "model": (VIDSEG_MODEL, {"tooltip": "The backbone from Load SD/SVD (VidSeg)."}),
-                "frames": ("IMAGE", {"tooltip": "The video as an IMAGE batch [T,H,W,3] (sides >= 64 px; they are "
-                                                "processed at the size rounded down to multiples of 64)."}),
                 "num_clusters": ("INT", {"default": 20, "min": 1, "max": 255, "step": 1,
                                          "tooltip": "K of the KMeans initialisation (paper: 20; the authors' demo: 5)."}),
                 "mode": (list(MODES), {"default": "quality",
@@ -64,53 +59,27 @@ class VidSegSegmentVideo:
                                             "tooltip": "cbr = paper, cbr_compat = the authors' code, none = KNN only."}),
             },
             "optional": {
+                "frames": ("IMAGE", {"tooltip": "The video as an IMAGE batch [T,H,W,3] (or connect video instead; "
+                                                "sides >= 64 px; they are processed at the size rounded down to "
+                                                "multiples of 64)."}),
+                "video": (VIDEO, {"tooltip": VIDEO_TOOLTIP}),
                 "reference_mask": ("MASK", {"tooltip": "Mask painted on the reference frame (>= 0.5 = object), e.g. "
                                                        "from Load Image's mask editor."}),
                 "reference_labels": ("IMAGE", {"tooltip": "Or: a label map image of the reference frame (palette "
                                                           "colours or grey ids)."}),
                 "label_names": ("STRING", {"default": "", "tooltip": "Optional names, e.g. '1: swan, 0: water'."}),
+                "float_outputs": (list(FLOAT_OUTPUTS), {"default": "auto", "tooltip": FLOAT_OUTPUTS_TOOLTIP}),
             },
         }
 
-    def segment(self, model, frames, num_clusters=20, mode="quality", seed=1, keep_model_loaded=False,
+    def segment(self, model, frames=None, num_clusters=20, mode="quality", seed=1, keep_model_loaded=False,
                 reference_frame=0, mask_labels="", batch_size=14, refiner="cbr", reference_mask=None,
-                reference_labels=None, label_names=""):
-        frames = image_batch(frames)
-        n, H, W = (int(v) for v in frames.shape[:3])
-        if not 0 <= reference_frame < n:
-            raise InputError(f"reference_frame {reference_frame} is outside the video's {n} frames.",
-                             f"Use an index in 0..{n - 1}.")
-        if reference_mask is not None and reference_labels is not None:
-            raise InputError("Both a reference mask and a reference label image are connected.",
-                             "Connect only one of them.")
-        names, ref = {}, None
-        if reference_mask is not None:
-            ref, names = reference_from_mask(reference_mask, reference_frame), dict(MASK_NAMES)
-        elif reference_labels is not None:
-            ref = reference_from_label_image(reference_labels, reference_frame)
-        names.update(parse_names(label_names))
-        settings = SegmentSettings(num_clusters=int(num_clusters), batch_size=int(batch_size), mode=mode,
-                                   refiner=refiner, seed=int(seed), reference=ref, reference_frame=int(reference_frame),
-                                   names=names or None)
-        bar = cb.Progress(100 * max(1, -(-n // int(batch_size))))
-        bar(0)
-        with cb.model_on_device(model, keep_model_loaded) as bb:
-            labels, summary = segment_video(bb, frames, settings, progress=bar.fraction, cancel=cb.cancel_check)
-        bar(bar.total)
-        table = summary.table
-        meta = {"batch_size": int(batch_size), "seed": int(seed), "backbone": summary.backbone, "mode": mode,
-                "upsampler": "masked_modulation" if mode == "quality" else "guided_filter",
-                "seconds": dict(summary.seconds)}
-        result = Labels(labels, table, (H, W), False, meta)
-        if str(mask_labels).strip():
-            chosen = parse_selection(mask_labels, table)
-        else:
-            chosen = [v for v in table.values if v != 0]
-        mask = labels_to_masks(labels, chosen)
-        all_masks = torch.cat([labels_to_masks(labels, [v]) for v in table.values], 0)
-        over = overlay(frames, labels, table, 0.5).clamp(0, 1)
-        info = self.describe(summary, chosen)
-        return (result, cb.outputs_device(mask), cb.outputs_device(all_masks), cb.outputs_device(over), info)
+                reference_labels=None, label_names="", video=None, float_outputs="auto"):
+        run = run_segment(model, frames, video, num_clusters, mode, seed, keep_model_loaded, reference_frame,
+                          mask_labels, batch_size, refiner, reference_mask, reference_labels, label_names,
+                          float_outputs)
+        info = "\n".join([self.describe(run.summary, run.chosen)] + run.notes)
+        return (run.labels, run.mask, run.all_masks, run.overlay, info, run.overlay_video, run.mask_video)
 
     @staticmethod
     def describe(summary, chosen) -> str:

@@ -19,7 +19,7 @@ NODES_PKG = sys.modules["vidseg_pack.nodes"]
 SOCKETS = sys.modules["vidseg_pack.nodes.sockets"]
 
 WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN")
-CORE_SOCKETS = ("IMAGE", "MASK", "MODEL", "VAE", "CLIP", "CLIP_VISION")  # the last four: the adapter's inputs
+CORE_SOCKETS = ("IMAGE", "MASK", "VIDEO", "MODEL", "VAE", "CLIP", "CLIP_VISION")  # the last four: the adapter's inputs
 CUSTOM = tuple(SOCKETS.CUSTOM_TYPES)
 
 #: the design card's stage nodes and the ones around them (issue: node pack)

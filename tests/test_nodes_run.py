@@ -245,7 +245,7 @@ def test_inpainting_and_preview_workflows_execute(tmp_path, monkeypatch):
                                                       ("VidSegSegmentVideo", "num_clusters"): 3,
                                                       ("VidSegSegmentVideo", "mode"): "fast"})
     results, _ = execute(api)
-    labels, mask, all_masks, over, info = by_type(api, results, "VidSegSegmentVideo")[0]
+    labels, mask, all_masks, over, info = by_type(api, results, "VidSegSegmentVideo")[0][:5]
     assert mask.shape == (T, H, W) and over.shape == (T, H, W, 3)
     assert all_masks.shape == (T * len(labels.table), H, W)
     assert torch.equal(all_masks.reshape(len(labels.table), T, H, W).sum(0), torch.ones(T, H, W))
@@ -256,7 +256,7 @@ def test_inpainting_and_preview_workflows_execute(tmp_path, monkeypatch):
                                                 ("VidSegSegmentVideo", "num_clusters"): 3,
                                                 ("ImageScale", "width"): 128})
     results, _ = execute(api)
-    _, mask, _, over, _ = by_type(api, results, "VidSegSegmentVideo")[0]
+    _, mask, _, over, _ = by_type(api, results, "VidSegSegmentVideo")[0][:5]
     assert mask.shape == (T, H, W) and over.shape == (T, H, W, 3)
 
 
