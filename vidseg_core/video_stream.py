@@ -17,6 +17,7 @@ it over; it is only read.
 from __future__ import annotations
 
 import io
+import os
 from fractions import Fraction
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
@@ -47,7 +48,8 @@ class VideoStream:
     def __init__(self, source: Source, start_time: float = 0.0, duration: float = 0.0, name: str = "video"):
         self.av = import_av()
         self.source = source
-        self.name = str(source) if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__") else name
+        self.name = os.path.basename(os.fspath(source)) if isinstance(source, str) or hasattr(source, "__fspath__") \
+            else name
         if start_time < 0 or duration < 0:
             raise InputError(f"The trim window (start {start_time} s, duration {duration} s) is negative.",
                              "Give a start time >= 0 and a duration >= 0 (0 = to the end).")
