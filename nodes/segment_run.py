@@ -23,6 +23,7 @@ import torch
 
 from ..vidseg_core.errors import InputError
 from ..vidseg_core.label_io import overlay
+from ..vidseg_core import label_store
 from ..vidseg_core.label_store import LabelStore
 from ..vidseg_core.memory_guard import check_fits, describe, float_output_bytes
 from ..vidseg_core.pipeline import SegmentSettings, VideoSegmenter
@@ -120,7 +121,8 @@ def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, r
             for res in seg.run(source.read, n, (H, W)):
                 table = seg.table
                 if store is None:
-                    store = LabelStore(n, (H, W), max(table.values), spill_dir=cv.vidseg_temp_dir())
+                    store = LabelStore(n, (H, W), max(table.values), label_store.DEFAULT_SPILL_BYTES,
+                                       spill_dir=cv.vidseg_temp_dir())
                     chosen = _chosen(mask_labels, table)
                 b = res.batch
                 store.write(b.write_start, res.labels)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator, Optional, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,8 +31,13 @@ class StoredLabels(Labels):
         return out
 
 
-def label_chunks(labels: Labels, size: int = 32) -> Iterator[Tuple[int, torch.Tensor]]:
-    """``(start, maps)`` of full-resolution label maps, ``size`` frames at a time."""
+#: frames per chunk of :func:`label_chunks` (32 frames of 854x480 uint8: 13 MB)
+CHUNK_FRAMES = 32
+
+
+def label_chunks(labels: Labels, size: Optional[int] = None) -> Iterator[Tuple[int, torch.Tensor]]:
+    """``(start, maps)`` of full-resolution label maps, ``size`` (default :data:`CHUNK_FRAMES`) frames at a time."""
+    size = int(size or CHUNK_FRAMES)
     store = getattr(labels, "store", None)
     if isinstance(store, LabelStore) and tuple(store.frame_size) == tuple(labels.frame_size):
         yield from store.chunks(size)
@@ -42,3 +48,12 @@ def label_chunks(labels: Labels, size: int = 32) -> Iterator[Tuple[int, torch.Te
         if tuple(part.shape[1:]) != (h, w):  # coarse maps: resized as Labels.full_resolution does, per chunk
             part = F.interpolate(part[:, None].float(), size=(h, w), mode="nearest-exact")[:, 0].round().long()
         yield a, part
+
+
+def label_range(labels: Labels) -> Tuple[int, int]:
+    """(min, max) label value (a uint8 store holds 0..255 by its type; a wider one is read chunk by chunk)."""
+    store = getattr(labels, "store", None)
+    if isinstance(store, LabelStore):
+        return (0, 255) if store.dtype == np.uint8 else store.value_range()
+    lab = labels.labels
+    return (int(lab.min()), int(lab.max())) if lab.numel() else (0, 0)
