@@ -172,3 +172,21 @@ def test_save_label_maps_streams_spilled_labels_from_disk(model, clip, monkeypat
     saved = sorted((tmp_path / "run").glob("labels_00001_*.png"))
     assert len(saved) == T
     assert np.array_equal(np.stack([np.asarray(Image.open(p)) for p in saved]), expected.numpy())
+
+
+def test_compact_spilled_labels_work_in_every_labels_node(model, clip, decoded, monkeypatch):
+    monkeypatch.setattr(label_store, "DEFAULT_SPILL_BYTES", 0)
+    out = run_node("VidSegSegmentVideo", model=model, video=VideoFromFile(clip), float_outputs="all", **ARGS)
+    labels, mask, all_masks = out[0], out[1], out[2]
+    assert labels.store.spilled and labels.labels.dtype == torch.uint8
+    (selected,) = run_node("VidSegSelectLabels", labels=labels, select=",".join(map(str, labels.table.values[1:])))
+    assert torch.equal(selected, mask)
+    masks, count, _ = run_node("VidSegAllLabelMasks", labels=labels)
+    assert torch.equal(masks, all_masks) and count == len(labels.table)
+    colors, over = run_node("VidSegColorizeLabels", labels=labels, frames=decoded)
+    assert torch.equal(over, out[3])
+    report, _ = run_node("VidSegEvaluate", labels=labels, metrics="miou", protocol="unsupervised",
+                         ground_truth_labels=colors)
+    assert "miou" in report.lower()
+    (again,) = run_node("VidSegGuidedUpsample", frames=decoded, coarse_labels=labels)
+    assert again.labels.shape == (T, H, W) and getattr(again, "store", None) is None  # new maps: a plain copy
