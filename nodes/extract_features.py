@@ -4,8 +4,9 @@ from __future__ import annotations
 import math
 
 from ..vidseg_core.features import extract_features
+from ..vidseg_core.video_io import TensorFrames
 from . import comfy_bridge as cb
-from .convert import image_batch
+from .comfy_video import VIDEO, frames_or_video
 from .sockets import KEEP_MODEL_TOOLTIP, VIDSEG_FEATURES, VIDSEG_MODEL
 
 
@@ -24,8 +25,6 @@ class VidSegExtractFeatures:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": (VIDSEG_MODEL, {"tooltip": "The backbone from Load SD/SVD (VidSeg)."}),
-            "frames": ("IMAGE", {"tooltip": "The video as an IMAGE batch [T,H,W,3], e.g. from Get Video Components. "
-                                            "Both sides must be at least 64 px."}),
             "batch_size": ("INT", {"default": 14, "min": 1, "max": 64, "step": 1,
                                    "tooltip": "Frames per batch B (paper: 14). SVD sees a batch as one clip; a short "
                                               "last batch is computed as the last B frames."}),
@@ -33,15 +32,24 @@ class VidSegExtractFeatures:
                              "tooltip": "Per-batch seed of the encoding / noise (authors: 1). Masked modulation "
                                         "re-uses it to rebuild the same noisy latents."}),
             "keep_model_loaded": ("BOOLEAN", {"default": False, "tooltip": KEEP_MODEL_TOOLTIP}),
+        }, "optional": {
+            "frames": ("IMAGE", {"tooltip": "The video as an IMAGE batch [T,H,W,3], e.g. from Get Video Components "
+                                            "(or connect video). Both sides must be at least 64 px."}),
+            "video": (VIDEO, {"tooltip": "Or: a VIDEO (core Load Video / Trim Video), decoded batch by batch. "
+                                         "Connect frames or video, not both."}),
         }}
 
-    def extract(self, model, frames, batch_size=14, seed=1, keep_model_loaded=False):
-        frames = image_batch(frames)
-        n = int(frames.shape[0])
+    def extract(self, model, frames=None, batch_size=14, seed=1, keep_model_loaded=False, video=None):
+        source = frames_or_video(frames, video, "Extract Block Features")  # a VIDEO is decoded batch by batch
+        n = len(source)
         progress = cb.Progress(n)
         progress(0, n)
-        with cb.model_on_device(model, keep_model_loaded) as bb:
-            feats = extract_features(bb, frames, batch_size=batch_size, seed=seed, progress=progress)
+        try:
+            with cb.model_on_device(model, keep_model_loaded) as bb:
+                feats = extract_features(bb, source.frames if isinstance(source, TensorFrames) else source, batch_size=batch_size, seed=seed,
+                                         progress=progress)
+        finally:
+            source.close()
         feats.meta["num_batches"] = math.ceil(n / batch_size)
         return (feats,)
 

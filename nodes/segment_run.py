@@ -27,13 +27,12 @@ from ..vidseg_core import label_store
 from ..vidseg_core.label_store import LabelStore
 from ..vidseg_core.memory_guard import check_fits, describe, float_output_bytes
 from ..vidseg_core.pipeline import SegmentSettings, VideoSegmenter
-from ..vidseg_core.video_io import TensorFrames
 from ..vidseg_core.video_stream import DEFAULT_FPS
 from ..vidseg_core.video_writer import H264Writer
 from . import comfy_bridge as cb
 from . import comfy_video as cv
 from .assign_labels import MASK_NAMES
-from .convert import (image_batch, parse_names, parse_selection, reference_from_label_image, reference_from_mask)
+from .convert import parse_names, parse_selection, reference_from_label_image, reference_from_mask
 from .stored_labels import StoredLabels
 
 log = logging.getLogger("vidseg")
@@ -50,14 +49,6 @@ MASK_VIDEO_TOOLTIP = ("The mask output's labels as a black-and-white VIDEO (H.26
                       "by batch. Lossy: for exact masks use labels or mask.")
 VIDEO_TOOLTIP = ("Or: a VIDEO (core Load Video / Trim Video), read batch by batch inside its trim window, so a "
                  "long video never sits in memory. Connect frames or video, not both.")
-
-def open_source(frames, video):
-    if (frames is None) == (video is None):
-        raise InputError("Segment Video needs the video as frames (IMAGE batch) or as video (VIDEO); " +
-                         ("neither is connected." if frames is None else "both are connected."),
-                         "Connect exactly one: a VIDEO (Load Video) for long videos, or an IMAGE batch.")
-    return TensorFrames(image_batch(frames)) if frames is not None else cv.open_video(video)
-
 
 @dataclass
 class SegmentRun:
@@ -78,7 +69,7 @@ def run_segment(model, frames=None, video=None, num_clusters=20, mode="quality",
     if float_outputs not in FLOAT_OUTPUTS:
         raise InputError(f"float_outputs {float_outputs!r} is not one of {', '.join(FLOAT_OUTPUTS)}.",
                          "Choose auto, all, mask or off.")
-    source = open_source(frames, video)
+    source = cv.frames_or_video(frames, video, "Segment Video")
     try:
         return _run(source, video is not None, model, int(num_clusters), mode, int(seed), keep_model_loaded,
                     int(reference_frame), mask_labels, int(batch_size), refiner, reference_mask, reference_labels,

@@ -190,3 +190,17 @@ def test_compact_spilled_labels_work_in_every_labels_node(model, clip, decoded, 
     assert "miou" in report.lower()
     (again,) = run_node("VidSegGuidedUpsample", frames=decoded, coarse_labels=labels)
     assert again.labels.shape == (T, H, W) and getattr(again, "store", None) is None  # new maps: a plain copy
+
+
+def test_extract_block_features_reads_a_video_batch_by_batch(model, clip, decoded, monkeypatch):
+    opened = []
+    real = VideoStream._decode_window
+    monkeypatch.setattr(VideoStream, "_decode_window",
+                        lambda self, a, b: opened.append(b - a) or real(self, a, b))
+    (from_video,) = run_node("VidSegExtractFeatures", model=model, video=VideoFromFile(clip), batch_size=4)
+    (from_frames,) = run_node("VidSegExtractFeatures", model=model, frames=decoded, batch_size=4)
+    assert max(opened) <= 4  # batch by batch
+    assert torch.equal(from_video.aggregated, from_frames.aggregated)
+    assert torch.equal(from_video.correspondence, from_frames.correspondence)
+    with pytest.raises(errors.InputError, match="Extract Block Features needs .* neither"):
+        run_node("VidSegExtractFeatures", model=model)
