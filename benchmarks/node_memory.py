@@ -14,7 +14,7 @@ Label Maps.  The clip is written once per size by looping the given frames (``--
 default: the blackswan frames beside the repository) with PyAV.
 
     python benchmarks/node_memory.py [--lengths 28 112 448] [--size 854x480] [--paths image video]
-        [--clusters 20] [--data DIR] [--threads N]
+        [--clusters 20] [--data DIR] [--threads N] [--spill-mb MB]
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ def make_clip(data: Path, frames: int, size, path: Path, fps: int = 24) -> Path:
     return path
 
 
-def child(clip: str, path: str, clusters: int, out_dir: str) -> Dict[str, object]:
+def child(clip: str, path: str, clusters: int, out_dir: str, spill_mb: Optional[float] = None) -> Dict[str, object]:
     """One configuration in this (fresh) process: see the module docstring."""
     import tests.conftest  # noqa: F401 - the ComfyUI stand-ins, installed at import
     import torch
@@ -77,6 +77,8 @@ def child(clip: str, path: str, clusters: int, out_dir: str) -> Dict[str, object
     folder_paths.get_output_directory = lambda: out_dir
     folder_paths.get_temp_directory = lambda: out_dir
     nodes = load_pack().NODE_CLASS_MAPPINGS
+    if spill_mb is not None:  # the node reads the threshold when it creates the store
+        sys.modules["vidseg_pack.vidseg_core.label_store"].DEFAULT_SPILL_BYTES = int(spill_mb * 2**20)
     rep: Dict[str, object] = {"path": path, "clusters": clusters, "threads": torch.get_num_threads()}
     with torch.inference_mode():
         (model,) = nodes["VidSegLoadModel"]().load("tiny-sd", "auto", "cpu")
@@ -106,10 +108,13 @@ def child(clip: str, path: str, clusters: int, out_dir: str) -> Dict[str, object
     return rep
 
 
-def run_config(clip: Path, path: str, clusters: int, threads: Optional[int]) -> Dict[str, object]:
+def run_config(clip: Path, path: str, clusters: int, threads: Optional[int],
+               spill_mb: Optional[float] = None) -> Dict[str, object]:
     with tempfile.TemporaryDirectory() as out_dir:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(clip), "--path", path,
                "--clusters", str(clusters), "--out", out_dir]
+        if spill_mb is not None:
+            cmd += ["--spill-mb", str(spill_mb)]
         env = dict(os.environ)
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
@@ -132,12 +137,14 @@ def main(argv=None) -> int:
     ap.add_argument("--clusters", type=int, default=20, help="K (the workflow's default: 20)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the children (OMP_NUM_THREADS)")
+    ap.add_argument("--spill-mb", type=float, default=None,
+                    help="keep label maps in a file above this size (default: the node's, 64 MiB)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--path", default="video", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
-        print(RESULT_TAG + json.dumps(child(a.child, a.path, a.clusters, a.out)), flush=True)
+        print(RESULT_TAG + json.dumps(child(a.child, a.path, a.clusters, a.out, a.spill_mb)), flush=True)
         return 0
     w, h = (int(v) for v in a.size.lower().split("x"))
     print(f"Segment Video (fast, tiny-sd, K={a.clusters}) through the node code, {w}x{h} clip looped from "
@@ -148,7 +155,7 @@ def main(argv=None) -> int:
         for n in a.lengths:
             clip = make_clip(a.data, n, (w, h), Path(tmp) / f"clip_{n}.mp4")
             for path in a.paths:
-                r = run_config(clip, path, a.clusters, a.threads)
+                r = run_config(clip, path, a.clusters, a.threads, a.spill_mb)
                 print(f"{path:6s} {r['frames']:6d} {r['peak_mb']:8.0f} {r['rss_mb_after_load']:10.0f} "
                       f"{r['rss_mb_after_run']:9.0f} {r['rss_mb_after_save']:10.0f} "
                       f"{'spilled' if r['spilled'] else 'memory':>8s} {r['segment_seconds']:7.1f}", flush=True)

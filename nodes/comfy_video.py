@@ -49,14 +49,16 @@ def open_video(video, what: str = "video") -> VideoStream:
 def frames_or_video(frames, video, node: str):
     """The frame source of a node that takes an IMAGE batch or a VIDEO (exactly one of them):
     :class:`~vidseg_core.video_io.TensorFrames` or :func:`open_video`'s stream."""
-    from ..vidseg_core.video_io import TensorFrames
+    from ..vidseg_core.video_io import TensorFrames, frames_from_tensor
     from .convert import image_batch
 
     if (frames is None) == (video is None):
         raise InputError(f"{node} needs the video as frames (IMAGE batch) or as video (VIDEO); " +
                          ("neither is connected." if frames is None else "both are connected."),
                          "Connect exactly one: a VIDEO (Load Video) for long videos, or an IMAGE batch.")
-    return TensorFrames(image_batch(frames)) if frames is not None else open_video(video)
+    if frames is not None:  # checked as the core checks a video in memory (0..1, finite)
+        return TensorFrames(frames_from_tensor(image_batch(frames)))
+    return open_video(video)
 
 
 def vidseg_temp_dir() -> str:

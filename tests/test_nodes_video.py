@@ -114,6 +114,17 @@ def test_trim_window_is_honoured(model, clip, decoded, start, duration, first, c
     assert torch.equal(out[0].labels, img[0].labels)
 
 
+@pytest.mark.filterwarnings("ignore:reference label")  # K = 3 on a random model
+def test_a_reference_in_a_later_batch_reads_back_and_gives_the_image_paths_labels(model, clip, decoded):
+    ref = torch.zeros(1, H, W)
+    ref[0, 16:48, 60:110] = 1  # the ellipse region of frame 6
+    args = dict(ARGS, reference_mask=ref, reference_frame=6)  # batch 1 first, then back to batch 0
+    vid = run_node("VidSegSegmentVideo", model=model, video=VideoFromFile(clip), **args)
+    img = run_node("VidSegSegmentVideo", model=model, frames=decoded, **args)
+    assert torch.equal(vid[0].labels, img[0].labels) and vid[0].table.to_dict() == img[0].table.to_dict()
+    assert [e.name for e in vid[0].table][:1] == ["background"]
+
+
 def test_a_video_without_a_trim_window_reads_whole(model, clip):
     out = run_node("VidSegSegmentVideo", model=model, video=VideoFromFileV0364(clip), **ARGS)
     assert out[0].labels.shape == (T, H, W)
@@ -149,6 +160,8 @@ def test_frames_or_video_exactly_one(model, clip, decoded):
         run_node("VidSegSegmentVideo", model=model, frames=decoded, video=VideoFromFile(clip), **ARGS)
     with pytest.raises(errors.InputError, match="not a VIDEO"):
         run_node("VidSegSegmentVideo", model=model, video="clip.mp4", **ARGS)
+    with pytest.raises(errors.InputError, match="values in 0..1"):
+        run_node("VidSegSegmentVideo", model=model, frames=decoded * 255, **ARGS)
 
 
 def test_save_label_maps_streams_spilled_labels_from_disk(model, clip, monkeypatch, tmp_path):
