@@ -40,7 +40,12 @@ def open_video(video, what: str = "video") -> VideoStream:
     if not is_video(video):
         raise InputError(f"The {what} input is a {type(video).__name__}, not a VIDEO.",
                          "Connect a VIDEO, e.g. from core Load Video.")
-    source = video.get_stream_source()
+    try:
+        source = video.get_stream_source()  # a video made in the graph is encoded to a file in memory here
+    except Exception as exc:  # noqa: BLE001 - e.g. an older ComfyUI that cannot encode into memory
+        raise InputError(f"The {what} ({type(video).__name__}) cannot be read as a file ({type(exc).__name__}: "
+                         f"{exc}).", "Connect its frames as an IMAGE batch to frames instead, or save it with "
+                                     "Save Video and load that file with Load Video.") from exc
     start, duration = trim_window(video)
     name = os.path.basename(source) if isinstance(source, str) else what
     return VideoStream(source, start, duration, name=name)

@@ -160,6 +160,13 @@ def test_frames_or_video_exactly_one(model, clip, decoded):
         run_node("VidSegSegmentVideo", model=model, frames=decoded, video=VideoFromFile(clip), **ARGS)
     with pytest.raises(errors.InputError, match="not a VIDEO"):
         run_node("VidSegSegmentVideo", model=model, video="clip.mp4", **ARGS)
+
+    class Unreadable(VideoFromFile):  # e.g. Create Video's output on a ComfyUI that cannot encode into memory
+        def get_stream_source(self):
+            raise ValueError("Could not determine output format")
+
+    with pytest.raises(errors.InputError, match="cannot be read as a file .*Connect its frames as an IMAGE"):
+        run_node("VidSegSegmentVideo", model=model, video=Unreadable(clip), **ARGS)
     with pytest.raises(errors.InputError, match="values in 0..1"):
         run_node("VidSegSegmentVideo", model=model, frames=decoded * 255, **ARGS)
 

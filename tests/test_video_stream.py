@@ -157,3 +157,13 @@ def test_memory_guard_prices_outputs_and_refuses_with_the_sizes_and_the_fix():
     with pytest.raises(OutOfMemoryError, match=r"would take 39\.4 GB .*mask 1\.6 GB.*Fix: use the VIDEO") as e:
         check_fits(sizes, "The float outputs", "use the VIDEO outputs", available=24 * 10**9)
     assert "of the 24.0 GB of memory available" in str(e.value)
+
+
+def test_a_size_change_inside_the_video_is_named(clip, monkeypatch):
+    real = VideoStream._rgb
+    monkeypatch.setattr(VideoStream, "_rgb", staticmethod(
+        lambda frame: real(frame)[: H // 2] if frame.pts and frame.pts >= 1024 * 5 else real(frame)))
+    with VideoStream(clip) as vs:  # frames from pts 5120 on (frame 5) come out at half height
+        assert vs.read(0, 5).shape == (5, H, W, 3)
+        with pytest.raises(InputError, match="Frame 5 of clip.mp4 is 64x24 but the video starts at 64x48"):
+            vs.read(5, 8)

@@ -184,7 +184,13 @@ class VideoStream:
             self._skip_to = None
             index = self._next
             self._next += 1
-            return index, self._rgb(frame)
+            rgb = self._rgb(frame)
+            size = getattr(self, "frame_size", None)
+            if size is not None and rgb.shape[:2] != size:
+                raise InputError(f"Frame {index} of {self.name} is {rgb.shape[1]}x{rgb.shape[0]} but the video "
+                                 f"starts at {size[1]}x{size[0]}: the size changes inside the video.",
+                                 "Re-encode it at one size (e.g. ffmpeg -i IN -vf scale=W:H OUT.mp4).")
+            return index, rgb
         raise InputError(f"{self.name} ended at frame {self._next} of {len(self)} (timestamp {want} not decoded).",
                          "The file may be truncated; re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4).")
 
