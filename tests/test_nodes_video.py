@@ -224,3 +224,18 @@ def test_extract_block_features_reads_a_video_batch_by_batch(model, clip, decode
     assert torch.equal(from_video.correspondence, from_frames.correspondence)
     with pytest.raises(errors.InputError, match="Extract Block Features needs .* neither"):
         run_node("VidSegExtractFeatures", model=model)
+
+
+def test_an_interrupted_run_leaves_no_partial_files(model, clip, monkeypatch, tmp_path):
+    import folder_paths
+
+    mm = sys.modules["comfy.model_management"]
+    monkeypatch.setattr(folder_paths, "get_temp_directory", lambda: str(tmp_path))
+    monkeypatch.setattr(label_store, "DEFAULT_SPILL_BYTES", 0)
+    monkeypatch.setattr(mm, "interrupt_after_checks", 20)  # in the last of 3 batches (a whole run: 26 checks)
+    monkeypatch.setattr(mm, "interrupt_checks", 0)
+    with pytest.raises(mm.InterruptProcessingException) as excinfo:
+        run_node("VidSegSegmentVideo", model=model, video=VideoFromFile(clip), **ARGS)
+    assert mm.interrupt_checks == 20
+    # removed at once, although the traceback (kept here) still holds the run's objects
+    assert list((tmp_path / "vidseg").iterdir()) == [] and excinfo.traceback

@@ -107,7 +107,8 @@ def test_writer_removes_its_partial_file_on_error(tmp_path):
     path = tmp_path / "partial.mp4"
     with pytest.raises(RuntimeError):
         with H264Writer(path) as w:
-            w.write(_frames(2))
+            w.write(np.concatenate([_frames(), _frames()]))  # beyond the encoder's look-ahead: packets are written
+            assert path.exists()
             raise RuntimeError("stop")
     assert not path.exists()
 
