@@ -239,3 +239,11 @@ def test_an_interrupted_run_leaves_no_partial_files(model, clip, monkeypatch, tm
     assert mm.interrupt_checks == 20
     # removed at once, although the traceback (kept here) still holds the run's objects
     assert list((tmp_path / "vidseg").iterdir()) == [] and excinfo.traceback
+
+
+def test_quality_mode_streams_too(model, clip, decoded):
+    video = VideoFromFile(clip).as_trimmed(0.0, 5 / FPS)  # 5 frames: a batch of 4 and an overlapping tail
+    args = dict(num_clusters=2, mode="quality", batch_size=4)
+    vid = run_node("VidSegSegmentVideo", model=model, video=video, **args)
+    img = run_node("VidSegSegmentVideo", model=model, frames=decoded[:5], **args)
+    assert vid[0].labels.shape == (5, H, W) and torch.equal(vid[0].labels, img[0].labels)
