@@ -91,8 +91,12 @@ def test_streamed_video_gives_the_image_paths_labels_and_float_outputs(model, cl
     assert "float outputs: " in vid[4]
 
 
-def test_video_outputs_are_files_that_read_back_frame_for_frame(model, clip, decoded):
+def test_video_outputs_are_files_that_read_back_frame_for_frame(model, clip, decoded, monkeypatch):
+    held = []
+    real_close = VideoStream.close
+    monkeypatch.setattr(VideoStream, "close", lambda self: held.append(self.max_held) or real_close(self))
     out = run_node("VidSegSegmentVideo", model=model, video=VideoFromFile(clip), float_outputs="all", **ARGS)
+    assert held and max(held) <= ARGS["batch_size"]  # the node's reader never held more than one batch
     labels, mask, over, over_video, mask_video = out[0], out[1], out[3], out[5], out[6]
     assert isinstance(over_video, VideoFromFile) and isinstance(mask_video, VideoFromFile)
     assert over_video.get_stream_source().endswith(".mp4") and "vidseg" in over_video.get_stream_source()
