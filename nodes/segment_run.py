@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import List, Optional
 
+import numpy as np
 import torch
 
 from ..vidseg_core.errors import InputError
@@ -97,10 +98,11 @@ def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, r
         else ("mask",) if float_outputs == "mask" else ()
     fix = ("Use the VIDEO outputs (overlay_video, mask_video) and the labels output, set float_outputs to 'mask' "
            "or 'off', or segment a shorter range (core Trim Video).")
-    if wanted:  # before any work: the smallest they can be (one label)
-        check_fits(float_output_bytes(n, H, W, 1, wanted), "Segment Video's float outputs", fix)
     settings = SegmentSettings(num_clusters=num_clusters, batch_size=batch_size, mode=mode, refiner=refiner,
                                seed=seed, reference=ref, reference_frame=reference_frame, names=names or None)
+    if wanted:  # before any work, with the most labels the run can give (checked again with the real count)
+        most = num_clusters if ref is None else len(set(np.unique(ref).tolist()) - set(settings.void_values))
+        check_fits(float_output_bytes(n, H, W, max(1, most), wanted), "Segment Video's float outputs", fix)
     bar = cb.Progress(100 * max(1, -(-n // batch_size)))
     bar(0)
     store = chosen = None

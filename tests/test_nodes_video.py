@@ -145,7 +145,8 @@ def test_float_outputs_are_off_for_a_video_by_default_and_say_why(model, clip):
 
 
 def test_float_outputs_that_do_not_fit_are_refused_before_any_work(model, decoded, monkeypatch):
-    monkeypatch.setattr(memory_guard, "available_bytes", lambda: 6 * T * H * W * 4)  # 4.5 frames of MASK video may be used
+    # 6 MASK videos may be used: mask (1) + overlay (3) + all_masks (one per label, K = 3) = 7 do not fit
+    monkeypatch.setattr(memory_guard, "available_bytes", lambda: 8 * T * H * W * 4)
     moved = []
     monkeypatch.setattr(model.backbone, "to", lambda *a, **k: moved.append(a))
     with pytest.raises(errors.OutOfMemoryError, match=r"float outputs would take .*mask .*overlay .*"
