@@ -147,14 +147,17 @@ def test_float_outputs_are_off_for_a_video_by_default_and_say_why(model, clip):
 def test_float_outputs_that_do_not_fit_are_refused_before_any_work(model, decoded, monkeypatch):
     # 6 MASK videos may be used: mask (1) + overlay (3) + all_masks (one per label, K = 3) = 7 do not fit
     monkeypatch.setattr(memory_guard, "available_bytes", lambda: 8 * T * H * W * 4)
-    moved = []
-    monkeypatch.setattr(model.backbone, "to", lambda *a, **k: moved.append(a))
+    runner = sys.modules["vidseg_pack.nodes.segment_run"]
+    started = []
+    real = runner.VideoSegmenter
+    monkeypatch.setattr(runner, "VideoSegmenter", lambda *a, **k: started.append(1) or real(*a, **k))
     with pytest.raises(errors.OutOfMemoryError, match=r"float outputs would take .*mask .*overlay .*"
                                                       r"Fix: Use the VIDEO outputs") as e:
         run_node("VidSegSegmentVideo", model=model, frames=decoded, **ARGS)
     assert "shorter range" in str(e.value)
-    assert moved == []  # refused before the model was moved, i.e. before any work
+    assert started == []  # refused before the segmentation started
     out = run_node("VidSegSegmentVideo", model=model, frames=decoded, float_outputs="mask", **ARGS)  # mask fits
+    assert started == [1]
     assert out[1].shape == (T, H, W)
 
 
