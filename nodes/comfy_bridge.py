@@ -5,12 +5,15 @@ module stays a thin, declarative wrapper and ``vidseg_core`` never sees ComfyUI.
 
 * devices: :func:`torch_device`, :func:`offload_device`, :func:`intermediate_device`;
 * :func:`model_on_device`: the loader -> compute-node pattern (move the model to
-  the compute device for the work, then offload + ``soft_empty_cache`` unless
+  the compute device for the work, then :func:`release_model` unless
   ``keep_model_loaded``), also on errors and interrupts;
 * :class:`Progress`: ComfyUI's progress bar with an interrupt check on every update;
   :func:`cancel_check`: the ``cancel()`` callback the core polls per step;
 * model folders: :func:`register_model_folder`, :func:`list_models`, :func:`resolve_model`;
 * :func:`node_api`: the V3 node API, if this ComfyUI has one.
+* output and temp folders: :func:`output_directory`, :func:`temp_directory`.
+
+The core VIDEO type (``comfy_api``) is met in :mod:`.comfy_video`.
 """
 from __future__ import annotations
 
@@ -141,8 +144,44 @@ def model_on_device(handle, keep_model_loaded: bool) -> Iterator:
         yield bb
     finally:
         if not keep_model_loaded:
-            move_model(bb, offload_device())
-            soft_empty_cache()
+            release_model(bb)
+
+
+def release_model(bb) -> None:
+    """Free what a run held, as ComfyUI's model management expects: the pack's own model goes to the offload
+    device; a MODEL from ComfyUI (the adapter's patched clone) is unloaded from its GPU through ComfyUI
+    (:func:`unload_comfy_model`); then garbage cycles are collected, the device cache emptied and the C heap's
+    free pages handed back to the system."""
+    from ..vidseg_core.cpu_memory import release_freed_memory
+
+    move_model(bb, offload_device())  # a no-op for the adapter: ComfyUI places its models
+    patcher = getattr(bb, "patched", None)
+    if patcher is not None:
+        unload_comfy_model(patcher)
+    release_freed_memory()
+    soft_empty_cache()
+
+
+def unload_comfy_model(patcher) -> bool:
+    """Unload ``patcher`` (and its clones: they share the weights) from its GPU through ComfyUI's model
+    management; other loaded models stay.  ComfyUI 0.33 has ``unload_model_and_clones``; older versions get the
+    same through ``free_memory`` with every other loaded model kept.  Nothing happens on the CPU.  Returns
+    whether an unload was asked for."""
+    mm = _mm()
+    device = torch.device(getattr(patcher, "load_device", "cpu"))
+    if device.type == "cpu":
+        return False
+    unload = getattr(mm, "unload_model_and_clones", None)
+    if unload is not None:
+        unload(patcher, unload_additional_models=False)
+        return True
+    same = getattr(patcher, "is_clone", None)
+    loaded = list(getattr(mm, "current_loaded_models", []))
+    if same is None or not hasattr(mm, "free_memory"):
+        return False
+    keep = [m for m in loaded if m.model is not None and m.model is not patcher and not same(m.model)]
+    mm.free_memory(1e30, device, keep_loaded=keep)
+    return True
 
 
 def outputs_device(x: torch.Tensor) -> torch.Tensor:
@@ -218,3 +257,10 @@ def output_directory() -> str:
     import folder_paths
 
     return folder_paths.get_output_directory()
+
+
+def temp_directory() -> str:
+    """ComfyUI's temp folder (emptied when ComfyUI starts)."""
+    import folder_paths
+
+    return folder_paths.get_temp_directory()

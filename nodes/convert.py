@@ -41,8 +41,11 @@ def mask_batch(mask: torch.Tensor, what: str = "mask") -> torch.Tensor:
 
 def labels_to_masks(labels: torch.Tensor, ids, device=None) -> torch.Tensor:
     """Union of the chosen label ids as a MASK ``[T,H,W]`` float (1 inside)."""
-    ids = torch.as_tensor(list(ids), dtype=labels.dtype)
-    out = torch.isin(labels, ids).float()
+    ids = list(ids)
+    if not labels.is_floating_point():  # compact label maps (uint8): ids they cannot hold select nothing
+        info = torch.iinfo(labels.dtype)
+        ids = [i for i in ids if info.min <= int(i) <= info.max]
+    out = torch.isin(labels, torch.as_tensor(ids, dtype=labels.dtype)).float()
     return out.to(device) if device is not None else out
 
 

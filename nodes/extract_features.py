@@ -4,8 +4,9 @@ from __future__ import annotations
 import math
 
 from ..vidseg_core.features import extract_features
+from ..vidseg_core.video_io import TensorFrames
 from . import comfy_bridge as cb
-from .convert import image_batch
+from .comfy_video import VIDEO, frames_or_video
 from .schema import Boolean, Int, Node, Out, Socket
 from .sockets import KEEP_MODEL_TOOLTIP, MODEL_TOOLTIP, VIDSEG_FEATURES, VIDSEG_MODEL
 
@@ -20,26 +21,32 @@ class VidSegExtractFeatures:
             "decoder blocks 6-8 are captured. Features are kept on the CPU in fp16 (grid = frame size / 16).",
             inputs=(
                 Socket("model", VIDSEG_MODEL, MODEL_TOOLTIP),
-                Socket("frames", "IMAGE", "The video as an IMAGE batch [T,H,W,3], e.g. from Get Video Components. "
-                                          "Both sides must be at least 64 px."),
+                Socket("frames", "IMAGE", "The video as an IMAGE batch [T,H,W,3], e.g. from Get Video Components "
+                                          "(or connect video). Both sides must be at least 64 px.", optional=True),
                 Int("batch_size", 14, 1, 64, "Frames per batch B (paper: 14). SVD sees a batch as one clip; a short "
                                              "last batch is computed as the last B frames."),
                 Int("seed", 1, 0, 0xFFFFFFFF, "Per-batch seed of the encoding / noise (authors: 1). Masked modulation "
                                               "re-uses it to rebuild the same noisy latents.",
                     control_after_generate=False),
                 Boolean("keep_model_loaded", False, KEEP_MODEL_TOOLTIP),
+                Socket("video", VIDEO, "Or: a VIDEO (core Load Video / Trim Video), decoded batch by batch. Connect "
+                                       "frames or video, not both.", optional=True),
             ),
             outputs=(Out("features", VIDSEG_FEATURES, "Per-frame aggregated (blocks 6-8) and correspondence (block 7) "
                                                       "features of the video."),),
             function="extract", search_aliases=("diffusion features", "attention features"))
 
-    def extract(self, model, frames, batch_size=14, seed=1, keep_model_loaded=False):
-        frames = image_batch(frames)
-        n = int(frames.shape[0])
+    def extract(self, model, frames=None, batch_size=14, seed=1, keep_model_loaded=False, video=None):
+        source = frames_or_video(frames, video, "Extract Block Features")  # a VIDEO is decoded batch by batch
+        n = len(source)
         progress = cb.Progress(n)
         progress(0, n)
-        with cb.model_on_device(model, keep_model_loaded) as bb:
-            feats = extract_features(bb, frames, batch_size=batch_size, seed=seed, progress=progress)
+        try:
+            with cb.model_on_device(model, keep_model_loaded) as bb:
+                frames_in = source.frames if isinstance(source, TensorFrames) else source
+                feats = extract_features(bb, frames_in, batch_size=batch_size, seed=seed, progress=progress)
+        finally:
+            source.close()
         feats.meta["num_batches"] = math.ceil(n / batch_size)
         return (feats,)
 

@@ -10,6 +10,7 @@ from ..vidseg_core.label_io import save_label_png
 from . import comfy_bridge as cb
 from .schema import Node, Socket, String
 from .sockets import VIDSEG_LABELS, require_labels
+from .stored_labels import label_chunks, label_range
 
 
 def output_target(output_dir: str, prefix: str):
@@ -64,27 +65,30 @@ class VidSegSaveLabelMaps:
 
     def save(self, labels, filename_prefix="vidseg/labels"):
         labels = require_labels(labels)
-        full = labels.full_resolution()
-        if full.numel() and (int(full.min()) < 0 or int(full.max()) > 255):
+        n = labels.num_frames
+        lo, hi = label_range(labels)
+        if lo < 0 or hi > 255:
             raise InputError("Label values above 255 do not fit a palettised PNG.", "Use at most 255 clusters.")
         folder, base, subfolder = output_target(cb.output_directory(), filename_prefix)
         os.makedirs(folder, exist_ok=True)
         counter = next_counter(folder, base)
 
         def names(c):
-            return [f"{base}_{c:05d}_{i:05d}.png" for i in range(full.shape[0])] + [f"{base}_{c:05d}_labels.json"]
+            return [f"{base}_{c:05d}_{i:05d}.png" for i in range(n)] + [f"{base}_{c:05d}_labels.json"]
 
         while any(os.path.exists(os.path.join(folder, n)) for n in names(counter)):
             counter += 1
         files = names(counter)
-        progress = cb.Progress(full.shape[0])
+        progress = cb.Progress(n)
         results = []
-        for i, name in enumerate(files[:-1]):
-            progress(i, full.shape[0])
-            save_label_png(os.path.join(folder, name), full[i])
-            results.append({"filename": name, "subfolder": subfolder, "type": "output"})
-        progress(full.shape[0], full.shape[0])
-        info = {"label_table": labels.table.to_dict(), "frames": int(full.shape[0]),
+        for start, part in label_chunks(labels):  # a range of frames at a time (long videos: read from disk)
+            for i in range(part.shape[0]):
+                progress(start + i, n)
+                name = files[start + i]
+                save_label_png(os.path.join(folder, name), part[i])
+                results.append({"filename": name, "subfolder": subfolder, "type": "output"})
+        progress(n, n)
+        info = {"label_table": labels.table.to_dict(), "frames": int(n),
                 "frame_size": list(labels.frame_size), "upsampled_from_coarse": bool(labels.coarse),
                 "meta": {k: v for k, v in labels.meta.items() if isinstance(v, (int, float, str, bool, list, tuple))}}
         with open(os.path.join(folder, files[-1]), "x") as f:

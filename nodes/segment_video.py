@@ -7,18 +7,13 @@ feature pass and the modulation.
 """
 from __future__ import annotations
 
-import torch
-
-from ..vidseg_core.errors import InputError
-from ..vidseg_core.label_io import overlay
-from ..vidseg_core.pipeline import MODES, SegmentSettings, segment_video
-from . import comfy_bridge as cb
-from .assign_labels import MASK_NAMES
+from ..vidseg_core.pipeline import MODES
 from .cbr_refine import METHODS
-from .convert import (image_batch, labels_to_masks, parse_names, parse_selection, reference_from_label_image,
-                      reference_from_mask)
+from .comfy_video import VIDEO
 from .schema import Boolean, Combo, Int, Node, Out, Socket, String
-from .sockets import KEEP_MODEL_TOOLTIP, MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL, Labels
+from .segment_run import (FLOAT_OUTPUTS, FLOAT_OUTPUTS_TOOLTIP, MASK_VIDEO_TOOLTIP, OVERLAY_VIDEO_TOOLTIP,
+                          VIDEO_TOOLTIP, run_segment)
+from .sockets import KEEP_MODEL_TOOLTIP, MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL
 
 
 class VidSegSegmentVideo:
@@ -33,8 +28,10 @@ class VidSegSegmentVideo:
             "unnamed clusters.",
             inputs=(
                 Socket("model", VIDSEG_MODEL, MODEL_TOOLTIP),
-                Socket("frames", "IMAGE", "The video as an IMAGE batch [T,H,W,3] (sides >= 64 px; they are processed "
-                                          "at the size rounded down to multiples of 64)."),
+                Socket("frames", "IMAGE", "The video as an IMAGE batch [T,H,W,3] (or connect video instead; sides "
+                                          ">= 64 px; they are processed at the size rounded down to multiples of 64).",
+                       optional=True),
+                Socket("video", VIDEO, VIDEO_TOOLTIP, optional=True),
                 Int("num_clusters", 20, 1, 255, "K of the KMeans initialisation (paper: 20; the authors' demo: 5)."),
                 Combo("mode", MODES, "quality = masked modulation (paper, 2 diffusion passes per label); fast = guided "
                                      "filter (no extra passes).", default="quality"),
@@ -54,6 +51,7 @@ class VidSegSegmentVideo:
                 Combo("kmeans", ("torch", "sklearn"), "KMeans implementation: torch (GPU-capable, its own k-means++ "
                       "draws) or sklearn (scikit-learn seeded with seed: the authors' exact clustering).",
                       default="torch", optional=True, advanced=True),
+                Combo("float_outputs", FLOAT_OUTPUTS, FLOAT_OUTPUTS_TOOLTIP, default="auto", optional=True),
             ),
             outputs=(
                 Out("labels", VIDSEG_LABELS, "Label maps [T, H, W] with the label table (for Select Labels, "
@@ -63,50 +61,21 @@ class VidSegSegmentVideo:
                 Out("all_masks", "MASK", "Every label as a mask video, label after label: MASK [T * L, H, W]."),
                 Out("overlay", "IMAGE", "The frames with the label colours blended in [T, H, W, 3]."),
                 Out("info", "STRING", "Labels, timings and warnings of the run."),
+                Out("overlay_video", VIDEO, OVERLAY_VIDEO_TOOLTIP),
+                Out("mask_video", VIDEO, MASK_VIDEO_TOOLTIP),
             ),
             function="segment",
             search_aliases=("video segmentation", "video object segmentation", "track object", "mask propagation",
                             "zero-shot segmentation"))
 
-    def segment(self, model, frames, num_clusters=20, mode="quality", seed=1, keep_model_loaded=False,
+    def segment(self, model, frames=None, num_clusters=20, mode="quality", seed=1, keep_model_loaded=False,
                 reference_frame=0, mask_labels="", batch_size=14, refiner="cbr", reference_mask=None,
-                reference_labels=None, label_names="", kmeans="torch"):
-        frames = image_batch(frames)
-        n, H, W = (int(v) for v in frames.shape[:3])
-        if not 0 <= reference_frame < n:
-            raise InputError(f"reference_frame {reference_frame} is outside the video's {n} frames.",
-                             f"Use an index in 0..{n - 1}.")
-        if reference_mask is not None and reference_labels is not None:
-            raise InputError("Both a reference mask and a reference label image are connected.",
-                             "Connect only one of them.")
-        names, ref = {}, None
-        if reference_mask is not None:
-            ref, names = reference_from_mask(reference_mask, reference_frame), dict(MASK_NAMES)
-        elif reference_labels is not None:
-            ref = reference_from_label_image(reference_labels, reference_frame)
-        names.update(parse_names(label_names))
-        settings = SegmentSettings(num_clusters=int(num_clusters), batch_size=int(batch_size), mode=mode,
-                                   refiner=refiner, seed=int(seed), reference=ref, reference_frame=int(reference_frame),
-                                   names=names or None, kmeans_impl=kmeans)
-        bar = cb.Progress(100 * max(1, -(-n // int(batch_size))))
-        bar(0)
-        with cb.model_on_device(model, keep_model_loaded) as bb:
-            labels, summary = segment_video(bb, frames, settings, progress=bar.fraction, cancel=cb.cancel_check)
-        bar(bar.total)
-        table = summary.table
-        meta = {"batch_size": int(batch_size), "seed": int(seed), "backbone": summary.backbone, "mode": mode,
-                "upsampler": "masked_modulation" if mode == "quality" else "guided_filter",
-                "seconds": dict(summary.seconds)}
-        result = Labels(labels, table, (H, W), False, meta)
-        if str(mask_labels).strip():
-            chosen = parse_selection(mask_labels, table)
-        else:
-            chosen = [v for v in table.values if v != 0]
-        mask = labels_to_masks(labels, chosen)
-        all_masks = torch.cat([labels_to_masks(labels, [v]) for v in table.values], 0)
-        over = overlay(frames, labels, table, 0.5).clamp(0, 1)
-        info = self.describe(summary, chosen)
-        return (result, cb.outputs_device(mask), cb.outputs_device(all_masks), cb.outputs_device(over), info)
+                reference_labels=None, label_names="", kmeans="torch", video=None, float_outputs="auto"):
+        run = run_segment(model, frames, video, num_clusters, mode, seed, keep_model_loaded, reference_frame,
+                          mask_labels, batch_size, refiner, reference_mask, reference_labels, label_names,
+                          float_outputs, kmeans)
+        info = "\n".join([self.describe(run.summary, run.chosen)] + run.notes)
+        return (run.labels, run.mask, run.all_masks, run.overlay, info, run.overlay_video, run.mask_video)
 
     @staticmethod
     def describe(summary, chosen) -> str:

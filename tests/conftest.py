@@ -180,6 +180,11 @@ def _install_comfy_stand_ins() -> None:
     sys.modules["comfy.utils"] = utils
     sys.modules["comfy.model_management"] = mm
 
+    # the core VIDEO type (comfy_api ... VideoFromFile) and ExecutionBlocker
+    from tests.helpers.comfy_video_standin import install as install_video
+
+    install_video()
+
 
 _install_comfy_stand_ins()
 

@@ -32,6 +32,7 @@ ProgressBar = sys.modules["comfy.utils"].ProgressBar
 core = sys.modules["vidseg_pack.vidseg_core.errors"]
 sockets = sys.modules["vidseg_pack.nodes.sockets"]
 labels_mod = sys.modules["vidseg_pack.vidseg_core.labels"]
+VideoStream = sys.modules["vidseg_pack.vidseg_core.video_stream"].VideoStream
 
 T, H, W = 4, 64, 128
 
@@ -79,6 +80,9 @@ def new_bars():
 
 
 # ------------------------------------------------------------------ core node stand-ins
+_CLIP: dict = {}
+
+
 class _Core:
     """Stand-ins for the core nodes the workflows use: same inputs and output types, trivial work."""
 
@@ -86,7 +90,15 @@ class _Core:
 
     @staticmethod
     def LoadVideo(file):
-        return ({"file": file},)
+        """A VIDEO (the core type's stand-in) over an mp4 of FRAMES, written once."""
+        from tests.helpers.comfy_video_standin import VideoFromFile, write_test_video
+
+        if "clip" not in _CLIP:
+            import tempfile
+
+            folder = Path(tempfile.mkdtemp(prefix="vidseg_workflow_"))
+            _CLIP["clip"] = write_test_video(folder / "clip.mp4", (FRAMES * 255).round().byte().numpy(), 8)
+        return (VideoFromFile(_CLIP["clip"]),)
 
     @staticmethod
     def GetVideoComponents(video):
@@ -244,7 +256,7 @@ def test_inpainting_and_preview_workflows_execute(tmp_path, monkeypatch):
                                                       ("VidSegSegmentVideo", "num_clusters"): 3,
                                                       ("VidSegSegmentVideo", "mode"): "fast"})
     results, _ = execute(api)
-    labels, mask, all_masks, over, info = by_type(api, results, "VidSegSegmentVideo")[0]
+    labels, mask, all_masks, over, info = by_type(api, results, "VidSegSegmentVideo")[0][:5]
     assert mask.shape == (T, H, W) and over.shape == (T, H, W, 3)
     assert all_masks.shape == (T * len(labels.table), H, W)
     assert torch.equal(all_masks.reshape(len(labels.table), T, H, W).sum(0), torch.ones(T, H, W))
@@ -252,11 +264,16 @@ def test_inpainting_and_preview_workflows_execute(tmp_path, monkeypatch):
     assert latent["noise_mask"].shape == (T, 1, H, W)  # one mask per frame reaches the sampler
     assert "labels" in info
     api = workflow_api("vidseg_fast_preview", {("VidSegLoadModel", "model"): "tiny-sd",
-                                                ("VidSegSegmentVideo", "num_clusters"): 3,
-                                                ("ImageScale", "width"): 128})
+                                                ("VidSegSegmentVideo", "num_clusters"): 3})
     results, _ = execute(api)
-    _, mask, _, over, _ = by_type(api, results, "VidSegSegmentVideo")[0]
-    assert mask.shape == (T, H, W) and over.shape == (T, H, W, 3)
+    labels, mask, all_masks, over, info, over_video, mask_video = by_type(api, results, "VidSegSegmentVideo")[0]
+    assert labels.labels.shape == (T, H, W) and labels.labels.dtype == torch.uint8  # streamed from the VIDEO
+    blocker = sys.modules["comfy_execution.graph_utils"].ExecutionBlocker
+    assert all(isinstance(x, blocker) for x in (mask, all_masks, over))  # float outputs off for a VIDEO
+    assert _Core.calls["SaveVideo"] == [over_video]  # the overlay VIDEO goes to Save Video
+    with VideoStream(over_video.get_stream_source()) as vs:
+        assert len(vs) == T and vs.frame_size == (H, W) and vs.fps == 8
+    assert len(sorted((tmp_path / "vidseg").glob("preview_labels_*.png"))) == T
 
 
 def test_svd_workflow_executes_with_the_core_loader_and_the_adapter(tmp_path, monkeypatch):

@@ -54,7 +54,9 @@ def test_workflow_is_valid_ui_format(path):
     unknown = types - set(pack_nodes(PACK)) - set(CORE_NODES)
     assert not unknown, f"unknown node types {unknown}"
     assert any(t.startswith("VidSeg") for t in types)
-    assert {"LoadVideo", "GetVideoComponents"} <= types, "video comes in through core nodes"
+    assert "LoadVideo" in types, "video comes in through core nodes"
+    # the fast preview streams the VIDEO into Segment Video; the others take an IMAGE batch
+    assert ("GetVideoComponents" in types) == (path.stem != "vidseg_fast_preview")
     for n in wf["nodes"]:
         assert n["properties"]["Node name for S&R"] == n["type"]
         assert n["properties"]["cnr_id"] == ("vidseg" if n["type"].startswith("VidSeg") else "comfy-core")
@@ -118,8 +120,20 @@ def test_workflow_contents_per_use_case():
     inpaint = types("vidseg_mask_to_inpainting")
     assert {"VidSegSegmentVideo", "GrowMask", "SetLatentNoiseMask", "CheckpointLoaderSimple", "KSampler"} <= \
         set(inpaint)
-    fast = next(n for n in _api("vidseg_fast_preview").values() if n["class_type"] == "VidSegSegmentVideo")
+    fast_api = _api("vidseg_fast_preview")
+    fast = next(n for n in fast_api.values() if n["class_type"] == "VidSegSegmentVideo")
     assert fast["inputs"]["mode"] == "fast"
+    # streamed: Load Video -> Segment Video's video input -> overlay_video -> Save Video, and label maps saved
+    assert fast_api[fast["inputs"]["video"][0]]["class_type"] == "LoadVideo" and "frames" not in fast["inputs"]
+    assert fast["inputs"]["float_outputs"] == "auto"  # = off for a VIDEO: nothing scales with the length
+    seg_id = next(k for k, n in fast_api.items() if n is fast)
+    save = next(n for n in fast_api.values() if n["class_type"] == "SaveVideo")
+    assert save["inputs"]["video"] == [seg_id, 5]  # overlay_video
+    labels = next(n for n in fast_api.values() if n["class_type"] == "VidSegSaveLabelMaps")
+    assert labels["inputs"]["labels"] == [seg_id, 0]
+    # the inpainting keeps the IMAGE / MASK path for its short clip
+    inpaint_seg = next(n for n in api_inpaint().values() if n["class_type"] == "VidSegSegmentVideo")
+    assert "frames" in inpaint_seg["inputs"] and "video" not in inpaint_seg["inputs"]
     # the propagated mask (not the overlay) feeds the inpainting chain
     api = _api("vidseg_mask_to_inpainting")
     grow = next(n for n in api.values() if n["class_type"] == "GrowMask")
@@ -129,6 +143,10 @@ def test_workflow_contents_per_use_case():
 
 def _api(stem):
     return ui_to_api(_load(WF_DIR / f"{stem}.json"), SPECS)
+
+
+def api_inpaint():
+    return _api("vidseg_mask_to_inpainting")
 
 
 # ------------------------------------------------------------------ converter

@@ -28,6 +28,25 @@ from typing import Iterator
 import torch
 
 
+def release_freed_memory() -> bool:
+    """Collect garbage cycles and hand the C heap's free pages back to the system (glibc ``malloc_trim``),
+    so that the process's memory after a run drops to what is still in use.  Returns whether the heap
+    was trimmed (False where the C library has no ``malloc_trim``, e.g. macOS, Windows, musl)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
+
+
 def use_huge_pages() -> bool:
     """Ask torch's CPU allocator for transparent huge pages on large allocations (``THP_MEM_ALLOC_ENABLE=1``,
     unless the environment already says otherwise).  torch reads the variable once, at its first large

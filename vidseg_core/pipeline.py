@@ -140,6 +140,8 @@ class VideoSegmenter:
         #: cancel() -> True stops the run (checked per batch and per modulation step); it may also raise itself
         self.cancel = cancel
         self.summary: Optional[SegmentSummary] = None
+        #: the label table, once the reference batch has named the clusters (before the first result)
+        self.table: Optional[LabelTable] = None
 
     # ------------------------------------------------------------------ helpers
     def _tick(self, done: int, total: int, stage: str) -> None:
@@ -246,6 +248,7 @@ class VideoSegmenter:
         s = self.settings
         context.init(agg, s.reference, ref_index, s.num_clusters, s.n_init, self.backbone.config.seed
                      if s.seed is None else s.seed, s.kmeans_impl, s.void_values, frame_size=frame_size, names=s.names)
+        self.table = context.table
         a = context.assignment
         at_grid = list(a.lost_at_grid)
         lost = [v for v in a.lost_labels if v not in at_grid]

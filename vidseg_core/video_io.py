@@ -223,6 +223,27 @@ class FrameSource:
         self.close()
 
 
+class TensorFrames:
+    """Frames already in memory (``[T,H,W,3]`` float in 0..1) with the interface of :class:`FrameSource`."""
+
+    #: frame rate of outputs written from an IMAGE batch (it carries none)
+    fps = 24
+
+    def __init__(self, frames: torch.Tensor):
+        self.frames = frames
+        self.frame_size = (int(frames.shape[1]), int(frames.shape[2]))
+        self.source_size = self.frame_size
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def read(self, start: int, stop: int) -> torch.Tensor:
+        return self.frames[start:stop]
+
+    def close(self) -> None:
+        pass
+
+
 def _cv2():
     try:
         import cv2

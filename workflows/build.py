@@ -5,7 +5,8 @@ Run from the repo root:  ``python -m workflows.build``  (rewrites ``workflows/*.
 Every widget value is written in the frontend's positional order from the node
 specs (ours from the node classes, core ones from ``tools/comfy_core_nodes.py``),
 so the files stay consistent with the nodes; ``tests/test_workflows.py`` checks
-them.  Video comes in through core nodes (Load Video -> Get Video Components).
+them.  Video comes in through core Load Video: as a VIDEO straight into Segment Video (the fast preview,
+streamed), or through Get Video Components as an IMAGE batch (the stage pipelines, the inpainting).
 """
 from __future__ import annotations
 
@@ -180,22 +181,19 @@ def mask_inpaint(specs, pack):
 
 
 def fast_preview(specs, pack):
-    """A quick look: downscaled frames, the one-box node in fast mode, K = 5; the pack's own loader."""
+    """A quick look, streamed: Load Video -> Segment Video's video input (fast mode, K = 5, the pack's own loader)
+    -> the overlay VIDEO saved by Save Video, and the label maps saved.  The video is read batch by batch and
+    the outputs are written as it is processed, so memory does not grow with the video's length."""
     g = _graph(specs, pack)
-    comps = _video_in(g, 0, 0)
-    scale = g.add("ImageScale", (360, 0), {"upscale_method": "area", "width": 512, "height": 0, "crop": "disabled"})
-    g.link(comps, "images", scale, "image")
-    model = g.add("VidSegLoadModel", (0, 480), {"model": SD21_FILE})
-    seg = g.add("VidSegSegmentVideo", (360, 200), {"num_clusters": 5, "mode": "fast"}, size=(340, 420))
+    load = g.add("LoadVideo", (0, 0), {"file": VIDEO_FILE}, size=(300, 330))
+    model = g.add("VidSegLoadModel", (0, 360), {"model": SD21_FILE})
+    seg = g.add("VidSegSegmentVideo", (360, 0), {"num_clusters": 5, "mode": "fast"}, size=(340, 460))
     g.link(model, "model", seg, "model")
-    g.link(scale, "IMAGE", seg, "frames")
-    prev = g.add("PreviewImage", (740, 0), size=(320, 300))
-    g.link(seg, "overlay", prev, "images")
-    video = g.add("CreateVideo", (740, 340))
-    g.link(seg, "overlay", video, "images")
-    g.link(comps, "fps", video, "fps")
-    save = g.add("SaveVideo", (740, 470), {"filename_prefix": "vidseg/preview"}, size=(320, 300))
-    g.link(video, "VIDEO", save, "video")
+    g.link(load, "VIDEO", seg, "video")
+    save = g.add("SaveVideo", (740, 0), {"filename_prefix": "vidseg/preview"}, size=(320, 300))
+    g.link(seg, "overlay_video", save, "video")
+    labels = g.add("VidSegSaveLabelMaps", (740, 340), {"filename_prefix": "vidseg/preview_labels"})
+    g.link(seg, "labels", labels, "labels")
     return g
 
 
@@ -204,7 +202,7 @@ WORKFLOWS: Dict[str, Tuple[Callable, str]] = {
     "vidseg_sd21_full_pipeline": (sd21_full, "SD 2.1 full pipeline (stage nodes, first-frame mask)"),
     "vidseg_svd_full_pipeline": (svd_full, "SVD full pipeline (stage nodes, clusters)"),
     "vidseg_mask_to_inpainting": (mask_inpaint, "First-frame mask -> video mask -> SD inpainting"),
-    "vidseg_fast_preview": (fast_preview, "Fast preview (guided filter, pack loader)"),
+    "vidseg_fast_preview": (fast_preview, "Fast preview, streamed (VIDEO in and out, guided filter)"),
 }
 
 
