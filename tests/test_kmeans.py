@@ -151,15 +151,15 @@ def test_nodes_offer_the_authors_kmeans(monkeypatch):
     class Stop(Exception):
         pass
 
-    def fake_segment_video(bb, frames, settings, **kw):
+    def fake_segmenter(bb, settings, *args, **kw):
         seen["settings"] = settings
         raise Stop
 
     import contextlib
 
-    module = sys.modules[seg.__module__]
-    monkeypatch.setattr(module, "segment_video", fake_segment_video)
-    monkeypatch.setattr(module.cb, "model_on_device", lambda model, keep: contextlib.nullcontext(model))
+    run_module = sys.modules[seg.__module__.rsplit(".", 1)[0] + ".segment_run"]
+    monkeypatch.setattr(run_module, "VideoSegmenter", fake_segmenter)
+    monkeypatch.setattr(run_module.cb, "model_on_device", lambda model, keep: contextlib.nullcontext(model))
     with pytest.raises(Stop):
         seg().segment(object(), torch.rand(2, 64, 128, 3), seed=1, kmeans="sklearn")
     assert seen["settings"].kmeans_impl == "sklearn" and seen["settings"].seed == 1
