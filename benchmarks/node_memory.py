@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ from typing import Dict, Optional
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.child_process import run_tagged_child  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "blackswan" / "frames"
 RESULT_TAG = "NODE-MEMORY "
@@ -72,11 +73,11 @@ def child(clip: str, path: str, clusters: int, out_dir: str, spill_mb: Optional[
 
     import folder_paths
     from tests.helpers.comfy_video_standin import VideoFromFile
-    from tools.pack_loader import load_pack
+    from tools.pack_loader import load_pack, pack_nodes
 
     folder_paths.get_output_directory = lambda: out_dir
     folder_paths.get_temp_directory = lambda: out_dir
-    nodes = load_pack().NODE_CLASS_MAPPINGS
+    nodes = pack_nodes(load_pack())
     if spill_mb is not None:  # the node reads the threshold when it creates the store
         sys.modules["vidseg_pack.vidseg_core.label_store"].DEFAULT_SPILL_BYTES = int(spill_mb * 2**20)
     rep: Dict[str, object] = {"path": path, "clusters": clusters, "threads": torch.get_num_threads()}
@@ -118,15 +119,7 @@ def run_config(clip: Path, path: str, clusters: int, threads: Optional[int],
         env = dict(os.environ)
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
-        t = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT), env=env)
-        wall = time.perf_counter() - t
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            rep = json.loads(line[len(RESULT_TAG):])
-            rep["wall_seconds"] = wall
-            return rep
-    raise RuntimeError(f"child failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+        return run_tagged_child(cmd, RESULT_TAG, ROOT, env=env)
 
 
 def main(argv=None) -> int:

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ from typing import Dict, List, Optional, Sequence
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.child_process import run_tagged_child  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "bedroom" / "frames"
 RESULT_TAG = "MEMORY-RESULT "
@@ -129,15 +130,7 @@ def run_config(data, frames: int, mode: str, max_side: Optional[int], clusters: 
     if batch_size:
         cmd += ["--batch-size", str(batch_size)]
     cmd += ["--threads", str(threads or torch.get_num_threads())]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=str(ROOT))
-    wall = time.perf_counter() - t
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_TAG):
-            rep = json.loads(line[len(RESULT_TAG):])
-            rep["wall_seconds"] = wall
-            return rep
-    raise RuntimeError(f"memory child failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
+    return run_tagged_child(cmd, RESULT_TAG, ROOT, timeout=timeout)
 
 
 def summarize(rep: Dict[str, object], base_peak: Optional[float]) -> Dict[str, object]:
