@@ -149,6 +149,7 @@ class SceneContext:
         self.grid: Optional[Tuple[int, int]] = None
         self.channels: Optional[int] = None
         self.kmeans_inertia: Optional[float] = None
+        self.kmeans_centers: Optional[torch.Tensor] = None
         self.last_knn_labels: Optional[torch.Tensor] = None
         self._classes: Optional[torch.Tensor] = None
         self.steps = 0
@@ -175,6 +176,7 @@ class SceneContext:
         assignment = assign_labels(clusters, num_clusters, ref, void_values, assign_void)
         note_grid_losses(assignment, reference, ref, void_values, assign_void)
         self.kmeans_inertia = km.inertia
+        self.kmeans_centers = km.centers  # [K, C]: the clusters a label bank links later shots to
         return self.init_from_assignment(feats[int(reference_frame)], clusters, assignment, names)
 
     def init_from_assignment(self, frame_features: torch.Tensor, clusters: torch.Tensor,

@@ -73,6 +73,7 @@ def validate_segment_settings(settings) -> None:
         raise InputError(f"Unknown KMeans implementation {s.kmeans_impl!r}.", f"Use one of {', '.join(_IMPLS)}.")
     for v in s.void_values:
         check_int("void value", v, 0, 255, "Void values are label ids 0..255 (DAVIS / VSPW use 255).")
+    s.shots.check()
     if s.mode == "quality":
         s.modulation.check()
     else:
