@@ -160,3 +160,35 @@ class ShotContext:
         return {"cut_detection": source, "cuts": sorted(set(frame_cuts) | set(self.feature_cuts)),
                 "frame_cuts": list(frame_cuts), "feature_cuts": list(self.feature_cuts),
                 "shots": shots, "label_shots": label_shots}
+
+
+def coarse_segment_shots(features, settings, batch_size: int = 14, frames=None, device="cpu",
+                         seed: Optional[int] = None):
+    """Coarse label maps ``[N, h, w]`` of a whole video's :class:`~vidseg_core.video_features.VideoFeatures`
+    through the shot machinery (the pipeline's coarse stage without a backbone), plus the label table and
+    the shots summary.  ``frames`` [N, H, W, 3]: for cut detection on the frames (None: the feature check
+    alone finds cuts with ``cuts="auto"``)."""
+    from .shots import plan_shot_batches, resolve_shots, shots_from_cuts
+
+    N = features.num_frames
+    s = settings
+    if frames is not None:
+        shots, frame_cuts, source = resolve_shots(s.shots, lambda a, b: frames[a:b], N)
+    elif isinstance(s.shots.cuts, str):
+        shots, frame_cuts, source = shots_from_cuts(N, []), [], "features" if s.shots.cuts == "auto" else "off"
+    else:
+        shots, frame_cuts, source = resolve_shots(s.shots, None, N)
+    batches = plan_shot_batches(shots, batch_size)
+    ctx = ShotContext(s, device, 1 if seed is None and s.seed is None else (seed if seed is not None else s.seed),
+                      tuple(features.frame_size))
+    rb = next(b for b in batches if b.write_start <= s.reference_frame < b.stop)
+    agg, corr = features.aggregated, features.correspondence
+    ctx.anchor_reference(agg[rb.start:rb.stop], s.reference_frame - rb.start, shots[rb.shot].start)
+    h, w = features.grid
+    out = torch.empty(N, h, w, dtype=torch.long)
+    for b in batches:
+        if b.first:
+            ctx.begin_shot(b.start, agg[b.start:b.stop], source)
+        out[b.write_start:b.stop] = ctx.step(agg[b.start:b.stop], corr[b.start:b.stop], b.start,
+                                             b.write_offset)[b.write_offset:].cpu()
+    return out, ctx.table, ctx.summary(N, frame_cuts, source)

@@ -72,6 +72,21 @@ class ShotSettings:
         check_int("shots.window", self.window, 1, None, "Give e.g. 2 frames.")
 
 
+def parse_cuts(text) -> Union[str, List[int]]:
+    """``--cuts``: "auto", "off", or comma-separated cut frames ("120,300")."""
+    t = str(text).strip().lower()
+    if t in CUT_MODES:
+        return t
+    try:
+        cuts = [int(x) for x in t.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise InputError(f"--cuts {text!r} is neither auto, off nor a list of frame numbers.",
+                         "Write --cuts auto, --cuts off or --cuts 120,300 (first frames of the new shots).") from None
+    if not cuts:
+        raise InputError("--cuts lists no frame.", "Write --cuts auto, --cuts off or e.g. --cuts 120,300.")
+    return cuts
+
+
 @dataclass(frozen=True)
 class Shot:
     """Frames ``[start, stop)`` of one shot."""

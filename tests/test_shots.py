@@ -1,0 +1,108 @@
+"""Shots of edited videos: cut detection, batches per shot, labels linked across shots (no shared data)."""
+import numpy as np
+import pytest
+import torch
+
+from vidseg_core.batching import plan_batches
+from vidseg_core.errors import InputError
+from vidseg_core.label_bank import LabelBank
+from vidseg_core.shots import (FeatureCutCheck, FrameCutDetector, ShotSettings, frame_histograms, parse_cuts,
+                               plan_shot_batches, shots_from_cuts)
+from vidseg_core.synthetic import make_clip
+
+
+def _clip(seed, n=10, size=(64, 112)):
+    return torch.from_numpy(make_clip(n, size, seed=seed)[0]).float() / 255
+
+
+def test_shots_from_cuts_and_errors():
+    shots = shots_from_cuts(30, [20, 10, 10])
+    assert [(s.start, s.stop) for s in shots] == [(0, 10), (10, 20), (20, 30)]
+    with pytest.raises(InputError, match="outside the video"):
+        shots_from_cuts(30, [30])
+    with pytest.raises(InputError, match="outside the video"):
+        shots_from_cuts(30, [0])
+    assert parse_cuts("auto") == "auto" and parse_cuts("OFF") == "off" and parse_cuts("12, 40") == [12, 40]
+    with pytest.raises(InputError, match="--cuts"):
+        parse_cuts("12;40")
+    with pytest.raises(InputError, match="cut detection"):
+        ShotSettings(cuts="sometimes").check()
+    with pytest.raises(InputError, match="link_threshold"):
+        ShotSettings(link_threshold=2.0).check()
+
+
+@pytest.mark.parametrize("n,b", [(1, 14), (13, 14), (14, 14), (29, 14), (200, 14), (7, 3)])
+def test_one_shot_plan_is_the_paper_plan(n, b):
+    plan = plan_shot_batches(shots_from_cuts(n, []), b)
+    assert [(x.index, x.start, x.stop, x.write_start) for x in plan] == \
+        [(x.index, x.start, x.stop, x.write_start) for x in plan_batches(n, b)]
+    assert [x.first for x in plan] == [True] + [False] * (len(plan) - 1)
+
+
+def test_batches_never_span_a_cut():
+    cuts = [5, 9, 30]  # a 4-frame shot (shorter than B) is its own batch
+    plan = plan_shot_batches(shots_from_cuts(40, cuts), 8)
+    written = [f for b in plan for f in b.written]
+    assert written == list(range(40))
+    for b in plan:
+        assert not any(b.start < c < b.stop for c in cuts) and not any(b.start < c <= b.stop - 1 for c in cuts)
+    assert [(b.start, b.stop) for b in plan if b.first] == [(0, 5), (5, 9), (9, 17), (30, 38)]
+    tail = [b for b in plan if b.shot == 2][-1]
+    assert (tail.start, tail.stop, tail.write_start) == (22, 30, 25)  # the shot's last B frames, not across 30
+
+
+def test_frame_detector_finds_hard_cuts_and_no_cut_in_one_scene():
+    a, b, c = _clip(0), _clip(5), _clip(9)
+    b = b.flip(2).mul(0.5)  # another scene: mirrored and darker
+    c = 1 - c
+    video = torch.cat([a, b, c, a])
+    det = FrameCutDetector()
+    assert det.detect(frame_histograms(video)) == [10, 20, 30]
+    assert FrameCutDetector().detect(frame_histograms(_clip(0, 30))) == []
+    assert det.detect(frame_histograms(video[:1])) == []
+
+
+def test_frame_detector_places_one_cut_inside_a_dissolve():
+    a, b = _clip(0), 1 - _clip(5)
+    w = torch.linspace(0, 1, 8)[1:-1].view(-1, 1, 1, 1)
+    video = torch.cat([a, (1 - w) * a[-1:] + w * b[:1], b])
+    cuts = FrameCutDetector().detect(frame_histograms(video))
+    assert len(cuts) == 1 and 10 <= cuts[0] <= 16
+
+
+def test_feature_check_finds_a_collapse_inside_a_batch():
+    g = torch.Generator().manual_seed(0)
+    scene_a, scene_b = torch.randn(1, 4, 6, 16, generator=g), torch.randn(1, 4, 6, 16, generator=g)
+    frames = torch.cat([scene_a + 0.05 * torch.randn(6, 4, 6, 16, generator=g),
+                        scene_b + 0.05 * torch.randn(4, 4, 6, 16, generator=g)])
+    check = FeatureCutCheck(0.6)
+    assert check.scan(frames, 0) == 6
+    check.reset()
+    assert check.scan(frames[:6], 0) is None
+    assert FeatureCutCheck(0.0).scan(frames, 0) is None
+
+
+def test_label_bank_links_returning_clusters_and_gives_new_ids():
+    bank = LabelBank(0.8, names={7: "swan"})
+    e = torch.eye(6)
+    bank.seed(e[:3], {0: 0, 1: 7, 2: 7}, "label", {"start": 0})
+    assert bank.table.name_of(7) == "swan"
+    # a new scene: two clusters unlike anything seen, one like the swan
+    new = torch.stack([e[4], e[5], e[1] + 0.1 * e[4]])
+    m = bank.link(new, [0, 1, 2], {"start": 10, "cut": "frames"})
+    assert m[2] == 7 and m[0] not in (0, 7) and m[1] not in (0, 7, m[0])
+    assert bank.table.name_of(7) == "swan" and len(bank.table) == 4
+    # the first scene returns: its clusters get their old labels back
+    m2 = bank.link(e[:3] + 0.01, [0, 1, 2], {"start": 20, "cut": "frames"})
+    assert m2 == {0: 0, 1: 7, 2: 7} and bank.shots[-1]["new"] == []
+    # a threshold of 1 never links
+    assert set(LabelBank(1.0).link(e[:2], [0, 1], {"start": 0}).values()) == {0, 1}
+
+
+def test_label_bank_records_label_shots():
+    bank = LabelBank()
+    bank.seed(torch.eye(3), {0: 0, 1: 1}, "cluster", {"start": 0})
+    bank.note_labels(0, torch.tensor([[0, 1], [1, 1]]))
+    bank.note_labels(12, torch.tensor([1]))
+    assert bank.label_shots() == {0: [0], 1: [0, 12]}
+    assert np.array_equal(sorted(bank.values), [0, 1])
