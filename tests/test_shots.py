@@ -75,7 +75,7 @@ def test_feature_check_finds_a_collapse_inside_a_batch():
     scene_a, scene_b = torch.randn(1, 4, 6, 16, generator=g), torch.randn(1, 4, 6, 16, generator=g)
     frames = torch.cat([scene_a + 0.05 * torch.randn(6, 4, 6, 16, generator=g),
                         scene_b + 0.05 * torch.randn(4, 4, 6, 16, generator=g)])
-    check = FeatureCutCheck(0.6)
+    check = FeatureCutCheck(2.0)
     assert check.scan(frames, 0) == 6
     check.reset()
     assert check.scan(frames[:6], 0) is None

@@ -41,9 +41,9 @@ class ShotSettings:
     window: int = 2
     #: dissolve: every frame of the run scores at least this (a fast pan scores < 0.1 on the test clips)
     gradual: float = 0.12
-    #: the feature check: a cut where a frame's mean nearest-neighbour cosine similarity to the frame before
-    #: falls below this fraction of the shot's median (0 = off)
-    feature_collapse: float = 0.6
+    #: the feature check: a cut where a frame's nearest-neighbour distance to the frame before (1 - mean
+    #: cosine similarity) is at least this many times the shot's median (0 = off)
+    feature_collapse: float = 2.0
     #: a new shot's cluster joins a bank cluster (a label seen before) at a centroid cosine similarity >= this
     link_threshold: float = 0.8
 
@@ -62,14 +62,17 @@ class ShotSettings:
                                  "Give e.g. [120, 300].") from None
             for c in cuts:
                 check_int("cut frame", c, 1, None, "A cut frame is the first frame of a new shot (>= 1).")
-        for name, low, high in (("threshold", 0.0, 1.0), ("gradual", 0.0, 1.0), ("feature_collapse", 0.0, 1.0),
-                                ("link_threshold", -1.0, 1.0)):
+        for name, low, high in (("threshold", 0.0, 1.0), ("gradual", 0.0, 1.0), ("link_threshold", -1.0, 1.0)):
             v = check_finite(f"shots.{name}", getattr(self, name), f"Give a number in {low}..{high}.")
             if not low <= v <= high:
                 raise InputError(f"shots.{name} = {v} is outside {low}..{high}.", f"Give a number in {low}..{high}.")
         if not check_finite("shots.ratio", self.ratio, "Give a ratio >= 1, e.g. 3.") >= 1:
             raise InputError(f"shots.ratio = {self.ratio} is below 1.", "Give a ratio >= 1, e.g. 3.")
         check_int("shots.window", self.window, 1, None, "Give e.g. 2 frames.")
+        fc = check_finite("shots.feature_collapse", self.feature_collapse, "Give 0 (off) or a ratio > 1, e.g. 2.")
+        if fc != 0 and fc <= 1:
+            raise InputError(f"shots.feature_collapse = {fc} would cut inside every shot.",
+                             "Give 0 (off) or a ratio > 1, e.g. 2.")
 
 
 def parse_cuts(text) -> Union[str, List[int]]:
@@ -223,10 +226,12 @@ class FeatureCutCheck:
     """The feature-side check: a collapse of the nearest-neighbour similarity between consecutive frames.
 
     ``scan(features, first_new)`` returns the first frame index (relative to ``features``) at or after
-    ``first_new`` whose similarity to the frame before falls below ``collapse`` x the shot's median so far;
-    the similarities of a shot are kept in ``history`` (reset at every shot)."""
+    ``first_new`` whose distance to the frame before (1 - :func:`nn_similarity`) is at least ``collapse``
+    times the shot's median so far (cosine similarity has a high floor between unrelated tokens, so the
+    distance, not the similarity, is compared); the distances of a shot are kept in ``history`` (reset at
+    every shot)."""
 
-    collapse: float = 0.6
+    collapse: float = 2.0
     min_history: int = 3
     history: List[float] = field(default_factory=list)
 
@@ -243,10 +248,10 @@ class FeatureCutCheck:
             before = features[t - 1] if t > 0 else previous
             if before is None:
                 continue
-            sim = float(nn_similarity(features[t], before))
+            dist = 1.0 - float(nn_similarity(features[t], before))
             if len(self.history) >= self.min_history:
                 med = sorted(self.history)[len(self.history) // 2]
-                if sim < self.collapse * med:
+                if dist >= self.collapse * max(med, 1e-6):
                     return t
-            self.history.append(sim)
+            self.history.append(dist)
         return None
