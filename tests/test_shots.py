@@ -106,3 +106,79 @@ def test_label_bank_records_label_shots():
     bank.note_labels(12, torch.tensor([1]))
     assert bank.label_shots() == {0: [0], 1: [0, 12]}
     assert np.array_equal(sorted(bank.values), [0, 1])
+
+
+def _two_scene_folder(folder):
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    a = make_clip(4, (64, 128), seed=0)[0]
+    for i, img in enumerate(list(a) + list(255 - a)):
+        Image.fromarray(img).save(folder / f"f{i:03d}.png")
+    return folder
+
+
+def test_cli_segment_cuts(tmp_path, capsys):
+    import json
+
+    from vidseg_core.__main__ import main
+
+    d = _two_scene_folder(tmp_path / "in")
+    base = ["segment", str(d), "--model", "tiny-sd", "--mode", "fast", "--clusters", "2", "--batch-size", "3",
+            "--quiet", "--device", "cpu", "--no-overlay"]
+    assert main(base + ["--out", str(tmp_path / "auto")]) == 0
+    shots = json.loads((tmp_path / "auto" / "summary.json").read_text())["shots"]
+    assert shots["cut_detection"] == "frames" and shots["cuts"] == [4]
+    assert [(s["start"], s["stop"]) for s in shots["shots"]] == [(0, 4), (4, 8)]
+    assert main(base + ["--out", str(tmp_path / "user"), "--cuts", "2,4"]) == 0
+    shots = json.loads((tmp_path / "user" / "summary.json").read_text())["shots"]
+    assert shots["cut_detection"] == "user" and [s["start"] for s in shots["shots"]] == [0, 2, 4]
+    assert main(base + ["--out", str(tmp_path / "off"), "--cuts", "off"]) == 0
+    assert json.loads((tmp_path / "off" / "summary.json").read_text())["shots"]["cuts"] == []
+    capsys.readouterr()
+    assert main(base + ["--out", str(tmp_path / "bad"), "--cuts", "9"]) == 2
+    assert "outside the video" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(base + ["--out", str(tmp_path / "bad"), "--cuts", "often"]) == 2
+    assert "--cuts" in capsys.readouterr().err
+
+
+def test_frame_histograms_of_uint8_and_float_frames_agree():
+    x = torch.from_numpy(make_clip(2, (64, 112), seed=1)[0])
+    assert torch.allclose(frame_histograms(x), frame_histograms(x.float() / 255))
+
+
+def test_overlap_plan_repeats_frames_inside_a_shot_only():
+    plan = plan_shot_batches(shots_from_cuts(30, [12]), 6, overlap=2)
+    assert [f for b in plan for f in b.written] == list(range(30))
+    assert all(b.size <= 6 and not (b.start < 12 < b.stop) for b in plan)
+    assert [(b.start, b.write_start) for b in plan if b.shot == 0] == [(0, 0), (4, 6), (6, 10)]  # the tail: the shot's last B
+    assert [(b.start, b.write_start) for b in plan if b.shot == 1][:2] == [(12, 12), (16, 18)]
+    with pytest.raises(InputError, match="overlap"):
+        plan_shot_batches(shots_from_cuts(30, []), 4, overlap=4)
+
+
+def test_seam_relabel_follows_the_shared_frames():
+    from vidseg_core.shot_context import seam_relabel
+
+    prev = torch.tensor([[[0, 0, 7, 7]], [[0, 0, 7, 7]]])  # 2 shared frames, labelled by the batch before
+    new = torch.tensor([[[0, 0, 3, 7]], [[0, 0, 3, 3]], [[0, 3, 3, 3]]])  # 3 mostly took 7's place
+    out = seam_relabel(new, prev)
+    assert torch.equal(out[:2], prev) and torch.equal(out[2], torch.tensor([[0, 7, 7, 7]]))
+    same = torch.tensor([[[0, 0, 7, 7]], [[0, 0, 7, 7]], [[0, 7, 7, 7]]])
+    assert torch.equal(seam_relabel(same, prev), same)  # agreeing labels are left alone
+
+
+@pytest.mark.parametrize("mode", ["fast", "quality"])
+def test_pipeline_with_seam_overlap_writes_every_frame_once(mode):
+    from vidseg_core.backbones import load_backbone
+    from vidseg_core.pipeline import SegmentSettings, VideoSegmenter
+
+    bb = load_backbone("tiny-sd", device="cpu", precision="fp32")
+    frames = _clip(0, 9, (64, 128))
+    s = SegmentSettings(num_clusters=3, n_init=1, batch_size=4, mode=mode, shots=ShotSettings(overlap=2))
+    seg = VideoSegmenter(bb, s)
+    res = list(seg.run(lambda a, b: frames[a:b], 9, (64, 128)))
+    assert [f for r in res for f in r.batch.written] == list(range(9))
+    assert [(r.batch.start, r.batch.write_start) for r in res] == [(0, 0), (2, 4), (4, 6), (5, 8)]
+    assert all(r.labels.shape[0] == len(r.batch.written) for r in res)
+    assert seg.summary.shots["cuts"] == [] and seg.summary.settings["shots"]["overlap"] == 2

@@ -244,6 +244,12 @@ class SceneContext:
         self.steps += 1
         return refined[int(write_offset):]
 
+    def refit(self, aggregated: torch.Tensor, labels: torch.Tensor) -> None:
+        """Replace the KNN state by ``labels`` [T, h, w] of the batch ``aggregated`` [T, h, w, C] (labels
+        corrected after :meth:`step`, e.g. at a seam between batches)."""
+        agg = self._check_features(aggregated, "aggregated features")
+        self.knn.fit(agg.reshape(-1, agg.shape[-1]), labels.reshape(-1).to(self.device, torch.long), self._classes)
+
     def run(self, batches: Iterable[Tuple[torch.Tensor, torch.Tensor, int]]) -> Iterator[torch.Tensor]:
         """Stream ``(aggregated, correspondence, write_offset)`` batches; yields labels per batch."""
         for agg, corr, off in batches:

@@ -48,6 +48,7 @@ class ShotContext:
         self.feature_cuts: List[int] = []
         self.last_knn_labels: Optional[torch.Tensor] = None
         self._previous: Optional[torch.Tensor] = None
+        self._last: Optional[Tuple[int, torch.Tensor]] = None  # (first frame, refined labels) of the last batch
 
     def _context(self) -> SceneContext:
         return SceneContext(self.n_neighbors, self.s.refiner, self.device, self.knn_impl)
@@ -78,7 +79,7 @@ class ShotContext:
         self.starts.append(start)
         if self.check is not None:
             self.check.reset()
-        self._previous = None
+        self._previous = self._last = None
         return ctx
 
     def _link(self, features: torch.Tensor, start: int, cut: str) -> SceneContext:
@@ -108,6 +109,8 @@ class ShotContext:
         if cut is None:
             out = self.current.step(aggregated, correspondence, 0)
             knn = self.current.last_knn_labels
+            if self.shot_settings.overlap and self._last is not None and write_offset > 0:
+                out = self._seam(aggregated, out, batch_start, write_offset)
             self._note(out[write_offset:], self.current_start)
         else:
             parts, knns = [], []
@@ -124,7 +127,20 @@ class ShotContext:
             out, knn = torch.cat(parts), torch.cat(knns)
         self.last_knn_labels = knn
         self._previous = aggregated[-1]
+        self._last = (int(batch_start), out)
         return out
+
+    def _seam(self, aggregated, out, batch_start: int, write_offset: int) -> torch.Tensor:
+        """The frames this batch shares with the one before keep their labels, and decide the ids of the rest
+        (:func:`seam_relabel`); the KNN is refit on the corrected labels."""
+        last_start, last = self._last
+        k = min(write_offset, last_start + last.shape[0] - batch_start)
+        if k <= 0:
+            return out
+        previous = last[batch_start - last_start:batch_start - last_start + k].to(out.device)
+        fixed = seam_relabel(out, previous)
+        self.current.refit(aggregated, fixed)
+        return fixed
 
     def _note(self, labels: torch.Tensor, start: int) -> None:
         if labels.numel():
@@ -162,6 +178,25 @@ class ShotContext:
                 "shots": shots, "label_shots": label_shots}
 
 
+def seam_relabel(labels: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """``labels`` [T, h, w] of a batch whose first ``k = len(previous)`` frames were labelled ``previous``
+    by the batch before.  Each label whose cells on those frames mostly (more than half) had another label
+    before is renamed to that label in the whole batch; the shared frames take their earlier labels."""
+    k = int(previous.shape[0])
+    new, old = labels[:k].reshape(-1), previous.reshape(-1).to(labels.device)
+    values = torch.unique(torch.cat([labels.reshape(-1), old]))
+    ni, oi = torch.searchsorted(values, new), torch.searchsorted(values, old)
+    L = int(values.numel())
+    joint = torch.bincount(ni * L + oi, minlength=L * L).reshape(L, L)
+    best = joint.argmax(1)
+    total = joint.sum(1)
+    rename = (best != torch.arange(L, device=labels.device)) & (2 * joint.gather(1, best[:, None])[:, 0] > total)
+    lut = torch.where(rename, values[best], values)
+    out = lut[torch.searchsorted(values, labels)]
+    out[:k] = previous.to(out.device)
+    return out
+
+
 def coarse_segment_shots(features, settings, batch_size: int = 14, frames=None, device="cpu",
                          seed: Optional[int] = None):
     """Coarse label maps ``[N, h, w]`` of a whole video's :class:`~vidseg_core.video_features.VideoFeatures`
@@ -178,7 +213,7 @@ def coarse_segment_shots(features, settings, batch_size: int = 14, frames=None, 
         shots, frame_cuts, source = shots_from_cuts(N, []), [], "features" if s.shots.cuts == "auto" else "off"
     else:
         shots, frame_cuts, source = resolve_shots(s.shots, None, N)
-    batches = plan_shot_batches(shots, batch_size)
+    batches = plan_shot_batches(shots, batch_size, s.shots.overlap)
     ctx = ShotContext(s, device, 1 if seed is None and s.seed is None else (seed if seed is not None else s.seed),
                       tuple(features.frame_size))
     rb = next(b for b in batches if b.write_start <= s.reference_frame < b.stop)

@@ -46,6 +46,9 @@ class ShotSettings:
     feature_collapse: float = 2.0
     #: a new shot's cluster joins a bank cluster (a label seen before) at a centroid cosine similarity >= this
     link_threshold: float = 0.8
+    #: seams: each batch after a shot's first repeats this many frames of the batch before; their labels
+    #: (already written) decide the new batch's label ids (:func:`~vidseg_core.shot_context.seam_relabel`)
+    overlap: int = 0
 
     def check(self) -> None:
         from .validation import check_finite, check_int
@@ -69,6 +72,7 @@ class ShotSettings:
         if not check_finite("shots.ratio", self.ratio, "Give a ratio >= 1, e.g. 3.") >= 1:
             raise InputError(f"shots.ratio = {self.ratio} is below 1.", "Give a ratio >= 1, e.g. 3.")
         check_int("shots.window", self.window, 1, None, "Give e.g. 2 frames.")
+        check_int("shots.overlap", self.overlap, 0, None, "Give 0 (no overlap) or a few frames, e.g. 2.")
         fc = check_finite("shots.feature_collapse", self.feature_collapse, "Give 0 (off) or a ratio > 1, e.g. 2.")
         if fc != 0 and fc <= 1:
             raise InputError(f"shots.feature_collapse = {fc} would cut inside every shot.",
@@ -123,13 +127,28 @@ def shots_from_cuts(num_frames: int, cuts: Sequence[int]) -> List[Shot]:
     return [Shot(i, a, b) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
 
 
-def plan_shot_batches(shots: Sequence[Shot], batch_size: int) -> List[ShotBatch]:
-    """Batches per shot (see the module docstring), numbered over the whole video."""
+def plan_shot_batches(shots: Sequence[Shot], batch_size: int, overlap: int = 0) -> List[ShotBatch]:
+    """Batches per shot (see the module docstring), numbered over the whole video.  With ``overlap`` every
+    batch after a shot's first starts ``overlap`` frames before its first written frame (those frames are
+    computed again, not written); each batch still has at most ``batch_size`` frames."""
+    if overlap and overlap >= batch_size:
+        raise InputError(f"A seam overlap of {overlap} frames needs batches of more than {overlap} frames "
+                         f"(batch size {batch_size}).", "Use an overlap below the batch size, e.g. 2.")
     out: List[ShotBatch] = []
     for sh in shots:
-        for b in plan_batches(len(sh), batch_size):
-            out.append(ShotBatch(len(out), sh.start + b.start, sh.start + b.stop, sh.start + b.write_start,
-                                 sh.index, b.index == 0))
+        if not overlap:
+            for b in plan_batches(len(sh), batch_size):
+                out.append(ShotBatch(len(out), sh.start + b.start, sh.start + b.stop, sh.start + b.write_start,
+                                     sh.index, b.index == 0))
+            continue
+        write, first = sh.start, True
+        while write < sh.stop:
+            start = write if first else write - overlap
+            stop = min(start + batch_size, sh.stop)
+            if stop - start < batch_size:  # the shot's tail: its last B frames, as without overlap
+                start = max(sh.start, stop - batch_size)
+            out.append(ShotBatch(len(out), start, stop, write, sh.index, first))
+            write, first = stop, False
     return out
 
 
