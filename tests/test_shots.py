@@ -182,3 +182,13 @@ def test_pipeline_with_seam_overlap_writes_every_frame_once(mode):
     assert [(r.batch.start, r.batch.write_start) for r in res] == [(0, 0), (2, 4), (4, 6), (5, 8)]
     assert all(r.labels.shape[0] == len(r.batch.written) for r in res)
     assert seg.summary.shots["cuts"] == [] and seg.summary.settings["shots"]["overlap"] == 2
+
+
+def test_seam_overlap_must_be_below_the_batch_size():
+    from vidseg_core.pipeline import SegmentSettings
+    from vidseg_core.validation import validate_segment_settings
+
+    with pytest.raises(InputError, match="seam overlap"):
+        validate_segment_settings(SegmentSettings(batch_size=3, shots=ShotSettings(overlap=3)))
+    with pytest.raises(InputError, match="overlap"):
+        validate_segment_settings(SegmentSettings(shots=ShotSettings(overlap=-1)))

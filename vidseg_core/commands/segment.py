@@ -53,6 +53,9 @@ def add_method_arguments(p) -> None:
     p.add_argument("--link-threshold", type=float, default=0.8,
                    help="a new shot's cluster takes a label seen before at this centroid cosine similarity "
                         "(default 0.8; 1 = every shot gets new labels)")
+    p.add_argument("--seam-overlap", type=int, default=0, metavar="N",
+                   help="frames each batch shares with the one before in the same shot; their labels decide the "
+                        "next batch's label ids (default 0: the paper's disjoint batches)")
 
 
 def settings_from_args(args, reference=None, reference_frame: int = 0):
@@ -68,7 +71,8 @@ def settings_from_args(args, reference=None, reference_frame: int = 0):
         num_clusters=args.clusters, batch_size=args.batch_size, mode=args.mode, refiner=args.refiner,
         seed=args.seed, reference=reference, reference_frame=reference_frame,
         modulation=ModulationSettings(lam=args.lam, filter_s=args.filter_s, compat=args.compat),
-        shots=ShotSettings(cuts=parse_cuts(args.cuts), link_threshold=args.link_threshold))
+        shots=ShotSettings(cuts=parse_cuts(args.cuts), link_threshold=args.link_threshold,
+                           overlap=args.seam_overlap))
     validate_segment_settings(settings)  # every value checked before any model is loaded
     return settings
 
@@ -261,7 +265,8 @@ def resume_key(args, source) -> dict:
 
     key = {k: getattr(args, k) for k in ("frames", "stride", "max_side", "model", "device", "precision",
                                          "prediction_type", "batch_size", "seed", "reference_frame", "clusters",
-                                         "mode", "refiner", "lam", "filter_s", "compat", "cuts", "link_threshold")}
+                                         "mode", "refiner", "lam", "filter_s", "compat", "cuts", "link_threshold",
+                                         "seam_overlap")}
     key["input"] = str(Path(args.input).resolve())
     key["names"] = [len(source), source.names[0], source.names[-1]]
     for name in ("model", "reference_mask"):
