@@ -43,7 +43,7 @@ class ShotSettings:
     gradual: float = 0.12
     #: the feature check: a cut where a frame's nearest-neighbour distance to the frame before (1 - mean
     #: cosine similarity) is at least this many times the shot's median (0 = off)
-    feature_collapse: float = 2.0
+    feature_collapse: float = 1.6
     #: a new shot's cluster joins a bank cluster (a label seen before) at a centroid cosine similarity >= this
     link_threshold: float = 0.8
     #: seams: each batch after a shot's first repeats this many frames of the batch before; their labels
@@ -73,10 +73,10 @@ class ShotSettings:
             raise InputError(f"shots.ratio = {self.ratio} is below 1.", "Give a ratio >= 1, e.g. 3.")
         check_int("shots.window", self.window, 1, None, "Give e.g. 2 frames.")
         check_int("shots.overlap", self.overlap, 0, None, "Give 0 (no overlap) or a few frames, e.g. 2.")
-        fc = check_finite("shots.feature_collapse", self.feature_collapse, "Give 0 (off) or a ratio > 1, e.g. 2.")
+        fc = check_finite("shots.feature_collapse", self.feature_collapse, "Give 0 (off) or a ratio > 1, e.g. 1.6.")
         if fc != 0 and fc <= 1:
             raise InputError(f"shots.feature_collapse = {fc} would cut inside every shot.",
-                             "Give 0 (off) or a ratio > 1, e.g. 2.")
+                             "Give 0 (off) or a ratio > 1, e.g. 1.6.")
 
 
 def parse_cuts(text) -> Union[str, List[int]]:
@@ -250,7 +250,7 @@ class FeatureCutCheck:
     distance, not the similarity, is compared); the distances of a shot are kept in ``history`` (reset at
     every shot)."""
 
-    collapse: float = 2.0
+    collapse: float = 1.6
     min_history: int = 3
     history: List[float] = field(default_factory=list)
 
