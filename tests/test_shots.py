@@ -192,3 +192,12 @@ def test_seam_overlap_must_be_below_the_batch_size():
         validate_segment_settings(SegmentSettings(batch_size=3, shots=ShotSettings(overlap=3)))
     with pytest.raises(InputError, match="overlap"):
         validate_segment_settings(SegmentSettings(shots=ShotSettings(overlap=-1)))
+
+
+def test_a_new_scene_split_by_kmeans_into_alike_clusters_gets_one_label():
+    bank = LabelBank(0.8)
+    e = torch.eye(6)
+    bank.seed(e[:2], {0: 0, 1: 1}, "cluster", {"start": 0})
+    halves = torch.stack([e[4] + 0.2 * e[5], e[4] - 0.1 * e[5] + 0.1 * e[3], e[2]])
+    m = bank.link(halves, [0, 1, 2], {"start": 9, "cut": "frames"})
+    assert m[0] == m[1] and m[2] != m[0] and set(bank.shots[-1]["new"]) == {m[0], m[2]}

@@ -5,7 +5,9 @@ linked to the bank by feature similarity: the cosine similarity of cluster centr
 the space of the aggregated features), one-to-one by an optimal assignment
 (``scipy.optimize.linear_sum_assignment``, largest total similarity).  A pair at or above the threshold
 takes the bank cluster's label (a returning scene gets its old ids, a reference mask's names carry over);
-a cluster left without a partner gets a new label id.  The new shot's clusters join the bank.
+a cluster left without a partner gets a new label id, shared with the shot's other new clusters whose
+centroid is as close to it as a link needs (KMeans splits a region in two more often than a scene holds
+two regions that alike).  The new shot's clusters join the bank.
 
 The bank also records which shots each label appears in and, per shot, how its clusters were linked
 (the ``shots`` part of ``summary.json``, see :mod:`vidseg_core.shot_context`).
@@ -76,9 +78,14 @@ class LabelBank:
                     linked[str(present[r])] = {"label": self._labels[k], "similarity": round(float(sim[r, k]), 4)}
         else:
             sim = None
-        new = []
+        new: List[int] = []
+        fresh: List[int] = []  # clusters that opened a new label in this shot
         for i, c in enumerate(present):
             if c in mapping:
+                continue
+            twin = self._twin(centers, c, fresh)
+            if twin is not None:  # as close to a new cluster of this shot as a link needs: the same label
+                mapping[c] = mapping[twin]
                 continue
             v = self._new_value()
             if v is None:  # no id left: the most similar label seen, said once
@@ -89,6 +96,7 @@ class LabelBank:
                               stacklevel=2)
             else:
                 new.append(v)
+                fresh.append(c)
                 self.values.append(v)
             mapping[c] = v
         for c in present:
@@ -96,6 +104,15 @@ class LabelBank:
         self.shots.append(dict(shot, anchor="linked", clusters={str(c): mapping[c] for c in present},
                                linked=linked, new=new))
         return mapping
+
+    def _twin(self, centers: torch.Tensor, c: int, fresh: List[int]) -> Optional[int]:
+        if not fresh:
+            return None
+        a = torch.nn.functional.normalize(centers[[c]].float().cpu(), dim=1)
+        b = torch.nn.functional.normalize(centers[fresh].float().cpu(), dim=1)
+        sim = (a @ b.T)[0]
+        k = int(sim.argmax())
+        return fresh[k] if float(sim[k]) >= self.threshold else None
 
     def _add(self, centroid: torch.Tensor, value: int) -> None:
         self._centroids.append(centroid.detach().float().cpu())
