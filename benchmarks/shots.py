@@ -132,6 +132,20 @@ def main() -> None:
                 fl, vc = boundary_flips(lab.numpy(), seq.gt, bounds)
                 print(f"  noise {noise} overlap {ov}: flips {fl:.4f}, mVC_8 {vc:.4f} ({len(bounds)} boundaries, "
                       f"{sum(b.size for b in plan) / len(lab):.2f} frames computed per frame)")
+    print(f"\n2b. {args.model} (fast mode, no reference, K = 5, B = 8): A's return and the labels B shares with A")
+    from vidseg_core.backbones import load_backbone
+
+    bb = load_backbone(args.model, device=args.device)
+    seq = seqs[1]
+    frames = seq.frames_tensor()
+    for cuts in ("off", "auto"):
+        s = SegmentSettings(num_clusters=5, batch_size=8, mode="fast", shots=ShotSettings(cuts=cuts))
+        _, coarse, summ = segment_video(bb, frames, s, keep_coarse=True)
+        coarse = coarse.numpy()
+        shared = set(np.unique(coarse[:14]).tolist()) & set(np.unique(coarse[14:34]).tolist())
+        print(f"  {seq.name:10s} cuts {cuts:4s}: same label on A's return {returning_agreement(seq, coarse):.3f}; "
+              f"labels of A also in B {sorted(shared)}; cuts {summ.shots['cuts']}; links of the return "
+              f"{summ.shots['shots'][-1]['linked'] if cuts == 'auto' else '-'}")
     print(f"\n4. cost ({args.model}, {args.device}, fast mode, A|B|C|A, {len(seqs[2].frames)} frames)")
     seq = seqs[2]
     frames = seq.frames_tensor()
@@ -140,9 +154,6 @@ def main() -> None:
         FrameCutDetector().detect_video(lambda a, b: frames[a:b], len(frames))
     det = (time.perf_counter() - t) / args.repeats / len(frames)
     print(f"  frame cut detection: {1000 * det:.2f} ms/frame")
-    from vidseg_core.backbones import load_backbone
-
-    bb = load_backbone(args.model, device=args.device)
     times = {"off": [], "auto": []}
     extra = {}
     for _ in range(args.repeats):

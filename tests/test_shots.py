@@ -201,3 +201,17 @@ def test_a_new_scene_split_by_kmeans_into_alike_clusters_gets_one_label():
     halves = torch.stack([e[4] + 0.2 * e[5], e[4] - 0.1 * e[5] + 0.1 * e[3], e[2]])
     m = bank.link(halves, [0, 1, 2], {"start": 9, "cut": "frames"})
     assert m[0] == m[1] and m[2] != m[0] and set(bank.shots[-1]["new"]) == {m[0], m[2]}
+
+
+def test_feature_check_reads_the_device_once_per_batch():
+    from tests.helpers.sync_counter import SyncCounter
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 4, 6, 16, generator=g) + 0.05 * torch.randn(12, 4, 6, 16, generator=g)
+    counts = []
+    for n in (4, 12):
+        check = FeatureCutCheck(1.6)
+        with SyncCounter() as c:
+            check.scan(x[:n], 0)
+        counts.append(c)
+    assert counts[0].events == counts[1].events and counts[1].total <= 1, counts[1].report()

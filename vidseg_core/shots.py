@@ -263,11 +263,12 @@ class FeatureCutCheck:
         if self.collapse <= 0:
             return None
         T = int(features.shape[0])
-        for t in range(max(0, first_new), T):
-            before = features[t - 1] if t > 0 else previous
-            if before is None:
-                continue
-            dist = 1.0 - float(nn_similarity(features[t], before))
+        ts = [t for t in range(max(0, first_new), T) if t > 0 or previous is not None]
+        if not ts:
+            return None
+        sims = torch.stack([nn_similarity(features[t], features[t - 1] if t > 0 else previous) for t in ts])
+        for t, sim in zip(ts, sims.tolist()):  # one host read per batch
+            dist = 1.0 - sim
             if len(self.history) >= self.min_history:
                 med = sorted(self.history)[len(self.history) // 2]
                 if dist >= self.collapse * max(med, 1e-6):
