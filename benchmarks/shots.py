@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--size", default="240x428", help="HxW of the edited frames")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-oracle", action="store_true")
+    ap.add_argument("--only-cost", action="store_true", help="part 4 alone")
+    ap.add_argument("--clusters", type=int, default=20, help="K of the cost runs (default 20, the paper's)")
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.split("x"))
     data = Path(args.data)
@@ -100,7 +102,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
           f"{torch.get_num_threads()}; frames {w}x{h}")
     print("\n1. cut detection: precision / recall")
-    for seq in seqs:
+    for seq in ([] if args.only_cost else seqs):
         found = FrameCutDetector().detect(frame_histograms(torch.from_numpy(seq.frames)))
         p, r = precision_recall(found, seq.cuts, seq.fades)
         line = f"  {seq.name:22s} true {seq.cuts}{seq.fades or ''} frames: found {found} P {p:.2f} R {r:.2f}"
@@ -109,7 +111,7 @@ def main() -> None:
             pf, rf = precision_recall(summ["feature_cuts"], seq.cuts, seq.fades)
             line += f" | features alone (oracle): found {summ['feature_cuts']} P {pf:.2f} R {rf:.2f}"
         print(line)
-    if not args.skip_oracle:
+    if not args.skip_oracle and not args.only_cost:
         print("\n2. oracle features: A's cells with the same label on its return")
         for seq in seqs[1:3]:
             for cuts in ("off", "auto"):
@@ -132,13 +134,14 @@ def main() -> None:
                 fl, vc = boundary_flips(lab.numpy(), seq.gt, bounds)
                 print(f"  noise {noise} overlap {ov}: flips {fl:.4f}, mVC_8 {vc:.4f} ({len(bounds)} boundaries, "
                       f"{sum(b.size for b in plan) / len(lab):.2f} frames computed per frame)")
-    print(f"\n2b. {args.model} (fast mode, no reference, K = 5, B = 8): A's return and the labels B shares with A")
     from vidseg_core.backbones import load_backbone
 
     bb = load_backbone(args.model, device=args.device)
+    if not args.only_cost:
+        print(f"\n2b. {args.model} (fast mode, no reference, K = 5, B = 8): A's return and the labels B shares with A")
     seq = seqs[1]
     frames = seq.frames_tensor()
-    for cuts in ("off", "auto"):
+    for cuts in (() if args.only_cost else ("off", "auto")):
         s = SegmentSettings(num_clusters=5, batch_size=8, mode="fast", shots=ShotSettings(cuts=cuts))
         _, coarse, summ = segment_video(bb, frames, s, keep_coarse=True)
         coarse = coarse.numpy()
@@ -146,7 +149,8 @@ def main() -> None:
         print(f"  {seq.name:10s} cuts {cuts:4s}: same label on A's return {returning_agreement(seq, coarse):.3f}; "
               f"labels of A also in B {sorted(shared)}; cuts {summ.shots['cuts']}; links of the return "
               f"{summ.shots['shots'][-1]['linked'] if cuts == 'auto' else '-'}")
-    print(f"\n4. cost ({args.model}, {args.device}, fast mode, A|B|C|A, {len(seqs[2].frames)} frames)")
+    print(f"\n4. cost ({args.model}, {args.device}, fast mode, K = {args.clusters}, A|B|C|A, {len(seqs[2].frames)} "
+          "frames)")
     seq = seqs[2]
     frames = seq.frames_tensor()
     t = time.perf_counter()
@@ -155,21 +159,26 @@ def main() -> None:
     det = (time.perf_counter() - t) / args.repeats / len(frames)
     print(f"  frame cut detection: {1000 * det:.2f} ms/frame")
     times = {"off": [], "auto": []}
+    stages = {"off": [], "auto": []}
     extra = {}
     for _ in range(args.repeats):
         for cuts in ("off", "auto"):
-            s = SegmentSettings(num_clusters=5, mode="fast", shots=ShotSettings(cuts=cuts))
+            s = SegmentSettings(num_clusters=args.clusters, mode="fast", shots=ShotSettings(cuts=cuts))
             t = time.perf_counter()
             _, summ = segment_video(bb, frames, s)
             times[cuts].append(time.perf_counter() - t)
+            stages[cuts].append(summ.seconds)
             extra[cuts] = summ
-    off, auto = (float(np.median(times[k])) / len(frames) for k in ("off", "auto"))
-    print(f"  fast mode, cuts off: {off:.4f} s/frame; cuts auto: {auto:.4f} s/frame "
-          f"({extra['auto'].shots['cuts']} found); difference {auto - off:+.4f} s/frame = "
-          f"{100 * (auto - off) / off:+.1f} % of the fast mode (median of {args.repeats}, interleaved)")
-    print(f"  stages with cuts auto (s, last run): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in extra["auto"].seconds.items()))
-
+    n = len(frames)
+    off, auto = (float(np.median(times[k])) / n for k in ("off", "auto"))
+    med = {k: {st: float(np.median([x[st] for x in stages[k]])) / n for st in stages[k][0]} for k in stages}
+    added = med["auto"]["shots"] + med["auto"]["coarse"] - med["off"]["coarse"]
+    print(f"  whole run, cuts off: {off:.4f} s/frame; cuts auto: {auto:.4f} s/frame "
+          f"({extra['auto'].shots['cuts']} found; medians of {args.repeats}, interleaved)")
+    for k in ("off", "auto"):
+        print(f"  stages, cuts {k}: " + ", ".join(f"{st} {v:.4f}" for st, v in med[k].items()) + " s/frame")
+    print(f"  added by the shots (cut detection + coarse-stage difference: re-anchoring KMeans, feature check): "
+          f"{added:.4f} s/frame = {100 * added / off:.1f} % of the fast mode's time (cuts off)")
 
 if __name__ == "__main__":
     main()

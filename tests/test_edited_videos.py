@@ -136,3 +136,21 @@ def test_pipeline_follows_the_shots_of_an_edited_video(scenes, tiny):
     for v, where in shots["label_shots"].items():  # a label is listed in the shots whose frames hold it
         for i, sh in enumerate(shots["shots"]):
             assert (i in where) == bool((coarse[sh["start"]:sh["stop"]] == int(v)).any())
+
+
+def test_reference_in_a_later_shot_names_that_shot_and_links_the_others(scenes):
+    seq = edited_sequence(scenes, "A|B|A")
+    s = SegmentSettings(num_clusters=6, n_init=2, reference=seq.gt[20], reference_frame=20,
+                        names={2: "dark", 3: "mid", 4: "bright"}, shots=ShotSettings(cuts="auto"))
+    labels, table, summary = coarse_segment_shots(oracle_video_features(seq, 0.3), s, 8,
+                                                  frames=torch.from_numpy(seq.frames))
+    shots = summary["shots"]
+    assert [x["anchor"] for x in shots] == ["linked", "reference", "linked"]
+    assert set(shots[1]["clusters"].values()) <= {2, 3, 4} and table.name_of(2) == "dark"
+    assert not set(shots[0]["clusters"].values()) & {2, 3, 4}  # A: new labels, B's names stay B's
+    assert shots[2]["new"] == [] and set(shots[2]["clusters"].values()) <= set(shots[0]["clusters"].values())
+    # A without a mask: KMeans splits its background into several labels; by the region each label stands for
+    # (its majority ground truth), A's return is labelled as its first appearance
+    lab = labels.numpy()
+    region = {v: np.bincount(seq.gt[lab == v]).argmax() for v in np.unique(lab)}
+    assert _returning_agreement(seq, np.vectorize(region.get)(lab)) > 0.95
