@@ -26,7 +26,7 @@ def test_one_label_per_pixel_at_input_size(name, mode, frames):
     values = set(summary.table.values)
     assert set(labels.unique().tolist()) <= values and set(coarse.unique().tolist()) <= values
     assert summary.num_frames == 5 and summary.grid == (4, 8) and summary.work_size == (64, 128)
-    assert set(summary.seconds) == {"read", "features", "coarse", "upsample"}
+    assert set(summary.seconds) == {"read", "features", "coarse", "upsample", "shots"}
 
 
 def test_reference_names_clusters_and_later_reference_frame(frames):

@@ -149,6 +149,7 @@ class SceneContext:
         self.grid: Optional[Tuple[int, int]] = None
         self.channels: Optional[int] = None
         self.kmeans_inertia: Optional[float] = None
+        self.kmeans_centers: Optional[torch.Tensor] = None
         self.last_knn_labels: Optional[torch.Tensor] = None
         self._classes: Optional[torch.Tensor] = None
         self.steps = 0
@@ -175,6 +176,7 @@ class SceneContext:
         assignment = assign_labels(clusters, num_clusters, ref, void_values, assign_void)
         note_grid_losses(assignment, reference, ref, void_values, assign_void)
         self.kmeans_inertia = km.inertia
+        self.kmeans_centers = km.centers  # [K, C]: the clusters a label bank links later shots to
         return self.init_from_assignment(feats[int(reference_frame)], clusters, assignment, names)
 
     def init_from_assignment(self, frame_features: torch.Tensor, clusters: torch.Tensor,
@@ -241,6 +243,12 @@ class SceneContext:
         self.last_knn_labels = knn[int(write_offset):]
         self.steps += 1
         return refined[int(write_offset):]
+
+    def refit(self, aggregated: torch.Tensor, labels: torch.Tensor) -> None:
+        """Replace the KNN state by ``labels`` [T, h, w] of the batch ``aggregated`` [T, h, w, C] (labels
+        corrected after :meth:`step`, e.g. at a seam between batches)."""
+        agg = self._check_features(aggregated, "aggregated features")
+        self.knn.fit(agg.reshape(-1, agg.shape[-1]), labels.reshape(-1).to(self.device, torch.long), self._classes)
 
     def run(self, batches: Iterable[Tuple[torch.Tensor, torch.Tensor, int]]) -> Iterator[torch.Tensor]:
         """Stream ``(aggregated, correspondence, write_offset)`` batches; yields labels per batch."""

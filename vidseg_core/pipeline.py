@@ -1,6 +1,11 @@
 """The whole method on a video, batch by batch (paper Fig. 3).
 
-For every batch of B frames (``plan_batches``):
+The video is first cut into shots (cut detection on the frames, or the user's cuts:
+:mod:`vidseg_core.shots`); batches follow the shots (``plan_shot_batches``: a batch never spans a cut).
+At each shot's first batch the scene context model is anchored: the reference frame's shot as in the
+paper, every other shot by KMeans afresh linked to the labels seen so far (:mod:`vidseg_core.shot_context`,
+:mod:`vidseg_core.label_bank`).  Without a cut this is the paper's single-shot loop, step for step.
+For every batch of B frames:
 
 1. prepare the batch once: resize, VAE-encode, condition, noise to t_m
    (:func:`~vidseg_core.features.prepare_batch`);
@@ -32,12 +37,13 @@ import numpy as np
 import torch
 
 from .backbones.base import Backbone
-from .batching import Batch, plan_batches
-from .context_model import SceneContext
+from .batching import Batch
 from .errors import InputError
 from .features import capture_features, prepare_batch
 from .labels import DEFAULT_VOID, LabelTable
 from .modulation import ModulationSettings
+from .shot_context import ShotContext
+from .shots import ShotSettings, plan_shot_batches, resolve_shots
 from .upsample import UpsampleContext, make_upsampler
 from .validation import validate_segment_settings
 
@@ -72,6 +78,8 @@ class SegmentSettings:
     kmeans_impl: str = "torch"
     modulation: ModulationSettings = field(default_factory=ModulationSettings)
     guided: Dict[str, object] = field(default_factory=dict)
+    #: edited videos: cut detection, batches per shot, labels linked across shots (see vidseg_core.shots)
+    shots: ShotSettings = field(default_factory=ShotSettings)
 
     def describe(self) -> dict:
         d = asdict(self)
@@ -104,6 +112,8 @@ class SegmentSummary:
     lost_labels: List[int]
     #: the part of ``lost_labels`` smaller than one feature-grid cell in the reference mask
     lost_at_grid: List[int] = field(default_factory=list)
+    #: cuts found, the shots and how their labels were linked, label -> shots (:meth:`ShotContext.summary`)
+    shots: Optional[dict] = None
 
     def to_dict(self) -> dict:
         return {
@@ -112,7 +122,7 @@ class SegmentSummary:
             "label_table": self.table.to_dict(), "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
             "seconds_per_frame": round(sum(self.seconds.values()) / max(1, self.num_frames), 4),
             "peak_memory_mb": round(self.peak_memory_mb, 1), "unassigned_clusters": self.unassigned_clusters,
-            "lost_labels": self.lost_labels, "lost_at_grid": self.lost_at_grid,
+            "lost_labels": self.lost_labels, "lost_at_grid": self.lost_at_grid, "shots": self.shots,
         }
 
 
@@ -186,14 +196,19 @@ class VideoSegmenter:
             raise InputError(f"Reference frame {s.reference_frame} is outside the video's {num_frames} frames.",
                              f"Use an index in 0..{num_frames - 1}.")
         work = bb.work_size(*frame_size)
-        batches = plan_batches(num_frames, bb.config.batch_size if s.batch_size is None else s.batch_size)
-        seconds = {"read": 0.0, "features": 0.0, "coarse": 0.0, "upsample": 0.0}
+        seconds = {"read": 0.0, "features": 0.0, "coarse": 0.0, "upsample": 0.0, "shots": 0.0}
+        t = time.perf_counter()
+        shots, frame_cuts, cut_source = resolve_shots(s.shots, read, num_frames)
+        batches = plan_shot_batches(shots, bb.config.batch_size if s.batch_size is None else s.batch_size,
+                                    s.shots.overlap)
+        seconds["shots"] += time.perf_counter() - t
         if bb.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(bb.device)
-        context = SceneContext(refiner=s.refiner, device=bb.device)
+        context = ShotContext(s, bb.device, self.backbone.config.seed if s.seed is None else s.seed, frame_size)
         upsampler = self._upsampler()
         units = len(batches)
         ref_batch = next(b for b in batches if b.write_start <= s.reference_frame < b.stop)
+        ref_shot = shots[ref_batch.shot].start
         if ref_batch.index != 0:  # name clusters on the reference frame's batch first
             t = time.perf_counter()
             frames = read(ref_batch.start, ref_batch.stop)
@@ -202,7 +217,7 @@ class VideoSegmenter:
             self._tick(0, units, "features")
             _, agg, _, _ = self._features(frames)
             seconds["features"] += time.perf_counter() - t
-            self._init_context(context, agg, s.reference_frame - ref_batch.start, frame_size)
+            self._init_context(context, agg, s.reference_frame - ref_batch.start, frame_size, ref_shot)
         for b in batches:
             self._check_cancel()
             self._tick(b.index, units, "features")
@@ -214,9 +229,11 @@ class VideoSegmenter:
             seconds["features"] += time.perf_counter() - t
             self._tick(b.index, units, "coarse")
             t = time.perf_counter()
-            if context.table is None:
-                self._init_context(context, agg, s.reference_frame - b.start, frame_size)
-            coarse = context.step(agg, corr, 0)  # whole batch: modulation needs every frame's mask
+            if context.reference_context is None:
+                self._init_context(context, agg, s.reference_frame - b.start, frame_size, ref_shot)
+            if b.first:  # a new shot: the reference's context, or KMeans afresh linked to the labels seen
+                context.begin_shot(b.start, agg, cut_source)
+            coarse = context.step(agg, corr, b.start, b.write_offset)  # whole batch: modulation needs every mask
             knn = context.last_knn_labels
             seconds["coarse"] += time.perf_counter() - t
             self._tick(b.index, units, "upsample")
@@ -235,6 +252,7 @@ class VideoSegmenter:
                                             UpsampleContext(cancel=self.cancel))
             seconds["upsample"] += time.perf_counter() - t
             self._tick(b.index + 1, units, "batch")
+            self.table = context.table  # a new shot may have added labels
             yield BatchResult(b, None if labels is None else labels.cpu(), coarse[off:].cpu(), knn[off:].cpu())
             del inputs, agg, corr, frames, reference
         assignment = context.assignment
@@ -242,13 +260,13 @@ class VideoSegmenter:
             table=context.table, num_frames=num_frames, frame_size=tuple(frame_size), work_size=work,
             grid=context.grid, backbone=bb.name, settings=s.describe(), seconds=seconds,
             peak_memory_mb=peak_memory_mb(bb.device), unassigned_clusters=list(assignment.unassigned_clusters),
-            lost_labels=list(assignment.lost_labels), lost_at_grid=list(assignment.lost_at_grid))
+            lost_labels=list(assignment.lost_labels), lost_at_grid=list(assignment.lost_at_grid),
+            shots=context.summary(num_frames, frame_cuts, cut_source))
 
-    def _init_context(self, context: SceneContext, agg: torch.Tensor, ref_index: int, frame_size) -> None:
+    def _init_context(self, shots: ShotContext, agg: torch.Tensor, ref_index: int, frame_size, shot_start) -> None:
         s = self.settings
-        context.init(agg, s.reference, ref_index, s.num_clusters, s.n_init, self.backbone.config.seed
-                     if s.seed is None else s.seed, s.kmeans_impl, s.void_values, frame_size=frame_size, names=s.names)
-        self.table = context.table
+        context = shots.anchor_reference(agg, ref_index, shot_start)
+        self.table = shots.table
         a = context.assignment
         at_grid = list(a.lost_at_grid)
         lost = [v for v in a.lost_labels if v not in at_grid]

@@ -73,6 +73,10 @@ def validate_segment_settings(settings) -> None:
         raise InputError(f"Unknown KMeans implementation {s.kmeans_impl!r}.", f"Use one of {', '.join(_IMPLS)}.")
     for v in s.void_values:
         check_int("void value", v, 0, 255, "Void values are label ids 0..255 (DAVIS / VSPW use 255).")
+    s.shots.check()
+    if s.shots.overlap and s.batch_size is not None and s.shots.overlap >= s.batch_size:
+        raise InputError(f"A seam overlap of {s.shots.overlap} frames needs batches of more than {s.shots.overlap} "
+                         f"frames (batch size {s.batch_size}).", "Use an overlap below the batch size, e.g. 2.")
     if s.mode == "quality":
         s.modulation.check()
     else:

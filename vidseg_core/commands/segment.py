@@ -51,6 +51,16 @@ def add_method_arguments(p) -> None:
     p.add_argument("--filter-s", type=float, default=0.7, help="difference-map filter s (default 0.7, 1 = off)")
     p.add_argument("--compat", choices=["none", "wrap", "wrap+jpeg"], default="none",
                    help="reproduce the authors' uint8 difference bug (wrap) and JPEG round trip (default: fixed)")
+    p.add_argument("--cuts", default="auto", metavar="auto|off|F1,F2,...",
+                   help="scene cuts of an edited video: auto = detect them (default), off = one shot, or the first "
+                        "frames of the new shots (among the selected frames), e.g. 120,300; batches never span a cut "
+                        "and a returning scene gets its earlier labels")
+    p.add_argument("--link-threshold", type=float, default=0.8,
+                   help="a new shot's cluster takes a label seen before at this centroid cosine similarity "
+                        "(default 0.8; 1 = every shot gets new labels)")
+    p.add_argument("--seam-overlap", type=int, default=0, metavar="N",
+                   help="frames each batch shares with the one before in the same shot; their labels decide the "
+                        "next batch's label ids (default 0: the paper's disjoint batches)")
 
 
 def settings_from_args(args, reference=None, reference_frame: int = 0):
@@ -60,10 +70,14 @@ def settings_from_args(args, reference=None, reference_frame: int = 0):
 
     from ..validation import validate_segment_settings
 
+    from ..shots import ShotSettings, parse_cuts
+
     settings = SegmentSettings(
         num_clusters=args.clusters, batch_size=args.batch_size, mode=args.mode, refiner=args.refiner,
         seed=args.seed, reference=reference, reference_frame=reference_frame, kmeans_impl=args.kmeans,
-        modulation=ModulationSettings(lam=args.lam, filter_s=args.filter_s, compat=args.compat))
+        modulation=ModulationSettings(lam=args.lam, filter_s=args.filter_s, compat=args.compat),
+        shots=ShotSettings(cuts=parse_cuts(args.cuts), link_threshold=args.link_threshold,
+                           overlap=args.seam_overlap))
     validate_segment_settings(settings)  # every value checked before any model is loaded
     return settings
 
@@ -128,7 +142,12 @@ def segment_settings(args, source):
                          f"Use an index in 0..{len(source) - 1}.")
     if not check_finite("--fps", args.fps, "Use e.g. --fps 12.") > 0:
         raise InputError(f"--fps {args.fps} must be positive.", "Use e.g. --fps 12.")
-    return settings_from_args(args, reference, args.reference_frame), lost
+    settings = settings_from_args(args, reference, args.reference_frame)
+    if not isinstance(settings.shots.cuts, str):  # user cuts: inside the selected frames, checked now
+        from ..shots import shots_from_cuts
+
+        shots_from_cuts(len(source), settings.shots.cuts)
+    return settings, lost
 
 
 def run(args) -> int:
@@ -271,7 +290,8 @@ def resume_key(args, source) -> dict:
 
     key = {k: getattr(args, k) for k in ("frames", "stride", "max_side", "model", "device", "precision",
                                          "prediction_type", "batch_size", "seed", "reference_frame", "clusters",
-                                         "mode", "refiner", "lam", "filter_s", "compat", "kmeans")}
+                                         "mode", "refiner", "lam", "filter_s", "compat", "kmeans", "cuts",
+                                         "link_threshold", "seam_overlap")}
     key["input"] = str(Path(args.input).resolve())
     key["names"] = [len(source), source.names[0], source.names[-1]]
     key["frames_fingerprint"] = source.fingerprint()
