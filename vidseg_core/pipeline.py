@@ -198,9 +198,9 @@ class VideoSegmenter:
         work = bb.work_size(*frame_size)
         seconds = {"read": 0.0, "features": 0.0, "coarse": 0.0, "upsample": 0.0, "shots": 0.0}
         t = time.perf_counter()
-        shots, frame_cuts, cut_source = resolve_shots(s.shots, read, num_frames)
-        batches = plan_shot_batches(shots, bb.config.batch_size if s.batch_size is None else s.batch_size,
-                                    s.shots.overlap)
+        batch_size = bb.config.batch_size if s.batch_size is None else s.batch_size
+        shots, frame_cuts, cut_source = resolve_shots(s.shots, read, num_frames, chunk=batch_size)
+        batches = plan_shot_batches(shots, batch_size, s.shots.overlap)
         seconds["shots"] += time.perf_counter() - t
         if bb.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(bb.device)

@@ -220,12 +220,14 @@ class FrameCutDetector:
         return self.detect(torch.cat(hists))
 
 
-def resolve_shots(settings: ShotSettings, read: Callable[[int, int], torch.Tensor], num_frames: int):
-    """``(shots, cuts found by the frame detector or given, source)`` for a video."""
+def resolve_shots(settings: ShotSettings, read: Callable[[int, int], torch.Tensor], num_frames: int,
+                  chunk: int = 32):
+    """``(shots, cuts found by the frame detector or given, source)`` for a video; the detector reads
+    ``chunk`` frames at a time (the pipeline passes its batch size: no more frames held than a batch)."""
     if isinstance(settings.cuts, str):
         if settings.cuts == "off":
             return shots_from_cuts(num_frames, []), [], "off"
-        cuts = FrameCutDetector(settings).detect_video(read, num_frames)
+        cuts = FrameCutDetector(settings).detect_video(read, num_frames, chunk=max(1, int(chunk)))
         return shots_from_cuts(num_frames, cuts), cuts, "frames"
     return shots_from_cuts(num_frames, list(settings.cuts)), sorted({int(c) for c in settings.cuts}), "user"
 
