@@ -15,7 +15,7 @@ B = bedroom, C = the synthetic clip; hard cuts at known frames, a dissolve, a fa
    on the A|B|C|A sequence with ``--model`` (cut detection, feature check and re-anchoring KMeans
    included), as a share of the fast mode's time.
 
-    python benchmarks/shots.py [--data ../shared/data] [--model tiny-sd] [--size 240x428] [--repeats 3]
+    python benchmarks/shots.py [--data DIR] [--model tiny-sd] [--size 240x428] [--repeats 3]
 """
 from __future__ import annotations
 

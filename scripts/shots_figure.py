@@ -6,7 +6,7 @@ the last frame of A, the first and last frames of B, the first frame of A's retu
 labels with cut detection off (B takes A's labels), coarse labels with cuts auto (B gets new labels, A
 gets its own back).
 
-    python scripts/shots_figure.py [--data ../shared/data] [--out docs/shots_oracle.jpg]
+    python scripts/shots_figure.py [--data DIR] [--out docs/shots_oracle.jpg]
 """
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ from vidseg_core.shot_context import coarse_segment_shots
 from vidseg_core.shots import FrameCutDetector, ShotSettings, frame_histograms
 
 DATA = data_dir()
-pytestmark = pytest.mark.skipif(DATA is None, reason="shared test data not found at ../shared/data "
-                                                     "(blackswan/frames, blackswan/masks_osvos, bedroom/frames)")
+pytestmark = pytest.mark.skipif(DATA is None, reason="shared test data not found (blackswan/frames, "
+                                                     "blackswan/masks_osvos, bedroom/frames)")
 
 
 @pytest.fixture(scope="module")
