@@ -25,9 +25,10 @@ def load_pack(name: str = "vidseg_pack", root: Path = ROOT):
     return module
 
 
-def pack_specs(pack) -> dict:
-    """``/object_info`` entries of the pack's nodes plus the hand-written core specs."""
-    from .comfy_core_nodes import CORE_NODES
+def pack_specs(pack, version: str = None) -> dict:
+    """``/object_info`` entries of the pack's nodes plus the core specs a ComfyUI ``version`` reported
+    (default: the oldest tested version; ``tools/comfy_core_nodes.py``)."""
+    from .comfy_core_nodes import load_core_specs
     from .comfy_graph import object_info
 
-    return object_info(pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS, CORE_NODES)
+    return object_info(pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS, load_core_specs(version))
