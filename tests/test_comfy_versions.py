@@ -3,7 +3,8 @@
 * each snapshot in ``tools/comfy_specs/`` names its version, commit and frontend, holds every core node the
   workflows use, and no file of the machine it was captured on;
 * every workflow file is valid for every version (a newer version's added optional widgets may be absent)
-  and converts to the same API prompt on each;
+  and converts to the same API prompt on each, plus the defaults of those added widgets (what the newer
+  frontend sends, e.g. Create Video's ``bit_depth`` in 0.33);
 * a V3 dynamic combo (core Save Video's ``codec`` in newer ComfyUI) is a widget, and its chosen option's
   inputs follow it.
 """
@@ -16,8 +17,8 @@ import pytest
 
 from tools.comfy_core_nodes import CORE_NODE_TYPES, load_core_specs, load_snapshot
 from tools.comfy_core_nodes import tested_versions as _tested_versions
-from tools.comfy_graph import (DYNAMIC_COMBO, Graph, link_problems, required_missing, ui_to_api, widget_layout,
-                               widget_values_problems)
+from tools.comfy_graph import (DYNAMIC_COMBO, Graph, link_problems, ordered_inputs, required_missing, ui_to_api,
+                               widget_layout, widget_values_problems)
 from tools.pack_loader import load_pack, pack_specs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +51,14 @@ def test_workflow_is_valid_on_every_version(path, version):
     assert link_problems(wf, specs) == []
     api = ui_to_api(wf, specs)
     assert required_missing(api, specs) == []
-    assert api == ui_to_api(wf, pack_specs(PACK, VERSIONS[0])), "the same file must give the same prompt"
+    oldest = pack_specs(PACK, VERSIONS[0])
+    base = ui_to_api(wf, oldest)
+    for key, node in api.items():  # the same prompt, plus the defaults of widgets a newer version added
+        known = {n for _, n, _ in ordered_inputs(oldest[node["class_type"]])}
+        added = {k: v for k, v in node["inputs"].items() if k not in known}
+        assert {k: v for k, v in node["inputs"].items() if k in known} == base[key]["inputs"]
+        spec = dict((n, sp) for _, n, sp in ordered_inputs(specs[node["class_type"]]))
+        assert all(v == spec[k][1].get("default") for k, v in added.items()), added
 
 
 def test_a_missing_required_widget_value_is_still_a_problem():
@@ -91,3 +99,13 @@ def test_dynamic_combo_option_adds_its_inputs_after_it():
     assert ui_to_api(wf, specs)["1"]["inputs"]["codec.encoding"] == "auto"
     wf["nodes"][0]["widgets_values"] = ["video/ComfyUI", "auto", "mkv"]
     assert any("not one of ['auto', 'h264']" in p for p in widget_values_problems(wf, specs))
+
+
+def test_a_widget_missing_from_the_file_gets_its_default_in_the_prompt():
+    """0.33's frontend sends Create Video's new ``bit_depth`` (8) for a file saved before it existed."""
+    specs = pack_specs(PACK, VERSIONS[-1])
+    assert "bit_depth" in specs["CreateVideo"]["input"].get("optional", {})
+    wf = json.loads((ROOT / "workflows" / "vidseg_fast_preview.json").read_text())
+    video = next(n for n in wf["nodes"] if n["type"] == "CreateVideo")
+    assert video["widgets_values"] == [30.0]  # written against the oldest version: fps only (linked)
+    assert ui_to_api(wf, specs)[str(video["id"])]["inputs"]["bit_depth"] == 8

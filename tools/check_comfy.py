@@ -93,7 +93,9 @@ def compare_ui_prompts(smoke: dict, live: dict) -> bool:
                 diffs.append(key)
         diffs += [k for k in mine if k not in rec["prompt"]]
         print(f"{name}: frontend prompt {'==' if not diffs else '!='} converter" + (f" (nodes {diffs})" if diffs else ""))
-        ok &= not diffs and not rec.get("missing")
+        if rec.get("notices"):
+            print(f"{name}: the frontend reports {'; '.join(rec['notices'])}")
+        ok &= not diffs and not rec.get("missing") and not rec.get("notices")
     return ok
 
 

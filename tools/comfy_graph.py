@@ -290,10 +290,9 @@ def ui_to_api(workflow: dict, specs: Dict[str, dict]) -> Dict[str, dict]:
         if isinstance(values, dict):
             values = []
         for k, (name, spec, role) in enumerate(widget_layout(info, values)):
-            if k >= len(values):
-                break
             if role == "value" and name not in linked:
-                inputs[name] = values[k]
+                # a value the file lacks (the node gained the widget later): the frontend's default
+                inputs[name] = values[k] if k < len(values) else default_value(spec)
         entry = {"class_type": ntype, "inputs": inputs}
         if node.get("title"):
             entry["_meta"] = {"title": node["title"]}

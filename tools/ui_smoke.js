@@ -45,12 +45,16 @@ const path = require('path');
     const wf = JSON.parse(fs.readFileSync(path.join(wfDir, f)));
     await page.evaluate(async (g) => { await window.app.loadGraphData(g); }, wf);
     await page.waitForTimeout(1000);
+    await page.keyboard.press('Escape');  // a dialog the frontend opened late (templates)
     const missing = await page.evaluate(() => window.app.graph._nodes
       .filter((n) => !LiteGraph.registered_node_types[n.type]).map((n) => n.type));
     const prompt = await page.evaluate(async () => (await window.app.graphToPrompt()).output);
     await page.screenshot({ path: path.join(shotDir, `${path.basename(f, '.json')}.png`) });
-    out.workflows[f] = { missing, prompt };
-    console.log(`${f}: ${Object.keys(prompt).length} nodes in the prompt, missing node types: ${JSON.stringify(missing)}`);
+    // newer frontends check a loaded workflow's files and models and say "N errors found"
+    const notices = await page.locator('text=/\\d+ errors? found/').allInnerTexts();
+    out.workflows[f] = { missing, prompt, notices };
+    console.log(`${f}: ${Object.keys(prompt).length} nodes in the prompt, missing node types: ${JSON.stringify(missing)}` +
+      (notices.length ? `, frontend notice: ${notices.join('; ')}` : ''));
   }
   fs.writeFileSync(outFile, JSON.stringify(out, null, 1));
   console.log(`VidSeg node types registered in the frontend: ${out.registered.length}; wrote ${outFile}`);
