@@ -110,7 +110,7 @@ def prepare(comfy_dir: Path, models: Path, folder: Optional[Path] = None, mask: 
     """Put the example inputs and the checkpoint links into ``comfy_dir``; returns what was written."""
     comfy_dir = Path(comfy_dir)
     inp = comfy_dir / "input"
-    inp.mkdir(exist_ok=True)
+    inp.mkdir(parents=True, exist_ok=True)
     done = {}
     for name in (VIDEO, REFERENCE):
         _claim(inp / name)
