@@ -153,7 +153,9 @@ def interrupt_check(url: str, api: dict, after: float, timeout: float = 600.0) -
         hist = _get(f"{url}/history/{pid}")
         if pid in hist and (hist[pid]["status"].get("completed") or hist[pid]["status"].get("status_str") == "error"):
             msgs = [m[0] for m in hist[pid]["status"].get("messages", [])]
-            print(f"interrupt: sent {after} s into the run; stopped {time.perf_counter() - sent:.2f} s later "
+            where = [m[1] for m in hist[pid]["status"].get("messages", []) if m[0] == "execution_interrupted"]
+            node = f" in node {where[0].get('node_id')} {where[0].get('node_type')}" if where else ""
+            print(f"interrupt: sent {after} s into the run; stopped{node} {time.perf_counter() - sent:.2f} s later "
                   f"({hist[pid]['status'].get('status_str')}, {msgs})")
             return "execution_interrupted" in msgs
         time.sleep(0.1)

@@ -20,7 +20,8 @@ ComfyUI folder by ``tools/comfy_inputs.py``, the core loaders read links to the 
 
 * ``boot``: the server starts and lists the 15 VidSeg nodes from ``custom_nodes``;
 * ``specs``: the committed core-spec snapshot of this version equals the server's (``capture_core_specs``);
-* ``interrupt``: ``check_comfy --interrupt-after`` on the SD 2.1 workflow, then the same prompt succeeds;
+* ``interrupt``: ``check_comfy --interrupt-after`` on the SD 2.1 workflow (the log names the node that
+  stopped), then the same prompt succeeds;
 * ``workflow:<stem>``: each bundled workflow through ``/prompt`` (``check_comfy --tiny``: ``tiny-sd`` in
   Load SD/SVD, K = 4);
 * ``ui``: ``tools/ui_smoke.js`` in headless Chromium (every workflow loads with no missing node type) and
@@ -146,7 +147,8 @@ def main(argv=None) -> int:
     p.add_argument("--server-args", nargs="*", default=[], help="extra arguments of ComfyUI's main.py")
     p.add_argument("--clip-frames", type=int, default=4)
     p.add_argument("--clip-size", type=int, nargs=2, default=[256, 144], metavar=("W", "H"))
-    p.add_argument("--interrupt-after", type=float, default=3.0)
+    p.add_argument("--interrupt-after", type=float, default=15.0,
+                   help="seconds into the SD 2.1 workflow (its log names the node that stopped)")
     p.add_argument("--expect-nodes", type=int, default=15, help="VidSeg node count the server must list")
     p.add_argument("--node-modules", default=None, help="node_modules folder holding playwright-core")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per check")
