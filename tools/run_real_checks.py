@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     p.add_argument("--node-modules", default=None, help="node_modules folder holding playwright-core")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per check")
     args = p.parse_args(argv)
-    env = dict(os.environ)
+    env = dict(os.environ, PYTHONUNBUFFERED="1")  # the checks' consoles reach their logs as they run
     if args.commit:
         env["COMFYUI_COMMIT"] = os.environ["COMFYUI_COMMIT"] = args.commit
     args.comfyui, args.models = args.comfyui.resolve(), args.models.resolve()
