@@ -11,7 +11,8 @@ time; about 7 GB); ``FRAMES_DIR`` a folder of frames for the example clip (synth
 
 In-process checks (ComfyUI imported by the check, no server):
 
-* ``native``: ``tools/check_native.py`` -- ComfyUI's loaders + the native adapter vs the pack's loader;
+* ``native-sd`` / ``native-svd``: ``tools/check_native.py`` -- ComfyUI's loaders + the native adapter vs the
+  pack's loader (the first run writes the random full-size file);
 * ``split-sd`` / ``split-svd``: ``tools/check_native_split.py`` -- prefix sharing on ComfyUI's UNet;
 * ``compile-sd`` / ``compile-svd``: ``tools/check_native_compile.py`` -- a TorchCompileModel request honoured.
 
@@ -46,7 +47,7 @@ if str(ROOT) not in sys.path:
 
 from tools.comfy_runtime import banner, comfy_identity, version_label  # noqa: E402
 
-IN_PROCESS = ("native", "split-sd", "split-svd", "compile-sd", "compile-svd")
+IN_PROCESS = ("native-sd", "native-svd", "split-sd", "split-svd", "compile-sd", "compile-svd")
 SERVER = ("boot", "specs", "interrupt", "workflows", "ui")
 WORKFLOWS = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
 
@@ -74,7 +75,8 @@ def in_process_checks(args, env, out, want) -> list:
     py, comfy, models = sys.executable, args.comfyui, args.models
     common = ["--comfyui", comfy, "--models", models]
     cmds = {
-        "native": [py, ROOT / "tools/check_native.py", *common],
+        "native-sd": [py, ROOT / "tools/check_native.py", *common, "--family", "sd"],
+        "native-svd": [py, ROOT / "tools/check_native.py", *common, "--family", "svd"],
         "split-sd": [py, ROOT / "tools/check_native_split.py", *common, "--family", "sd", "--timing-runs", "0"],
         "split-svd": [py, ROOT / "tools/check_native_split.py", *common, "--family", "svd", "--timing-runs", "0"],
         "compile-sd": [py, ROOT / "tools/check_native_compile.py", *common, "--family", "sd"],
