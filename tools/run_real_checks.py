@@ -24,7 +24,7 @@ ComfyUI folder by ``tools/comfy_inputs.py``, the core loaders read links to the 
 * ``interrupt``: ``check_comfy --interrupt-after`` on the SD 2.1 workflow (the log names the node that
   stopped), then the same prompt succeeds;
 * ``workflow:<stem>``: each bundled workflow through ``/prompt`` (``check_comfy --tiny``: ``tiny-sd`` in
-  Load SD/SVD, K = 4);
+  Load SD/SVD, K = 4; ``--set``, default 2 sampler steps for the inpainting);
 * ``ui``: ``tools/ui_smoke.js`` in headless Chromium (every workflow loads with no missing node type) and
   the prompts the real frontend builds equal the converter's (``check_comfy --ui-prompts``).
 
@@ -94,6 +94,7 @@ def server_checks(args, env, out, want) -> list:
                          tuple(args.clip_size))
     py = sys.executable
     client = ["-m", "tools.check_comfy", "--comfyui", args.comfyui]
+    sets = [x for item in args.set for x in ("--set", item)]
     t0 = time.perf_counter()
     server = ComfyServer(args.comfyui, py, args.port, extra_args=args.server_args, log=out / "server.log", env=env)
     try:
@@ -114,11 +115,11 @@ def server_checks(args, env, out, want) -> list:
                                       "--check"], out, env, 300))
         if "interrupt" in want:
             rows.append(run("interrupt", [py, *client, "--url", url, "--tiny", "--only", "vidseg_sd21_full_pipeline",
-                                          "--interrupt-after", str(args.interrupt_after)], out, env, args.timeout))
+                                          "--interrupt-after", str(args.interrupt_after), *sets], out, env, args.timeout))
         if "workflows" in want:
             for stem in WORKFLOWS:
-                rows.append(run(f"workflow:{stem}", [py, *client, "--url", url, "--tiny", "--only", stem], out, env,
-                                args.timeout))
+                rows.append(run(f"workflow:{stem}", [py, *client, "--url", url, "--tiny", "--only", stem, *sets], out,
+                                env, args.timeout))
         if "ui" in want:
             smoke = out / "ui_smoke.json"
             node_env = dict(env, NODE_PATH=args.node_modules or env.get("NODE_PATH", ""))
@@ -151,6 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--clip-size", type=int, nargs=2, default=[256, 144], metavar=("W", "H"))
     p.add_argument("--interrupt-after", type=float, default=15.0,
                    help="seconds into the SD 2.1 workflow (its log names the node that stopped)")
+    p.add_argument("--set", nargs="*", default=["KSampler.steps=2"], metavar="CLASS.INPUT=VALUE",
+                   help="widget overrides of the workflow runs (default: 2 sampler steps in the inpainting workflow)")
     p.add_argument("--expect-nodes", type=int, default=15, help="VidSeg node count the server must list")
     p.add_argument("--node-modules", default=None, help="node_modules folder holding playwright-core")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per check")
