@@ -117,7 +117,7 @@ def server_checks(args, env, out, want) -> list:
             rows.append(run("interrupt", [py, *client, "--url", url, "--tiny", "--only", "vidseg_sd21_full_pipeline",
                                           "--interrupt-after", str(args.interrupt_after), *sets], out, env, args.timeout))
         if "workflows" in want:
-            for stem in WORKFLOWS:
+            for stem in args.workflows:
                 rows.append(run(f"workflow:{stem}", [py, *client, "--url", url, "--tiny", "--only", stem, *sets], out,
                                 env, args.timeout))
         if "ui" in want:
@@ -146,6 +146,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("real_checks"), metavar="RESULTS_DIR")
     p.add_argument("--only", nargs="+", choices=IN_PROCESS + SERVER, help="run only these checks")
     p.add_argument("--skip", nargs="+", choices=IN_PROCESS + SERVER, default=[])
+    p.add_argument("--workflows", nargs="+", default=WORKFLOWS, choices=WORKFLOWS, metavar="STEM",
+                   help="bundled workflows to run (default: all)")
     p.add_argument("--port", type=int, default=8199)
     p.add_argument("--server-args", nargs="*", default=[], help="extra arguments of ComfyUI's main.py")
     p.add_argument("--clip-frames", type=int, default=4)
