@@ -1,7 +1,7 @@
 """The bundled example workflows (``workflows/*.json``, UI format) and the workflow tooling.
 
 * every file is what ``python -m workflows.build`` generates from the current node declarations;
-* node types are ours or core nodes checked against ComfyUI 0.3.64 (``tools/comfy_core_nodes.py``);
+* node types are ours or core nodes as real ComfyUI servers reported them (``tools/comfy_specs/``);
 * widget values have the right count, types and ranges; links are consistent;
 * the UI -> API converter (docs/design/comfyui_integration.md#running-a-workflow-without-the-browser) gives complete prompts;
 * every workflow has a small ``.jpg`` thumbnail.

@@ -1,10 +1,13 @@
 """Developer check against a running ComfyUI (not CI): node registration, core specs, bundled workflows.
 
-    python -m tools.check_comfy [--url http://127.0.0.1:8188] [--tiny] [--only STEM]
+    python -m tools.check_comfy --comfyui COMFYUI_DIR [--url http://127.0.0.1:8188] [--tiny] [--only STEM]
                                 [--set Class.input=value ...]
 
+0. prints the ComfyUI the server runs (``/system_stats``; version, commit and frontend of the
+   ``--comfyui`` folder, ``tools/comfy_runtime.py``);
 1. ``GET /object_info``: every VidSeg node is registered (from ``custom_nodes``), and the
-   hand-written core specs of ``tools/comfy_core_nodes.py`` agree with the live ones;
+   committed core-spec snapshot of the server's version (``tools/comfy_specs/<version>.json``,
+   ``tools/capture_core_specs.py``) agrees with the live specs;
 2. optionally (``--ui-prompts``), the prompts the real frontend built for the workflows
    (``tools/ui_smoke.js``) equal the converter's;
 3. every ``workflows/*.json`` is converted UI -> API with the *live* ``/object_info``
@@ -30,7 +33,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from .comfy_core_nodes import CORE_NODES
+from .comfy_core_nodes import load_core_specs, tested_versions
 from .comfy_graph import combo_options, input_kind, ordered_inputs, ui_to_api
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +51,10 @@ def _post(url: str, body: dict):
         return json.loads(body) if body.strip() else {}  # /interrupt answers with an empty body
 
 
-def compare_core_specs(live: dict) -> list:
-    """Differences between the hand-written core specs and a live ``/object_info``."""
+def compare_core_specs(live: dict, specs: dict) -> list:
+    """Differences between core specs (a committed snapshot) and a live ``/object_info``."""
     out = []
-    for name, spec in CORE_NODES.items():
+    for name, spec in specs.items():
         if name not in live:
             out.append(f"{name}: not in /object_info")
             continue
@@ -90,7 +93,9 @@ def compare_ui_prompts(smoke: dict, live: dict) -> bool:
                 diffs.append(key)
         diffs += [k for k in mine if k not in rec["prompt"]]
         print(f"{name}: frontend prompt {'==' if not diffs else '!='} converter" + (f" (nodes {diffs})" if diffs else ""))
-        ok &= not diffs and not rec.get("missing")
+        if rec.get("notices"):
+            print(f"{name}: the frontend reports {'; '.join(rec['notices'])}")
+        ok &= not diffs and not rec.get("missing") and not rec.get("notices")
     return ok
 
 
@@ -148,7 +153,9 @@ def interrupt_check(url: str, api: dict, after: float, timeout: float = 600.0) -
         hist = _get(f"{url}/history/{pid}")
         if pid in hist and (hist[pid]["status"].get("completed") or hist[pid]["status"].get("status_str") == "error"):
             msgs = [m[0] for m in hist[pid]["status"].get("messages", [])]
-            print(f"interrupt: sent {after} s into the run; stopped {time.perf_counter() - sent:.2f} s later "
+            where = [m[1] for m in hist[pid]["status"].get("messages", []) if m[0] == "execution_interrupted"]
+            node = f" in node {where[0].get('node_id')} {where[0].get('node_type')}" if where else ""
+            print(f"interrupt: sent {after} s into the run; stopped{node} {time.perf_counter() - sent:.2f} s later "
                   f"({hist[pid]['status'].get('status_str')}, {msgs})")
             return "execution_interrupted" in msgs
         time.sleep(0.1)
@@ -159,6 +166,8 @@ def interrupt_check(url: str, api: dict, after: float, timeout: float = 600.0) -
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--url", default="http://127.0.0.1:8188")
+    p.add_argument("--comfyui", type=Path, default=None, metavar="COMFYUI_DIR",
+                   help="the server's ComfyUI folder (its version, commit and frontend are printed)")
     p.add_argument("--tiny", action="store_true", help="use tiny-sd / tiny-svd and K = 4")
     p.add_argument("--only", action="append", help="workflow file stem(s) to run (default: all)")
     p.add_argument("--set", action="append", metavar="CLASS.INPUT=VALUE", help="override a widget value (JSON)")
@@ -169,6 +178,14 @@ def main(argv=None) -> int:
                                                         "graphToPrompt() with the converter")
     args = p.parse_args(argv)
     ok = True
+    stats = _get(f"{args.url}/system_stats")
+    served = stats.get("system", {}).get("comfyui_version")
+    if args.comfyui is not None:
+        from .comfy_runtime import banner, comfy_identity
+
+        print(banner(comfy_identity(args.comfyui), stats))
+    else:
+        print(f"ComfyUI {served} at {args.url} (pass --comfyui COMFYUI_DIR for its commit and frontend)")
     t = time.perf_counter()
     live = _get(f"{args.url}/object_info")
     print(f"/object_info: {len(live)} node types in {time.perf_counter() - t:.2f} s")
@@ -176,8 +193,13 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     modules = {live[k].get("python_module") for k in ours}
     print(f"VidSeg nodes registered: {len(ours)} from {modules}: {', '.join(ours)}")
-    diffs = compare_core_specs(live)
-    print("core specs agree with the live ones" if not diffs else "core spec differences:\n  " + "\n  ".join(diffs))
+    if served in tested_versions():
+        diffs = compare_core_specs(live, load_core_specs(served))
+        print(f"core specs of tools/comfy_specs/{served}.json agree with the live ones" if not diffs
+              else "core spec differences:\n  " + "\n  ".join(diffs))
+    else:
+        diffs = [f"no snapshot for ComfyUI {served} (have {tested_versions()}): run tools/capture_core_specs.py"]
+        print(diffs[0])
     ok &= not diffs
     if args.ui_prompts:
         ok &= compare_ui_prompts(json.loads(Path(args.ui_prompts).read_text()), live)

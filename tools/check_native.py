@@ -1,8 +1,10 @@
 """Equality check: VidSeg on ComfyUI's own loaders (native adapter) vs the pack's own loader, same file.
 
-Run with ComfyUI's Python from the ComfyUI folder, the pack in ``custom_nodes``::
+Run with ComfyUI's Python (the pack is loaded from this file's checkout)::
 
-    python custom_nodes/<pack>/tools/check_native.py --models DIR [--family sd svd] [--frames 2] [--size 128]
+    python <pack>/tools/check_native.py --comfyui COMFYUI_DIR --models DIR [--family sd svd] [--frames 2] [--size 128]
+
+It first prints the ComfyUI version, commit and frontend it runs on (``tools/comfy_runtime.py``).
 
 For each family it writes (or reuses) a random full-size single file in the
 original key layout, built from the configs the pack ships
@@ -41,25 +43,23 @@ FILES = {"sd": "vidseg_check_v2-1_512_random.safetensors", "svd": "vidseg_check_
 TOLERANCES = {"features": 1e-3, "coarse": 0, "fast": 1e-3, "quality": 1e-3}
 
 
-def _comfy_setup() -> None:
-    sys.path.insert(1, os.getcwd())  # after the pack's root: both have a ``tests`` / ``tools`` folder
-    import comfy.options
+def _comfy_setup(comfy_dir=None) -> dict:
+    """ComfyUI from ``comfy_dir`` (default: the current folder) importable here, fp32 on the CPU; prints which
+    ComfyUI (version, commit, frontend) the check runs on."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from tools.comfy_runtime import setup_in_process
 
-    comfy.options.enable_args_parsing(False)
-    from comfy.cli_args import args
-
-    args.cpu = not torch.cuda.is_available()
-    args.force_fp32 = True
-    args.fp32_text_enc = True
-    import comfy.model_management  # noqa: F401 - reads the args
+    return setup_in_process(comfy_dir or os.getcwd())
 
 
-def load_random_checkpoint(models: Path, family: str, model_options: Optional[dict] = None):
+def load_random_checkpoint(models: Path, family: str, model_options: Optional[dict] = None, comfy_dir=None):
     """ComfyUI set up (:func:`_comfy_setup`), the pack loaded, and the random full-size file of ``family`` under
     ``models`` loaded with ComfyUI's ``load_checkpoint_guess_config`` (``model_options`` as its own, e.g.
     ``{"dtype": torch.float16}``): ``(pack, model, vae, encoders)``, where ``encoders`` are the keyword
-    arguments of ``backbone_from_comfy`` (``clip`` or ``clip_vision``)."""
-    _comfy_setup()
+    arguments of ``backbone_from_comfy`` (``clip`` or ``clip_vision``); ``comfy_dir``: the ComfyUI folder
+    (default: the current folder)."""
+    _comfy_setup(comfy_dir)
     import comfy.sd
 
     from tools.pack_loader import load_pack
@@ -220,10 +220,12 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=128, help="square frame side (multiple of 64)")
     p.add_argument("--clusters", type=int, default=3)
     p.add_argument("--modes", nargs="+", default=["fast", "quality"], choices=["fast", "quality"])
+    p.add_argument("--comfyui", type=Path, default=None, metavar="COMFYUI_DIR",
+                   help="the ComfyUI folder to run on (default: the current folder)")
     args = p.parse_args(argv)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    _comfy_setup()
+    _comfy_setup(args.comfyui)
     from tools.pack_loader import load_pack
 
     pack = load_pack()

@@ -1,6 +1,7 @@
 """Equality check: ``VidSeg Model from ComfyUI`` honouring a TorchCompileModel node, against the eager native path.
 
-Run with ComfyUI's Python from the ComfyUI folder (the pack is loaded from this file's checkout)::
+Run with ComfyUI's Python (the pack is loaded from this file's checkout; ``--comfyui COMFYUI_DIR``, default the
+current folder; the ComfyUI version, commit and frontend are printed first)::
 
     python <pack>/tools/check_native_compile.py --models DIR [--family sd|svd] [--backend aot_eager] [--size 64]
 
@@ -46,6 +47,8 @@ def coarse_maps(t: int, gh: int, gw: int):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", required=True, type=Path)
+    p.add_argument("--comfyui", type=Path, default=None, metavar="COMFYUI_DIR",
+                   help="the ComfyUI folder to run on (default: the current folder)")
     p.add_argument("--family", choices=["sd", "svd"], default="sd")
     p.add_argument("--backend", default="aot_eager", help="the TorchCompileModel backend (inductor needs a C compiler "
                                                           "on the CPU and takes minutes at full size)")
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
     from tools.check_native import load_random_checkpoint, synthetic_frames
 
     options = {"dtype": {"fp16": torch.float16, "bf16": torch.bfloat16}[args.unet_dtype]} if args.unet_dtype else None
-    pack, model, vae, encoders = load_random_checkpoint(args.models, args.family, options)
+    pack, model, vae, encoders = load_random_checkpoint(args.models, args.family, options, comfy_dir=args.comfyui)
     print(f"UNet weights {model.model.get_dtype()}, manual cast to {model.model.manual_cast_dtype}", flush=True)
     from comfy_api.torch_helpers.torch_compile import set_torch_compile_wrapper
     from torch._dynamo.utils import counters

@@ -1,6 +1,7 @@
 """Equality check: prefix sharing on ComfyUI's own SD / SVD UNet (native adapter) vs the same run without it.
 
-Run with ComfyUI's Python from the ComfyUI folder (the pack is loaded from this file's checkout)::
+Run with ComfyUI's Python (the pack is loaded from this file's checkout; ``--comfyui COMFYUI_DIR``, default the
+current folder; the ComfyUI version, commit and frontend are printed first)::
 
     python <pack>/tools/check_native_split.py --models DIR [--family sd|svd] [--frames 2] [--size 128]
 
@@ -39,6 +40,8 @@ def coarse_maps(t: int, gh: int, gw: int):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", required=True, type=Path)
+    p.add_argument("--comfyui", type=Path, default=None, metavar="COMFYUI_DIR",
+                   help="the ComfyUI folder to run on (default: the current folder)")
     p.add_argument("--family", choices=["sd", "svd"], default="sd")
     p.add_argument("--frames", type=int, default=2)
     p.add_argument("--size", type=int, default=128, help="square frame side (multiple of 64)")
@@ -53,7 +56,7 @@ def main(argv=None) -> int:
         sys.path.insert(0, str(ROOT))
     from tools.check_native import load_random_checkpoint, synthetic_frames
 
-    pack, model, vae, encoders = load_random_checkpoint(args.models, args.family)
+    pack, model, vae, encoders = load_random_checkpoint(args.models, args.family, comfy_dir=args.comfyui)
     core = pack.vidseg_core
     native = sys.modules[pack.__name__ + ".nodes.comfy_native"]
     bb = native.backbone_from_comfy(model, vae, **encoders)

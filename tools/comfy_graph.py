@@ -2,7 +2,7 @@
 
 * :func:`object_info` -- ``/object_info``-style entries built from V1 node classes
   (the pack's ``NODE_CLASS_MAPPINGS``), so the same code handles our nodes and the
-  hand-written core specs of :mod:`tools.comfy_core_nodes` or a live server's reply;
+  core specs captured from real servers (:mod:`tools.comfy_core_nodes`) or a live reply;
 * :class:`Graph` -- builds UI-format workflows (what Save / Export writes,
   docs/design/comfyui_integration.md#example-workflows) with widget values in the positional order the frontend uses;
 * :func:`ui_to_api` -- the UI -> API converter (docs/design/comfyui_integration.md#running-a-workflow-without-the-browser).
@@ -11,7 +11,8 @@ Frontend rules reproduced here: an INT input named ``seed`` / ``noise_seed`` get
 "control after generate" widget unless its spec sets ``control_after_generate``
 to false (or it is true); that widget's value follows the seed in
 ``widgets_values``; upload combos (``image_upload`` / ``video_upload``) are
-followed by an ``"image"`` upload-button value.
+followed by an ``"image"`` upload-button value; a dynamic combo (V3 ``DynamicCombo``) is
+followed by the widgets of its chosen option (:func:`widget_layout`).
 """
 from __future__ import annotations
 
@@ -53,10 +54,15 @@ def object_info(mappings: Dict[str, type], display_names: Optional[Dict[str, str
     return out
 
 
+#: a V3 ``DynamicCombo`` (newer ComfyUI, e.g. core Save Video's ``codec``): a combo whose chosen option adds
+#: its own inputs, named ``<combo>.<input>`` in the prompt
+DYNAMIC_COMBO = "COMFY_DYNAMICCOMBO_V3"
+
+
 def input_kind(spec: list) -> str:
-    """``COMBO`` for option lists (legacy list or V3 ``["COMBO", {...}]``), else the type string."""
+    """``COMBO`` for option lists (legacy list, V3 ``["COMBO", {...}]`` or a dynamic combo), else the type."""
     t = spec[0]
-    if isinstance(t, list):
+    if isinstance(t, list) or t == DYNAMIC_COMBO:
         return "COMBO"
     return str(t)
 
@@ -65,7 +71,19 @@ def combo_options(spec: list) -> List[Any]:
     t = spec[0]
     if isinstance(t, list):
         return list(t)
-    return list((spec[1] if len(spec) > 1 else {}).get("options", []))
+    return [o["key"] if isinstance(o, dict) else o for o in (spec[1] if len(spec) > 1 else {}).get("options", [])]
+
+
+def dynamic_inputs(spec: list, value) -> List[Tuple[str, str, list]]:
+    """The inputs a dynamic combo adds for the option ``value`` (``(section, name, spec)``, unprefixed)."""
+    if spec[0] != DYNAMIC_COMBO:
+        return []
+    for option in (spec[1] if len(spec) > 1 else {}).get("options", []):
+        if isinstance(option, dict) and option.get("key") == value:
+            inputs = option.get("inputs") or {}
+            return [(section, name, sp) for section in ("required", "optional")
+                    for name, sp in (inputs.get(section) or {}).items()]
+    return []
 
 
 def is_widget(spec: list) -> bool:
@@ -96,6 +114,32 @@ def ordered_inputs(info: dict) -> List[Tuple[str, str, list]]:
         specs = info["input"].get(section, {})
         for name in info.get("input_order", {}).get(section, list(specs)):
             out.append((section, name, specs[name]))
+    return out
+
+
+def widget_layout(info: dict, values: Optional[List[Any]] = None) -> List[Tuple[str, list, str]]:
+    """The frontend's ``widgets_values`` slots of a node: ``(input name, spec, role)`` in order, role
+    ``value`` / ``control`` (after a seed) / ``upload`` (after an upload combo).  A dynamic combo's chosen
+    option (from ``values`` at its slot, else its default) adds its own inputs right after it, named
+    ``<combo>.<input>``."""
+    out: List[Tuple[str, list, str]] = []
+
+    def walk(entries, prefix):
+        for _, name, spec in entries:
+            if not is_widget(spec):
+                continue
+            full = prefix + name
+            slot = len(out)
+            out.append((full, spec, "value"))
+            if has_control_widget(name, spec):
+                out.append((full, spec, "control"))
+            if has_upload_widget(spec):
+                out.append((full, spec, "upload"))
+            if spec[0] == DYNAMIC_COMBO:
+                chosen = values[slot] if values is not None and slot < len(values) else default_value(spec)
+                walk(dynamic_inputs(spec, chosen), full + ".")
+
+    walk(ordered_inputs(info), "")
     return out
 
 
@@ -133,17 +177,21 @@ class Graph:
         widgets = dict(widgets or {})
         inputs, values = [], []
         for section, name, spec in ordered_inputs(info):
-            if is_widget(spec):
-                values.append(widgets.pop(name) if name in widgets else default_value(spec))
-                if has_control_widget(name, spec):
-                    values.append("fixed")
-                if has_upload_widget(spec):
-                    values.append("image")
-            else:
+            if not is_widget(spec):
                 entry = {"name": name, "type": input_kind(spec), "link": None}
                 if section == "optional":
                     entry["shape"] = 7
                 inputs.append(entry)
+        layout = widget_layout(info)
+        for name in widgets:  # a dynamic combo's choice decides which widgets follow it
+            if any(n == name and sp[0] == DYNAMIC_COMBO for n, sp, _ in layout):
+                layout = widget_layout(info, [widgets.get(n, default_value(sp)) if r == "value" else None
+                                              for n, sp, r in layout])
+        for name, spec, role in layout:
+            if role == "value":
+                values.append(widgets.pop(name) if name in widgets else default_value(spec))
+            else:
+                values.append("fixed" if role == "control" else "image")
         if widgets:
             raise KeyError(f"{node_type} has no widget(s) {sorted(widgets)}")
         outputs = [{"name": n, "type": t, "links": [], "slot_index": i}
@@ -241,17 +289,10 @@ def ui_to_api(workflow: dict, specs: Dict[str, dict]) -> Dict[str, dict]:
         values = node.get("widgets_values") or []
         if isinstance(values, dict):
             values = []
-        k = 0
-        for _, name, spec in ordered_inputs(info):
-            if not is_widget(spec):
-                continue
-            if k >= len(values):
-                break
-            if name not in linked:
-                inputs[name] = values[k]
-            k += 1
-            if has_control_widget(name, spec):
-                k += 1
+        for k, (name, spec, role) in enumerate(widget_layout(info, values)):
+            if role == "value" and name not in linked:
+                # a value the file lacks (the node gained the widget later): the frontend's default
+                inputs[name] = values[k] if k < len(values) else default_value(spec)
         entry = {"class_type": ntype, "inputs": inputs}
         if node.get("title"):
             entry["_meta"] = {"title": node["title"]}
@@ -263,11 +304,14 @@ def ui_to_api(workflow: dict, specs: Dict[str, dict]) -> Dict[str, dict]:
 DYNAMIC_COMBOS = {("VidSegLoadModel", "model")}
 
 
-def widget_values_problems(workflow: dict, specs: Dict[str, dict], dynamic=DYNAMIC_COMBOS) -> List[str]:
+def widget_values_problems(workflow: dict, specs: Dict[str, dict], dynamic=DYNAMIC_COMBOS,
+                           missing_optional_ok: bool = False) -> List[str]:
     """Count / type / range problems of every node's ``widgets_values`` (empty list = valid).
 
     Combo values must be among the options unless the combo lists the user's files
-    (``dynamic`` pairs, or specs marked ``"dynamic"`` / ``"partial"``)."""
+    (``dynamic`` pairs, or specs marked ``"dynamic"`` / ``"partial"``).  ``missing_optional_ok``: a node
+    may lack trailing values of *optional* inputs (a workflow saved by an older ComfyUI, before the node
+    gained them: the frontend gives them their defaults)."""
     problems = []
     for node in workflow["nodes"]:
         info = specs.get(node["type"])
@@ -276,14 +320,18 @@ def widget_values_problems(workflow: dict, specs: Dict[str, dict], dynamic=DYNAM
             continue
         values = list(node.get("widgets_values") or [])
         expected = []
-        for _, name, spec in ordered_inputs(info):
-            if is_widget(spec):
+        for name, spec, role in widget_layout(info, values):
+            if role == "value":
                 expected.append((name, spec))
-                if has_control_widget(name, spec):
-                    expected.append((name + ":control", ["COMBO", {"options": ["fixed", "increment", "decrement",
-                                                                               "randomize"]}]))
-                if has_upload_widget(spec):
-                    expected.append((name + ":upload", ["STRING", {}]))
+            elif role == "control":
+                expected.append((name + ":control", ["COMBO", {"options": ["fixed", "increment", "decrement",
+                                                                           "randomize"]}]))
+            else:
+                expected.append((name + ":upload", ["STRING", {}]))
+        optional = set(info["input"].get("optional", {}))
+        if (missing_optional_ok and len(values) < len(expected)
+                and all(name.split(":")[0].split(".")[0] in optional for name, _ in expected[len(values):])):
+            expected = expected[:len(values)]
         if len(values) != len(expected):
             problems.append(f"node {node['id']} {node['type']}: {len(values)} widget values, expected "
                             f"{len(expected)} ({[n for n, _ in expected]})")

@@ -31,9 +31,10 @@ def pack_nodes(pack) -> dict:
     return pack.nodes.NODE_CLASS_MAPPINGS
 
 
-def pack_specs(pack) -> dict:
-    """``/object_info`` entries of the pack's nodes plus the hand-written core specs."""
-    from .comfy_core_nodes import CORE_NODES
+def pack_specs(pack, version: str = None) -> dict:
+    """``/object_info`` entries of the pack's nodes plus the core specs a ComfyUI ``version`` reported
+    (default: the oldest tested version; ``tools/comfy_core_nodes.py``)."""
+    from .comfy_core_nodes import load_core_specs
     from .comfy_graph import object_info
 
-    return object_info(pack_nodes(pack), pack.nodes.NODE_DISPLAY_NAME_MAPPINGS, CORE_NODES)
+    return object_info(pack_nodes(pack), pack.nodes.NODE_DISPLAY_NAME_MAPPINGS, load_core_specs(version))

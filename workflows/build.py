@@ -3,10 +3,12 @@
 Run from the repo root:  ``python -m workflows.build``  (rewrites ``workflows/*.json`` and ``*.jpg``).
 
 Every widget value is written in the frontend's positional order from the node
-specs (ours from the node classes, core ones from ``tools/comfy_core_nodes.py``),
-so the files stay consistent with the nodes; ``tests/test_workflows.py`` checks
-them.  Video comes in through core Load Video: as a VIDEO straight into Segment Video (the fast preview,
-streamed), or through Get Video Components as an IMAGE batch (the stage pipelines, the inpainting).
+specs (ours from the node declarations, core ones as the oldest tested ComfyUI reported them:
+``tools/comfy_specs/``, read by ``tools/comfy_core_nodes.py``), so the files stay consistent
+with the nodes; ``tests/test_workflows.py`` checks them, ``tests/test_comfy_versions.py`` checks
+that they load and convert the same on every tested ComfyUI version.  Video comes in through core Load
+Video: as a VIDEO straight into Segment Video (the fast preview, streamed), or through Get Video
+Components as an IMAGE batch (the stage pipelines, the inpainting).
 """
 from __future__ import annotations
 

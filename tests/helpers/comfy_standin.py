@@ -5,7 +5,8 @@ tiny test models cannot go through its loaders.  These stand-ins reproduce the
 *contract* the adapter (``nodes/comfy_native.py``) relies on, written from
 ComfyUI v0.3.64's behaviour (docs/design/comfyui_integration.md#the-models-comfyui-loads-the-native-path), not its code:
 
-* :class:`ModelPatcher`: ``clone()`` deep-copies ``model_options``;
+* :class:`ModelPatcher`: ``clone()`` deep-copies ``model_options`` (``generation = "0.33"``: newer
+  ComfyUI's ``clone(disable_dynamic, model_override, force_deepcopy)`` copying only dicts and lists);
   ``set_model_patch`` / ``set_model_patch_replace`` store patches as ComfyUI does;
 * the model's ``apply_model(x, σ, c_concat, c_crossattn, transformer_options, **conds)``
   returns the denoised latent (EPS / v-EDM maths, σ -> nearest DDPM timestep for SD);
@@ -41,14 +42,36 @@ def optimized_attention(q, k, v, heads, mask=None, attn_precision=None, **kwargs
     return out.transpose(1, 2).reshape(b, -1, heads * d)
 
 
+def copy_dicts_and_lists(value):
+    """Newer ComfyUI's copy of ``model_options`` on clone: dicts and lists copied, everything else shared."""
+    if isinstance(value, dict):
+        return {k: copy_dicts_and_lists(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_dicts_and_lists(v) for v in value]
+    return value
+
+
 class ModelPatcher:
+    #: ``"0.3.64"``: ``clone()`` deep-copies ``model_options``; ``"0.33"``: ``clone(disable_dynamic=False,
+    #: model_override=None, force_deepcopy=False)`` copies only its dicts and lists (set by tests)
+    generation = "0.3.64"
+
     def __init__(self, model, load_device=CPU, offload_device=CPU):
         self.model, self.load_device, self.offload_device = model, load_device, offload_device
         self.model_options = {"transformer_options": {}}
 
-    def clone(self):
-        n = ModelPatcher(self.model, self.load_device, self.offload_device)
-        n.model_options = copy.deepcopy(self.model_options)
+    def clone(self, *args, **kwargs):
+        if self.generation == "0.3.64":
+            if args or kwargs:
+                raise TypeError("clone() takes 1 positional argument")
+            options = copy.deepcopy(self.model_options)
+        else:
+            allowed = ("disable_dynamic", "model_override", "force_deepcopy")
+            if len(args) > len(allowed) or set(kwargs) - set(allowed):
+                raise TypeError(f"clone() takes {allowed}")
+            options = copy_dicts_and_lists(self.model_options)
+        n = type(self)(self.model, self.load_device, self.offload_device)
+        n.model_options = options
         return n
 
     def set_model_patch(self, patch, name):
