@@ -41,20 +41,29 @@ def proc_memory(pid: int) -> dict:
 
 
 class Sampler(threading.Thread):
-    """Samples a process's RSS until stopped; ``peak`` in bytes."""
+    """Samples a process's RSS until stopped; ``peak`` in bytes, ``trace``: (seconds, peak RSS since the
+    previous trace point) every ``trace_every`` seconds, to show whether memory grows with the run."""
 
-    def __init__(self, pid: int, interval: float):
+    def __init__(self, pid: int, interval: float, trace_every: float = 10.0):
         super().__init__(daemon=True)
         self.pid, self.interval, self.peak, self.samples = pid, interval, 0, 0
+        self.trace_every, self.trace = trace_every, []
         self._halt = threading.Event()
 
     def run(self) -> None:
+        start = time.perf_counter()
+        window, next_point = 0, self.trace_every
         while not self._halt.is_set():
             try:
-                self.peak = max(self.peak, proc_memory(self.pid)["VmRSS"])
-                self.samples += 1
+                rss = proc_memory(self.pid)["VmRSS"]
             except (OSError, KeyError):
                 return
+            self.peak, window = max(self.peak, rss), max(window, rss)
+            self.samples += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= next_point:
+                self.trace.append((round(elapsed, 1), window))
+                window, next_point = 0, next_point + self.trace_every
             self._halt.wait(self.interval)
 
     def stop(self) -> None:
@@ -94,7 +103,7 @@ def measure(url: str, pid: int, api: dict, interval: float, timeout: float) -> d
     return {"status": res["status"], "seconds": res["seconds"], "errors": res.get("errors") or res.get("body"),
             "rss_before": before["VmRSS"], "rss_peak_sampled": max(sampler.peak, after["VmRSS"]),
             "vm_hwm": after["VmHWM"], "rss_after": after["VmRSS"], "rss_after_free": freed["VmRSS"],
-            "samples": sampler.samples, "outputs": {k: list(v) for k, v in res.get("outputs", {}).items()}}
+            "samples": sampler.samples, "trace": sampler.trace, "outputs": {k: list(v) for k, v in res.get("outputs", {}).items()}}
 
 
 def main(argv=None) -> int:
@@ -157,6 +166,12 @@ def main(argv=None) -> int:
     print(f"  server RSS before {gib(figs['rss_before'])}, peak {gib(figs['rss_peak_sampled'])} (sampled every "
           f"{args.interval} s), high-water mark {gib(figs['vm_hwm'])}, after {gib(figs['rss_after'])}, "
           f"after /free {gib(figs['rss_after_free'])}")
+    trace = figs["trace"]
+    if len(trace) >= 4:
+        half = len(trace) // 2
+        first, second = max(r for _, r in trace[:half]), max(r for _, r in trace[half:])
+        print(f"  peak in the first half of the run {gib(first)}, in the second half {gib(second)} "
+              f"({(second - first) / first:+.1%})")
     if figs["status"] != "success":
         print(json.dumps(figs["errors"], indent=1)[:3000])
     if args.json:
