@@ -71,13 +71,14 @@ def _library(model, cuts):
         return pipeline.segment_video(model.backbone, FRAMES, settings)
 
 
-@pytest.mark.parametrize("mode, cuts", [("list", CUTS), ("off", "off"), ("default", "auto")])
+@pytest.mark.parametrize("mode, cuts", [("list", CUTS), ("off", "off"), ("default", "auto"), ("list", [6])])
 def test_segment_video_gives_the_library_labels_with_the_same_shots(model, segmented, mode, cuts):
     labels, summary = _library(model, cuts)
-    out = segmented[mode]
+    out = segmented[mode] if cuts != [6] else run_node("VidSegSegmentVideo", model=model, frames=FRAMES, **ARGS,
+                                                       cuts="list", cut_frames="6")
     assert torch.equal(out[0].labels, labels)
     assert out[0].table.to_dict() == summary.table.to_dict()
-    assert out[7]["cuts"] == summary.shots["cuts"] == ([] if mode == "off" else CUTS)
+    assert out[7]["cuts"] == summary.shots["cuts"] == ([] if mode == "off" else [6] if cuts == [6] else CUTS)
 
 
 def test_cuts_change_the_labels_and_the_shots_output(segmented):
@@ -238,3 +239,26 @@ def test_clusters_that_span_a_cut_are_refused_with_the_fix(features):
         run_node("VidSegKNNContextModel", features=features, clusters=clusters, shots=short)
     with pytest.raises(errors.InputError, match="VIDSEG_SHOTS"):
         run_node("VidSegKNNContextModel", features=features, clusters=clusters, shots=[4, 8])
+
+
+def test_the_cli_overlay_video_marks_the_cut_frames(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import vidseg_core.label_io as cli_io
+    from vidseg_core.__main__ import main
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, img in enumerate(U8[:8]):  # A|B: a cut at frame 4
+        Image.fromarray(img).save(folder / f"f{i:03d}.png")
+    written = []
+    monkeypatch.setattr(cli_io.OverlayVideoWriter, "write", lambda self, frames: written.append(frames.clone()))
+    monkeypatch.setattr(cli_io.OverlayVideoWriter, "close", lambda self: None)
+    base = ["segment", str(folder), "--model", "tiny-sd", "--mode", "fast", "--clusters", "2", "--batch-size", "3",
+            "--quiet", "--device", "cpu", "--serial-writes"]
+    for cuts, expected in (("auto", [4]), ("off", [])):
+        written.clear()
+        assert main(base + ["--out", str(tmp_path / cuts), "--cuts", cuts]) == 0
+        frames = torch.cat(written)
+        assert frames.shape[0] == 8
+        assert [t for t in range(8) if bool((_border(frames[t]) == 1).all())] == expected
