@@ -26,7 +26,8 @@ class VidSegSegmentVideo:
             "diffusion features per batch of 14 frames, KMeans on the reference batch, a KNN scene context model "
             "refined by CBR batch after batch, then masked modulation (quality) or a guided filter (fast) to full "
             "resolution. Connect a mask painted on one frame to track that object; without it the regions are "
-            "unnamed clusters.",
+            "unnamed clusters. An edited video is first cut into shots (cuts); a scene that comes back gets its "
+            "labels back, and the overlay marks each cut with a white border.",
             inputs=(
                 Socket("model", VIDSEG_MODEL, MODEL_TOOLTIP),
                 Socket("frames", "IMAGE", "The video as an IMAGE batch [T,H,W,3] (or connect video instead; sides "
