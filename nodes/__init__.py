@@ -15,8 +15,9 @@ log = logging.getLogger("vidseg")
 
 #: node modules in menu order
 NODE_MODULES = (
-    "model_from_comfy", "load_model", "extract_features", "kmeans_init", "assign_labels", "cbr_refine", "context_model",
-    "masked_modulation", "guided_upsample", "segment_video", "select_labels", "visualize", "save_labels", "evaluate",
+    "model_from_comfy", "load_model", "detect_cuts", "extract_features", "kmeans_init", "assign_labels", "cbr_refine",
+    "context_model", "masked_modulation", "guided_upsample", "segment_video", "select_labels", "visualize",
+    "save_labels", "evaluate",
 )
 
 #: node id -> the class ComfyUI registers

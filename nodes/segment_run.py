@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..vidseg_core.errors import InputError
-from ..vidseg_core.label_io import overlay
+from ..vidseg_core.label_io import mark_cuts, overlay
 from ..vidseg_core import label_store
 from ..vidseg_core.label_store import LabelStore
 from ..vidseg_core.memory_guard import check_fits, describe, float_output_bytes
@@ -66,7 +66,8 @@ class SegmentRun:
 
 def run_segment(model, frames=None, video=None, num_clusters=20, mode="quality", seed=1, keep_model_loaded=False,
                 reference_frame=0, mask_labels="", batch_size=14, refiner="cbr", reference_mask=None,
-                reference_labels=None, label_names="", float_outputs="auto", kmeans="torch") -> SegmentRun:
+                reference_labels=None, label_names="", float_outputs="auto", kmeans="torch", shots=None) -> SegmentRun:
+    """``shots``: a :class:`~vidseg_core.shots.ShotSettings` (None: the defaults, cuts auto)."""
     if float_outputs not in FLOAT_OUTPUTS:
         raise InputError(f"float_outputs {float_outputs!r} is not one of {', '.join(FLOAT_OUTPUTS)}.",
                          "Choose auto, all, mask or off.")
@@ -74,14 +75,16 @@ def run_segment(model, frames=None, video=None, num_clusters=20, mode="quality",
     try:
         return _run(source, video is not None, model, int(num_clusters), mode, int(seed), keep_model_loaded,
                     int(reference_frame), mask_labels, int(batch_size), refiner, reference_mask, reference_labels,
-                    label_names, float_outputs, kmeans)
+                    label_names, float_outputs, kmeans, shots)
     finally:
         source.close()
 
 
 def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, reference_frame, mask_labels,
-         batch_size, refiner, reference_mask, reference_labels, label_names, float_outputs, kmeans="torch") -> SegmentRun:
+         batch_size, refiner, reference_mask, reference_labels, label_names, float_outputs, kmeans="torch",
+         shots=None) -> SegmentRun:
     n, (H, W) = len(source), source.frame_size
+    shots = _check_shots(shots, n, batch_size)
     if not 0 <= reference_frame < n:
         raise InputError(f"reference_frame {reference_frame} is outside the video's {n} frames.",
                          f"Use an index in 0..{n - 1}.")
@@ -100,7 +103,7 @@ def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, r
            "or 'off', or segment a shorter range (core Trim Video).")
     settings = SegmentSettings(num_clusters=num_clusters, batch_size=batch_size, mode=mode, refiner=refiner,
                                seed=seed, reference=ref, reference_frame=reference_frame, names=names or None,
-                               kmeans_impl=kmeans)
+                               kmeans_impl=kmeans, shots=shots)
     if wanted:  # before any work, with the most labels the run can give (checked again with the real count)
         most = num_clusters if ref is None else len(set(np.unique(ref).tolist()) - set(settings.void_values))
         check_fits(float_output_bytes(n, H, W, max(1, most), wanted), "Segment Video's float outputs", fix)
@@ -121,7 +124,8 @@ def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, r
                 b = res.batch
                 store.write(b.write_start, res.labels)
                 ids = torch.tensor(chosen, dtype=torch.long)
-                over_w.write(overlay(source.read(b.write_start, b.stop), res.labels, table, 0.5).clamp(0, 1))
+                over_w.write(mark_cuts(overlay(source.read(b.write_start, b.stop), res.labels, table, 0.5).clamp(0, 1),
+                                       [c - b.write_start for c in res.cuts]))
                 mask_w.write(torch.isin(res.labels, ids).to(torch.uint8) * 255)
         over_path, mask_path = over_w.close(), mask_w.close()
     except BaseException:
@@ -140,6 +144,16 @@ def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, r
     out = SegmentRun(labels, None, None, None, cv.video_output(over_path), cv.video_output(mask_path), summary, chosen)
     _float_outputs(out, source, store, table, wanted, float_outputs, fix, batch_size)
     return out
+
+
+def _check_shots(shots, n: int, batch_size: int):
+    """The shot settings (None: the defaults), checked against the video before the model is loaded."""
+    from ..vidseg_core.shots import ShotSettings
+    from .shot_inputs import check_video
+
+    shots = shots if shots is not None else ShotSettings()
+    check_video(shots, n, batch_size)
+    return shots
 
 
 def _chosen(mask_labels: str, table) -> List[int]:
@@ -176,6 +190,7 @@ def _float_outputs(out: SegmentRun, source, store: LabelStore, table, wanted, se
     masks = torch.empty(n * len(values), H, W) if "all_masks" in wanted else None
     over = torch.empty(n, H, W, 3) if "overlay" in wanted else None
     chosen = torch.tensor([v for v in out.chosen if v in values], dtype=torch.long)
+    cuts = list((out.summary.shots or {}).get("cuts", []))
     for a, part in store.chunks(chunk):
         b = a + part.shape[0]
         part = part.long()
@@ -185,7 +200,7 @@ def _float_outputs(out: SegmentRun, source, store: LabelStore, table, wanted, se
             for i, v in enumerate(values):
                 masks[i * n + a:i * n + b] = (part == v).float()
         if over is not None:
-            over[a:b] = overlay(source.read(a, b), part, table, 0.5).clamp(0, 1)
+            over[a:b] = mark_cuts(overlay(source.read(a, b), part, table, 0.5).clamp(0, 1), [c - a for c in cuts])
     for k, v in (("mask", mask), ("all_masks", masks), ("overlay", over)):
         if v is not None:
             setattr(out, k, cb.outputs_device(v))

@@ -13,7 +13,8 @@ from .comfy_video import VIDEO
 from .schema import Boolean, Combo, Int, Node, Out, Socket, String
 from .segment_run import (FLOAT_OUTPUTS, FLOAT_OUTPUTS_TOOLTIP, MASK_VIDEO_TOOLTIP, OVERLAY_VIDEO_TOOLTIP,
                           VIDEO_TOOLTIP, run_segment)
-from .sockets import KEEP_MODEL_TOOLTIP, MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL
+from .shot_inputs import DEFAULT_SHOTS, cut_inputs, describe_shots, shot_settings, shots_value
+from .sockets import KEEP_MODEL_TOOLTIP, MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL, VIDSEG_SHOTS
 
 
 class VidSegSegmentVideo:
@@ -25,7 +26,8 @@ class VidSegSegmentVideo:
             "diffusion features per batch of 14 frames, KMeans on the reference batch, a KNN scene context model "
             "refined by CBR batch after batch, then masked modulation (quality) or a guided filter (fast) to full "
             "resolution. Connect a mask painted on one frame to track that object; without it the regions are "
-            "unnamed clusters.",
+            "unnamed clusters. An edited video is first cut into shots (cuts); a scene that comes back gets its "
+            "labels back, and the overlay marks each cut with a white border.",
             inputs=(
                 Socket("model", VIDSEG_MODEL, MODEL_TOOLTIP),
                 Socket("frames", "IMAGE", "The video as an IMAGE batch [T,H,W,3] (or connect video instead; sides "
@@ -52,7 +54,7 @@ class VidSegSegmentVideo:
                       "draws) or sklearn (scikit-learn seeded with seed: the authors' exact clustering).",
                       default="torch", optional=True, advanced=True),
                 Combo("float_outputs", FLOAT_OUTPUTS, FLOAT_OUTPUTS_TOOLTIP, default="auto", optional=True),
-            ),
+            ) + cut_inputs(),
             outputs=(
                 Out("labels", VIDSEG_LABELS, "Label maps [T, H, W] with the label table (for Select Labels, "
                                              "Colorize, Save, Evaluate)."),
@@ -63,6 +65,9 @@ class VidSegSegmentVideo:
                 Out("info", "STRING", "Labels, timings and warnings of the run."),
                 Out("overlay_video", VIDEO, OVERLAY_VIDEO_TOOLTIP),
                 Out("mask_video", VIDEO, MASK_VIDEO_TOOLTIP),
+                Out("shots", VIDSEG_SHOTS, "The shots of the video: cuts found (or given) and where, each shot's "
+                                           "frames and label links, the shots each label appears in (a dict; "
+                                           "for KMeans Init and KNN Context Model)."),
             ),
             function="segment",
             search_aliases=("video segmentation", "video object segmentation", "track object", "mask propagation",
@@ -70,12 +75,15 @@ class VidSegSegmentVideo:
 
     def segment(self, model, frames=None, num_clusters=20, mode="quality", seed=1, keep_model_loaded=False,
                 reference_frame=0, mask_labels="", batch_size=14, refiner="cbr", reference_mask=None,
-                reference_labels=None, label_names="", kmeans="torch", video=None, float_outputs="auto"):
+                reference_labels=None, label_names="", kmeans="torch", video=None, float_outputs="auto",
+                cuts="auto", cut_frames="", link_threshold=DEFAULT_SHOTS.link_threshold, seam_overlap=0):
+        shots = shot_settings(cuts, cut_frames, link_threshold, seam_overlap)
         run = run_segment(model, frames, video, num_clusters, mode, seed, keep_model_loaded, reference_frame,
                           mask_labels, batch_size, refiner, reference_mask, reference_labels, label_names,
-                          float_outputs, kmeans)
-        info = "\n".join([self.describe(run.summary, run.chosen)] + run.notes)
-        return (run.labels, run.mask, run.all_masks, run.overlay, info, run.overlay_video, run.mask_video)
+                          float_outputs, kmeans, shots=shots)
+        info = "\n".join([self.describe(run.summary, run.chosen), describe_shots(run.summary.shots)] + run.notes)
+        out_shots = shots_value(run.summary.shots, run.summary.num_frames, shots)
+        return (run.labels, run.mask, run.all_masks, run.overlay, info, run.overlay_video, run.mask_video, out_shots)
 
     @staticmethod
     def describe(summary, chosen) -> str:

@@ -6,7 +6,18 @@ Socket names are plain strings (compatible with V3's ``io.Custom("...")``):
 * ``VIDSEG_FEATURES`` -> :class:`vidseg_core.video_features.VideoFeatures`;
 * ``VIDSEG_CLUSTERS`` -> :class:`Clusters` (KMeans clusters of one batch, optionally named);
 * ``VIDSEG_REFINER``  -> a :class:`vidseg_core.refiners.Refiner`;
-* ``VIDSEG_LABELS``   -> :class:`Labels` (label maps, coarse or full resolution, + the label table).
+* ``VIDSEG_LABELS``   -> :class:`Labels` (label maps, coarse or full resolution, + the label table);
+* ``VIDSEG_SHOTS``    -> a plain dict: the shots of an edited video (Detect Cuts, Segment Video), keys
+
+  - ``num_frames``: frames of the video; ``cut_detection``: ``frames`` (auto), ``user``, ``off`` (or
+    ``features``: the feature check alone);
+  - ``cuts``: the first frames of every new shot; ``frame_cuts``: those found on the frames (or given),
+    ``feature_cuts``: those the features showed (Segment Video only);
+  - ``shots``: per shot ``index``, ``start``, ``stop`` (and, from Segment Video, ``anchor``, ``clusters``,
+    ``linked``, ``new``: how its labels were linked); ``label_shots``: label value (str) -> the shots whose
+    frames contain it (empty from Detect Cuts);
+  - ``settings``: the :class:`vidseg_core.shots.ShotSettings` used (thresholds, ``link_threshold``,
+    ``overlap``), which KMeans Init and KNN Context Model run with.
 
 Objects are never modified after a node returned them (ComfyUI caches outputs
 and hands the same object to every consumer): nodes build new ones.
@@ -27,8 +38,9 @@ VIDSEG_FEATURES = "VIDSEG_FEATURES"
 VIDSEG_CLUSTERS = "VIDSEG_CLUSTERS"
 VIDSEG_REFINER = "VIDSEG_REFINER"
 VIDSEG_LABELS = "VIDSEG_LABELS"
+VIDSEG_SHOTS = "VIDSEG_SHOTS"
 
-CUSTOM_TYPES = (VIDSEG_MODEL, VIDSEG_FEATURES, VIDSEG_CLUSTERS, VIDSEG_REFINER, VIDSEG_LABELS)
+CUSTOM_TYPES = (VIDSEG_MODEL, VIDSEG_FEATURES, VIDSEG_CLUSTERS, VIDSEG_REFINER, VIDSEG_LABELS, VIDSEG_SHOTS)
 
 
 @dataclass
@@ -67,6 +79,8 @@ class Clusters:
     assignment: Optional[ClusterAssignment] = None
     table: Optional[LabelTable] = None
     meta: Dict[str, Any] = field(default_factory=dict)
+    #: [K, C] the KMeans centres (a shot-aware KNN Context Model seeds its label bank with them)
+    centers: Optional[torch.Tensor] = None
 
     @property
     def grid(self) -> Tuple[int, int]:

@@ -87,7 +87,10 @@ ADVANCED = {
     "VidSegCBRRefine": {"radius_sq", "jump_threshold", "signed", "start_cells"},
     "VidSegKNNContextModel": {"n_neighbors", "implementation"},
     "VidSegMaskedModulation": {"filter_s", "blur_kernel", "compat", "absent_labels", "max_runs_per_chunk"},
-    "VidSegGuidedUpsample": {"eps", "subsample", "softness"}, "VidSegSegmentVideo": {"batch_size", "refiner", "kmeans"},
+    "VidSegGuidedUpsample": {"eps", "subsample", "softness"},
+    "VidSegSegmentVideo": {"batch_size", "refiner", "kmeans", "link_threshold", "seam_overlap"},
+    "VidSegDetectCuts": {"link_threshold", "seam_overlap", "batch_size", "threshold", "ratio", "window", "gradual",
+                         "feature_collapse"},
 }
 
 
@@ -194,7 +197,7 @@ def test_without_a_v3_api_the_pack_registers_v1_nodes(pack_without_v3):
 
 def test_a_v3_api_that_refuses_the_declarations_falls_back_to_v1_nodes():
     pack, lines, (api, classes, names) = _pack_under("0.33", "vidseg_pack_refused", break_schema=True)
-    assert pack.nodes.API == "v1" and len(pack.nodes.NODE_CLASS_MAPPINGS) == 15
+    assert pack.nodes.API == "v1" and len(pack.nodes.NODE_CLASS_MAPPINGS) == 16
     assert any(line.startswith("WARNING") and "schema refused by this API" in line and "V1 node API instead" in line
                for line in lines)
     assert api == "v1" and pack_info(classes, names) == load_snapshot()

@@ -32,6 +32,7 @@ EXPECTED = {
     "VidSegModelFromComfy", "VidSegLoadModel", "VidSegExtractFeatures", "VidSegKMeansInit", "VidSegKNNContextModel", "VidSegCBRRefine",
     "VidSegMaskedModulation", "VidSegAssignLabels", "VidSegGuidedUpsample", "VidSegSegmentVideo",
     "VidSegSelectLabels", "VidSegAllLabelMasks", "VidSegColorizeLabels", "VidSegSaveLabelMaps", "VidSegEvaluate",
+    "VidSegDetectCuts",
 }
 
 

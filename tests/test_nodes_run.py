@@ -266,8 +266,9 @@ def test_inpainting_and_preview_workflows_execute(tmp_path, monkeypatch):
     api = workflow_api("vidseg_fast_preview", {("VidSegLoadModel", "model"): "tiny-sd",
                                                 ("VidSegSegmentVideo", "num_clusters"): 3})
     results, _ = execute(api)
-    labels, mask, all_masks, over, info, over_video, mask_video = by_type(api, results, "VidSegSegmentVideo")[0]
+    labels, mask, all_masks, over, info, over_video, mask_video, shots = by_type(api, results, "VidSegSegmentVideo")[0]
     assert labels.labels.shape == (T, H, W) and labels.labels.dtype == torch.uint8  # streamed from the VIDEO
+    assert shots["num_frames"] == T and shots["cut_detection"] == "frames"
     blocker = sys.modules["comfy_execution.graph_utils"].ExecutionBlocker
     assert all(isinstance(x, blocker) for x in (mask, all_masks, over))  # float outputs off for a VIDEO
     assert _Core.calls["SaveVideo"] == [over_video]  # the overlay VIDEO goes to Save Video

@@ -80,7 +80,7 @@ def _read(video_out):
 def test_streamed_video_gives_the_image_paths_labels_and_float_outputs(model, clip, decoded):
     img = run_node("VidSegSegmentVideo", model=model, frames=decoded, **ARGS)
     vid = run_node("VidSegSegmentVideo", model=model, video=VideoFromFile(clip), float_outputs="all", **ARGS)
-    assert len(img) == len(vid) == 7
+    assert len(img) == len(vid) == 8
     assert vid[0].labels.shape == (T, H, W) and vid[0].labels.dtype == torch.uint8  # compact label ids
     assert torch.equal(vid[0].labels, img[0].labels) and len(set(vid[0].labels.unique().tolist())) > 1
     assert vid[0].table.to_dict() == img[0].table.to_dict()

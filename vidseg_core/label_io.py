@@ -55,6 +55,25 @@ def overlay(frames: torch.Tensor, labels: torch.Tensor, table: Optional[LabelTab
     return (1 - alpha) * frames.float() + alpha * col
 
 
+#: width in pixels of the white border that marks the first frame of a new shot in an overlay
+CUT_BORDER = 3
+
+
+def mark_cuts(images: torch.Tensor, first_frames, width: int = CUT_BORDER) -> torch.Tensor:
+    """Overlay frames ``[T,H,W,3]`` (float 0..1 or uint8) with a white border of ``width`` pixels on the
+    frames ``first_frames`` (indices into ``images``: first frames of new shots), so that a cut shows when
+    the overlay is scrubbed.  Without such a frame ``images`` is returned as it is (the same object)."""
+    idx = sorted({int(i) for i in first_frames if 0 <= int(i) < images.shape[0]})
+    if not idx:
+        return images
+    out = images.clone()
+    white = 255 if out.dtype == torch.uint8 else 1.0
+    w = max(1, min(int(width), (min(out.shape[1:3]) + 1) // 2))
+    for i in idx:
+        out[i, :w], out[i, -w:], out[i, :, :w], out[i, :, -w:] = white, white, white, white
+    return out
+
+
 class OverlayVideoWriter:
     """Writes overlay frames to an mp4 (OpenCV) or, where no encoder works, an animated GIF.
 

@@ -95,6 +95,8 @@ class BatchResult:
     labels: Optional[torch.Tensor]  # [n,H,W] int64, label values of the table (None: upsampling skipped)
     coarse: torch.Tensor  # [n,h,w] int64 (refined coarse labels)
     knn: torch.Tensor  # [n,h,w] int64 (context-model labels before refinement)
+    #: first frames of new shots among the written frames (video frame numbers; the overlay marks them)
+    cuts: Tuple[int, ...] = ()
 
 
 @dataclass
@@ -253,7 +255,8 @@ class VideoSegmenter:
             seconds["upsample"] += time.perf_counter() - t
             self._tick(b.index + 1, units, "batch")
             self.table = context.table  # a new shot may have added labels
-            yield BatchResult(b, None if labels is None else labels.cpu(), coarse[off:].cpu(), knn[off:].cpu())
+            cuts = tuple(c for c in sorted(set(frame_cuts) | set(context.feature_cuts)) if b.write_start <= c < b.stop)
+            yield BatchResult(b, None if labels is None else labels.cpu(), coarse[off:].cpu(), knn[off:].cpu(), cuts)
             del inputs, agg, corr, frames, reference
         assignment = context.assignment
         self.summary = SegmentSummary(

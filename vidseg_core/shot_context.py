@@ -65,6 +65,17 @@ class ShotContext:
         self.reference_context, self.reference_start = ctx, int(shot_start)
         return ctx
 
+    def anchor_clusters(self, frame_features: torch.Tensor, clusters: torch.Tensor, assignment: ClusterAssignment,
+                        table, centers: torch.Tensor, shot_start: int) -> SceneContext:
+        """:meth:`anchor_reference` with the reference frame clustered and named before (``clusters`` [h, w],
+        ``assignment``, ``table``; ``centers`` [K, C] the KMeans centres, which seed the bank)."""
+        ctx = self._context()
+        ctx.init_from_assignment(frame_features, clusters, assignment, table=table)
+        ctx.kmeans_centers = centers
+        self.bank.seed(centers, assignment.mapping, assignment.kind, {"start": int(shot_start)})
+        self.reference_context, self.reference_start = ctx, int(shot_start)
+        return ctx
+
     def begin_shot(self, start: int, features: torch.Tensor, cut: str = "frames") -> SceneContext:
         """Start the shot whose first frame is ``start``; ``features`` [T, h, w, C] are its first batch's."""
         start = int(start)
@@ -197,33 +208,52 @@ def seam_relabel(labels: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def shots_of(settings, num_frames: int, frames=None):
+    """``(shots, frame cuts, source)`` of :func:`coarse_segment_shots`: ``frames`` [N, H, W, 3] for cut
+    detection on the frames (None: with ``cuts="auto"`` the feature check alone finds cuts)."""
+    from .shots import resolve_shots, shots_from_cuts
+
+    cuts = settings.shots.cuts
+    if frames is not None:
+        return resolve_shots(settings.shots, lambda a, b: frames[a:b], num_frames)
+    if isinstance(cuts, str):
+        return shots_from_cuts(num_frames, []), [], "features" if cuts == "auto" else "off"
+    return resolve_shots(settings.shots, None, num_frames)
+
+
 def coarse_segment_shots(features, settings, batch_size: int = 14, frames=None, device="cpu",
-                         seed: Optional[int] = None):
+                         seed: Optional[int] = None, shots=None, reference=None, progress=None,
+                         n_neighbors: int = 4, knn_impl: str = "torch"):
     """Coarse label maps ``[N, h, w]`` of a whole video's :class:`~vidseg_core.video_features.VideoFeatures`
     through the shot machinery (the pipeline's coarse stage without a backbone), plus the label table and
     the shots summary.  ``frames`` [N, H, W, 3]: for cut detection on the frames (None: the feature check
-    alone finds cuts with ``cuts="auto"``)."""
-    from .shots import plan_shot_batches, resolve_shots, shots_from_cuts
+    alone finds cuts with ``cuts="auto"``).  ``shots``: ``(shots, frame cuts, source)`` found before
+    (:func:`shots_of`; then ``frames`` is not read).  ``reference``: ``(cluster map [h, w], assignment,
+    table, centres [K, C])`` of the reference frame clustered and named before (the stage nodes), instead of
+    KMeans on the reference batch here.  ``progress(done, total)``: called with written frames."""
+    from .shots import plan_shot_batches
 
     N = features.num_frames
     s = settings
-    if frames is not None:
-        shots, frame_cuts, source = resolve_shots(s.shots, lambda a, b: frames[a:b], N)
-    elif isinstance(s.shots.cuts, str):
-        shots, frame_cuts, source = shots_from_cuts(N, []), [], "features" if s.shots.cuts == "auto" else "off"
-    else:
-        shots, frame_cuts, source = resolve_shots(s.shots, None, N)
+    shots, frame_cuts, source = shots if shots is not None else shots_of(s, N, frames)
     batches = plan_shot_batches(shots, batch_size, s.shots.overlap)
     ctx = ShotContext(s, device, 1 if seed is None and s.seed is None else (seed if seed is not None else s.seed),
-                      tuple(features.frame_size))
+                      tuple(features.frame_size), n_neighbors, knn_impl)
     rb = next(b for b in batches if b.write_start <= s.reference_frame < b.stop)
     agg, corr = features.aggregated, features.correspondence
-    ctx.anchor_reference(agg[rb.start:rb.stop], s.reference_frame - rb.start, shots[rb.shot].start)
+    if reference is None:
+        ctx.anchor_reference(agg[rb.start:rb.stop], s.reference_frame - rb.start, shots[rb.shot].start)
+    else:
+        ctx.anchor_clusters(agg[s.reference_frame], *reference, shots[rb.shot].start)
     h, w = features.grid
     out = torch.empty(N, h, w, dtype=torch.long)
     for b in batches:
+        if progress is not None:
+            progress(b.write_start, N)
         if b.first:
             ctx.begin_shot(b.start, agg[b.start:b.stop], source)
         out[b.write_start:b.stop] = ctx.step(agg[b.start:b.stop], corr[b.start:b.stop], b.start,
                                              b.write_offset)[b.write_offset:].cpu()
+    if progress is not None:
+        progress(N, N)
     return out, ctx.table, ctx.summary(N, frame_cuts, source)

@@ -262,7 +262,7 @@ def _segment(args, source, backbone, settings, folder, bar):
 
 def _write_batch(res, frames, table, names, source_size, folder, video) -> None:
     """One batch's label PNGs (or the reused ones read back) and overlay frames (on the writer thread)."""
-    from ..label_io import overlay, save_label_png
+    from ..label_io import mark_cuts, overlay, save_label_png
 
     batch_names = [f"labels/{names[f]}.png" for f in res.batch.written]
     if res.labels is None:
@@ -279,7 +279,7 @@ def _write_batch(res, frames, table, names, source_size, folder, video) -> None:
     if video is not None:
         lab = labels_at_size(labels, tuple(frames.shape[1:3]))
         with folder.writing("overlay", complete=False):
-            video.write(overlay(frames, lab, table))
+            video.write(mark_cuts(overlay(frames, lab, table), [c - res.batch.write_start for c in res.cuts]))
 
 
 def resume_key(args, source) -> dict:
