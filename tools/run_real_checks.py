@@ -19,7 +19,8 @@ In-process checks (ComfyUI imported by the check, no server):
 Server checks (one server, ``main.py --cpu`` on a loopback port; the example inputs are put into the
 ComfyUI folder by ``tools/comfy_inputs.py``, the core loaders read links to the random full-size files):
 
-* ``boot``: the server starts and lists the 15 VidSeg nodes from ``custom_nodes``;
+* ``boot``: the server starts and lists exactly the pack's VidSeg nodes (those of the committed node-spec
+  snapshot, ``tests/snapshots/v1_node_specs.json``) from ``custom_nodes``;
 * ``specs``: the committed core-spec snapshot of this version equals the server's (``capture_core_specs``);
 * ``interrupt``: ``check_comfy --interrupt-after`` on the SD 2.1 workflow (the log names the node that
   stopped), then the same prompt succeeds;
@@ -49,6 +50,7 @@ from tools.comfy_runtime import banner, comfy_identity, version_label  # noqa: E
 
 IN_PROCESS = ("native-sd", "native-svd", "split-sd", "split-svd", "compile-sd", "compile-svd")
 SERVER = ("boot", "specs", "interrupt", "workflows", "ui")
+SNAPSHOT = ROOT / "tests" / "snapshots" / "v1_node_specs.json"  # the node ids the pack declares
 WORKFLOWS = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
 
 
@@ -106,8 +108,10 @@ def server_checks(args, env, out, want) -> list:
     try:
         url = server.url
         ours = sorted(k for k in http_json(f"{url}/object_info") if k.startswith("VidSeg"))
-        ok = len(ours) == args.expect_nodes
-        rows.append({"check": "boot", "result": "pass" if ok else f"FAIL ({len(ours)} VidSeg nodes)",
+        expected = sorted(json.loads(SNAPSHOT.read_text()))
+        missing, extra = sorted(set(expected) - set(ours)), sorted(set(ours) - set(expected))
+        ok = not missing and not extra
+        rows.append({"check": "boot", "result": "pass" if ok else f"FAIL (missing {missing}, unexpected {extra})",
                      "seconds": round(server.start_seconds, 1), "log": str(out / "server.log")})
         print(f"  {'boot':34s} {rows[-1]['result']:12s} {server.start_seconds:8.1f} s ({len(ours)} VidSeg nodes)")
         if "specs" in want:
@@ -156,7 +160,6 @@ def main(argv=None) -> int:
                    help="seconds into the SD 2.1 workflow (its log names the node that stopped)")
     p.add_argument("--set", nargs="*", default=["KSampler.steps=2"], metavar="CLASS.INPUT=VALUE",
                    help="widget overrides of the workflow runs (default: 2 sampler steps in the inpainting workflow)")
-    p.add_argument("--expect-nodes", type=int, default=15, help="VidSeg node count the server must list")
     p.add_argument("--node-modules", default=None, help="node_modules folder holding playwright-core")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds per check")
     args = p.parse_args(argv)
