@@ -10,9 +10,10 @@ from __future__ import annotations
 from ..vidseg_core.pipeline import MODES
 from .cbr_refine import METHODS
 from .comfy_video import VIDEO
-from .schema import Boolean, Combo, Int, Node, Out, Socket, String
+from .schema import Boolean, Combo, Float, Int, Node, Out, Socket, String
 from .segment_run import (FLOAT_OUTPUTS, FLOAT_OUTPUTS_TOOLTIP, MASK_VIDEO_TOOLTIP, OVERLAY_VIDEO_TOOLTIP,
                           VIDEO_TOOLTIP, run_segment)
+from .segment_naming import CLIP_TOOLTIP, NAME_THRESHOLD_TOOLTIP, NAMER_TOOLTIP, VOCABULARY_TOOLTIP, describe_naming
 from .sockets import KEEP_MODEL_TOOLTIP, MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL
 
 
@@ -52,6 +53,10 @@ class VidSegSegmentVideo:
                       "draws) or sklearn (scikit-learn seeded with seed: the authors' exact clustering).",
                       default="torch", optional=True, advanced=True),
                 Combo("float_outputs", FLOAT_OUTPUTS, FLOAT_OUTPUTS_TOOLTIP, default="auto", optional=True),
+                String("vocabulary", "", VOCABULARY_TOOLTIP, optional=True, multiline=True),
+                Float("name_threshold", -1.0, -1.0, 1.0, 0.01, NAME_THRESHOLD_TOOLTIP, optional=True),
+                Socket("clip", "CLIP", CLIP_TOOLTIP, optional=True),
+                Socket("namer", VIDSEG_MODEL, NAMER_TOOLTIP, optional=True),
             ),
             outputs=(
                 Out("labels", VIDSEG_LABELS, "Label maps [T, H, W] with the label table (for Select Labels, "
@@ -70,11 +75,12 @@ class VidSegSegmentVideo:
 
     def segment(self, model, frames=None, num_clusters=20, mode="quality", seed=1, keep_model_loaded=False,
                 reference_frame=0, mask_labels="", batch_size=14, refiner="cbr", reference_mask=None,
-                reference_labels=None, label_names="", kmeans="torch", video=None, float_outputs="auto"):
+                reference_labels=None, label_names="", kmeans="torch", video=None, float_outputs="auto",
+                vocabulary="", name_threshold=-1.0, clip=None, namer=None):
         run = run_segment(model, frames, video, num_clusters, mode, seed, keep_model_loaded, reference_frame,
                           mask_labels, batch_size, refiner, reference_mask, reference_labels, label_names,
-                          float_outputs, kmeans)
-        info = "\n".join([self.describe(run.summary, run.chosen)] + run.notes)
+                          float_outputs, kmeans, vocabulary, name_threshold, clip, namer)
+        info = "\n".join([self.describe(run.summary, run.chosen)] + describe_naming(run.naming) + run.notes)
         return (run.labels, run.mask, run.all_masks, run.overlay, info, run.overlay_video, run.mask_video)
 
     @staticmethod
@@ -82,7 +88,8 @@ class VidSegSegmentVideo:
         d = summary.to_dict()
         lines = [f"{summary.num_frames} frames {summary.frame_size[1]}x{summary.frame_size[0]} with {summary.backbone} "
                  f"({d['settings']['mode']}), {len(summary.table)} labels: "
-                 + ", ".join(f"{e.value} ({e.name})" for e in summary.table),
+                 + ", ".join(f"{e.value} ({e.name}{'' if e.score is None else f' {e.score:.3f}'})"
+                             for e in summary.table),
                  f"mask output = labels {chosen}",
                  "seconds: " + ", ".join(f"{k} {v}" for k, v in d["seconds"].items())
                  + f" ({d['seconds_per_frame']} s/frame)"]
