@@ -31,8 +31,8 @@ NAME_THRESHOLD_TOOLTIP = ("Mean word score a label's best word needs to name it 
                           "the chance level 1/W for W words.")
 CLIP_TOOLTIP = ("Naming: the CLIP of the SD 2.1 checkpoint (Load Checkpoint) that reads the vocabulary. Needed "
                 "unless the model ships its own tokenizer (a diffusers folder).")
-NAMER_TOOLTIP = ("Naming on SVD (which has no text encoder): a VIDSEG_MODEL of an SD 2.1 checkpoint (Load SD/SVD "
-                 "or VidSeg Model from ComfyUI); it reads the words and runs its own pass on the same frames.")
+NAMER_TOOLTIP = ("Naming on SVD (which has no text encoder): an SD 2.1 model from VidSeg Model from ComfyUI "
+                 "(recommended) or Load SD/SVD; it reads the words and runs its own pass on the same frames.")
 
 
 def node_vocabulary(text: str):
@@ -115,7 +115,7 @@ def naming_settings(model, vocabulary: str, name_threshold: float = -1.0, clip=N
     thr = None if name_threshold is None or float(name_threshold) < 0 else float(name_threshold)
     if getattr(backbone, "family", None) != "sd" and namer_backbone is None:
         raise InputError(f"Naming regions needs a text encoder, and {backbone.name} (Stable Video Diffusion) has "
-                         "none.", "Connect an SD 2.1 VIDSEG_MODEL (Load SD/SVD or VidSeg Model from ComfyUI) to "
+                         "none.", "Connect an SD 2.1 VIDSEG_MODEL (VidSeg Model from ComfyUI or Load SD/SVD) to "
                          "'namer' and its checkpoint's CLIP to 'clip', or clear the vocabulary.")
     namer = resolve_namer(backbone, namer_backbone)
     if clip is not None and not (hasattr(clip, "tokenize") and hasattr(clip, "encode_from_tokens")):
