@@ -212,3 +212,36 @@ def test_cli_namer_option_loads_an_sd21_namer_for_svd():
                               device="cpu", precision="fp32")
     naming = load_namer(args, naming_settings(args), build_tiny_svd())
     assert naming.namer.family == "sd" and len(naming.vocabulary) == 40
+
+
+def _first_overlay_frame(out):
+    import cv2
+
+    path = next(p for p in (out / "overlay.mp4", out / "overlay.gif") if p.exists())
+    cap = cv2.VideoCapture(str(path))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    return frame.astype(np.int16)
+
+
+def test_cli_legend_draws_the_words_on_the_overlay_only_when_asked(tmp_path, capsys):
+    from vidseg_core.labels import LabelTable
+    from vidseg_core.legend import legend_box
+
+    d = _frame_folder(tmp_path / "in")
+    args = ["--model", "tiny-sd", "--mode", "fast", "--clusters", "2", "--batch-size", "2", "--quiet", "--device",
+            "cpu", "--vocabulary", "sky, water", "--name-threshold", "0"]
+    assert main(["segment", str(d), "--out", str(tmp_path / "plain"), *args]) == 0
+    assert main(["segment", str(d), "--out", str(tmp_path / "again"), *args]) == 0
+    assert main(["segment", str(d), "--out", str(tmp_path / "legend"), "--legend", *args]) == 0
+    plain, again, legend = (_first_overlay_frame(tmp_path / n) for n in ("plain", "again", "legend"))
+    assert np.array_equal(plain, again)  # without --legend the overlay is what it was
+    s = json.loads((tmp_path / "legend" / "summary.json").read_text())
+    box, top, left = legend_box(LabelTable.from_dict(s["label_table"]), H, W)  # the words, known after the run
+    inside = np.zeros((H, W), bool)
+    inside[top:top + box.shape[0], left:left + box.shape[1]] = True
+    diff = np.abs(legend - plain).max(-1)
+    assert diff[inside].mean() > 20 and diff[~inside].mean() < 3  # the box, written after the run (lossy video)
+    assert main(["segment", str(d), "--out", str(tmp_path / "none"), "--legend", "--no-overlay", *args]) == 2
+    assert "--legend is given with --no-overlay" in capsys.readouterr().err
