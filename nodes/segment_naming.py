@@ -19,6 +19,7 @@ import torch
 from ..vidseg_core.errors import InputError
 from . import comfy_bridge as cb
 from ..vidseg_core.naming.capture import naming_layers
+from ..vidseg_core.naming.cross_attention import layer_module
 from ..vidseg_core.naming.segmenter import NamingSettings, resolve_namer
 from ..vidseg_core.naming.text import END_ID, START_ID, PhraseEncoder
 from ..vidseg_core.naming.vocabulary import BUILTIN, MAX_PHRASE_TOKENS, load_vocabulary, vocabulary_from_items
@@ -91,7 +92,7 @@ def _checked_width(encoder: PhraseEncoder, namer) -> PhraseEncoder:
     def encode(phrases: List[str]) -> torch.Tensor:
         out = encoder(phrases)
         layer = naming_layers(namer.config)[0]
-        width = getattr(namer.attention_layers()[layer].to_k, "in_features", None)
+        width = getattr(layer_module(namer, layer).to_k, "in_features", None)
         if width is not None and out.shape[-1] != int(width):
             raise InputError(f"The connected CLIP gives {out.shape[-1]}-wide embeddings; {namer.name} reads "
                              f"{int(width)}-wide ones.", "Connect the CLIP of the same SD 2.1 checkpoint.")

@@ -165,6 +165,23 @@ def test_segment_video_with_a_clip_names_as_with_the_models_own_tower(constructe
     assert np.allclose([g[2] for g in got], [o[2] for o in own], atol=1e-5)
 
 
+def test_vidseg_model_from_comfyui_names_with_its_clip_as_the_library_does():
+    """The recommended path: Load Checkpoint's MODEL / CLIP / VAE (ComfyUI's UNet layout) through VidSeg Model
+    from ComfyUI; the words' queries come through ComfyUI's attention patches, their keys from the UNet's
+    own cross-attention modules (found by path) and the CLIP."""
+    model, clip, vae = standin_sd(ldm=True)
+    (handle,) = run_node("VidSegModelFromComfy", model=model, vae=vae, clip=clip)
+    out = run_node("VidSegSegmentVideo", model=handle, frames=FRAMES, vocabulary="sky, water", name_threshold=0.0,
+                   clip=clip, **RUN)
+    own = _names_scores(_library_table(sd21.build_tiny_sd(), 0.0))  # the same weights, diffusers layout
+    got = _names_scores(out[0].table)
+    assert [g[:2] for g in got] == [o[:2] for o in own]
+    assert np.allclose([g[2] for g in got], [o[2] for o in own], atol=1e-5)
+    assert "namer comfy-sd21" in out[4]
+    with pytest.raises(errors.InputError, match="Connect the CLIP output"):  # it has no tokenizer of its own
+        run_node("VidSegSegmentVideo", model=handle, frames=FRAMES, vocabulary="sky", **RUN)
+
+
 def test_clip_is_required_without_a_tokenizer_and_must_be_sd21s():
     bb = sd21.build_tiny_sd()
     bb.word_ids = None  # as a single-file checkpoint: no tokenizer of its own
