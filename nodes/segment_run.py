@@ -127,7 +127,7 @@ def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, r
                 if store is None:
                     store = LabelStore(n, (H, W), max(table.values), label_store.DEFAULT_SPILL_BYTES,
                                        spill_dir=cv.vidseg_temp_dir())
-                    chosen = _chosen(mask_labels, table, naming is not None)
+                    chosen = _chosen(mask_labels, table, naming is not None and ref is None)
                 b = res.batch
                 store.write(b.write_start, res.labels)
                 over_w.write(overlay(source.read(b.write_start, b.stop), res.labels, table, 0.5).clamp(0, 1))

@@ -265,7 +265,8 @@ def test_colorize_legend_only_when_asked_and_only_named_labels():
     inside = torch.zeros(H, W, dtype=torch.bool)
     inside[top:top + bh, left:left + bw] = True
     assert torch.equal(on[:, ~inside], over[:, ~inside])  # nothing outside the box changes
-    assert torch.equal(on[:, inside].reshape(T, bh, bw, 3), (torch.from_numpy(box_img).float() / 255).expand(T, -1, -1, -1))
+    expected = (torch.from_numpy(box_img).float() / 255).expand(T, -1, -1, -1)
+    assert torch.equal(on[:, inside].reshape(T, bh, bw, 3), expected)
     box = torch.from_numpy(box_img)
     for v in (1, 3, 4):  # each named label's swatch
         assert (box == torch.tensor(labels_mod.palette_color(v), dtype=torch.uint8)).all(-1).sum() > 16
