@@ -119,7 +119,7 @@ def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, r
     over_w, mask_w = H264Writer(cv.temp_video_path("overlay"), fps), H264Writer(cv.temp_video_path("mask"), fps)
     try:
         with cb.model_on_device(model, keep_model_loaded) as bb, \
-                namer_on_device(namer if naming else None, keep_model_loaded):
+                namer_on_device(namer if naming is not None else None, keep_model_loaded):
             seg = VideoSegmenter(bb, settings, bar.fraction, cb.cancel_check) if naming is None else \
                 NamingSegmenter(bb, settings, bar.fraction, cb.cancel_check, naming=naming)
             for res in seg.run(source.read, n, (H, W)):

@@ -204,15 +204,20 @@ def test_node_vocabulary_reads_words_or_a_shipped_list_never_a_file(tmp_path):
 
 
 # ------------------------------------------------------------------ SVD: the namer
-def test_svd_naming_needs_an_sd21_namer():
+def test_svd_naming_needs_an_sd21_namer(monkeypatch):
     (svd,) = run_node("VidSegLoadModel", model="tiny-svd", precision="auto", device="cpu")
     with pytest.raises(errors.InputError, match=r"Stable Video Diffusion.*Connect an SD 2.1 VIDSEG_MODEL .*'namer'"):
         run_node("VidSegSegmentVideo", model=svd, frames=FRAMES, vocabulary="sky, water", **RUN)
     with pytest.raises(errors.InputError, match="not Stable Diffusion 2.1"):
         run_node("VidSegSegmentVideo", model=svd, frames=FRAMES, vocabulary="sky, water", namer=svd, **RUN)
     (sd,) = run_node("VidSegLoadModel", model="tiny-sd", precision="auto", device="cpu")
+    bridge = _pack("nodes.comfy_bridge")
+    moved, released = [], []
+    monkeypatch.setattr(bridge, "move_model", lambda bb, device: moved.append(bb.name))
+    monkeypatch.setattr(bridge, "release_model", lambda bb: released.append(bb.name))
     out = run_node("VidSegSegmentVideo", model=svd, frames=FRAMES, vocabulary="sky, water", name_threshold=0.0,
                    namer=sd, **RUN)
+    assert moved == released[::-1] == [svd.backbone.name, sd.backbone.name]  # the namer too, offloaded after
     assert {e.name for e in out[0].table} <= {"sky", "water"}  # threshold 0: every label takes its best word
     assert _names_scores(out[0].table) == _names_scores(_library_table(svd.backbone, 0.0, namer=sd.backbone))
     assert "namer tiny-sd" in out[4]
