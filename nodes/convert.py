@@ -13,6 +13,7 @@ import torch
 
 from ..vidseg_core.errors import InputError
 from ..vidseg_core.labels import LabelTable, label_ids_from_rgb
+from ..vidseg_core.naming.selection import select_values
 
 log = logging.getLogger("vidseg")
 
@@ -91,29 +92,18 @@ def ground_truth_ids(mask: Optional[torch.Tensor], image: Optional[torch.Tensor]
 
 
 def parse_selection(text: str, table: LabelTable) -> List[int]:
-    """Label values named by ``text``: comma / newline separated values or names (case-insensitive).
+    """Label values named by ``text``: comma / newline separated values or names (case-insensitive; a name
+    shared by several labels selects all of them: :func:`~vidseg_core.naming.selection.select_values`).
 
     Empty text selects nothing.  A value missing from the table selects nothing (with a
     warning: e.g. a reference label that won no cluster); an unknown name is an error.
     """
-    chosen: List[int] = []
-    by_name = {e.name.strip().lower(): e.value for e in table}
+    chosen = select_values(text, table)
     values = set(table.values)
-    for raw in str(text or "").replace("\n", ",").replace(";", ",").split(","):
-        item = raw.strip()
-        if not item:
-            continue
-        if item.lstrip("-").isdigit():
-            v = int(item)
-            if v not in values:  # e.g. a reference label that won no cluster: no pixel has it
-                log.warning("[VidSeg] label %d is not in the label table (%s): its mask is empty.", v,
-                            describe_table(table))
-        elif item.lower() in by_name:
-            v = by_name[item.lower()]
-        else:
-            raise InputError(f"No label is called {item!r}.", f"Choose from: {describe_table(table)}.")
-        if v not in chosen:
-            chosen.append(v)
+    for v in chosen:
+        if v not in values:  # e.g. a reference label that won no cluster: no pixel has it
+            log.warning("[VidSeg] label %d is not in the label table (%s): its mask is empty.", v,
+                        describe_table(table))
     return chosen
 
 
@@ -137,4 +127,6 @@ def describe_table(table: LabelTable) -> str:
 
 
 def table_lines(table: LabelTable) -> str:
-    return "\n".join(f"{e.value}: {e.name}  rgb{tuple(e.color)}" for e in table)
+    """One line per label: ``value: name  rgb(r, g, b)``, with ``  score 0.xxx`` when a vocabulary named it."""
+    return "\n".join(f"{e.value}: {e.name}  rgb{tuple(e.color)}" + ("" if e.score is None else f"  score {e.score:.3f}")
+                     for e in table)

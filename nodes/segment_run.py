@@ -27,6 +27,7 @@ from ..vidseg_core.label_io import mark_cuts, overlay
 from ..vidseg_core import label_store
 from ..vidseg_core.label_store import LabelStore
 from ..vidseg_core.memory_guard import check_fits, describe, float_output_bytes
+from ..vidseg_core.naming.segmenter import NamingSegmenter
 from ..vidseg_core.pipeline import SegmentSettings, VideoSegmenter
 from ..vidseg_core.video_stream import DEFAULT_FPS
 from ..vidseg_core.video_writer import H264Writer
@@ -34,6 +35,7 @@ from . import comfy_bridge as cb
 from . import comfy_video as cv
 from .assign_labels import MASK_NAMES
 from .convert import parse_names, parse_selection, reference_from_label_image, reference_from_mask
+from .segment_naming import naming_settings, namer_on_device, write_mask_video
 from .stored_labels import StoredLabels
 
 log = logging.getLogger("vidseg")
@@ -62,11 +64,14 @@ class SegmentRun:
     summary: object
     chosen: List[int]
     notes: List[str] = field(default_factory=list)
+    #: what naming found (``NamingSegmenter.naming``), None without a vocabulary
+    naming: Optional[dict] = None
 
 
 def run_segment(model, frames=None, video=None, num_clusters=20, mode="quality", seed=1, keep_model_loaded=False,
                 reference_frame=0, mask_labels="", batch_size=14, refiner="cbr", reference_mask=None,
-                reference_labels=None, label_names="", float_outputs="auto", kmeans="torch", shots=None) -> SegmentRun:
+                reference_labels=None, label_names="", float_outputs="auto", kmeans="torch", vocabulary="",
+                name_threshold=-1.0, clip=None, namer=None, shots=None) -> SegmentRun:
     """``shots``: a :class:`~vidseg_core.shots.ShotSettings` (None: the defaults, cuts auto)."""
     if float_outputs not in FLOAT_OUTPUTS:
         raise InputError(f"float_outputs {float_outputs!r} is not one of {', '.join(FLOAT_OUTPUTS)}.",
@@ -75,14 +80,14 @@ def run_segment(model, frames=None, video=None, num_clusters=20, mode="quality",
     try:
         return _run(source, video is not None, model, int(num_clusters), mode, int(seed), keep_model_loaded,
                     int(reference_frame), mask_labels, int(batch_size), refiner, reference_mask, reference_labels,
-                    label_names, float_outputs, kmeans, shots)
+                    label_names, float_outputs, kmeans, (vocabulary, name_threshold, clip, namer), shots)
     finally:
         source.close()
 
 
 def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, reference_frame, mask_labels,
          batch_size, refiner, reference_mask, reference_labels, label_names, float_outputs, kmeans="torch",
-         shots=None) -> SegmentRun:
+         naming_inputs=("", -1.0, None, None), shots=None) -> SegmentRun:
     n, (H, W) = len(source), source.frame_size
     shots = _check_shots(shots, n, batch_size)
     if not 0 <= reference_frame < n:
@@ -97,6 +102,8 @@ def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, r
     elif reference_labels is not None:
         ref = reference_from_label_image(reference_labels, reference_frame)
     names.update(parse_names(label_names))
+    vocabulary, name_threshold, clip, namer = naming_inputs
+    naming = naming_settings(model, vocabulary, name_threshold, clip, namer)
     wanted = ("mask", "all_masks", "overlay") if float_outputs == "all" or (float_outputs == "auto" and not is_video) \
         else ("mask",) if float_outputs == "mask" else ()
     fix = ("Use the VIDEO outputs (overlay_video, mask_video) and the labels output, set float_outputs to 'mask' "
@@ -113,20 +120,25 @@ def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, r
     fps = getattr(source, "fps", DEFAULT_FPS)
     over_w, mask_w = H264Writer(cv.temp_video_path("overlay"), fps), H264Writer(cv.temp_video_path("mask"), fps)
     try:
-        with cb.model_on_device(model, keep_model_loaded) as bb:
-            seg = VideoSegmenter(bb, settings, bar.fraction, cb.cancel_check)
+        with cb.model_on_device(model, keep_model_loaded) as bb, \
+                namer_on_device(namer if naming is not None else None, keep_model_loaded):
+            seg = VideoSegmenter(bb, settings, bar.fraction, cb.cancel_check) if naming is None else \
+                NamingSegmenter(bb, settings, bar.fraction, cb.cancel_check, naming=naming)
             for res in seg.run(source.read, n, (H, W)):
                 table = seg.table
                 if store is None:
                     store = LabelStore(n, (H, W), max(table.values), label_store.DEFAULT_SPILL_BYTES,
                                        spill_dir=cv.vidseg_temp_dir())
-                    chosen = _chosen(mask_labels, table)
+                    chosen = _chosen(mask_labels, table, naming is not None and ref is None)
                 b = res.batch
                 store.write(b.write_start, res.labels)
-                ids = torch.tensor(chosen, dtype=torch.long)
                 over_w.write(mark_cuts(overlay(source.read(b.write_start, b.stop), res.labels, table, 0.5).clamp(0, 1),
                                        [c - b.write_start for c in res.cuts]))
-                mask_w.write(torch.isin(res.labels, ids).to(torch.uint8) * 255)
+                if chosen is not None:
+                    mask_w.write(torch.isin(res.labels, torch.tensor(chosen, dtype=torch.long)).to(torch.uint8) * 255)
+        if chosen is None:  # mask_labels names words: known only now
+            chosen = _chosen(mask_labels, seg.summary.table)
+            write_mask_video(mask_w, store, chosen, batch_size)
         over_path, mask_path = over_w.close(), mask_w.close()
     except BaseException:
         over_w.abort()
@@ -141,7 +153,8 @@ def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, r
             "upsampler": "masked_modulation" if mode == "quality" else "guided_filter",
             "seconds": dict(summary.seconds), "input": "video" if is_video else "frames", "fps": float(fps)}
     labels = StoredLabels.from_store(store, table, (H, W), meta)
-    out = SegmentRun(labels, None, None, None, cv.video_output(over_path), cv.video_output(mask_path), summary, chosen)
+    out = SegmentRun(labels, None, None, None, cv.video_output(over_path), cv.video_output(mask_path), summary, chosen,
+                     naming=getattr(seg, "naming", None))
     _float_outputs(out, source, store, table, wanted, float_outputs, fix, batch_size)
     return out
 
@@ -156,9 +169,15 @@ def _check_shots(shots, n: int, batch_size: int):
     return shots
 
 
-def _chosen(mask_labels: str, table) -> List[int]:
+def _chosen(mask_labels: str, table, names_later: bool = False) -> Optional[List[int]]:
+    """The mask output's labels; None when ``names_later`` (naming) and a name is not in the table yet."""
     if str(mask_labels).strip():
-        return parse_selection(mask_labels, table)
+        try:
+            return parse_selection(mask_labels, table)
+        except InputError:
+            if names_later:
+                return None
+            raise
     return [v for v in table.values if v != 0]
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from ..vidseg_core.pipeline import MODES
 from .cbr_refine import METHODS
 from .comfy_video import VIDEO
-from .schema import Boolean, Combo, Int, Node, Out, Socket, String
+from .schema import Boolean, Combo, Float, Int, Node, Out, Socket, String
 from .segment_run import (FLOAT_OUTPUTS, FLOAT_OUTPUTS_TOOLTIP, MASK_VIDEO_TOOLTIP, OVERLAY_VIDEO_TOOLTIP,
                           VIDEO_TOOLTIP, run_segment)
+from .segment_naming import CLIP_TOOLTIP, NAME_THRESHOLD_TOOLTIP, NAMER_TOOLTIP, VOCABULARY_TOOLTIP, describe_naming
 from .shot_inputs import DEFAULT_SHOTS, cut_inputs, describe_shots, shot_settings, shots_value
 from .sockets import KEEP_MODEL_TOOLTIP, MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL, VIDSEG_SHOTS
 
@@ -54,6 +55,10 @@ class VidSegSegmentVideo:
                       "draws) or sklearn (scikit-learn seeded with seed: the authors' exact clustering).",
                       default="torch", optional=True, advanced=True),
                 Combo("float_outputs", FLOAT_OUTPUTS, FLOAT_OUTPUTS_TOOLTIP, default="auto", optional=True),
+                String("vocabulary", "", VOCABULARY_TOOLTIP, optional=True, multiline=True),
+                Float("name_threshold", -1.0, -1.0, 1.0, 0.01, NAME_THRESHOLD_TOOLTIP, optional=True),
+                Socket("clip", "CLIP", CLIP_TOOLTIP, optional=True),
+                Socket("namer", VIDSEG_MODEL, NAMER_TOOLTIP, optional=True),
             ) + cut_inputs(),
             outputs=(
                 Out("labels", VIDSEG_LABELS, "Label maps [T, H, W] with the label table (for Select Labels, "
@@ -76,12 +81,14 @@ class VidSegSegmentVideo:
     def segment(self, model, frames=None, num_clusters=20, mode="quality", seed=1, keep_model_loaded=False,
                 reference_frame=0, mask_labels="", batch_size=14, refiner="cbr", reference_mask=None,
                 reference_labels=None, label_names="", kmeans="torch", video=None, float_outputs="auto",
+                vocabulary="", name_threshold=-1.0, clip=None, namer=None,
                 cuts="auto", cut_frames="", link_threshold=DEFAULT_SHOTS.link_threshold, seam_overlap=0):
         shots = shot_settings(cuts, cut_frames, link_threshold, seam_overlap)
         run = run_segment(model, frames, video, num_clusters, mode, seed, keep_model_loaded, reference_frame,
                           mask_labels, batch_size, refiner, reference_mask, reference_labels, label_names,
-                          float_outputs, kmeans, shots=shots)
-        info = "\n".join([self.describe(run.summary, run.chosen), describe_shots(run.summary.shots)] + run.notes)
+                          float_outputs, kmeans, vocabulary, name_threshold, clip, namer, shots=shots)
+        info = "\n".join([self.describe(run.summary, run.chosen), describe_shots(run.summary.shots)]
+                         + describe_naming(run.naming) + run.notes)
         out_shots = shots_value(run.summary.shots, run.summary.num_frames, shots)
         return (run.labels, run.mask, run.all_masks, run.overlay, info, run.overlay_video, run.mask_video, out_shots)
 
@@ -90,7 +97,8 @@ class VidSegSegmentVideo:
         d = summary.to_dict()
         lines = [f"{summary.num_frames} frames {summary.frame_size[1]}x{summary.frame_size[0]} with {summary.backbone} "
                  f"({d['settings']['mode']}), {len(summary.table)} labels: "
-                 + ", ".join(f"{e.value} ({e.name})" for e in summary.table),
+                 + ", ".join(f"{e.value} ({e.name}{'' if e.score is None else f' {e.score:.3f}'})"
+                             for e in summary.table),
                  f"mask output = labels {chosen}",
                  "seconds: " + ", ".join(f"{k} {v}" for k, v in d["seconds"].items())
                  + f" ({d['seconds_per_frame']} s/frame)"]

@@ -23,8 +23,9 @@ class VidSegSelectLabels:
             "masks.",
             inputs=(
                 Socket("labels", VIDSEG_LABELS, "Label maps (full resolution or coarse)."),
-                String("select", "1", "Label values or names, comma separated (e.g. '1' or 'swan, 3'). With a MASK "
-                                      "reference, 1 is the object and 0 the background.", multiline=False),
+                String("select", "1", "Label values or names, comma separated (e.g. '1' or 'swan, 3'); a name "
+                                      "shared by several labels (words of a vocabulary) selects all of them. With "
+                                      "a MASK reference, 1 is the object and 0 the background.", multiline=False),
                 Boolean("invert", False, "Select everything except these labels."),
             ),
             outputs=(Out("mask", "MASK", "1 where the pixel has one of the selected labels, one mask per frame."),),
@@ -51,7 +52,8 @@ class VidSegAllLabelMasks:
                 Out("masks", "MASK", "MASK batch [T * L, H, W], label-major (all frames of the first label, then the "
                                      "next ...)."),
                 Out("label_count", "INT", "L, the number of labels."),
-                Out("label_list", "STRING", "One line per label in batch order: 'value: name  rgb(r, g, b)'."),
+                Out("label_list", "STRING", "One line per label in batch order: 'value: name  rgb(r, g, b)', "
+                                          "plus '  score 0.xxx' when a vocabulary named the label."),
             ),
             function="split", search_aliases=("masks per label", "split labels"))
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from ..vidseg_core.errors import InputError
 from ..vidseg_core.label_io import colorize, overlay
+from ..vidseg_core.legend import add_legend
 from . import comfy_bridge as cb
 from .convert import image_batch
-from .schema import Float, Node, Out, Socket
+from .schema import Boolean, Float, Node, Out, Socket
 from .sockets import VIDSEG_LABELS, require_labels
 
 
@@ -20,6 +21,9 @@ class VidSegColorizeLabels:
                 Socket("labels", VIDSEG_LABELS, "Label maps (full resolution or coarse)."),
                 Float("alpha", 0.5, 0.0, 1.0, 0.05, "Opacity of the label colours in the overlay."),
                 Socket("frames", "IMAGE", "The video the labels belong to, for the overlay.", optional=True),
+                Boolean("legend", False, "Draw a legend on the overlay: a box in the top-left corner with each "
+                                         "named label's colour and name (names from a reference or a vocabulary; "
+                                         "numbered clusters are left out).", optional=True),
             ),
             outputs=(
                 Out("color_labels", "IMAGE", "Colour label image per frame [T, H, W, 3]."),
@@ -28,7 +32,7 @@ class VidSegColorizeLabels:
             ),
             function="draw", search_aliases=("label overlay", "segmentation overlay", "color labels"))
 
-    def draw(self, labels, alpha=0.5, frames=None):
+    def draw(self, labels, alpha=0.5, frames=None, legend=False):
         labels = require_labels(labels)
         full = labels.full_resolution()
         colors = colorize(full, labels.table).float() / 255.0
@@ -41,7 +45,10 @@ class VidSegColorizeLabels:
                                  "(frames, height, width) differ.",
                                  "Connect the video the labels were computed from.")
             over = overlay(frames, full, labels.table, float(alpha))
-        return (cb.outputs_device(colors), cb.outputs_device(over.clamp(0, 1)))
+        over = over.clamp(0, 1)
+        if legend:
+            over = add_legend(over, labels.table)
+        return (cb.outputs_device(colors), cb.outputs_device(over))
 
 
 NODES = (VidSegColorizeLabels,)

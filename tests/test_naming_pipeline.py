@@ -11,14 +11,12 @@ from PIL import Image
 from vidseg_core.__main__ import main
 from vidseg_core.backbones.sd21 import build_tiny_sd
 from vidseg_core.errors import InputError
-from vidseg_core.features import evaluate_feature_step, prepare_batch
 from vidseg_core.metrics.io import read_label_png
 from vidseg_core.naming.capture import NamingCapture, naming_layers, query_bytes_per_frame
-from vidseg_core.naming.cross_attention import layer_grid
 from vidseg_core.naming.segmenter import NamingSegmenter, NamingSettings
-from vidseg_core.naming.text import vocabulary_embeddings
 from vidseg_core.naming.vocabulary import load_vocabulary
-from vidseg_core.pipeline import SegmentSettings, VideoSegmenter
+from vidseg_core.pipeline import SegmentSettings
+from tests.helpers.naming_construct import construct, feature_queries
 
 H, W, T = 64, 128, 2
 
@@ -32,50 +30,12 @@ def _frames():
 
 def _queries(bb, frames, layers):
     """The layers' conditional queries at the feature step, on the current weights."""
-    cfg = bb.config
-    inputs = prepare_batch(bb, frames)
-    x = bb.denoise(inputs.x_start[None], inputs.cond, cfg.modulation_step, end_step=cfg.feature_step - 1)
-    cap = NamingCapture(layers, cfg.feature_step, torch.float32, "cpu", stop_when_done=True)
-    evaluate_feature_step(bb, x, inputs.cond, cap)
-    return cap.queries(), inputs.latent_hw
+    return feature_queries(bb, frames, layers)
 
 
 def _construct(bb, frames, voc):
-    """Weights under which 'sky' takes the cells of one cluster and 'water' those of the other.
-
-    1. Every naming layer's ``to_v`` is zeroed: its output no longer depends on its keys, so changing
-       ``to_k`` below changes neither the features, nor the clusters, nor any layer's queries.
-    2. The video is segmented (2 clusters, fast): cluster ``a`` and ``b``.
-    3. Each naming layer gets ``to_k = D u^T`` with ``u^T (e_sky - e_water) = 1``: the logit of sky minus
-       water at a pixel is ``scale * q_h . D_h`` per head; ``D_h`` is the a-minus-b mean-query difference
-       made orthogonal to the mid-point of the two means, scaled so mean ``a`` gets +8 and mean ``b`` -8.
-    Returns the coarse labels and ``(a, b)``."""
-    modules = bb.attention_layers()
-    layers = naming_layers(bb.config)
-    with torch.no_grad():
-        for layer in layers:
-            modules[layer].to_v.weight.zero_()
-    seg = VideoSegmenter(bb, SegmentSettings(num_clusters=2, mode="fast", batch_size=T))
-    coarse = torch.cat([r.coarse for r in seg.run(lambda x, y: frames[x:y], T, (H, W))])
-    a, b = seg.summary.table.values
-    emb = vocabulary_embeddings(bb, voc)
-    diff = emb[0] - emb[1]
-    u = diff / diff.dot(diff)
-    queries, latent_hw = _queries(bb, frames, layers)
-    grid = tuple(coarse.shape[1:])
-    for layer in layers:
-        q, m = queries[layer], modules[layer]
-        hl, wl = layer_grid(layer, latent_hw)
-        c = q.shape[-1]
-        q = F.interpolate(q.view(T, hl, wl, c).permute(0, 3, 1, 2), size=grid, mode="nearest").permute(0, 2, 3, 1)
-        q = q.reshape(T, *grid, m.heads, c // m.heads)
-        mean_a, mean_b = q[coarse == a].mean(0), q[coarse == b].mean(0)
-        mid, half = (mean_a + mean_b) / 2, (mean_a - mean_b) / 2
-        d = 2 * half - ((mid * 2 * half).sum(-1, keepdim=True) / (mid * mid).sum(-1, keepdim=True)) * mid
-        d = d * (8.0 / (m.scale * (half * d).sum(-1, keepdim=True)))
-        with torch.no_grad():
-            m.to_k.weight.copy_(d.reshape(c)[:, None] * u[None, :])
-    return coarse, (a, b)
+    """See :func:`tests.helpers.naming_construct.construct` ('sky' takes cluster a, 'water' cluster b)."""
+    return construct(bb, frames, voc)
 
 
 @pytest.fixture(scope="module")
@@ -252,3 +212,36 @@ def test_cli_namer_option_loads_an_sd21_namer_for_svd():
                               device="cpu", precision="fp32")
     naming = load_namer(args, naming_settings(args), build_tiny_svd())
     assert naming.namer.family == "sd" and len(naming.vocabulary) == 40
+
+
+def _first_overlay_frame(out):
+    import cv2
+
+    path = next(p for p in (out / "overlay.mp4", out / "overlay.gif") if p.exists())
+    cap = cv2.VideoCapture(str(path))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    return frame.astype(np.int16)
+
+
+def test_cli_legend_draws_the_words_on_the_overlay_only_when_asked(tmp_path, capsys):
+    from vidseg_core.labels import LabelTable
+    from vidseg_core.legend import legend_box
+
+    d = _frame_folder(tmp_path / "in")
+    args = ["--model", "tiny-sd", "--mode", "fast", "--clusters", "2", "--batch-size", "2", "--quiet", "--device",
+            "cpu", "--vocabulary", "sky, water", "--name-threshold", "0"]
+    assert main(["segment", str(d), "--out", str(tmp_path / "plain"), *args]) == 0
+    assert main(["segment", str(d), "--out", str(tmp_path / "again"), *args]) == 0
+    assert main(["segment", str(d), "--out", str(tmp_path / "legend"), "--legend", *args]) == 0
+    plain, again, legend = (_first_overlay_frame(tmp_path / n) for n in ("plain", "again", "legend"))
+    assert np.array_equal(plain, again)  # without --legend the overlay is what it was
+    s = json.loads((tmp_path / "legend" / "summary.json").read_text())
+    box, top, left = legend_box(LabelTable.from_dict(s["label_table"]), H, W)  # the words, known after the run
+    inside = np.zeros((H, W), bool)
+    inside[top:top + box.shape[0], left:left + box.shape[1]] = True
+    diff = np.abs(legend - plain).max(-1)
+    assert diff[inside].mean() > 20 and diff[~inside].mean() < 3  # the box, written after the run (lossy video)
+    assert main(["segment", str(d), "--out", str(tmp_path / "none"), "--legend", "--no-overlay", *args]) == 2
+    assert "--legend is given with --no-overlay" in capsys.readouterr().err

@@ -213,7 +213,8 @@ def test_model_inputs_point_to_the_recommended_loader_first():
                 if kind == "VIDSEG_MODEL" and "same backbone" not in opts["tooltip"]:
                     seen += 1
                     assert "VidSeg Model from ComfyUI" in opts["tooltip"], f"{node_id}.{name}"
-    assert seen == 2  # Extract Block Features, Segment Video (Masked Modulation: "the same backbone")
+    # Extract Block Features, Segment Video's model and namer (Masked Modulation: "the same backbone")
+    assert seen == 3
 
 
 def test_the_builder_uses_core_socket_classes_and_keeps_the_type_without_them():

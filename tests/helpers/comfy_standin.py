@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from vidseg_core.backbones.config import SD21Config
-from vidseg_core.backbones.sd21 import EMPTY_PROMPT_IDS, build_tiny_sd_parts, ddpm_alphas_cumprod
+from vidseg_core.backbones.sd21 import EMPTY_PROMPT_IDS, build_tiny_sd_parts, ddpm_alphas_cumprod, tiny_word_ids
 from vidseg_core.backbones.svd import build_tiny_svd
 
 CPU = torch.device("cpu")
@@ -244,8 +244,11 @@ class CLIP:
         self.patcher = ModelPatcher(text_encoder)
 
     def tokenize(self, text):
-        assert text == "", "the stand-in only knows the empty prompt"
-        return {"h": [[(i, 1.0) for i in EMPTY_PROMPT_IDS]]}
+        """OpenCLIP's layout, as ComfyUI's SD 2.x tokenizer: start, the words (the tiny model's word ids),
+        end, zero padding to 77, each with weight 1."""
+        words = tiny_word_ids(text)
+        ids = (EMPTY_PROMPT_IDS[0], *words, EMPTY_PROMPT_IDS[1]) + (0,) * (75 - len(words))
+        return {"h": [[(i, 1.0) for i in ids]]}
 
     def encode_from_tokens(self, tokens, return_pooled=False):
         ids = torch.tensor([[i for i, _ in tokens["h"][0]]])

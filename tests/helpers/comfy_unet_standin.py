@@ -56,6 +56,11 @@ class SpatialTransformer(nn.Module):
         self.transformer = transformer
         self.__dict__["holder"] = holder  # not a submodule
 
+    @property
+    def transformer_blocks(self):
+        """ComfyUI's path to the blocks (``output_blocks.b.1.transformer_blocks.0.attn2``)."""
+        return self.transformer.transformer_blocks
+
     def forward(self, x, context=None, transformer_options={}):
         before, self.holder.transformer_options = self.holder.transformer_options, transformer_options
         try:

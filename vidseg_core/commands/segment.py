@@ -31,6 +31,9 @@ def add_arguments(p) -> None:
     add_naming_arguments(p)
     p.add_argument("--fps", type=float, default=12.0, help="frame rate of the overlay video")
     p.add_argument("--no-overlay", action="store_true", help="do not write the overlay video")
+    p.add_argument("--legend", action="store_true",
+                   help="draw a legend on the overlay video: each named label's colour and name (names from "
+                        "--reference-mask or --vocabulary; with --vocabulary the overlay is written after the run)")
     p.add_argument("--overwrite", action="store_true", help="replace VidSeg outputs already in DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--serial-writes", action="store_true",
@@ -162,6 +165,8 @@ def run(args) -> int:
     source = open_source(args)
     settings, lost_at_max_side = segment_settings(args, source)
     args._naming = naming_settings(args)
+    if getattr(args, "legend", False) and args.no_overlay:
+        raise InputError("--legend is given with --no-overlay.", "Leave out one of them.")
     check_model_options(args)
     folder = OutputFolder.open(out, "segment", OUTPUTS, inputs=input_paths(args), overwrite=args.overwrite)
     key = resume_key(args, source)
@@ -225,6 +230,8 @@ def _segment(args, source, backbone, settings, folder, bar):
         folder.path / "overlay", args.fps, on_create=lambda p: folder.claim([p.name]),
         on_abandon=lambda p: folder.release([p.name]))  # overlay.mp4 or overlay.gif: only the one written is VidSeg's
     reused = set(folder.completed)
+    legend = bool(getattr(args, "legend", False))
+    names_later = video is not None and legend and getattr(args, "_naming", None) is not None
 
     def have(batch):  # label maps kept from the unfinished earlier run: no upsampling again
         return all(f"labels/{names[f]}.png" in reused for f in batch.written)
@@ -233,12 +240,16 @@ def _segment(args, source, backbone, settings, folder, bar):
     with BackgroundWriter(0 if getattr(args, "serial_writes", False) else 2) as writer:
         for res in seg.run(source.read, len(source), source.frame_size, skip_upsample=have):
             # the frames are read here (the source is not thread-safe), the table as it is now
-            frames = None if video is None else source.read(res.batch.write_start, res.batch.stop)
+            frames = None if video is None or names_later else source.read(res.batch.write_start, res.batch.stop)
             table = seg.summary.table if seg.summary else None
             writer.submit(lambda res=res, frames=frames, table=table:
-                          (_write_batch(res, frames, table, names, source.source_size, folder, video),
+                          (_write_batch(res, frames, table, names, source.source_size, folder,
+                                        None if names_later else video, legend),
                            bar.written(res.batch.index + 1)))  # said only once the files are written
     overlay_path = None
+    if names_later:  # the words name the labels only now: the overlay and its legend are written after the run
+        _write_overlay(video, source, seg.summary.table, names, folder, settings.batch_size,
+                       (seg.summary.shots or {}).get("cuts", []))
     if video is not None:
         with folder.writing("overlay"):
             overlay_path = video.close()
@@ -260,9 +271,10 @@ def _segment(args, source, backbone, settings, folder, bar):
     return summary, overlay_path
 
 
-def _write_batch(res, frames, table, names, source_size, folder, video) -> None:
+def _write_batch(res, frames, table, names, source_size, folder, video, legend: bool = False) -> None:
     """One batch's label PNGs (or the reused ones read back) and overlay frames (on the writer thread)."""
     from ..label_io import mark_cuts, overlay, save_label_png
+    from ..legend import add_legend
 
     batch_names = [f"labels/{names[f]}.png" for f in res.batch.written]
     if res.labels is None:
@@ -279,7 +291,24 @@ def _write_batch(res, frames, table, names, source_size, folder, video) -> None:
     if video is not None:
         lab = labels_at_size(labels, tuple(frames.shape[1:3]))
         with folder.writing("overlay", complete=False):
-            video.write(mark_cuts(overlay(frames, lab, table), [c - res.batch.write_start for c in res.cuts]))
+            over = mark_cuts(overlay(frames, lab, table), [c - res.batch.write_start for c in res.cuts])
+            video.write(add_legend(over, table) if legend else over)
+
+
+def _write_overlay(video, source, table, names, folder, chunk: int, cuts=()) -> None:
+    """The overlay with its legend (and the cut marks) from the written label maps, ``chunk`` frames at a time."""
+    from ..label_io import mark_cuts, overlay
+    from ..legend import add_legend
+    from ..metrics.io import read_label_png
+
+    for a in range(0, len(source), chunk):
+        b = min(len(source), a + chunk)
+        frames = source.read(a, b)
+        labels = torch.stack([torch.from_numpy(read_label_png(folder.path / f"labels/{names[f]}.png").astype("int64"))
+                              for f in range(a, b)])
+        lab = labels_at_size(labels, tuple(frames.shape[1:3]))
+        with folder.writing("overlay", complete=False):
+            video.write(add_legend(mark_cuts(overlay(frames, lab, table), [c - a for c in cuts]), table))
 
 
 def resume_key(args, source) -> dict:

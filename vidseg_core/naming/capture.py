@@ -17,6 +17,7 @@ from typing import Dict, List, Sequence
 import torch
 
 from ..backbones.attention import CaptureQueries, LayerId
+from .cross_attention import layer_module
 
 #: the first decoder block with cross-attention (LDM output blocks 3..11)
 FIRST_BLOCK = 3
@@ -48,11 +49,10 @@ class NamingCapture(CaptureQueries):
 
 def query_bytes_per_frame(backbone, work_size, dtype_bytes: int = 2) -> int:
     """Bytes of kept queries per frame at ``work_size = (H, W)`` (frames / 8 = latent; block b at latent >> (3 - b//3))."""
-    layers = backbone.attention_layers()
     lh, lw = work_size[0] // 8, work_size[1] // 8
     total = 0
     for layer in naming_layers(backbone.config):
         shift = max(0, 3 - layer.block // 3)
-        channels = layers[layer].to_q.out_features
+        channels = layer_module(backbone, layer).to_q.out_features
         total += (lh >> shift) * (lw >> shift) * channels
     return total * dtype_bytes

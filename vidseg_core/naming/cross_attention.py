@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones.attention import LayerId
+from ..errors import InputError
 
 
 class LayerKeys:
@@ -30,13 +31,26 @@ class LayerKeys:
         self.keys, self.heads, self.scale = keys, int(heads), float(scale)
 
 
+def layer_module(backbone, layer: LayerId):
+    """The attention module of ``layer``.  Backbones hooked through another program's patch points (the pack's
+    ComfyUI adapter) name their layers by module path inside their UNet: the path is resolved there."""
+    m = backbone.attention_layers()[layer]
+    if isinstance(m, str):
+        try:
+            m = backbone.unet.get_submodule(m)
+        except AttributeError as exc:
+            raise InputError(f"{backbone.name}'s UNet has no attention module {m} ({exc}), which naming reads.",
+                             "Name the regions with an SD 2.1 model in the standard layout (ComfyUI's Load "
+                             "Checkpoint, or Load SD/SVD).") from exc
+    return m
+
+
 @torch.inference_mode()
 def vocabulary_keys(backbone, layers, embeddings: torch.Tensor) -> Dict[LayerId, LayerKeys]:
     """``to_k`` of each layer on the entry embeddings ``[W, C_text]`` (float32 keys on the backbone's device)."""
-    modules = backbone.attention_layers()
     out = {}
     for layer in layers:
-        m = modules[layer]
+        m = layer_module(backbone, layer)
         p = next(m.parameters())
         emb = embeddings.to(p.device, p.dtype)[None]
         if getattr(m, "norm_cross", None):
