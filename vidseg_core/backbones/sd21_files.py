@@ -182,7 +182,7 @@ def load_sd21_single_file(path, device, dtype, prediction_type: Optional[str] = 
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from .loading import load_state_dict
+    from .files import load_state_dict
 
     path = Path(path)
     ptype = normalize_prediction_type(prediction_type) or prediction_type_from_name(path.name)
@@ -215,7 +215,7 @@ def load_text_encoder_single_file(path, text_config_dict: dict):
             raise ModelLoadError(f"Cannot read the text encoder of {path.name}: {exc}.",
                                  "Download the checkpoint again.") from exc
     else:
-        from .loading import load_state_dict
+        from .files import load_state_dict
 
         state = {k: v for k, v in load_state_dict(path).items() if k.startswith(LDM_TEXT_PREFIX)}
     cfg = CLIPTextConfig(**text_config_dict)
@@ -243,7 +243,7 @@ def load_sd21_diffusers(folder, device, dtype, prediction_type: Optional[str] = 
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from .loading import check_folder_parts, weights_variant
+    from .files import check_folder_parts, weights_variant
 
     folder = Path(folder)
     check_folder_parts(folder, ("unet", "vae", "text_encoder"))
@@ -291,7 +291,7 @@ def _folder_text_encoder(folder: Path):
     """The text tower of a diffusers folder, loaded again (float32, CPU)."""
     from transformers import CLIPTextModel
 
-    from .loading import weights_variant
+    from .files import weights_variant
 
     try:
         te = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True, torch_dtype=torch.float32,
