@@ -38,7 +38,8 @@ import torch
 from .errors import InputError
 from .tensor_ops import one_hot_mask
 
-_IMPLS = ("torch", "sklearn")
+#: the KMeans implementations (``SegmentSettings.kmeans_impl``)
+KMEANS_IMPLS = ("torch", "sklearn")
 
 
 @dataclass
@@ -94,8 +95,8 @@ def fit_kmeans(tokens, k: int, n_init: int = 10, seed: int = 1, impl: str = "tor
         raise InputError(f"n_init must be >= 1, got {n_init}.", "Use the authors' n_init = 10.")
     if max_iter < 1:
         raise InputError(f"max_iter must be >= 1, got {max_iter}.", "Use the default 300.")
-    if impl not in _IMPLS:
-        raise InputError(f"Unknown KMeans implementation {impl!r}.", f"Use one of {', '.join(_IMPLS)}.")
+    if impl not in KMEANS_IMPLS:
+        raise InputError(f"Unknown KMeans implementation {impl!r}.", f"Use one of {', '.join(KMEANS_IMPLS)}.")
     if impl == "sklearn":
         return _fit_sklearn(x, int(k), n_init, seed, max_iter, tol)
     dev = torch.device(device) if device is not None else x.device

@@ -40,12 +40,14 @@ from .backbones.base import Backbone
 from .batching import Batch
 from .errors import InputError
 from .features import capture_features, prepare_batch
-from .labels import DEFAULT_VOID, LabelTable
+from .kmeans import KMEANS_IMPLS
+from .labels import DEFAULT_VOID, LabelTable, prepare_reference
 from .modulation import ModulationSettings
+from .refiners import get_refiner
 from .shot_context import ShotContext
 from .shots import ShotSettings, plan_shot_batches, resolve_shots
 from .upsample import UpsampleContext, make_upsampler
-from .validation import validate_segment_settings
+from .validation import check_batch_size, check_int, check_seed
 
 MODES = ("quality", "fast")
 
@@ -80,6 +82,36 @@ class SegmentSettings:
     guided: Dict[str, object] = field(default_factory=dict)
     #: edited videos: cut detection, batches per shot, labels linked across shots (see vidseg_core.shots)
     shots: ShotSettings = field(default_factory=ShotSettings)
+
+    def check(self) -> None:
+        """Every option that can be checked without a model; a bad one raises :class:`InputError`."""
+        check_int("num_clusters", self.num_clusters, 1, 255, "The paper uses K = 20 (labels are stored as 0..255).")
+        check_batch_size(self.batch_size)
+        check_seed(self.seed)
+        if self.mode not in MODES:
+            raise InputError(f"Unknown mode {self.mode!r}.", "Use 'quality' or 'fast'.")
+        get_refiner(self.refiner)
+        check_int("reference_frame", self.reference_frame, 0, None, "Use the index of the annotated frame (0 = first).")
+        check_int("n_init", self.n_init, 1, None, "Use the authors' n_init = 10.")
+        if self.kmeans_impl not in KMEANS_IMPLS:
+            raise InputError(f"Unknown KMeans implementation {self.kmeans_impl!r}.",
+                             f"Use one of {', '.join(KMEANS_IMPLS)}.")
+        for v in self.void_values:
+            check_int("void value", v, 0, 255, "Void values are label ids 0..255 (DAVIS / VSPW use 255).")
+        self.shots.check()
+        overlap = self.shots.overlap
+        if overlap and self.batch_size is not None and overlap >= self.batch_size:
+            raise InputError(f"A seam overlap of {overlap} frames needs batches of more than {overlap} "
+                             f"frames (batch size {self.batch_size}).", "Use an overlap below the batch size, e.g. 2.")
+        if self.mode == "quality":
+            self.modulation.check()
+        else:
+            make_upsampler("guided_filter", **self.guided)
+        if self.reference is not None:  # dtype, negative ids, nothing but void: at its own size
+            ref = self.reference
+            ref = np.asarray(ref.detach().cpu() if hasattr(ref, "detach") else ref)
+            shape = ref.shape[:2] if ref.ndim >= 2 else ref.shape
+            prepare_reference(ref, shape, None, self.void_values)
 
     def describe(self) -> dict:
         d = asdict(self)
@@ -145,7 +177,7 @@ class VideoSegmenter:
                  progress: Optional[Progress] = None, cancel: Optional[Callable[[], bool]] = None):
         self.backbone = backbone
         self.settings = settings or SegmentSettings()
-        validate_segment_settings(self.settings)
+        self.settings.check()
         self.progress = progress
         #: cancel() -> True stops the run (checked per batch and per modulation step); it may also raise itself
         self.cancel = cancel

@@ -67,9 +67,6 @@ def settings_from_args(args, reference=None, reference_frame: int = 0):
     """The :class:`~vidseg_core.pipeline.SegmentSettings` of the method options (:func:`add_method_arguments`)."""
     from ..modulation import ModulationSettings
     from ..pipeline import SegmentSettings
-
-    from ..validation import validate_segment_settings
-
     from ..shots import ShotSettings, parse_cuts
 
     settings = SegmentSettings(
@@ -78,7 +75,7 @@ def settings_from_args(args, reference=None, reference_frame: int = 0):
         modulation=ModulationSettings(lam=args.lam, filter_s=args.filter_s, compat=args.compat),
         shots=ShotSettings(cuts=parse_cuts(args.cuts), link_threshold=args.link_threshold,
                            overlap=args.seam_overlap))
-    validate_segment_settings(settings)  # every value checked before any model is loaded
+    settings.check()  # every value checked before any model is loaded
     return settings
 
 
