@@ -289,9 +289,9 @@ class Backbone(ABC):
 
     def prefix_splitter(self, split_block: int):
         """The UNet split before decoder block ``split_block``'s attention, for prefix sharing at t_m (contract:
-        :class:`~vidseg_core.modulation.unet_split.UNetSplitter`; raises TypeError / ValueError with the reason
+        :class:`~vidseg_core.backbones.split.UNetSplitter`; raises TypeError / ValueError with the reason
         when this UNet cannot be split).  Here: diffusers' UNets; ComfyUI's native adapter overrides it."""
-        from ..modulation.diffusers_split import DiffusersSplitter
+        from .diffusers_split import DiffusersSplitter
 
         return DiffusersSplitter(self.unet, split_block)
 
