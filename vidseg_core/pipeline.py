@@ -26,6 +26,7 @@ maps of earlier batches are not kept unless the caller keeps them.
 """
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import time
@@ -158,6 +159,14 @@ class SegmentSummary:
         }
 
 
+@contextlib.contextmanager
+def timed(seconds: Dict[str, float], key: str) -> Iterator[None]:
+    """Add the wall time of the ``with`` block to ``seconds[key]`` (not on an exception)."""
+    t = time.perf_counter()
+    yield
+    seconds[key] += time.perf_counter() - t
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated by torch on CUDA, else the process's peak RSS (MB)."""
     if device.type == "cuda":
@@ -229,11 +238,10 @@ class VideoSegmenter:
                              f"Use an index in 0..{num_frames - 1}.")
         work = bb.work_size(*frame_size)
         seconds = {"read": 0.0, "features": 0.0, "coarse": 0.0, "upsample": 0.0, "shots": 0.0}
-        t = time.perf_counter()
-        batch_size = bb.config.batch_size if s.batch_size is None else s.batch_size
-        shots, frame_cuts, cut_source = resolve_shots(s.shots, read, num_frames, chunk=batch_size)
-        batches = plan_shot_batches(shots, batch_size, s.shots.overlap)
-        seconds["shots"] += time.perf_counter() - t
+        with timed(seconds, "shots"):
+            batch_size = bb.config.batch_size if s.batch_size is None else s.batch_size
+            shots, frame_cuts, cut_source = resolve_shots(s.shots, read, num_frames, chunk=batch_size)
+            batches = plan_shot_batches(shots, batch_size, s.shots.overlap)
         if bb.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(bb.device)
         context = ShotContext(s, bb.device, self.backbone.config.seed if s.seed is None else s.seed, frame_size)
@@ -242,47 +250,42 @@ class VideoSegmenter:
         ref_batch = next(b for b in batches if b.write_start <= s.reference_frame < b.stop)
         ref_shot = shots[ref_batch.shot].start
         if ref_batch.index != 0:  # name clusters on the reference frame's batch first
-            t = time.perf_counter()
-            frames = read(ref_batch.start, ref_batch.stop)
-            seconds["read"] += time.perf_counter() - t
-            t = time.perf_counter()
-            self._tick(0, units, "features")
-            _, agg, _, _ = self._features(frames)
-            seconds["features"] += time.perf_counter() - t
+            with timed(seconds, "read"):
+                frames = read(ref_batch.start, ref_batch.stop)
+            with timed(seconds, "features"):
+                self._tick(0, units, "features")
+                _, agg, _, _ = self._features(frames)
             self._init_context(context, agg, s.reference_frame - ref_batch.start, frame_size, ref_shot)
         for b in batches:
             self._check_cancel()
             self._tick(b.index, units, "features")
-            t = time.perf_counter()
-            frames = read(b.start, b.stop)
-            seconds["read"] += time.perf_counter() - t
-            t = time.perf_counter()
-            inputs, agg, corr, reference = self._features(frames, with_reference=s.mode == "quality")
-            seconds["features"] += time.perf_counter() - t
+            with timed(seconds, "read"):
+                frames = read(b.start, b.stop)
+            with timed(seconds, "features"):
+                inputs, agg, corr, reference = self._features(frames, with_reference=s.mode == "quality")
             self._tick(b.index, units, "coarse")
-            t = time.perf_counter()
-            if context.reference_context is None:
-                self._init_context(context, agg, s.reference_frame - b.start, frame_size, ref_shot)
-            if b.first:  # a new shot: the reference's context, or KMeans afresh linked to the labels seen
-                context.begin_shot(b.start, agg, cut_source)
-            coarse = context.step(agg, corr, b.start, b.write_offset)  # whole batch: modulation needs every mask
-            knn = context.last_knn_labels
-            seconds["coarse"] += time.perf_counter() - t
+            with timed(seconds, "coarse"):
+                if context.reference_context is None:
+                    self._init_context(context, agg, s.reference_frame - b.start, frame_size, ref_shot)
+                if b.first:  # a new shot: the reference's context, or KMeans afresh linked to the labels seen
+                    context.begin_shot(b.start, agg, cut_source)
+                coarse = context.step(agg, corr, b.start, b.write_offset)  # whole batch: modulation needs every mask
+                knn = context.last_knn_labels
             self._tick(b.index, units, "upsample")
-            t = time.perf_counter()
-            ids = torch.tensor(context.table.values, dtype=torch.long)
-            off = b.write_offset
-            if skip_upsample is not None and skip_upsample(b):
-                labels = None
-            elif s.mode == "quality":
-                ctx = UpsampleContext(backbone=bb, inputs=inputs, seed=s.seed, reference=reference,
-                                      progress=lambda d, n, _b=b: self._tick(_b.index * n + d, units * n, "modulation"),
-                                      cancel=self.cancel)
-                labels = upsampler.upsample(frames, coarse, ids, ctx)[off:]
-            else:
-                labels = upsampler.upsample(frames[off:].to(bb.device), coarse[off:], ids,
-                                            UpsampleContext(cancel=self.cancel))
-            seconds["upsample"] += time.perf_counter() - t
+            with timed(seconds, "upsample"):
+                ids = torch.tensor(context.table.values, dtype=torch.long)
+                off = b.write_offset
+                if skip_upsample is not None and skip_upsample(b):
+                    labels = None
+                elif s.mode == "quality":
+                    ctx = UpsampleContext(backbone=bb, inputs=inputs, seed=s.seed, reference=reference,
+                                          progress=lambda d, n, _b=b: self._tick(_b.index * n + d, units * n,
+                                                                                 "modulation"),
+                                          cancel=self.cancel)
+                    labels = upsampler.upsample(frames, coarse, ids, ctx)[off:]
+                else:
+                    labels = upsampler.upsample(frames[off:].to(bb.device), coarse[off:], ids,
+                                                UpsampleContext(cancel=self.cancel))
             self._tick(b.index + 1, units, "batch")
             self.table = context.table  # a new shot may have added labels
             yield BatchResult(b, None if labels is None else labels.cpu(), coarse[off:].cpu(), knn[off:].cpu())

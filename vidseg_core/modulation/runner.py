@@ -35,6 +35,7 @@ the disk.  Here every pass of a batch is a *run* of one batched computation
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -113,8 +114,7 @@ class _BatchModulation:
         self.store: Optional[ReferenceStore] = self.given
         self.store_device: Optional[torch.device] = None  # None: the compute device
         self.finished: Dict[int, torch.Tensor] = {}
-        self.partial: Dict[int, torch.Tensor] = {}  # compacted rows: runs with rows still pending (.rows)
-        self.rows_left: Dict[int, int] = {}
+        self.assembler: Optional[rows.RowAssembler] = None  # compacted rows: runs with rows still pending
         self.compact = False
         self.decode_frames: Optional[int] = None  # frames per VAE call (None: decode_chunk)
         self.next_label = 0
@@ -126,6 +126,13 @@ class _BatchModulation:
     def _check_cancel(self):
         if self.cancel is not None and self.cancel():
             raise ModulationCancelled("Modulation was cancelled.", "Run again when ready.")
+
+    def advance(self, units: int) -> None:
+        """A denoising step of ``units`` modulated runs (or rows) is done: stop if cancelled, report progress."""
+        self._check_cancel()
+        if units:
+            self.units += units
+            self._report()
 
     def run_spec(self, run: int) -> Tuple[int, float]:
         """Modulated run ``i`` -> (label position, sign): (0,+), (0,−), (1,+), ..."""
@@ -156,10 +163,7 @@ class _BatchModulation:
         plan = self.plan
 
         def cb(step: int, x: torch.Tensor) -> torch.Tensor:
-            self._check_cancel()
-            if runs_done_per_step:
-                self.units += runs_done_per_step
-                self._report()
+            self.advance(runs_done_per_step)
             if plan.blends(step):
                 ref = x[reference_run] if reference_run is not None else \
                     self.store.latents[step].to(x.device, x.dtype, non_blocking=True)
@@ -306,12 +310,8 @@ class _BatchModulation:
 
     def run(self) -> ModulationResult:
         t0 = time.perf_counter()
-        runs = [r for r in range(2 * self.L) if self.active[r // 2]]
-        self.compact = self.compacts_rows()
-        pending = rows.present_rows(self.present_host, runs) if self.compact else runs
+        pending = self._pending()
         unit = self.T if self.compact else 1  # chunk capacity in rows (frames) or in runs
-        for r, _ in (pending if self.compact else []):
-            self.rows_left[r] = self.rows_left.get(r, 0) + 1
         self.units, self.total_units = 0, len(pending) * (self.plan.last - self.plan.t_m + 2)
         max_runs = self.initial_runs()
         mode = self.reference_mode(-(-len(pending) // unit), max_runs)
@@ -319,6 +319,29 @@ class _BatchModulation:
         self.stats["compacted_rows"] = len(pending) if self.compact else None
         if mode == "repeat":
             self.store = None
+        with self._sharing() as driver:
+            mode = self._run_chunks(pending, mode, max_runs, driver)
+        self.fold_finished()
+        if self.next_label != self.L:
+            raise RuntimeError(f"internal error: {self.next_label} of {self.L} labels folded")
+        self.stats["reference"] = mode
+        self.stats["seconds"] = round(time.perf_counter() - t0, 3)
+        return self._result()
+
+    def _pending(self) -> list:
+        """The modulated runs of the present labels, or their present (run, frame) rows when rows are compacted."""
+        runs = [r for r in range(2 * self.L) if self.active[r // 2]]
+        self.compact = self.compacts_rows()
+        if not self.compact:
+            return runs
+        pending = rows.present_rows(self.present_host, runs)
+        self.assembler = rows.RowAssembler(pending)
+        return pending
+
+    @contextlib.contextmanager
+    def _sharing(self):
+        """The shared prefix at t_m, shared attention and (CPU) the feed-forward by rows, for the whole batch;
+        yields the prefix driver (None: not shared)."""
         share = resolve_mode(self.s.share_attention, self.bb.device)
         on_cpu = self.bb.device.type == "cpu"  # CPU memory: the feed-forward one run's rows at a time
         with shared_prefix(self.bb, self.plan.block, self.plan.t_m, enabled=self.s.share_prefix,
@@ -327,57 +350,79 @@ class _BatchModulation:
                 feed_forward_by_rows(self.bb.unet, 2 * self.T, enabled=on_cpu):
             if driver is not None:
                 driver.trusted = True  # every chunk starts from the one x_tm with the batch's conditioning
-            x_tm = self.shared_start()
-            self.fold_finished()
-            while pending:
-                self._check_cancel()
-                if self.compact:
-                    chunk = rows.take_rows(pending, max_runs, mode == "repeat")
-                    size = len(chunk) + (len({f for _, f in chunk}) if mode == "repeat" else 0)
-                else:
-                    per_chunk = max_runs - 1 if mode == "repeat" else max_runs
-                    if per_chunk >= 2 and per_chunk % 2:
-                        per_chunk -= 1
-                    chunk = pending[:max(1, per_chunk)]
-                    size = len(chunk) + (1 if mode == "repeat" else 0)
-                units_before = self.units
-                try:
-                    if mode == "store" and self.store is None:
-                        self.build_store(x_tm)
-                        if self.compact and driver is not None:
-                            driver.keep_frames(range(self.T))  # its prefix at t_m is every frame's: not again
-                    if self.compact:
-                        rows.run_rows(self, x_tm, chunk, mode == "repeat", driver)
-                        final = []
-                    else:
-                        final = self.run_chunk(x_tm, chunk, with_reference=(mode == "repeat"))
-                except Exception as exc:  # noqa: BLE001 - only OOM is handled
-                    if not is_out_of_memory(exc):
-                        raise
-                    msg = f"{type(exc).__name__}: {str(exc)[:200]}"
-                    del exc
-                    self.units = units_before
-                    _free_memory()
-                    self.stats["oom_retries"] = int(self.stats["oom_retries"]) + 1
-                    smaller, max_runs = shrink_after_oom(msg, size, mode, "rows" if self.compact else "runs",
-                                                         self.s.reference)
-                    if smaller != mode and self.bb.device.type != "cpu":
-                        self.store_device = torch.device("cpu")  # the store goes to the host then
-                    mode = smaller
-                    continue
-                self.stats["chunks"].append(size)
-                for r, z in zip(chunk, final):
-                    self.finished[r] = z.detach()
-                del final
-                pending = pending[len(chunk):]
-                self.fold_finished()
+            yield driver
             if driver is not None:
                 self.stats["prefix"] = dict(driver.stats)
+
+    def _run_chunks(self, pending: list, mode: str, max_runs: int, driver) -> str:
+        """Every pending run (or row) chunk by chunk, each folded into the argmax as soon as its pairs are
+        finished; a chunk that runs out of memory is retried smaller.  Returns the final reference mode."""
+        x_tm = self.shared_start()
         self.fold_finished()
-        if self.next_label != self.L:
-            raise RuntimeError(f"internal error: {self.next_label} of {self.L} labels folded")
-        self.stats["reference"] = mode
-        self.stats["seconds"] = round(time.perf_counter() - t0, 3)
+        while pending:
+            self._check_cancel()
+            chunk, size = self._next_chunk(pending, mode, max_runs)
+            final, oom = self._try_chunk(x_tm, chunk, mode, driver)
+            if oom is not None:
+                mode, max_runs = self._shrink_after_oom(oom, size, mode)
+                continue
+            self.stats["chunks"].append(size)
+            for r, z in zip(chunk, final):
+                self.finished[r] = z.detach()
+            del final
+            pending = pending[len(chunk):]
+            self.fold_finished()
+        return mode
+
+    def _next_chunk(self, pending: list, mode: str, max_runs: int) -> Tuple[list, int]:
+        """The next chunk of ``pending`` and its size (runs or rows, the reference's included)."""
+        if self.compact:
+            chunk = rows.take_rows(pending, max_runs, mode == "repeat")
+            return chunk, len(chunk) + (len({f for _, f in chunk}) if mode == "repeat" else 0)
+        per_chunk = max_runs - 1 if mode == "repeat" else max_runs
+        if per_chunk >= 2 and per_chunk % 2:
+            per_chunk -= 1
+        chunk = pending[:max(1, per_chunk)]
+        return chunk, len(chunk) + (1 if mode == "repeat" else 0)
+
+    def _compute_chunk(self, x_tm: torch.Tensor, chunk: list, mode: str, driver) -> list:
+        """One chunk denoised (the reference store built first when needed); the finished runs' final latents
+        (compacted rows: none here, finished runs go to ``finished`` as their last rows come in)."""
+        if mode == "store" and self.store is None:
+            self.build_store(x_tm)
+            if self.compact and driver is not None:
+                driver.keep_frames(range(self.T))  # its prefix at t_m is every frame's: not again
+        if self.compact:
+            out = rows.run_rows(self, x_tm, chunk, mode == "repeat", driver)
+            self.finished.update(self.assembler.add(chunk, out, x_tm))
+            return []
+        return self.run_chunk(x_tm, chunk, with_reference=(mode == "repeat"))
+
+    def _try_chunk(self, x_tm: torch.Tensor, chunk: list, mode: str, driver) -> Tuple[list, Optional[str]]:
+        """(:meth:`_compute_chunk`'s latents, None), or ([], the error) when the chunk ran out of memory: its
+        progress is taken back and the memory freed."""
+        units_before = self.units
+        try:
+            return self._compute_chunk(x_tm, chunk, mode, driver), None
+        except Exception as exc:  # noqa: BLE001 - only OOM is handled
+            if not is_out_of_memory(exc):
+                raise
+            msg = f"{type(exc).__name__}: {str(exc)[:200]}"
+            del exc
+            self.units = units_before
+            _free_memory()
+            return [], msg
+
+    def _shrink_after_oom(self, msg: str, size: int, mode: str) -> Tuple[str, int]:
+        """The reference mode and chunk capacity to retry with after a chunk of ``size`` ran out of memory."""
+        self.stats["oom_retries"] = int(self.stats["oom_retries"]) + 1
+        smaller, max_runs = shrink_after_oom(msg, size, mode, "rows" if self.compact else "runs", self.s.reference)
+        if smaller != mode and self.bb.device.type != "cpu":
+            self.store_device = torch.device("cpu")  # the store goes to the host then
+        return smaller, max_runs
+
+    def _result(self) -> ModulationResult:
+        """The labels (a NaN difference map is an error), the difference maps when asked, the statistics."""
         nan = self.acc.labels_with_nan()  # one host read per batch
         if nan:
             raise NumericalError(
