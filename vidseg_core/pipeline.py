@@ -218,10 +218,10 @@ class VideoSegmenter:
         return inputs, agg, corr, None
 
     def _upsampler(self):
-        s = self.settings
-        if s.mode == "quality":
-            return make_upsampler("masked_modulation", settings=s.modulation)
-        return make_upsampler("guided_filter", **s.guided)
+        settings = self.settings
+        if settings.mode == "quality":
+            return make_upsampler("masked_modulation", settings=settings.modulation)
+        return make_upsampler("guided_filter", **settings.guided)
 
     # ------------------------------------------------------------------ run
     def run(self, read: Callable[[int, int], torch.Tensor], num_frames: int, frame_size: Tuple[int, int],
@@ -229,25 +229,26 @@ class VideoSegmenter:
         """Yield each batch's results.  ``skip_upsample(batch) -> True`` leaves out the upsampling of a batch
         whose label maps the caller already has (``labels`` is then None): its features and coarse labels
         are still computed, since the scene context model of later batches depends on them."""
-        s = self.settings
-        bb = self.backbone
+        settings = self.settings
+        backbone = self.backbone
         if num_frames < 1:
             raise InputError("The video has no frames.", "Give at least one frame.")
-        if not 0 <= s.reference_frame < num_frames:
-            raise InputError(f"Reference frame {s.reference_frame} is outside the video's {num_frames} frames.",
+        if not 0 <= settings.reference_frame < num_frames:
+            raise InputError(f"Reference frame {settings.reference_frame} is outside the video's {num_frames} frames.",
                              f"Use an index in 0..{num_frames - 1}.")
-        work = bb.work_size(*frame_size)
+        work = backbone.work_size(*frame_size)
         seconds = {"read": 0.0, "features": 0.0, "coarse": 0.0, "upsample": 0.0, "shots": 0.0}
         with timed(seconds, "shots"):
-            batch_size = bb.config.batch_size if s.batch_size is None else s.batch_size
-            shots, frame_cuts, cut_source = resolve_shots(s.shots, read, num_frames, chunk=batch_size)
-            batches = plan_shot_batches(shots, batch_size, s.shots.overlap)
-        if bb.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(bb.device)
-        context = ShotContext(s, bb.device, self.backbone.config.seed if s.seed is None else s.seed, frame_size)
+            batch_size = backbone.config.batch_size if settings.batch_size is None else settings.batch_size
+            shots, frame_cuts, cut_source = resolve_shots(settings.shots, read, num_frames, chunk=batch_size)
+            batches = plan_shot_batches(shots, batch_size, settings.shots.overlap)
+        if backbone.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(backbone.device)
+        seed = backbone.config.seed if settings.seed is None else settings.seed
+        context = ShotContext(settings, backbone.device, seed, frame_size)
         upsampler = self._upsampler()
         units = len(batches)
-        ref_batch = next(b for b in batches if b.write_start <= s.reference_frame < b.stop)
+        ref_batch = next(b for b in batches if b.write_start <= settings.reference_frame < b.stop)
         ref_shot = shots[ref_batch.shot].start
         if ref_batch.index != 0:  # name clusters on the reference frame's batch first
             with timed(seconds, "read"):
@@ -255,18 +256,18 @@ class VideoSegmenter:
             with timed(seconds, "features"):
                 self._tick(0, units, "features")
                 _, agg, _, _ = self._features(frames)
-            self._init_context(context, agg, s.reference_frame - ref_batch.start, frame_size, ref_shot)
+            self._init_context(context, agg, settings.reference_frame - ref_batch.start, frame_size, ref_shot)
         for b in batches:
             self._check_cancel()
             self._tick(b.index, units, "features")
             with timed(seconds, "read"):
                 frames = read(b.start, b.stop)
             with timed(seconds, "features"):
-                inputs, agg, corr, reference = self._features(frames, with_reference=s.mode == "quality")
+                inputs, agg, corr, reference = self._features(frames, with_reference=settings.mode == "quality")
             self._tick(b.index, units, "coarse")
             with timed(seconds, "coarse"):
                 if context.reference_context is None:
-                    self._init_context(context, agg, s.reference_frame - b.start, frame_size, ref_shot)
+                    self._init_context(context, agg, settings.reference_frame - b.start, frame_size, ref_shot)
                 if b.first:  # a new shot: the reference's context, or KMeans afresh linked to the labels seen
                     context.begin_shot(b.start, agg, cut_source)
                 coarse = context.step(agg, corr, b.start, b.write_offset)  # whole batch: modulation needs every mask
@@ -277,14 +278,14 @@ class VideoSegmenter:
                 off = b.write_offset
                 if skip_upsample is not None and skip_upsample(b):
                     labels = None
-                elif s.mode == "quality":
-                    ctx = UpsampleContext(backbone=bb, inputs=inputs, seed=s.seed, reference=reference,
+                elif settings.mode == "quality":
+                    ctx = UpsampleContext(backbone=backbone, inputs=inputs, seed=settings.seed, reference=reference,
                                           progress=lambda d, n, _b=b: self._tick(_b.index * n + d, units * n,
                                                                                  "modulation"),
                                           cancel=self.cancel)
                     labels = upsampler.upsample(frames, coarse, ids, ctx)[off:]
                 else:
-                    labels = upsampler.upsample(frames[off:].to(bb.device), coarse[off:], ids,
+                    labels = upsampler.upsample(frames[off:].to(backbone.device), coarse[off:], ids,
                                                 UpsampleContext(cancel=self.cancel))
             self._tick(b.index + 1, units, "batch")
             self.table = context.table  # a new shot may have added labels
@@ -293,13 +294,13 @@ class VideoSegmenter:
         assignment = context.assignment
         self.summary = SegmentSummary(
             table=context.table, num_frames=num_frames, frame_size=tuple(frame_size), work_size=work,
-            grid=context.grid, backbone=bb.name, settings=s.describe(), seconds=seconds,
-            peak_memory_mb=peak_memory_mb(bb.device), unassigned_clusters=list(assignment.unassigned_clusters),
+            grid=context.grid, backbone=backbone.name, settings=settings.describe(), seconds=seconds,
+            peak_memory_mb=peak_memory_mb(backbone.device), unassigned_clusters=list(assignment.unassigned_clusters),
             lost_labels=list(assignment.lost_labels), lost_at_grid=list(assignment.lost_at_grid),
             shots=context.summary(num_frames, frame_cuts, cut_source))
 
     def _init_context(self, shots: ShotContext, agg: torch.Tensor, ref_index: int, frame_size, shot_start) -> None:
-        s = self.settings
+        settings = self.settings
         context = shots.anchor_reference(agg, ref_index, shot_start)
         self.table = shots.table
         a = context.assignment
@@ -313,7 +314,7 @@ class VideoSegmenter:
                           UserWarning, stacklevel=2)
         if lost:
             warnings.warn(f"reference label(s) {', '.join(map(str, lost))} won no KMeans cluster on the reference "
-                          f"frame and will not appear in the output (K = {s.num_clusters} clusters); raise the "
+                          f"frame and will not appear in the output (K = {settings.num_clusters} clusters); raise the "
                           "number of clusters (--clusters) or enlarge those regions in the mask", UserWarning,
                           stacklevel=2)
 

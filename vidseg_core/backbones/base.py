@@ -274,9 +274,9 @@ class Backbone(ABC):
         if x.ndim != 5:
             raise InputError(f"Latents must be [R,T,4,h,w]; got {tuple(x.shape)}.", "Add the run dimension.")
         for i in range(start_step, last + 1):
-            s, s_next = sigmas[i], sigmas[i + 1]
+            sigma, sigma_next = sigmas[i], sigmas[i + 1]
             d_hat = self.denoised(x, i, cond)
-            x = x + (s_next - s) * (x - d_hat) / s
+            x = x + (sigma_next - sigma) * (x - d_hat) / sigma
             if callback is not None:
                 x = callback(i, x)
         return x

@@ -86,7 +86,7 @@ class SplitUNet:
         u = self.unet
         k, j = stop if stop is not None else (self.k, self.j)
         factor = 2 ** u.num_upsamplers
-        fus = any(int(s) % factor != 0 for s in sample.shape[-2:])
+        fus = any(int(side) % factor != 0 for side in sample.shape[-2:])
         indicator = None
         if self.family == "sd":
             batch, frames = sample.shape[0], 1

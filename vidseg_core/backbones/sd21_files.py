@@ -195,9 +195,9 @@ def load_sd21_single_file(path, device, dtype, prediction_type: Optional[str] = 
     vae = _from_single_file(AutoencoderKL, state, "vae", vae_over, vae_dtype, path.name)
     emb = _embedding_from_open_clip(state, text_cfg, path.name)
     del state
-    bb = SD21Backbone(path.name, cfg, unet, vae, torch.device("cpu"), dtype, emb).to(device, dtype)
-    bb.text_encoder_loader = functools.partial(load_text_encoder_single_file, path, text_cfg)
-    return bb
+    backbone = SD21Backbone(path.name, cfg, unet, vae, torch.device("cpu"), dtype, emb).to(device, dtype)
+    backbone.text_encoder_loader = functools.partial(load_text_encoder_single_file, path, text_cfg)
+    return backbone
 
 
 def load_text_encoder_single_file(path, text_config_dict: dict):
@@ -280,11 +280,12 @@ def load_sd21_diffusers(folder, device, dtype, prediction_type: Optional[str] = 
                              "Use a consistent SD 2.1 folder.")
     emb = empty_prompt_embedding(te.eval())
     del te
-    bb = SD21Backbone(folder.name, cfg, unet.eval(), vae.eval(), torch.device("cpu"), dtype, emb).to(device, dtype)
-    bb.text_encoder_loader = functools.partial(_folder_text_encoder, folder)
+    backbone = SD21Backbone(folder.name, cfg, unet.eval(), vae.eval(), torch.device("cpu"), dtype, emb)
+    backbone = backbone.to(device, dtype)
+    backbone.text_encoder_loader = functools.partial(_folder_text_encoder, folder)
     if (folder / "tokenizer" / "vocab.json").is_file() and (folder / "tokenizer" / "merges.txt").is_file():
-        bb.tokenizer_dir = folder / "tokenizer"
-    return bb
+        backbone.tokenizer_dir = folder / "tokenizer"
+    return backbone
 
 
 def _folder_text_encoder(folder: Path):

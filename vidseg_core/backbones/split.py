@@ -35,7 +35,8 @@ class SplitState:
                 return None
             return t.unsqueeze(0).expand(runs, *t.shape).reshape(runs * t.shape[0], *t.shape[1:])
 
-        return SplitState(rep(self.hidden), tuple(rep(s) for s in self.block_skips), tuple(rep(s) for s in self.skips),
+        return SplitState(rep(self.hidden), tuple(rep(skip) for skip in self.block_skips),
+                          tuple(rep(skip) for skip in self.skips),
                           rep(self.emb), rep(self.context), rep(self.indicator), self.forward_upsample_size,
                           self.batch * runs, self.frames, dict(self.extra))
 
@@ -46,19 +47,20 @@ class SplitState:
             return None if ts[0] is None else torch.cat(ts)
 
         first = states[0]
-        return SplitState(cat([s.hidden for s in states]),
-                          tuple(cat([s.block_skips[i] for s in states]) for i in range(len(first.block_skips))),
-                          tuple(cat([s.skips[i] for s in states]) for i in range(len(first.skips))),
-                          cat([s.emb for s in states]), cat([s.context for s in states]),
-                          cat([s.indicator for s in states]), first.forward_upsample_size,
-                          sum(s.batch for s in states), first.frames, dict(first.extra))
+        return SplitState(cat([state.hidden for state in states]),
+                          tuple(cat([state.block_skips[i] for state in states]) for i in range(len(first.block_skips))),
+                          tuple(cat([state.skips[i] for state in states]) for i in range(len(first.skips))),
+                          cat([state.emb for state in states]), cat([state.context for state in states]),
+                          cat([state.indicator for state in states]), first.forward_upsample_size,
+                          sum(state.batch for state in states), first.frames, dict(first.extra))
 
     def select(self, index: torch.Tensor) -> "SplitState":
         """Rows ``index`` of every per-row tensor (SD: a row is one frame of one guidance half)."""
         def sel(t):
             return None if t is None else t.index_select(0, index)
 
-        return SplitState(sel(self.hidden), tuple(sel(s) for s in self.block_skips), tuple(sel(s) for s in self.skips),
+        return SplitState(sel(self.hidden), tuple(sel(skip) for skip in self.block_skips),
+                          tuple(sel(skip) for skip in self.skips),
                           sel(self.emb), sel(self.context), sel(self.indicator), self.forward_upsample_size,
                           int(index.shape[0]), self.frames, dict(self.extra))
 

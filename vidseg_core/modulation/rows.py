@@ -73,21 +73,21 @@ class RowChunk:
         self.n = len(self.frames)
         row_source = ([pos[f] for f in frames] if with_reference else []) + [pos[f] for _, f in self.rows]
         first: Dict[int, int] = {}
-        for i, s in enumerate(row_source):
-            first.setdefault(s, i)
+        for i, source in enumerate(row_source):
+            first.setdefault(source, i)
         self.n_sources = len(frames)
-        self.groups_host = [[i for i, s in enumerate(row_source) if s == src] for src in range(len(frames))]
+        self.groups_host = [[i for i, source in enumerate(row_source) if source == src] for src in range(len(frames))]
 
         def t(v):
             return torch.tensor(v, dtype=torch.long, device=device)
         self.frame = t(self.frames)
-        self.first = t([first[s] for s in range(len(frames))])
+        self.first = t([first[source] for source in range(len(frames))])
         self.sources = self.first if with_reference else t(frames)
         self.row_source = t(row_source)
         self.groups = [t(g) for g in self.groups_host]
-        n, s = self.n, len(frames)
-        self.prefix_first = t([h * n + first[src] for h in range(2) for src in range(s)])  # [2S] in [2N] rows
-        self.prefix_expand = t([h * s + src for h in range(2) for src in row_source])  # [2N] in [2S] rows
+        n, n_sources = self.n, len(frames)
+        self.prefix_first = t([h * n + first[src] for h in range(2) for src in range(n_sources)])  # [2S] in [2N] rows
+        self.prefix_expand = t([h * n_sources + src for h in range(2) for src in row_source])  # [2N] in [2S] rows
 
     # ------------------------------------------------------------ per-row inputs
     def offsets(self, masks: torch.Tensor, lam: float, run_spec) -> torch.Tensor:
@@ -162,12 +162,12 @@ def run_rows(job, x_tm: torch.Tensor, rows: Sequence[Row], with_reference: bool,
 
     plan, dev = job.plan, x_tm.device
     chunk = RowChunk(rows, with_reference, dev)
-    hook = RowModulationHook(chunk, chunk.offsets(job.masks, float(job.s.lam), job.run_spec), plan.t_m,
+    hook = RowModulationHook(chunk, chunk.offsets(job.masks, float(job.settings.lam), job.run_spec), plan.t_m,
                              plan.modulated, plan.injected, store=None if with_reference else job.store)
     lm = chunk.latent_masks(job.masks, job.run_spec, job.latent_hw, x_tm.dtype)
     n_mod = len(chunk.rows)
 
-    def cb(step: int, x: torch.Tensor) -> torch.Tensor:
+    def callback(step: int, x: torch.Tensor) -> torch.Tensor:
         job.advance(n_mod)
         if plan.blends(step):
             x = x * lm + chunk.reference_latents(x, job.store, step).unsqueeze(0) * (1 - lm)
@@ -182,8 +182,9 @@ def run_rows(job, x_tm: torch.Tensor, rows: Sequence[Row], with_reference: bool,
     if driver is not None:
         driver.rows, driver.cache = (chunk.prefix_first, chunk.prefix_expand, sources), None
     try:
-        with job.bb.hooks(hook), feed_forward_by_rows(job.bb.unet, ff_rows, enabled=job.bb.device.type == "cpu"):
-            return job.bb.denoise(x, job.inputs.cond, plan.t_m, None, cb)[0, chunk.n_ref:]
+        on_cpu = job.backbone.device.type == "cpu"
+        with job.backbone.hooks(hook), feed_forward_by_rows(job.backbone.unet, ff_rows, enabled=on_cpu):
+            return job.backbone.denoise(x, job.inputs.cond, plan.t_m, None, callback)[0, chunk.n_ref:]
     finally:
         if driver is not None:
             driver.rows, driver.cache = None, None

@@ -157,7 +157,7 @@ class PrefixSharingForward:
                 self.stats["reused"] += 1
             per_frame = SplitState.cat([self.frame_prefix[f] for f in frames])  # rows [source·halves + half]
             dev = per_frame.hidden.device
-            order = torch.tensor([s * halves + h for h in range(halves) for s in range(S)], device=dev)
+            order = torch.tensor([source * halves + h for h in range(halves) for source in range(S)], device=dev)
             self.cache = (first, per_frame.select(order))  # rows [half·S + source], as ``expand`` reads them
         else:
             self.stats["reused"] += 1
