@@ -111,7 +111,7 @@ def test_encoding_in_chunks_equals_all_at_once_and_bad_frames_are_refused(backbo
 
 
 def test_weights_variant_of_diffusers_part_folders(tmp_path):
-    from vidseg_core.backbones.loading import weights_variant
+    from vidseg_core.backbones.files import weights_variant
 
     stem = "diffusion_pytorch_model"
     assert weights_variant(tmp_path, stem) is None  # empty folder: no variant (the loader reports what is missing)

@@ -46,12 +46,12 @@ def test_ldm_standin_equals_the_diffusers_unet_and_the_split_equals_the_whole():
     whole = u(x, t, context=ctx, transformer_options={})
     torch.testing.assert_close(whole, ref, rtol=0, atol=1e-5)
     sp = bb.prefix_splitter(7)
-    call = core.modulation.unet_split.UNetCall({"x": x, "timesteps": t, "context": ctx, "sigmas": None},
-                                               None, None, None, {})
+    call = core.backbones.split.UNetCall({"x": x, "timesteps": t, "context": ctx, "sigmas": None},
+                                         None, None, None, {})
     assert torch.equal(sp.suffix(sp.prefix(call, call.rows), call), whole)
     # the first run's prefix (2 rows) expanded to 2 runs == the whole UNet on 2 identical runs
     rep = {k: None if v is None else torch.cat([v[:2]] * 2) for k, v in call.rows.items()}
-    call2 = core.modulation.unet_split.UNetCall(rep, None, None, None, {})
+    call2 = core.backbones.split.UNetCall(rep, None, None, None, {})
     one = sp.prefix(call2, {k: None if v is None else v[:2] for k, v in rep.items()})
     torch.testing.assert_close(sp.suffix(one.expand(2), call2), u(rep["x"], rep["timesteps"], context=rep["context"],
                                                                   transformer_options={}), rtol=0, atol=1e-5)
@@ -150,7 +150,7 @@ def _svd_rows(videos, frames, seed=0):
 
 @torch.inference_mode()
 def test_svd_ldm_standin_equals_the_diffusers_unet_and_the_split_equals_the_whole():
-    split = core.modulation.unet_split
+    split = core.backbones.split
     (ldm, _, _), (plain, _, _) = standin_svd(ldm=True), standin_svd()
     assert type(ldm.model.diffusion_model).__name__ == "UNetModel"
     r = _svd_rows(4, 3)

@@ -339,10 +339,10 @@ def test_vspw_ids_above_the_class_count_refused_before_any_work(tmp_path, blacks
     m[10:20, 10:20] = 200  # not a VSPW class (1..124)
     Image.fromarray(m, mode="L").save(last)
 
-    def boom(args):
+    def boom(*args, **kwargs):
         raise AssertionError("the model was loaded before the checks")
 
-    monkeypatch.setattr("vidseg_core.commands._common.load_model", boom)
+    monkeypatch.setattr("vidseg_core.run_inputs.load_model", boom)
     out = tmp_path / "out"
     assert main(["dataset", str(root), "--layout", "vspw", "--out", str(out)] + OPTS) == 2
     err = capsys.readouterr().err

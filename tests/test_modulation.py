@@ -19,7 +19,8 @@ from vidseg_core.modulation import ModulationCancelled, ModulationSettings, modu
 from vidseg_core.modulation.hooks import ModulationHook
 from vidseg_core.modulation.runner import _BatchModulation, is_out_of_memory
 from vidseg_core.modulation.shared_attention import SharedAttentionProcessor, sharing_attention
-from vidseg_core.modulation.unet_split import SplitUNet, shared_prefix
+from vidseg_core.backbones.diffusers_split import SplitUNet
+from vidseg_core.modulation.unet_split import shared_prefix
 
 FRAME = (77, 131)  # odd "original" size; the working size is 64x128
 

@@ -178,7 +178,7 @@ def test_chunks_of_rows_compute_each_frame_prefix_once(sd):
 def test_the_store_built_in_the_batch_gives_every_frame_its_prefix(sd, monkeypatch):
     """Store not given: built at t_m in the batch, its reference run's prefix over all batch frames is each
     frame's prefix, so the prefix runs once per batch (on 2·T rows) and every chunk of rows reuses it."""
-    from vidseg_core.modulation.diffusers_split import DiffusersSplitter
+    from vidseg_core.backbones.diffusers_split import DiffusersSplitter
 
     bb, inputs, coarse, _ = sd
     full = _run(bb, inputs, coarse, skip_absent_rows=False)

@@ -186,12 +186,11 @@ def test_pipeline_with_seam_overlap_writes_every_frame_once(mode):
 
 def test_seam_overlap_must_be_below_the_batch_size():
     from vidseg_core.pipeline import SegmentSettings
-    from vidseg_core.validation import validate_segment_settings
 
     with pytest.raises(InputError, match="seam overlap"):
-        validate_segment_settings(SegmentSettings(batch_size=3, shots=ShotSettings(overlap=3)))
+        SegmentSettings(batch_size=3, shots=ShotSettings(overlap=3)).check()
     with pytest.raises(InputError, match="overlap"):
-        validate_segment_settings(SegmentSettings(shots=ShotSettings(overlap=-1)))
+        SegmentSettings(shots=ShotSettings(overlap=-1)).check()
 
 
 def test_a_new_scene_split_by_kmeans_into_alike_clusters_gets_one_label():

@@ -19,6 +19,8 @@ from tests.helpers.comfy_standin import standin_sd, standin_svd
 from tools.pack_loader import load_pack
 from vidseg_core.backbones import load_backbone
 from vidseg_core.features import prepare_batch
+from vidseg_core.backbones.diffusers_split import DiffusersSplitter
+from vidseg_core.backbones.split import UNetCall
 from vidseg_core.modulation import ModulationSettings, modulate_batch, split_check, unet_split
 
 PACK = load_pack()
@@ -34,7 +36,7 @@ def _diffusers(name):
     else:
         rows = {"sample": torch.randn(2, 3, 8, 8, 16, generator=g), "timestep": torch.tensor(0.4),
                 "context": torch.randn(2, 1, 32, generator=g), "added": torch.tensor([[5., 127., .02]] * 2)}
-    return bb.prefix_splitter(7) if hasattr(bb, "prefix_splitter") else unet_split.prefix_splitter(bb, 7), rows
+    return bb.prefix_splitter(7), rows
 
 
 def _comfy(family):
@@ -61,7 +63,7 @@ SPLITTERS = {"diffusers-sd": lambda: _diffusers("tiny-sd"), "diffusers-svd": lam
 @torch.inference_mode()
 def test_every_splitter_sub_call_runs_the_unets_own_forward_on_the_selected_rows(name):
     sp, rows = SPLITTERS[name]()
-    call = unet_split.UNetCall(rows, None, None, None, {})
+    call = UNetCall(rows, None, None, None, {})
     sub = sp.sub_call(call, rows)
     whole = sub.original()
     assert torch.is_tensor(whole) and whole.abs().max() > 0
@@ -91,14 +93,14 @@ def test_a_split_that_drifted_from_the_unet_is_caught_once_and_runs_whole(monkey
     coarse = COARSE.clone()
     if compact:
         coarse[-1][coarse[-1] == 2] = 1  # label 2 absent from the last frame: compacted rows
-    original_suffix = unet_split.DiffusersSplitter.suffix
+    original_suffix = DiffusersSplitter.suffix
     calls = []
 
     def drifted(self, state, call):  # e.g. a newer diffusers adding a term the split does not know
         calls.append(1)
         return original_suffix(self, state, call) * 1.05
 
-    monkeypatch.setattr(unet_split.DiffusersSplitter, "suffix", drifted)
+    monkeypatch.setattr(DiffusersSplitter, "suffix", drifted)
     monkeypatch.setattr(unet_split, "_LOGGED", set())  # said once per process: this test's own line
     off = _modulate(bb, share=False, coarse=coarse)
     with caplog.at_level(logging.WARNING, logger="vidseg"):

@@ -121,8 +121,8 @@ def correspondence_maps(features: torch.Tensor, radius_sq: Optional[float] = 2, 
         sims = torch.empty(T - 1, h, w, len(offs), dtype=dtype, device=dev)
         for j in range(T - 1):  # per frame pair: the temporaries stay cache-sized (3x faster on CPU)
             for o, (dy, dx) in enumerate(offs):
-                s = (fn[j] * b[j, r + dy:r + dy + h, r + dx:r + dx + w]).sum(-1)
-                sims[j, :, :, o] = s.masked_fill_(invalid[o], float("-inf"))
+                sim = (fn[j] * b[j, r + dy:r + dy + h, r + dx:r + dx + w]).sum(-1)
+                sims[j, :, :, o] = sim.masked_fill_(invalid[o], float("-inf"))
         best = sims.argmax(-1)  # first maximum = smallest raster index
         off = torch.tensor(offs, device=dev, dtype=torch.long)
         qy = ys + off[best][..., 0]
@@ -136,10 +136,10 @@ def correspondence_maps(features: torch.Tensor, radius_sq: Optional[float] = 2, 
         pos = torch.stack([yy.flatten(), xx.flatten()], 1)
         mask = ((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1) > radius_sq
     for j in range(T - 1):
-        s = flat[j] @ flat[j + 1].T
+        sim = flat[j] @ flat[j + 1].T
         if mask is not None:
-            s = s.masked_fill(mask, float("-inf"))
-        out[j] = s.argmax(1)
+            sim = sim.masked_fill(mask, float("-inf"))
+        out[j] = sim.argmax(1)
     return out.reshape(T - 1, h, w)
 
 

@@ -125,13 +125,13 @@ class KNNContextModel:
         L = int(self.classes_.numel())
         k = min(self.n_neighbors, self.num_train)
         out = torch.empty(tokens.shape[0], dtype=torch.long, device=self.device)
-        for s in range(0, tokens.shape[0], self.chunk_size):  # with sync_free no host decision inside
-            q = tokens[s:s + self.chunk_size].to(device=self.device, dtype=self.dtype)
+        for start in range(0, tokens.shape[0], self.chunk_size):  # with sync_free no host decision inside
+            q = tokens[start:start + self.chunk_size].to(device=self.device, dtype=self.dtype)
             d = torch.addmm(self._x_sq[None, :], q, self._x.T, beta=1.0, alpha=-2.0)
             d.add_((q * q).sum(1, keepdim=True)).clamp_(min=0)
             idx = smallest_k(d, k, self.sync_free)  # equal distances at the k-th neighbour: smallest indices
             votes = one_hot_mask(self._y[idx], L).sum(1)
-            out[s:s + q.shape[0]] = votes.argmax(1)  # first maximum = smallest label
+            out[start:start + q.shape[0]] = votes.argmax(1)  # first maximum = smallest label
         return self.classes_[out]
 
 

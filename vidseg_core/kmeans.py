@@ -38,7 +38,8 @@ import torch
 from .errors import InputError
 from .tensor_ops import one_hot_mask
 
-_IMPLS = ("torch", "sklearn")
+#: the KMeans implementations (``SegmentSettings.kmeans_impl``)
+KMEANS_IMPLS = ("torch", "sklearn")
 
 
 @dataclass
@@ -94,8 +95,8 @@ def fit_kmeans(tokens, k: int, n_init: int = 10, seed: int = 1, impl: str = "tor
         raise InputError(f"n_init must be >= 1, got {n_init}.", "Use the authors' n_init = 10.")
     if max_iter < 1:
         raise InputError(f"max_iter must be >= 1, got {max_iter}.", "Use the default 300.")
-    if impl not in _IMPLS:
-        raise InputError(f"Unknown KMeans implementation {impl!r}.", f"Use one of {', '.join(_IMPLS)}.")
+    if impl not in KMEANS_IMPLS:
+        raise InputError(f"Unknown KMeans implementation {impl!r}.", f"Use one of {', '.join(KMEANS_IMPLS)}.")
     if impl == "sklearn":
         return _fit_sklearn(x, int(k), n_init, seed, max_iter, tol)
     dev = torch.device(device) if device is not None else x.device
@@ -118,12 +119,13 @@ def _sq_dist(x: torch.Tensor, x_sq: torch.Tensor, c: torch.Tensor, chunk: int):
     c_sq = (c * c).sum(1)
     labels = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
     mind = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-    for s in range(0, x.shape[0], chunk):
-        xs = x[s:s + chunk]
-        d = torch.addmm(c_sq[None, :], xs, c.T, beta=1.0, alpha=-2.0).add_(x_sq[s:s + chunk, None]).clamp_(min=0)
+    for start in range(0, x.shape[0], chunk):
+        xs = x[start:start + chunk]
+        d = torch.addmm(c_sq[None, :], xs, c.T, beta=1.0, alpha=-2.0)
+        d = d.add_(x_sq[start:start + chunk, None]).clamp_(min=0)
         md, lab = d.min(1)
-        labels[s:s + chunk] = lab
-        mind[s:s + chunk] = md
+        labels[start:start + chunk] = lab
+        mind[start:start + chunk] = md
     return labels, mind
 
 
@@ -131,9 +133,9 @@ def _dist_to_points(x: torch.Tensor, x_sq: torch.Tensor, pts: torch.Tensor, chun
     """Squared distances [m, n] from a few points to all rows."""
     p_sq = (pts * pts).sum(1)
     out = torch.empty(pts.shape[0], x.shape[0], dtype=x.dtype, device=x.device)
-    for s in range(0, x.shape[0], chunk):
-        xs = x[s:s + chunk]
-        out[:, s:s + chunk] = (x_sq[None, s:s + chunk] - 2.0 * pts @ xs.T + p_sq[:, None]).clamp_(min=0)
+    for start in range(0, x.shape[0], chunk):
+        xs = x[start:start + chunk]
+        out[:, start:start + chunk] = (x_sq[None, start:start + chunk] - 2.0 * pts @ xs.T + p_sq[:, None]).clamp_(min=0)
     return out
 
 
@@ -167,9 +169,9 @@ def _centre_sums(x, labels, k, chunk):
     if x.device.type == "cpu":  # sequential and deterministic on the CPU
         sums.index_add_(0, labels, x)
         return sums, torch.bincount(labels, minlength=k)
-    for s in range(0, x.shape[0], chunk):  # one-hot matmul: deterministic on GPUs (index_add_ is not)
-        oh = one_hot_mask(labels[s:s + chunk], k).to(x.dtype)
-        sums += oh.T @ x[s:s + chunk]
+    for start in range(0, x.shape[0], chunk):  # one-hot matmul: deterministic on GPUs (index_add_ is not)
+        oh = one_hot_mask(labels[start:start + chunk], k).to(x.dtype)
+        sums += oh.T @ x[start:start + chunk]
     counts = torch.bincount(labels, minlength=k)
     return sums, counts
 

@@ -138,7 +138,7 @@ class LabelBank:
     def label_shots(self) -> Dict[int, List[int]]:
         """label value -> the shots (by first frame) whose written frames contain it."""
         out: Dict[int, List[int]] = {v: [] for v in sorted(self.values)}
-        for s in sorted(self._presence):
-            for v in torch.nonzero(self._presence[s].cpu()).flatten().tolist():
-                out.setdefault(int(v), []).append(s)
+        for shot in sorted(self._presence):
+            for v in torch.nonzero(self._presence[shot].cpu()).flatten().tolist():
+                out.setdefault(int(v), []).append(shot)
         return out

@@ -26,6 +26,7 @@ maps of earlier batches are not kept unless the caller keeps them.
 """
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import time
@@ -40,12 +41,14 @@ from .backbones.base import Backbone
 from .batching import Batch
 from .errors import InputError
 from .features import capture_features, prepare_batch
-from .labels import DEFAULT_VOID, LabelTable
+from .kmeans import KMEANS_IMPLS
+from .labels import DEFAULT_VOID, LabelTable, prepare_reference
 from .modulation import ModulationSettings
+from .refiners import get_refiner
 from .shot_context import ShotContext
 from .shots import ShotSettings, plan_shot_batches, resolve_shots
 from .upsample import UpsampleContext, make_upsampler
-from .validation import validate_segment_settings
+from .validation import check_batch_size, check_int, check_seed
 
 MODES = ("quality", "fast")
 
@@ -80,6 +83,36 @@ class SegmentSettings:
     guided: Dict[str, object] = field(default_factory=dict)
     #: edited videos: cut detection, batches per shot, labels linked across shots (see vidseg_core.shots)
     shots: ShotSettings = field(default_factory=ShotSettings)
+
+    def check(self) -> None:
+        """Every option that can be checked without a model; a bad one raises :class:`InputError`."""
+        check_int("num_clusters", self.num_clusters, 1, 255, "The paper uses K = 20 (labels are stored as 0..255).")
+        check_batch_size(self.batch_size)
+        check_seed(self.seed)
+        if self.mode not in MODES:
+            raise InputError(f"Unknown mode {self.mode!r}.", "Use 'quality' or 'fast'.")
+        get_refiner(self.refiner)
+        check_int("reference_frame", self.reference_frame, 0, None, "Use the index of the annotated frame (0 = first).")
+        check_int("n_init", self.n_init, 1, None, "Use the authors' n_init = 10.")
+        if self.kmeans_impl not in KMEANS_IMPLS:
+            raise InputError(f"Unknown KMeans implementation {self.kmeans_impl!r}.",
+                             f"Use one of {', '.join(KMEANS_IMPLS)}.")
+        for v in self.void_values:
+            check_int("void value", v, 0, 255, "Void values are label ids 0..255 (DAVIS / VSPW use 255).")
+        self.shots.check()
+        overlap = self.shots.overlap
+        if overlap and self.batch_size is not None and overlap >= self.batch_size:
+            raise InputError(f"A seam overlap of {overlap} frames needs batches of more than {overlap} "
+                             f"frames (batch size {self.batch_size}).", "Use an overlap below the batch size, e.g. 2.")
+        if self.mode == "quality":
+            self.modulation.check()
+        else:
+            make_upsampler("guided_filter", **self.guided)
+        if self.reference is not None:  # dtype, negative ids, nothing but void: at its own size
+            ref = self.reference
+            ref = np.asarray(ref.detach().cpu() if hasattr(ref, "detach") else ref)
+            shape = ref.shape[:2] if ref.ndim >= 2 else ref.shape
+            prepare_reference(ref, shape, None, self.void_values)
 
     def describe(self) -> dict:
         d = asdict(self)
@@ -128,6 +161,14 @@ class SegmentSummary:
         }
 
 
+@contextlib.contextmanager
+def timed(seconds: Dict[str, float], key: str) -> Iterator[None]:
+    """Add the wall time of the ``with`` block to ``seconds[key]`` (not on an exception)."""
+    t = time.perf_counter()
+    yield
+    seconds[key] += time.perf_counter() - t
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak GPU memory allocated by torch on CUDA, else the process's peak RSS (MB)."""
     if device.type == "cuda":
@@ -147,7 +188,7 @@ class VideoSegmenter:
                  progress: Optional[Progress] = None, cancel: Optional[Callable[[], bool]] = None):
         self.backbone = backbone
         self.settings = settings or SegmentSettings()
-        validate_segment_settings(self.settings)
+        self.settings.check()
         self.progress = progress
         #: cancel() -> True stops the run (checked per batch and per modulation step); it may also raise itself
         self.cancel = cancel
@@ -179,10 +220,10 @@ class VideoSegmenter:
         return inputs, agg, corr, None
 
     def _upsampler(self):
-        s = self.settings
-        if s.mode == "quality":
-            return make_upsampler("masked_modulation", settings=s.modulation)
-        return make_upsampler("guided_filter", **s.guided)
+        settings = self.settings
+        if settings.mode == "quality":
+            return make_upsampler("masked_modulation", settings=settings.modulation)
+        return make_upsampler("guided_filter", **settings.guided)
 
     # ------------------------------------------------------------------ run
     def run(self, read: Callable[[int, int], torch.Tensor], num_frames: int, frame_size: Tuple[int, int],
@@ -190,69 +231,64 @@ class VideoSegmenter:
         """Yield each batch's results.  ``skip_upsample(batch) -> True`` leaves out the upsampling of a batch
         whose label maps the caller already has (``labels`` is then None): its features and coarse labels
         are still computed, since the scene context model of later batches depends on them."""
-        s = self.settings
-        bb = self.backbone
+        settings = self.settings
+        backbone = self.backbone
         if num_frames < 1:
             raise InputError("The video has no frames.", "Give at least one frame.")
-        if not 0 <= s.reference_frame < num_frames:
-            raise InputError(f"Reference frame {s.reference_frame} is outside the video's {num_frames} frames.",
+        if not 0 <= settings.reference_frame < num_frames:
+            raise InputError(f"Reference frame {settings.reference_frame} is outside the video's {num_frames} frames.",
                              f"Use an index in 0..{num_frames - 1}.")
-        work = bb.work_size(*frame_size)
+        work = backbone.work_size(*frame_size)
         seconds = {"read": 0.0, "features": 0.0, "coarse": 0.0, "upsample": 0.0, "shots": 0.0}
-        t = time.perf_counter()
-        batch_size = bb.config.batch_size if s.batch_size is None else s.batch_size
-        shots, frame_cuts, cut_source = resolve_shots(s.shots, read, num_frames, chunk=batch_size)
-        batches = plan_shot_batches(shots, batch_size, s.shots.overlap)
-        seconds["shots"] += time.perf_counter() - t
-        if bb.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(bb.device)
-        context = ShotContext(s, bb.device, self.backbone.config.seed if s.seed is None else s.seed, frame_size)
+        with timed(seconds, "shots"):
+            batch_size = backbone.config.batch_size if settings.batch_size is None else settings.batch_size
+            shots, frame_cuts, cut_source = resolve_shots(settings.shots, read, num_frames, chunk=batch_size)
+            batches = plan_shot_batches(shots, batch_size, settings.shots.overlap)
+        if backbone.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(backbone.device)
+        seed = backbone.config.seed if settings.seed is None else settings.seed
+        context = ShotContext(settings, backbone.device, seed, frame_size)
         upsampler = self._upsampler()
         units = len(batches)
-        ref_batch = next(b for b in batches if b.write_start <= s.reference_frame < b.stop)
+        ref_batch = next(b for b in batches if b.write_start <= settings.reference_frame < b.stop)
         ref_shot = shots[ref_batch.shot].start
         if ref_batch.index != 0:  # name clusters on the reference frame's batch first
-            t = time.perf_counter()
-            frames = read(ref_batch.start, ref_batch.stop)
-            seconds["read"] += time.perf_counter() - t
-            t = time.perf_counter()
-            self._tick(0, units, "features")
-            _, agg, _, _ = self._features(frames)
-            seconds["features"] += time.perf_counter() - t
-            self._init_context(context, agg, s.reference_frame - ref_batch.start, frame_size, ref_shot)
+            with timed(seconds, "read"):
+                frames = read(ref_batch.start, ref_batch.stop)
+            with timed(seconds, "features"):
+                self._tick(0, units, "features")
+                _, agg, _, _ = self._features(frames)
+            self._init_context(context, agg, settings.reference_frame - ref_batch.start, frame_size, ref_shot)
         for b in batches:
             self._check_cancel()
             self._tick(b.index, units, "features")
-            t = time.perf_counter()
-            frames = read(b.start, b.stop)
-            seconds["read"] += time.perf_counter() - t
-            t = time.perf_counter()
-            inputs, agg, corr, reference = self._features(frames, with_reference=s.mode == "quality")
-            seconds["features"] += time.perf_counter() - t
+            with timed(seconds, "read"):
+                frames = read(b.start, b.stop)
+            with timed(seconds, "features"):
+                inputs, agg, corr, reference = self._features(frames, with_reference=settings.mode == "quality")
             self._tick(b.index, units, "coarse")
-            t = time.perf_counter()
-            if context.reference_context is None:
-                self._init_context(context, agg, s.reference_frame - b.start, frame_size, ref_shot)
-            if b.first:  # a new shot: the reference's context, or KMeans afresh linked to the labels seen
-                context.begin_shot(b.start, agg, cut_source)
-            coarse = context.step(agg, corr, b.start, b.write_offset)  # whole batch: modulation needs every mask
-            knn = context.last_knn_labels
-            seconds["coarse"] += time.perf_counter() - t
+            with timed(seconds, "coarse"):
+                if context.reference_context is None:
+                    self._init_context(context, agg, settings.reference_frame - b.start, frame_size, ref_shot)
+                if b.first:  # a new shot: the reference's context, or KMeans afresh linked to the labels seen
+                    context.begin_shot(b.start, agg, cut_source)
+                coarse = context.step(agg, corr, b.start, b.write_offset)  # whole batch: modulation needs every mask
+                knn = context.last_knn_labels
             self._tick(b.index, units, "upsample")
-            t = time.perf_counter()
-            ids = torch.tensor(context.table.values, dtype=torch.long)
-            off = b.write_offset
-            if skip_upsample is not None and skip_upsample(b):
-                labels = None
-            elif s.mode == "quality":
-                ctx = UpsampleContext(backbone=bb, inputs=inputs, seed=s.seed, reference=reference,
-                                      progress=lambda d, n, _b=b: self._tick(_b.index * n + d, units * n, "modulation"),
-                                      cancel=self.cancel)
-                labels = upsampler.upsample(frames, coarse, ids, ctx)[off:]
-            else:
-                labels = upsampler.upsample(frames[off:].to(bb.device), coarse[off:], ids,
-                                            UpsampleContext(cancel=self.cancel))
-            seconds["upsample"] += time.perf_counter() - t
+            with timed(seconds, "upsample"):
+                ids = torch.tensor(context.table.values, dtype=torch.long)
+                off = b.write_offset
+                if skip_upsample is not None and skip_upsample(b):
+                    labels = None
+                elif settings.mode == "quality":
+                    ctx = UpsampleContext(backbone=backbone, inputs=inputs, seed=settings.seed, reference=reference,
+                                          progress=lambda d, n, _b=b: self._tick(_b.index * n + d, units * n,
+                                                                                 "modulation"),
+                                          cancel=self.cancel)
+                    labels = upsampler.upsample(frames, coarse, ids, ctx)[off:]
+                else:
+                    labels = upsampler.upsample(frames[off:].to(backbone.device), coarse[off:], ids,
+                                                UpsampleContext(cancel=self.cancel))
             self._tick(b.index + 1, units, "batch")
             self.table = context.table  # a new shot may have added labels
             cuts = tuple(c for c in sorted(set(frame_cuts) | set(context.feature_cuts)) if b.write_start <= c < b.stop)
@@ -261,13 +297,13 @@ class VideoSegmenter:
         assignment = context.assignment
         self.summary = SegmentSummary(
             table=context.table, num_frames=num_frames, frame_size=tuple(frame_size), work_size=work,
-            grid=context.grid, backbone=bb.name, settings=s.describe(), seconds=seconds,
-            peak_memory_mb=peak_memory_mb(bb.device), unassigned_clusters=list(assignment.unassigned_clusters),
+            grid=context.grid, backbone=backbone.name, settings=settings.describe(), seconds=seconds,
+            peak_memory_mb=peak_memory_mb(backbone.device), unassigned_clusters=list(assignment.unassigned_clusters),
             lost_labels=list(assignment.lost_labels), lost_at_grid=list(assignment.lost_at_grid),
             shots=context.summary(num_frames, frame_cuts, cut_source))
 
     def _init_context(self, shots: ShotContext, agg: torch.Tensor, ref_index: int, frame_size, shot_start) -> None:
-        s = self.settings
+        settings = self.settings
         context = shots.anchor_reference(agg, ref_index, shot_start)
         self.table = shots.table
         a = context.assignment
@@ -281,7 +317,7 @@ class VideoSegmenter:
                           UserWarning, stacklevel=2)
         if lost:
             warnings.warn(f"reference label(s) {', '.join(map(str, lost))} won no KMeans cluster on the reference "
-                          f"frame and will not appear in the output (K = {s.num_clusters} clusters); raise the "
+                          f"frame and will not appear in the output (K = {settings.num_clusters} clusters); raise the "
                           "number of clusters (--clusters) or enlarge those regions in the mask", UserWarning,
                           stacklevel=2)
 

@@ -31,7 +31,7 @@ class ShotContext:
 
     def __init__(self, settings, device, seed: int, frame_size: Optional[Tuple[int, int]] = None,
                  n_neighbors: int = 4, knn_impl: str = "torch"):
-        self.s = settings
+        self.settings = settings
         self.shot_settings: ShotSettings = settings.shots
         self.device = torch.device(device)
         self.seed = int(seed)
@@ -51,16 +51,16 @@ class ShotContext:
         self._last: Optional[Tuple[int, torch.Tensor]] = None  # (first frame, refined labels) of the last batch
 
     def _context(self) -> SceneContext:
-        return SceneContext(self.n_neighbors, self.s.refiner, self.device, self.knn_impl)
+        return SceneContext(self.n_neighbors, self.settings.refiner, self.device, self.knn_impl)
 
     # ------------------------------------------------------------ anchoring
     def anchor_reference(self, features: torch.Tensor, ref_index: int, shot_start: int) -> SceneContext:
         """Today's initialisation on the reference frame's batch (``features`` [T, h, w, C]); its clusters
         seed the bank.  ``shot_start``: the first frame of the reference frame's shot."""
-        s = self.s
+        settings = self.settings
         ctx = self._context()
-        ctx.init(features, s.reference, ref_index, s.num_clusters, s.n_init, self.seed, s.kmeans_impl,
-                 s.void_values, frame_size=self.frame_size, names=s.names)
+        ctx.init(features, settings.reference, ref_index, settings.num_clusters, settings.n_init, self.seed,
+                 settings.kmeans_impl, settings.void_values, frame_size=self.frame_size, names=settings.names)
         self.bank.seed(ctx.kmeans_centers, ctx.assignment.mapping, ctx.assignment.kind, {"start": int(shot_start)})
         self.reference_context, self.reference_start = ctx, int(shot_start)
         return ctx
@@ -94,11 +94,11 @@ class ShotContext:
         return ctx
 
     def _link(self, features: torch.Tensor, start: int, cut: str) -> SceneContext:
-        s = self.s
+        settings = self.settings
         feats = features.to(self.device, torch.float32)
         T, h, w, C = feats.shape
-        k = min(s.num_clusters, T * h * w)
-        km = fit_kmeans(feats.reshape(-1, C), k, n_init=s.n_init, seed=self.seed, impl=s.kmeans_impl,
+        k = min(settings.num_clusters, T * h * w)
+        km = fit_kmeans(feats.reshape(-1, C), k, n_init=settings.n_init, seed=self.seed, impl=settings.kmeans_impl,
                         device=self.device)
         clusters = km.labels.reshape(T, h, w)[0]
         present = sorted(set(clusters.flatten().tolist()))
@@ -234,17 +234,17 @@ def coarse_segment_shots(features, settings, batch_size: int = 14, frames=None, 
     from .shots import plan_shot_batches
 
     N = features.num_frames
-    s = settings
-    shots, frame_cuts, source = shots if shots is not None else shots_of(s, N, frames)
-    batches = plan_shot_batches(shots, batch_size, s.shots.overlap)
-    ctx = ShotContext(s, device, 1 if seed is None and s.seed is None else (seed if seed is not None else s.seed),
+    shots, frame_cuts, source = shots if shots is not None else shots_of(settings, N, frames)
+    run_seed = 1 if seed is None and settings.seed is None else (seed if seed is not None else settings.seed)
+    batches = plan_shot_batches(shots, batch_size, settings.shots.overlap)
+    ctx = ShotContext(settings, device, run_seed,
                       tuple(features.frame_size), n_neighbors, knn_impl)
-    rb = next(b for b in batches if b.write_start <= s.reference_frame < b.stop)
+    rb = next(b for b in batches if b.write_start <= settings.reference_frame < b.stop)
     agg, corr = features.aggregated, features.correspondence
     if reference is None:
-        ctx.anchor_reference(agg[rb.start:rb.stop], s.reference_frame - rb.start, shots[rb.shot].start)
+        ctx.anchor_reference(agg[rb.start:rb.stop], settings.reference_frame - rb.start, shots[rb.shot].start)
     else:
-        ctx.anchor_clusters(agg[s.reference_frame], *reference, shots[rb.shot].start)
+        ctx.anchor_clusters(agg[settings.reference_frame], *reference, shots[rb.shot].start)
     h, w = features.grid
     out = torch.empty(N, h, w, dtype=torch.long)
     for b in batches:

@@ -186,7 +186,7 @@ class FrameCutDetector:
 
     def detect(self, histograms: torch.Tensor) -> List[int]:
         """Cut frames (first frames of new shots) from per-frame histograms ``[N, bins]``."""
-        s = self.settings
+        settings = self.settings
         N = int(histograms.shape[0])
         score = torch.zeros(N)
         if N > 1:
@@ -194,22 +194,22 @@ class FrameCutDetector:
         self.scores = score
         cuts = set()
         for t in range(1, N):
-            if score[t] < s.threshold:
+            if score[t] < settings.threshold:
                 continue
-            nb = [score[u] for u in range(max(1, t - s.window), min(N, t + s.window + 1)) if u != t]
+            nb = [score[u] for u in range(max(1, t - settings.window), min(N, t + settings.window + 1)) if u != t]
             mean = float(sum(nb) / len(nb)) if nb else 0.0
-            if mean == 0.0 or score[t] >= s.ratio * mean:
+            if mean == 0.0 or score[t] >= settings.ratio * mean:
                 cuts.add(t)
         t = 1
         while t < N:  # dissolves: runs of high scores whose ends differ like a cut, no hard cut inside
-            if score[t] < s.gradual:
+            if score[t] < settings.gradual:
                 t += 1
                 continue
             u = t
-            while u + 1 < N and score[u + 1] >= s.gradual:
+            while u + 1 < N and score[u + 1] >= settings.gradual:
                 u += 1
             if u > t and not any(c in cuts for c in range(t, u + 1)) and \
-                    float(histogram_distance(histograms[t - 1], histograms[u])) >= s.threshold:
+                    float(histogram_distance(histograms[t - 1], histograms[u])) >= settings.threshold:
                 cuts.add((t + u + 1) // 2)
             t = u + 1
         return sorted(cuts)

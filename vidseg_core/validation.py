@@ -2,8 +2,10 @@
 
 A bad value (``batch_size=0``, an unknown mode, a mask with no label) must stop a run at once with a
 message naming the setting and the fix, never become a default silently nor fail after minutes of
-work.  :func:`validate_segment_settings` is called by :class:`~vidseg_core.pipeline.VideoSegmenter`
-and by the commands before they load the model.
+work.  These are the generic checks (a whole number in a range, a finite number, the frame size); each
+settings object checks its own fields with them (``SegmentSettings.check()``, ``ModulationSettings.check()``,
+``ShotSettings.check()``), called by :class:`~vidseg_core.pipeline.VideoSegmenter` and by the commands
+before they load the model.
 """
 from __future__ import annotations
 
@@ -50,43 +52,6 @@ def check_finite(name: str, value, fix: str) -> float:
     if not math.isfinite(v):
         raise InputError(f"{name} must be finite, got {value!r}.", fix)
     return v
-
-
-def validate_segment_settings(settings) -> None:
-    """Every option of a :class:`~vidseg_core.pipeline.SegmentSettings` that can be checked without a model."""
-    from .kmeans import _IMPLS
-    from .labels import prepare_reference
-    from .pipeline import MODES
-    from .refiners import get_refiner
-    from .upsample import make_upsampler
-
-    s = settings
-    check_int("num_clusters", s.num_clusters, 1, 255, "The paper uses K = 20 (labels are stored as 0..255).")
-    check_batch_size(s.batch_size)
-    check_seed(s.seed)
-    if s.mode not in MODES:
-        raise InputError(f"Unknown mode {s.mode!r}.", "Use 'quality' or 'fast'.")
-    get_refiner(s.refiner)
-    check_int("reference_frame", s.reference_frame, 0, None, "Use the index of the annotated frame (0 = first).")
-    check_int("n_init", s.n_init, 1, None, "Use the authors' n_init = 10.")
-    if s.kmeans_impl not in _IMPLS:
-        raise InputError(f"Unknown KMeans implementation {s.kmeans_impl!r}.", f"Use one of {', '.join(_IMPLS)}.")
-    for v in s.void_values:
-        check_int("void value", v, 0, 255, "Void values are label ids 0..255 (DAVIS / VSPW use 255).")
-    s.shots.check()
-    if s.shots.overlap and s.batch_size is not None and s.shots.overlap >= s.batch_size:
-        raise InputError(f"A seam overlap of {s.shots.overlap} frames needs batches of more than {s.shots.overlap} "
-                         f"frames (batch size {s.batch_size}).", "Use an overlap below the batch size, e.g. 2.")
-    if s.mode == "quality":
-        s.modulation.check()
-    else:
-        make_upsampler("guided_filter", **s.guided)
-    if s.reference is not None:  # dtype, negative ids, nothing but void: at its own size
-        import numpy as np
-
-        ref = np.asarray(s.reference.detach().cpu() if hasattr(s.reference, "detach") else s.reference)
-        shape = ref.shape[:2] if ref.ndim >= 2 else ref.shape
-        prepare_reference(ref, shape, None, s.void_values)
 
 
 def check_frame_size(frame_size: Tuple[int, int], source_size: Tuple[int, int], max_side: Optional[int],

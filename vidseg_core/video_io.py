@@ -38,8 +38,8 @@ def capped_size(height: int, width: int, max_side: Optional[int]) -> Tuple[int, 
     """(H, W) scaled down so the longer side is at most ``max_side`` (aspect kept)."""
     if not max_side or max(height, width) <= max_side:
         return height, width
-    s = max_side / max(height, width)
-    return max(1, round(height * s)), max(1, round(width * s))
+    scale = max_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 class FrameSource:

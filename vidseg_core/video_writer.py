@@ -56,10 +56,10 @@ class H264Writer:
         av = self.av
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self._container = av.open(self.path, mode="w", format="mp4", options={"movflags": "faststart"})
-        s = self._container.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=self.fps)
-        s.width, s.height, s.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
-        s.options = {"crf": str(self.crf), "preset": self.preset}
-        self._stream, self._size = s, (h, w)
+        stream = self._container.add_stream("libx264" if "libx264" in av.codecs_available else "h264", rate=self.fps)
+        stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+        stream.options = {"crf": str(self.crf), "preset": self.preset}
+        self._stream, self._size = stream, (h, w)
 
     def write(self, frames) -> None:
         arr = to_uint8(frames)

@@ -274,9 +274,9 @@ class Backbone(ABC):
         if x.ndim != 5:
             raise InputError(f"Latents must be [R,T,4,h,w]; got {tuple(x.shape)}.", "Add the run dimension.")
         for i in range(start_step, last + 1):
-            s, s_next = sigmas[i], sigmas[i + 1]
+            sigma, sigma_next = sigmas[i], sigmas[i + 1]
             d_hat = self.denoised(x, i, cond)
-            x = x + (s_next - s) * (x - d_hat) / s
+            x = x + (sigma_next - sigma) * (x - d_hat) / sigma
             if callback is not None:
                 x = callback(i, x)
         return x
@@ -289,9 +289,9 @@ class Backbone(ABC):
 
     def prefix_splitter(self, split_block: int):
         """The UNet split before decoder block ``split_block``'s attention, for prefix sharing at t_m (contract:
-        :class:`~vidseg_core.modulation.unet_split.UNetSplitter`; raises TypeError / ValueError with the reason
+        :class:`~vidseg_core.backbones.split.UNetSplitter`; raises TypeError / ValueError with the reason
         when this UNet cannot be split).  Here: diffusers' UNets; ComfyUI's native adapter overrides it."""
-        from ..modulation.diffusers_split import DiffusersSplitter
+        from .diffusers_split import DiffusersSplitter
 
         return DiffusersSplitter(self.unet, split_block)
 

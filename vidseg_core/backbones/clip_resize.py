@@ -106,7 +106,7 @@ def resize_antialiased_bicubic(image: torch.Tensor, size: Tuple[int, int]) -> to
 
     Computed in the image's dtype when it is float32 or float64, otherwise in float32.
     """
-    h, w = (int(s) for s in size)
+    h, w = (int(side) for side in size)
     if tuple(image.shape[-2:]) == (h, w):
         return image
     dtype = image.dtype if image.dtype in (torch.float32, torch.float64) else torch.float32

@@ -279,8 +279,8 @@ def build_tiny_sd(device="cpu", dtype=torch.float32, config: Optional[SD21Config
     unet, vae, te = build_tiny_sd_parts(seed)
     cfg = config if config is not None else SD21Config()
     emb = empty_prompt_embedding(te)
-    bb = SD21Backbone("tiny-sd", _config_with(cfg, cfg.prediction_type), unet, vae, torch.device("cpu"),
+    backbone = SD21Backbone("tiny-sd", _config_with(cfg, cfg.prediction_type), unet, vae, torch.device("cpu"),
                       torch.float32, emb).to(device, dtype)
-    bb.text_encoder_loader = lambda: te  # tiny: kept (a few hundred kB)
-    bb.word_ids = tiny_word_ids
-    return bb
+    backbone.text_encoder_loader = lambda: te  # tiny: kept (a few hundred kB)
+    backbone.word_ids = tiny_word_ids
+    return backbone

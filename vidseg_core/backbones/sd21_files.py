@@ -182,7 +182,7 @@ def load_sd21_single_file(path, device, dtype, prediction_type: Optional[str] = 
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from .loading import load_state_dict
+    from .files import load_state_dict
 
     path = Path(path)
     ptype = normalize_prediction_type(prediction_type) or prediction_type_from_name(path.name)
@@ -195,9 +195,9 @@ def load_sd21_single_file(path, device, dtype, prediction_type: Optional[str] = 
     vae = _from_single_file(AutoencoderKL, state, "vae", vae_over, vae_dtype, path.name)
     emb = _embedding_from_open_clip(state, text_cfg, path.name)
     del state
-    bb = SD21Backbone(path.name, cfg, unet, vae, torch.device("cpu"), dtype, emb).to(device, dtype)
-    bb.text_encoder_loader = functools.partial(load_text_encoder_single_file, path, text_cfg)
-    return bb
+    backbone = SD21Backbone(path.name, cfg, unet, vae, torch.device("cpu"), dtype, emb).to(device, dtype)
+    backbone.text_encoder_loader = functools.partial(load_text_encoder_single_file, path, text_cfg)
+    return backbone
 
 
 def load_text_encoder_single_file(path, text_config_dict: dict):
@@ -215,7 +215,7 @@ def load_text_encoder_single_file(path, text_config_dict: dict):
             raise ModelLoadError(f"Cannot read the text encoder of {path.name}: {exc}.",
                                  "Download the checkpoint again.") from exc
     else:
-        from .loading import load_state_dict
+        from .files import load_state_dict
 
         state = {k: v for k, v in load_state_dict(path).items() if k.startswith(LDM_TEXT_PREFIX)}
     cfg = CLIPTextConfig(**text_config_dict)
@@ -243,7 +243,7 @@ def load_sd21_diffusers(folder, device, dtype, prediction_type: Optional[str] = 
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from .loading import check_folder_parts, weights_variant
+    from .files import check_folder_parts, weights_variant
 
     folder = Path(folder)
     check_folder_parts(folder, ("unet", "vae", "text_encoder"))
@@ -280,18 +280,19 @@ def load_sd21_diffusers(folder, device, dtype, prediction_type: Optional[str] = 
                              "Use a consistent SD 2.1 folder.")
     emb = empty_prompt_embedding(te.eval())
     del te
-    bb = SD21Backbone(folder.name, cfg, unet.eval(), vae.eval(), torch.device("cpu"), dtype, emb).to(device, dtype)
-    bb.text_encoder_loader = functools.partial(_folder_text_encoder, folder)
+    backbone = SD21Backbone(folder.name, cfg, unet.eval(), vae.eval(), torch.device("cpu"), dtype, emb)
+    backbone = backbone.to(device, dtype)
+    backbone.text_encoder_loader = functools.partial(_folder_text_encoder, folder)
     if (folder / "tokenizer" / "vocab.json").is_file() and (folder / "tokenizer" / "merges.txt").is_file():
-        bb.tokenizer_dir = folder / "tokenizer"
-    return bb
+        backbone.tokenizer_dir = folder / "tokenizer"
+    return backbone
 
 
 def _folder_text_encoder(folder: Path):
     """The text tower of a diffusers folder, loaded again (float32, CPU)."""
     from transformers import CLIPTextModel
 
-    from .loading import weights_variant
+    from .files import weights_variant
 
     try:
         te = CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True, torch_dtype=torch.float32,

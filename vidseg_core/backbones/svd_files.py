@@ -40,7 +40,7 @@ class _SafetensorsSource:
 
 @contextlib.contextmanager
 def _open_checkpoint(path: Path):
-    from .loading import load_state_dict
+    from .files import load_state_dict
 
     if path.suffix == ".safetensors":
         from safetensors import safe_open
@@ -131,7 +131,7 @@ def _load_into(meta_module: torch.nn.Module, rebuild, state: Dict[str, torch.Ten
 
 def load_svd_single_file(path, device, dtype, config: Optional[SVDConfig] = None) -> SVDBackbone:
     """An original-layout ``svd.safetensors`` / ``svd_xt.safetensors`` (or a tiny file of that layout), offline."""
-    from .loading import read_checkpoint_shapes
+    from .files import read_checkpoint_shapes
     from .svd_convert import sgm_to_diffusers
 
     path = Path(path)
@@ -166,7 +166,7 @@ def load_svd_diffusers(folder, device, dtype, config: Optional[SVDConfig] = None
     from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
     from transformers import CLIPVisionModelWithProjection
 
-    from .loading import check_folder_parts, weights_variant
+    from .files import check_folder_parts, weights_variant
 
     folder = Path(folder)
     device = torch.device(device)

@@ -1,17 +1,14 @@
 """Arguments and helpers shared by the sub-commands (one spelling everywhere)."""
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List
 
-from ..errors import InputError
-
-#: environment variables naming model folders (a ComfyUI ``models`` dir or any folder)
-MODEL_DIR_VARIABLES = ("VIDSEG_MODELS_DIR", "COMFYUI_MODELS_DIR")
+from .. import run_inputs
+from ..run_inputs import open_frames
 
 
 def add_input_arguments(p) -> None:
@@ -44,28 +41,6 @@ def add_model_arguments(p) -> None:
                         "batch, falls back to eager with a warning when compilation fails)")
 
 
-def parse_range(text: Optional[str]) -> Tuple[int, Optional[int]]:
-    if not text:
-        return 0, None
-    try:
-        a, _, b = text.partition(":")
-        return int(a or 0), (int(b) if b else None)
-    except ValueError:
-        raise InputError(f"Invalid frame range {text!r}.", "Write START:STOP, e.g. 0:50 or 10:.") from None
-
-
-def model_search_dirs() -> List[Path]:
-    dirs: List[Path] = []
-    for var in MODEL_DIR_VARIABLES:
-        value = os.environ.get(var)
-        if not value:
-            continue
-        base = Path(value).expanduser()
-        dirs.append(base)
-        dirs.extend(base / sub for sub in ("checkpoints", "diffusers", "vidseg"))
-    return dirs
-
-
 def input_paths(args, names=("input", "reference_mask", "model")) -> List[str]:
     """Every file or folder the command reads (frames, reference mask, model files...) that exists: the
     output checks (:func:`~vidseg_core.output_dir.check_outside_inputs`) refuse an output touching any."""
@@ -73,17 +48,10 @@ def input_paths(args, names=("input", "reference_mask", "model")) -> List[str]:
     return [str(v) for v in values if v and Path(v).exists()]
 
 
-def open_source(args, path=None):
-    """The input frames of ``path`` (default ``args.input``), with ``--frames / --stride / --max-side`` checked
-    (the frames must stay >= 64 px)."""
-    from ..validation import check_frame_size, check_int
-    from ..video_io import FrameSource
-
-    if args.max_side is not None:
-        check_int("--max-side", args.max_side, 1, None, "Give the longer side in pixels, e.g. --max-side 512.")
-    source = FrameSource(args.input if path is None else path, frame_range=parse_range(args.frames), stride=args.stride, max_side=args.max_side)
-    check_frame_size(source.frame_size, source.source_size, args.max_side)
-    return source
+def open_source(args):
+    """The input frames (``INPUT``), with ``--frames / --stride / --max-side`` checked
+    (:func:`~vidseg_core.run_inputs.open_frames`)."""
+    return open_frames(args.input, args.frames, args.stride, args.max_side)
 
 
 def check_model_options(args) -> None:
@@ -97,15 +65,9 @@ def check_model_options(args) -> None:
 
 
 def load_model(args):
-    from ..backbones import load_backbone
-
-    bb = load_backbone(args.model, device=args.device, precision=args.precision,
-                       prediction_type=args.prediction_type, search_dirs=model_search_dirs())
-    if getattr(args, "compile", "off") == "on":
-        from ..compile import compile_backbone
-
-        compile_backbone(bb)
-    return bb
+    """The backbone of ``--model`` (:func:`~vidseg_core.run_inputs.load_model`)."""
+    return run_inputs.load_model(args.model, args.device, args.precision, args.prediction_type,
+                                 compile=getattr(args, "compile", "off") == "on")
 
 
 class ProgressBar:

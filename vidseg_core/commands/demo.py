@@ -35,7 +35,7 @@ def find_sd21() -> str | None:
     env = os.environ.get("VIDSEG_SD21")
     if env and Path(env).exists():
         return env
-    from ._common import model_search_dirs
+    from ..run_inputs import model_search_dirs
 
     for d in model_search_dirs():
         for name in SD21_FILES:

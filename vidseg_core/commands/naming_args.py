@@ -42,28 +42,9 @@ def naming_settings(args):
 
 def load_namer(args, naming, backbone):
     """The namer backbone (``--namer``), or a refusal when the model cannot name on its own."""
-    if naming is None:
-        return None
-    from ..naming.segmenter import resolve_namer
+    from ..run_inputs import load_namer as load
 
-    if args.namer:
-        from ..backbones import load_backbone
-        from ._common import model_search_dirs
-
-        naming.namer = load_backbone(args.namer, device=args.device, precision=args.precision,
-                                     search_dirs=model_search_dirs())
-    resolve_namer(backbone, naming.namer)
-    return naming
-
-
-def make_segmenter(backbone, settings, progress, naming):
-    from ..pipeline import VideoSegmenter
-
-    if naming is None:
-        return VideoSegmenter(backbone, settings, progress)
-    from ..naming.segmenter import NamingSegmenter
-
-    return NamingSegmenter(backbone, settings, progress, naming=naming)
+    return load(naming, backbone, args.namer, args.device, args.precision)
 
 
 def write_selection(args, folder, names, table) -> list:

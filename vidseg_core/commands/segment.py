@@ -4,14 +4,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
 from ..errors import InputError
 from ._common import add_input_arguments, add_model_arguments, load_model, open_source, peak_rss_mb
-from .naming_args import add_naming_arguments, load_namer, make_segmenter, naming_settings, write_selection
+from ..run_inputs import load_reference, reference_at_working_size
+from ..video_run import labels_at_size, make_segmenter, segment_streaming
+from .naming_args import add_naming_arguments, load_namer, naming_settings, write_selection
 
 HELP = "segment a video: label PNGs per frame, an overlay video and summary.json in --out DIR"
 
@@ -70,9 +71,6 @@ def settings_from_args(args, reference=None, reference_frame: int = 0):
     """The :class:`~vidseg_core.pipeline.SegmentSettings` of the method options (:func:`add_method_arguments`)."""
     from ..modulation import ModulationSettings
     from ..pipeline import SegmentSettings
-
-    from ..validation import validate_segment_settings
-
     from ..shots import ShotSettings, parse_cuts
 
     settings = SegmentSettings(
@@ -81,53 +79,8 @@ def settings_from_args(args, reference=None, reference_frame: int = 0):
         modulation=ModulationSettings(lam=args.lam, filter_s=args.filter_s, compat=args.compat),
         shots=ShotSettings(cuts=parse_cuts(args.cuts), link_threshold=args.link_threshold,
                            overlap=args.seam_overlap))
-    validate_segment_settings(settings)  # every value checked before any model is loaded
+    settings.check()  # every value checked before any model is loaded
     return settings
-
-
-def labels_at_size(labels, size):
-    """Label maps ``[n,h,w]`` brought back to ``size`` (the input's, after a --max-side cap) by nearest."""
-    if tuple(labels.shape[1:]) == tuple(size):
-        return labels
-    return torch.nn.functional.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest-exact")[:, 0].long()
-
-
-def load_reference(path, frame_size, warn=True):
-    """A reference label mask as an int array; a mask of another size is resized (nearest) with a warning."""
-    from ..metrics.io import read_label_png
-
-    ref = read_label_png(path)
-    h, w = frame_size
-    if ref.shape != (h, w):
-        from ..labels import resize_nearest
-
-        if abs(ref.shape[1] / ref.shape[0] - w / h) > 0.02 * (w / h):
-            raise InputError(f"The reference mask is {ref.shape[1]}x{ref.shape[0]} but the frames are {w}x{h} "
-                             "(another aspect ratio: it does not belong to this video).",
-                             "Give the mask of a frame of this video, at the frames' size.")
-        if warn:
-            warnings.warn(f"reference mask {ref.shape[1]}x{ref.shape[0]} resized (nearest) to the frames' {w}x{h}")
-        ref = resize_nearest(ref, (h, w))
-    return ref
-
-
-def reference_at_working_size(ref, frame_size):
-    """The reference mask at the working size (``--max-side``) and the labels that vanish in that resize.
-
-    A region smaller than one working pixel is lost for the whole video: said at once (warning), listed by
-    the caller in ``summary.json`` (``lost_at_max_side``, also in ``lost_labels``)."""
-    h, w = (int(v) for v in frame_size)
-    if tuple(ref.shape) == (h, w):
-        return ref, []
-    from ..labels import labels_lost_by_resize, resize_nearest
-
-    small = resize_nearest(ref, (h, w))
-    lost = labels_lost_by_resize(ref, small)
-    if lost:
-        warnings.warn(f"reference label(s) {', '.join(map(str, lost))} vanish when the mask is scaled to the "
-                      f"working size {w}x{h} (--max-side): each is smaller than one pixel there, so it is lost for "
-                      "the whole video; raise --max-side (or omit it), or enlarge those regions in the mask")
-    return small, lost
 
 
 def segment_settings(args, source):
@@ -221,7 +174,6 @@ def run(args) -> int:
 def _segment(args, source, backbone, settings, folder, bar):
     """Run the method; each batch's label maps and overlay frames are written while the next batch is
     computed (:class:`~vidseg_core.background_writer.BackgroundWriter`; ``--serial-writes``: in turn)."""
-    from ..background_writer import BackgroundWriter
     from ..label_io import OverlayVideoWriter
 
     seg = make_segmenter(backbone, settings, bar, getattr(args, "_naming", None))
@@ -236,16 +188,16 @@ def _segment(args, source, backbone, settings, folder, bar):
     def have(batch):  # label maps kept from the unfinished earlier run: no upsampling again
         return all(f"labels/{names[f]}.png" in reused for f in batch.written)
 
+    def prepare(res):  # the frames are read here (the source is not thread-safe), the table as it is now
+        frames = None if video is None or names_later else source.read(res.batch.write_start, res.batch.stop)
+        table = seg.summary.table if seg.summary else None
+        return lambda: (_write_batch(res, frames, table, names, source.source_size, folder,
+                                     None if names_later else video, legend),
+                        bar.written(res.batch.index + 1))  # said only once the files are written
+
     # on a failure what was computed is still written, and the first error is reported
-    with BackgroundWriter(0 if getattr(args, "serial_writes", False) else 2) as writer:
-        for res in seg.run(source.read, len(source), source.frame_size, skip_upsample=have):
-            # the frames are read here (the source is not thread-safe), the table as it is now
-            frames = None if video is None or names_later else source.read(res.batch.write_start, res.batch.stop)
-            table = seg.summary.table if seg.summary else None
-            writer.submit(lambda res=res, frames=frames, table=table:
-                          (_write_batch(res, frames, table, names, source.source_size, folder,
-                                        None if names_later else video, legend),
-                           bar.written(res.batch.index + 1)))  # said only once the files are written
+    writer = segment_streaming(seg, source, prepare, serial=getattr(args, "serial_writes", False),
+                               skip_upsample=have)
     overlay_path = None
     if names_later:  # the words name the labels only now: the overlay and its legend are written after the run
         _write_overlay(video, source, seg.summary.table, names, folder, settings.batch_size,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from ..errors import InputError
+from ..run_inputs import load_reference, open_frames, reference_at_working_size
 from .layouts import Video, transform_gt
 from .progress import RunFolder
 
@@ -50,13 +51,10 @@ class JobConfig:
     #: the SD 2.1 checkpoint naming an SVD model's regions
     namer: Optional[str] = None
 
-    def model_args(self):
-        """An argparse-like namespace for :func:`~vidseg_core.commands._common.load_model` / ``open_source``."""
-        import argparse
-
-        return argparse.Namespace(model=self.model, device=self.device, precision=self.precision,
-                                  prediction_type=self.prediction_type, frames=self.frames, stride=self.stride,
-                                  max_side=self.max_side, input=None)
+    def open_frames(self, path):
+        """The frames of one video with this run's range, stride and size cap
+        (:func:`~vidseg_core.run_inputs.open_frames`)."""
+        return open_frames(path, self.frames, self.stride, self.max_side)
 
 
 def find_reference(video: Video, names) -> Tuple[Optional[str], int]:
@@ -86,10 +84,8 @@ def input_fingerprint(source, ref_path: Optional[str]) -> str:
 
 def current_fingerprint(video: Video, config: JobConfig) -> Optional[str]:
     """:func:`input_fingerprint` of ``video`` as it is now (None when it cannot be read: the run reports it)."""
-    from ..commands._common import open_source
-
     try:
-        with open_source(config.model_args(), video.frames) as source:
+        with config.open_frames(video.frames) as source:
             return input_fingerprint(source, find_reference(video, source.names)[0])
     except (InputError, OSError):
         return None
@@ -98,8 +94,6 @@ def current_fingerprint(video: Video, config: JobConfig) -> Optional[str]:
 def load_video_reference(path: str, source, gt_transform: str):
     """The reference label mask at the working size, in the predictions' label space, and the labels that
     vanish at that size."""
-    from ..commands.segment import load_reference, reference_at_working_size
-
     ref = transform_gt(load_reference(path, source.source_size), gt_transform)
     return reference_at_working_size(ref, source.frame_size)
 
@@ -109,15 +103,12 @@ def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFol
     worker's naming settings with their namer (None: ``config.naming``)."""
     import torch
 
-    from ..background_writer import BackgroundWriter
-    from ..commands._common import open_source
-    from ..commands.segment import labels_at_size
-    from ..commands.naming_args import make_segmenter
     from ..label_io import save_label_png
+    from ..video_run import labels_at_size, make_segmenter, segment_streaming
 
     t0 = time.perf_counter()
     part = folder.reset(video.name)
-    with open_source(config.model_args(), video.frames) as source:
+    with config.open_frames(video.frames) as source:
         names = source.names
         ref_path, ref_index = find_reference(video, names)
         reference, at_max_side = (None, []) if ref_path is None else \
@@ -131,9 +122,7 @@ def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFol
             for i, f in enumerate(res.batch.written):
                 save_label_png(part / f"{names[f]}.png", labels[i])
 
-        with BackgroundWriter(2) as writer:
-            for res in seg.run(source.read, len(source), source.frame_size):
-                writer.submit(lambda res=res: write(res))
+        segment_streaming(seg, source, lambda res: lambda: write(res))
         frames = len(source)
         fingerprint = input_fingerprint(source, ref_path)
     summary = seg.summary.to_dict()
@@ -160,22 +149,17 @@ class VideoWorker:
 
         import torch
 
-        from ..commands._common import load_model
+        from .. import run_inputs
 
         if config.threads:
             torch.set_num_threads(int(config.threads))
         self.config = config
         self.folder = RunFolder(config.out)
-        self.backbone = load_model(config.model_args())
+        self.backbone = run_inputs.load_model(config.model, config.device, config.precision, config.prediction_type)
         self.naming = None
         if config.naming is not None:  # this worker's copy of the naming settings, with its namer
-            import argparse
-
-            from ..commands.naming_args import load_namer
-
             self.naming = dataclasses.replace(config.naming)
-            load_namer(argparse.Namespace(namer=config.namer, device=config.device, precision=config.precision),
-                       self.naming, self.backbone)
+            run_inputs.load_namer(self.naming, self.backbone, config.namer, config.device, config.precision)
         self.pid = os.getpid()
         self.videos_run = 0
 

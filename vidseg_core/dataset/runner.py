@@ -58,11 +58,11 @@ class DatasetResult:
 
 def manifest(run: DatasetRun, dataset) -> dict:
     """What must not change between a run and its resumption in the same folder."""
-    s = run.config.settings.describe()
-    s.pop("reference", None)
-    s.pop("reference_frame", None)
+    settings = run.config.settings.describe()
+    settings.pop("reference", None)
+    settings.pop("reference_frame", None)
     return {"layout": run.layout, "split": dataset.split, "resolution": run.resolution, "model": run.config.model,
-            "precision": run.config.precision, "prediction_type": run.config.prediction_type, "settings": s,
+            "precision": run.config.precision, "prediction_type": run.config.prediction_type, "settings": settings,
             "frames": run.config.frames, "stride": run.config.stride, "max_side": run.config.max_side}
 
 

@@ -196,17 +196,17 @@ def normalise_maps(d: torch.Tensor) -> torch.Tensor:
     return d / (d.amax(dim=(-2, -1), keepdim=True) + 1e-5)
 
 
-def filter_maps(d: torch.Tensor, soft_mask: torch.Tensor, s: float) -> torch.Tensor:
+def filter_maps(d: torch.Tensor, soft_mask: torch.Tensor, filter_s: float) -> torch.Tensor:
     """``d·M + s·d·(1 − M)``: down-weight responses outside the label's coarse mask (docs/design/authors_code.md#difference-maps-to-labels-as-published).
 
     ``s = 1`` returns ``d`` itself: the authors skip the filter for their unfiltered output, and the float
     identity would move values by a rounding step (breaking exact ties).  With compat set, pass the mask
     in float64 (``lanczos_upsample_mask(..., dtype=torch.float64)``, the authors' ``k / 255.0``).
     """
-    if float(s) == 1.0:
+    if float(filter_s) == 1.0:
         return d
     m = soft_mask.to(d.device, d.dtype)
-    return d * m + s * d * (1 - m)
+    return d * m + filter_s * d * (1 - m)
 
 
 # ------------------------------------------------------------------ argmax
@@ -230,14 +230,14 @@ class LabelArgmax:
         """Fold in the scores of label number ``position`` (must be fed 0, 1, 2, ... in order)."""
         if position != self.count:
             raise RuntimeError(f"labels must be folded in order: expected {self.count}, got {position}")
-        s = scores.to(self.best.device, self.best.dtype)
-        self.nan_labels.append(torch.isnan(s).any())
-        better = s > self.best
-        self.best = torch.where(better, s, self.best)
+        local_scores = scores.to(self.best.device, self.best.dtype)
+        self.nan_labels.append(torch.isnan(local_scores).any())
+        better = local_scores > self.best
+        self.best = torch.where(better, local_scores, self.best)
         self.index = torch.where(better, torch.full_like(self.index, position), self.index)
         self.count += 1
         if self.maps is not None:
-            self.maps.append(s.detach().cpu())
+            self.maps.append(local_scores.detach().cpu())
 
     def labels(self, label_ids: torch.Tensor) -> torch.Tensor:
         return label_ids.to(self.index.device)[self.index]

@@ -88,14 +88,14 @@ class ReferenceRecorder(AttentionHook):
         """Sampler callback keeping ``x_tm`` and the latents after the blended steps (the trajectory is unchanged)."""
         store = self.store
 
-        def cb(step: int, x: torch.Tensor) -> torch.Tensor:
+        def callback(step: int, x: torch.Tensor) -> torch.Tensor:
             dev = self.device or x.device
             if step == plan.t_m - 1:
                 store.x_tm = _host_copy(x[0], dev)
             if plan.blends(step):
                 store.latents[step] = _host_copy(x[0], dev)
             return x
-        return cb
+        return callback
 
 
 def record_reference(backbone, inputs, plan, device=None, end_step: Optional[int] = None,

@@ -73,21 +73,21 @@ class RowChunk:
         self.n = len(self.frames)
         row_source = ([pos[f] for f in frames] if with_reference else []) + [pos[f] for _, f in self.rows]
         first: Dict[int, int] = {}
-        for i, s in enumerate(row_source):
-            first.setdefault(s, i)
+        for i, source in enumerate(row_source):
+            first.setdefault(source, i)
         self.n_sources = len(frames)
-        self.groups_host = [[i for i, s in enumerate(row_source) if s == src] for src in range(len(frames))]
+        self.groups_host = [[i for i, source in enumerate(row_source) if source == src] for src in range(len(frames))]
 
         def t(v):
             return torch.tensor(v, dtype=torch.long, device=device)
         self.frame = t(self.frames)
-        self.first = t([first[s] for s in range(len(frames))])
+        self.first = t([first[source] for source in range(len(frames))])
         self.sources = self.first if with_reference else t(frames)
         self.row_source = t(row_source)
         self.groups = [t(g) for g in self.groups_host]
-        n, s = self.n, len(frames)
-        self.prefix_first = t([h * n + first[src] for h in range(2) for src in range(s)])  # [2S] in [2N] rows
-        self.prefix_expand = t([h * s + src for h in range(2) for src in row_source])  # [2N] in [2S] rows
+        n, n_sources = self.n, len(frames)
+        self.prefix_first = t([h * n + first[src] for h in range(2) for src in range(n_sources)])  # [2S] in [2N] rows
+        self.prefix_expand = t([h * n_sources + src for h in range(2) for src in row_source])  # [2N] in [2S] rows
 
     # ------------------------------------------------------------ per-row inputs
     def offsets(self, masks: torch.Tensor, lam: float, run_spec) -> torch.Tensor:
@@ -153,22 +153,22 @@ class RowModulationHook(ModulationHook):
         return self.rows.per_row(q_src).view(q.shape), self.rows.per_row(k_src).view(k.shape)
 
 
-def run_rows(job, x_tm: torch.Tensor, rows: Sequence[Row], with_reference: bool, driver) -> None:
-    """Denoise one chunk of rows from t_m to the end; finished runs go to ``job.finished`` (``[T,4,h,w]``,
-    absent frames zero).  ``job``: the :class:`~.runner._BatchModulation`; ``driver``: the prefix driver or None."""
+def run_rows(job, x_tm: torch.Tensor, rows: Sequence[Row], with_reference: bool, driver) -> torch.Tensor:
+    """Denoise one chunk of rows from t_m to the end; returns their final latents ``[N,4,h,w]`` in the order
+    of ``rows`` (:class:`RowAssembler` puts them back into runs).  ``job``: the
+    :class:`~.runner._BatchModulation` (read only; each step is reported to ``job.advance``); ``driver``: the
+    prefix driver or None."""
     from ..cpu_memory import feed_forward_by_rows
 
     plan, dev = job.plan, x_tm.device
     chunk = RowChunk(rows, with_reference, dev)
-    hook = RowModulationHook(chunk, chunk.offsets(job.masks, float(job.s.lam), job.run_spec), plan.t_m,
+    hook = RowModulationHook(chunk, chunk.offsets(job.masks, float(job.settings.lam), job.run_spec), plan.t_m,
                              plan.modulated, plan.injected, store=None if with_reference else job.store)
     lm = chunk.latent_masks(job.masks, job.run_spec, job.latent_hw, x_tm.dtype)
     n_mod = len(chunk.rows)
 
-    def cb(step: int, x: torch.Tensor) -> torch.Tensor:
-        job._check_cancel()
-        job.units += n_mod
-        job._report()
+    def callback(step: int, x: torch.Tensor) -> torch.Tensor:
+        job.advance(n_mod)
         if plan.blends(step):
             x = x * lm + chunk.reference_latents(x, job.store, step).unsqueeze(0) * (1 - lm)
         return x
@@ -182,23 +182,42 @@ def run_rows(job, x_tm: torch.Tensor, rows: Sequence[Row], with_reference: bool,
     if driver is not None:
         driver.rows, driver.cache = (chunk.prefix_first, chunk.prefix_expand, sources), None
     try:
-        with job.bb.hooks(hook), feed_forward_by_rows(job.bb.unet, ff_rows, enabled=job.bb.device.type == "cpu"):
-            out = job.bb.denoise(x, job.inputs.cond, plan.t_m, None, cb)[0, chunk.n_ref:]
+        on_cpu = job.backbone.device.type == "cpu"
+        with job.backbone.hooks(hook), feed_forward_by_rows(job.backbone.unet, ff_rows, enabled=on_cpu):
+            return job.backbone.denoise(x, job.inputs.cond, plan.t_m, None, callback)[0, chunk.n_ref:]
     finally:
         if driver is not None:
             driver.rows, driver.cache = None, None
-    by_run: Dict[int, List[int]] = {}
-    for i, (r, _) in enumerate(chunk.rows):
-        by_run.setdefault(r, []).append(i)
-    for r, idx in by_run.items():
-        buf = job.partial.get(r)
-        if buf is None:
-            buf = job.partial[r] = torch.zeros_like(x_tm)
-        frames = [chunk.rows[i][1] for i in idx]
-        buf.index_copy_(0, torch.tensor(frames, device=dev), out.index_select(0, torch.tensor(idx, device=dev)))
-        job.rows_left[r] -= len(idx)
-        if job.rows_left[r] == 0:
-            job.finished[r] = job.partial.pop(r)
+
+
+class RowAssembler:
+    """Finished rows scattered back into per-run latents ``[T,4,h,w]`` (absent frames zero); a run is
+    handed out once its last row is in."""
+
+    def __init__(self, pending: Sequence[Row]):
+        self.rows_left: Dict[int, int] = {}
+        for r, _ in pending:
+            self.rows_left[r] = self.rows_left.get(r, 0) + 1
+        self.partial: Dict[int, torch.Tensor] = {}  # runs with rows still pending
+
+    def add(self, rows: Sequence[Row], out: torch.Tensor, like: torch.Tensor) -> Dict[int, torch.Tensor]:
+        """Take the final latents ``out`` of ``rows`` (``like``: a ``[T,4,h,w]`` tensor of the runs' shape);
+        returns the runs finished now."""
+        dev = like.device
+        by_run: Dict[int, List[int]] = {}
+        for i, (r, _) in enumerate(rows):
+            by_run.setdefault(r, []).append(i)
+        finished = {}
+        for r, idx in by_run.items():
+            buf = self.partial.get(r)
+            if buf is None:
+                buf = self.partial[r] = torch.zeros_like(like)
+            frames = [rows[i][1] for i in idx]
+            buf.index_copy_(0, torch.tensor(frames, device=dev), out.index_select(0, torch.tensor(idx, device=dev)))
+            self.rows_left[r] -= len(idx)
+            if self.rows_left[r] == 0:
+                finished[r] = self.partial.pop(r)
+        return finished
 
 
 def _common_divisor_at_most(*values: int) -> int:

@@ -35,6 +35,7 @@ the disk.  Here every pass of a batch is a *run* of one batched computation
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -87,8 +88,8 @@ class _BatchModulation:
 
     def __init__(self, backbone, inputs, coarse, ids, frame_size, plan: ModulationPlan, progress, cancel,
                  reference: Optional[ReferenceStore] = None):
-        self.bb, self.inputs, self.plan = backbone, inputs, plan
-        self.s = plan.settings
+        self.backbone, self.inputs, self.plan = backbone, inputs, plan
+        self.settings = plan.settings
         self.frame_size = frame_size
         self.progress, self.cancel = progress, cancel
         dev = backbone.device
@@ -103,18 +104,17 @@ class _BatchModulation:
         self.everywhere = [all(p) for p in self.present_host]  # labels present in every frame
         self.present_index = [self.present_cpu[l].nonzero().flatten().to(dev) for l in range(self.L)]
         self.absent = (~self.present_cpu).to(dev)
-        self.dtype = map_dtype(self.s.compat)  # float64 in compat modes: the authors' ties
+        self.dtype = map_dtype(self.settings.compat)  # float64 in compat modes: the authors' ties
         # compat modes assign labels on the CPU, as the authors (cv2, Pillow; float64, which MPS lacks)
-        self.map_device = torch.device("cpu") if self.s.compat != "none" else dev
+        self.map_device = torch.device("cpu") if self.settings.compat != "none" else dev
         self.acc = LabelArgmax((self.T,) + tuple(frame_size), device=self.map_device, keep_maps=False,
                                dtype=self.dtype)
-        self.maps: Optional[List[torch.Tensor]] = [] if self.s.return_difference_maps else None
+        self.maps: Optional[List[torch.Tensor]] = [] if self.settings.return_difference_maps else None
         self.given = reference if reference is not None and reference.matches(plan) else None
         self.store: Optional[ReferenceStore] = self.given
         self.store_device: Optional[torch.device] = None  # None: the compute device
         self.finished: Dict[int, torch.Tensor] = {}
-        self.partial: Dict[int, torch.Tensor] = {}  # compacted rows: runs with rows still pending (.rows)
-        self.rows_left: Dict[int, int] = {}
+        self.assembler: Optional[rows.RowAssembler] = None  # compacted rows: runs with rows still pending
         self.compact = False
         self.decode_frames: Optional[int] = None  # frames per VAE call (None: decode_chunk)
         self.next_label = 0
@@ -127,12 +127,19 @@ class _BatchModulation:
         if self.cancel is not None and self.cancel():
             raise ModulationCancelled("Modulation was cancelled.", "Run again when ready.")
 
+    def advance(self, units: int) -> None:
+        """A denoising step of ``units`` modulated runs (or rows) is done: stop if cancelled, report progress."""
+        self._check_cancel()
+        if units:
+            self.units += units
+            self._report()
+
     def run_spec(self, run: int) -> Tuple[int, float]:
         """Modulated run ``i`` -> (label position, sign): (0,+), (0,−), (1,+), ..."""
         return run // 2, (1.0 if run % 2 == 0 else -1.0)
 
     def _offsets(self, runs: Sequence[Optional[int]]) -> torch.Tensor:
-        lam = float(self.s.lam)
+        lam = float(self.settings.lam)
         rows = []
         for r in runs:
             if r is None:
@@ -155,31 +162,28 @@ class _BatchModulation:
     def _callback(self, latent_masks, reference_run: Optional[int], runs_done_per_step: int = 0):
         plan = self.plan
 
-        def cb(step: int, x: torch.Tensor) -> torch.Tensor:
-            self._check_cancel()
-            if runs_done_per_step:
-                self.units += runs_done_per_step
-                self._report()
+        def callback(step: int, x: torch.Tensor) -> torch.Tensor:
+            self.advance(runs_done_per_step)
             if plan.blends(step):
                 ref = x[reference_run] if reference_run is not None else \
                     self.store.latents[step].to(x.device, x.dtype, non_blocking=True)
                 x = x * latent_masks + ref.unsqueeze(0) * (1 - latent_masks)
             return x
-        return cb
+        return callback
 
     # -------------------------------------------------------- passes
     def shared_start(self) -> torch.Tensor:
         """Latents at t_m: steps start..t_m−1 are identical for every run, done once on the reference."""
         if self.given is not None and self.given.x_tm is not None:
-            return self.given.x_tm.to(self.bb.device, non_blocking=True)
+            return self.given.x_tm.to(self.backbone.device, non_blocking=True)
         x = self.inputs.x_start
         if self.plan.t_m > self.plan.start:
-            x = self.bb.denoise(x[None], self.inputs.cond, self.plan.start, self.plan.t_m - 1)[0]
+            x = self.backbone.denoise(x[None], self.inputs.cond, self.plan.start, self.plan.t_m - 1)[0]
         return x
 
     def build_store(self, x_tm: torch.Tensor) -> None:
         """The reference run alone from t_m, its q/k and latents kept (on the host when ``store_device`` says)."""
-        self.store, _ = record_reference(self.bb, self.inputs, self.plan, self.store_device, x=x_tm[None],
+        self.store, _ = record_reference(self.backbone, self.inputs, self.plan, self.store_device, x=x_tm[None],
                                          start=self.plan.t_m)
         self.stats["store_bytes"] = self.store.nbytes()
 
@@ -192,8 +196,8 @@ class _BatchModulation:
                               reference_run=ref, store=None if with_reference else self.store)
         lm = self._latent_masks(runs, x_tm.dtype)
         x = x_tm.unsqueeze(0).expand(R, *x_tm.shape).clone()
-        with self.bb.hooks(hook):
-            out = self.bb.denoise(x, self.inputs.cond, self.plan.t_m, None,
+        with self.backbone.hooks(hook):
+            out = self.backbone.denoise(x, self.inputs.cond, self.plan.t_m, None,
                                   self._callback(lm, ref, runs_done_per_step=len(chunk)))
         return out[1:] if with_reference else out
 
@@ -201,17 +205,18 @@ class _BatchModulation:
     def _decode_pair(self, zp: torch.Tensor, zm: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Both decodes of a ± pair as two clips of one :meth:`decode_clips`; on a GPU as many frames per VAE call
         as free memory allows (on the CPU ``decode_chunk`` frames a call, as :meth:`decode`)."""
-        if self.decode_frames is None and self.bb.device.type == "cuda":  # once per batch
-            budget = available_bytes(self.bb.device)
-            per_frame = estimate_decode_frame_bytes(self.bb, self.latent_hw)
+        if self.decode_frames is None and self.backbone.device.type == "cuda":  # once per batch
+            budget = available_bytes(self.backbone.device)
+            per_frame = estimate_decode_frame_bytes(self.backbone, self.latent_hw)
             self.decode_frames = 2 * self.T if budget is None else max(1, min(2 * self.T, budget // max(1, per_frame)))
         try:
-            out = self.bb.decode_clips(torch.stack([zp, zm]), self.decode_frames)
+            out = self.backbone.decode_clips(torch.stack([zp, zm]), self.decode_frames)
         except Exception as exc:  # noqa: BLE001 - only OOM is handled
             if not is_out_of_memory(exc) or zp.shape[0] == 1:
                 raise
             _free_memory()
-            out = torch.stack([torch.cat([self.bb.decode(z[i:i + 1]) for i in range(z.shape[0])]) for z in (zp, zm)])
+            decode = self.backbone.decode
+            out = torch.stack([torch.cat([decode(z[i:i + 1]) for i in range(z.shape[0])]) for z in (zp, zm)])
         return out[0], out[1]
 
     def zero_when_absent(self) -> bool:
@@ -222,14 +227,14 @@ class _BatchModulation:
         only when blending resets it to the reference latent after the last
         step and frames are decoded one at a time (the authors' setting).
         """
-        if self.bb.family == "sd":
+        if self.backbone.family == "sd":
             return True
         w = self.plan.blend_window
-        return w is not None and w[1] >= self.plan.last and getattr(self.bb.config, "decode_chunk", None) == 1
+        return w is not None and w[1] >= self.plan.last and getattr(self.backbone.config, "decode_chunk", None) == 1
 
     def _difference(self, l: int, zp: Optional[torch.Tensor], zm: Optional[torch.Tensor]) -> torch.Tensor:
         """Normalised difference maps ``[T,H,W]`` of label ``l``; frames that cannot differ are not decoded."""
-        args = (self.frame_size, self.s.blur_kernel, self.s.blur_sigma, self.s.compat)
+        args = (self.frame_size, self.settings.blur_kernel, self.settings.blur_sigma, self.settings.compat)
         if zp is not None and (self.everywhere[l] or not self.zero_when_absent()):
             return difference_map(*self._decode_pair(zp, zm), *args)
         dev = self.map_device
@@ -256,9 +261,9 @@ class _BatchModulation:
             if self.maps is not None:
                 self.maps.append(d.detach() if d.device.type == "meta" else d.detach().cpu())
             soft = lanczos_upsample_mask(self.masks[l], self.frame_size, self.dtype).to(d.device)
-            scores = filter_maps(d, soft, float(self.s.filter_s))
+            scores = filter_maps(d, soft, float(self.settings.filter_s))
             del d, soft
-            if self.s.absent_labels == "skip":
+            if self.settings.absent_labels == "skip":
                 absent = self.absent[l].to(scores.device)
                 scores = torch.where(absent.view(-1, 1, 1), torch.full_like(scores, -math.inf), scores)
             self.acc.update(l, scores)
@@ -276,22 +281,23 @@ class _BatchModulation:
     # -------------------------------------------------------- main loop
     def initial_runs(self) -> int:
         total = 2 * self.L + 1
-        if self.s.max_runs_per_chunk is not None:
-            return max(1, min(int(self.s.max_runs_per_chunk), total))
-        budget = available_bytes(self.bb.device)
+        if self.settings.max_runs_per_chunk is not None:
+            return max(1, min(int(self.settings.max_runs_per_chunk), total))
+        budget = available_bytes(self.backbone.device)
         if budget is None:
             return total
-        per_run = max(1, estimate_run_bytes(self.bb, self.T, self.latent_hw))
+        per_run = max(1, estimate_run_bytes(self.backbone, self.T, self.latent_hw))
         return max(2, min(total, budget // per_run))
 
     def reference_mode(self, runs: int, max_runs: int) -> str:
         """The documented rule of :func:`~.memory.choose_reference_mode`; sets where a store built here lives."""
-        dev = self.bb.device
+        dev = self.backbone.device
         ctx_tokens = getattr(getattr(self.inputs.cond, "context", None), "shape", (0, 1))[1]
-        store_bytes = estimate_store_bytes(self.bb, self.plan, self.T, self.latent_hw, ctx_tokens)
-        device_budget = None if self.s.max_runs_per_chunk is not None else available_bytes(dev)
-        mode, where = choose_reference_mode(self.s.reference, self.given is not None, runs, max_runs, store_bytes,
-                                            device_budget, estimate_run_bytes(self.bb, self.T, self.latent_hw),
+        store_bytes = estimate_store_bytes(self.backbone, self.plan, self.T, self.latent_hw, ctx_tokens)
+        device_budget = None if self.settings.max_runs_per_chunk is not None else available_bytes(dev)
+        mode, where = choose_reference_mode(self.settings.reference, self.given is not None, runs, max_runs,
+                                            store_bytes, device_budget,
+                                            estimate_run_bytes(self.backbone, self.T, self.latent_hw),
                                             host_available_bytes())
         if mode == "store" and where == "host" and dev.type != "cpu":
             self.store_device = torch.device("cpu")
@@ -301,17 +307,13 @@ class _BatchModulation:
     def compacts_rows(self) -> bool:
         """Denoise only the present (label, frame) rows (:mod:`.rows`)?  SD only (frames independent), and only
         when some active label is absent from some frame."""
-        return (bool(self.s.skip_absent_rows) and self.bb.family == "sd"
+        return (bool(self.settings.skip_absent_rows) and self.backbone.family == "sd"
                 and not all(e for a, e in zip(self.active, self.everywhere) if a))
 
     def run(self) -> ModulationResult:
         t0 = time.perf_counter()
-        runs = [r for r in range(2 * self.L) if self.active[r // 2]]
-        self.compact = self.compacts_rows()
-        pending = rows.present_rows(self.present_host, runs) if self.compact else runs
+        pending = self._pending()
         unit = self.T if self.compact else 1  # chunk capacity in rows (frames) or in runs
-        for r, _ in (pending if self.compact else []):
-            self.rows_left[r] = self.rows_left.get(r, 0) + 1
         self.units, self.total_units = 0, len(pending) * (self.plan.last - self.plan.t_m + 2)
         max_runs = self.initial_runs()
         mode = self.reference_mode(-(-len(pending) // unit), max_runs)
@@ -319,70 +321,117 @@ class _BatchModulation:
         self.stats["compacted_rows"] = len(pending) if self.compact else None
         if mode == "repeat":
             self.store = None
-        share = resolve_mode(self.s.share_attention, self.bb.device)
-        on_cpu = self.bb.device.type == "cpu"  # CPU memory: the feed-forward one run's rows at a time
-        with shared_prefix(self.bb, self.plan.block, self.plan.t_m, enabled=self.s.share_prefix,
-                           stats=self.stats) as driver, \
-                sharing_attention(self.bb, self.plan.injected, share, CPU_MIN_RUNS), \
-                feed_forward_by_rows(self.bb.unet, 2 * self.T, enabled=on_cpu):
-            if driver is not None:
-                driver.trusted = True  # every chunk starts from the one x_tm with the batch's conditioning
-            x_tm = self.shared_start()
-            self.fold_finished()
-            while pending:
-                self._check_cancel()
-                if self.compact:
-                    chunk = rows.take_rows(pending, max_runs, mode == "repeat")
-                    size = len(chunk) + (len({f for _, f in chunk}) if mode == "repeat" else 0)
-                else:
-                    per_chunk = max_runs - 1 if mode == "repeat" else max_runs
-                    if per_chunk >= 2 and per_chunk % 2:
-                        per_chunk -= 1
-                    chunk = pending[:max(1, per_chunk)]
-                    size = len(chunk) + (1 if mode == "repeat" else 0)
-                units_before = self.units
-                try:
-                    if mode == "store" and self.store is None:
-                        self.build_store(x_tm)
-                        if self.compact and driver is not None:
-                            driver.keep_frames(range(self.T))  # its prefix at t_m is every frame's: not again
-                    if self.compact:
-                        rows.run_rows(self, x_tm, chunk, mode == "repeat", driver)
-                        final = []
-                    else:
-                        final = self.run_chunk(x_tm, chunk, with_reference=(mode == "repeat"))
-                except Exception as exc:  # noqa: BLE001 - only OOM is handled
-                    if not is_out_of_memory(exc):
-                        raise
-                    msg = f"{type(exc).__name__}: {str(exc)[:200]}"
-                    del exc
-                    self.units = units_before
-                    _free_memory()
-                    self.stats["oom_retries"] = int(self.stats["oom_retries"]) + 1
-                    smaller, max_runs = shrink_after_oom(msg, size, mode, "rows" if self.compact else "runs",
-                                                         self.s.reference)
-                    if smaller != mode and self.bb.device.type != "cpu":
-                        self.store_device = torch.device("cpu")  # the store goes to the host then
-                    mode = smaller
-                    continue
-                self.stats["chunks"].append(size)
-                for r, z in zip(chunk, final):
-                    self.finished[r] = z.detach()
-                del final
-                pending = pending[len(chunk):]
-                self.fold_finished()
-            if driver is not None:
-                self.stats["prefix"] = dict(driver.stats)
+        with self._sharing() as driver:
+            mode = self._run_chunks(pending, mode, max_runs, driver)
         self.fold_finished()
         if self.next_label != self.L:
             raise RuntimeError(f"internal error: {self.next_label} of {self.L} labels folded")
         self.stats["reference"] = mode
         self.stats["seconds"] = round(time.perf_counter() - t0, 3)
+        return self._result()
+
+    def _pending(self) -> list:
+        """The modulated runs of the present labels, or their present (run, frame) rows when rows are compacted."""
+        runs = [r for r in range(2 * self.L) if self.active[r // 2]]
+        self.compact = self.compacts_rows()
+        if not self.compact:
+            return runs
+        pending = rows.present_rows(self.present_host, runs)
+        self.assembler = rows.RowAssembler(pending)
+        return pending
+
+    @contextlib.contextmanager
+    def _sharing(self):
+        """The shared prefix at t_m, shared attention and (CPU) the feed-forward by rows, for the whole batch;
+        yields the prefix driver (None: not shared)."""
+        share = resolve_mode(self.settings.share_attention, self.backbone.device)
+        on_cpu = self.backbone.device.type == "cpu"  # CPU memory: the feed-forward one run's rows at a time
+        with shared_prefix(self.backbone, self.plan.block, self.plan.t_m, enabled=self.settings.share_prefix,
+                           stats=self.stats) as driver, \
+                sharing_attention(self.backbone, self.plan.injected, share, CPU_MIN_RUNS), \
+                feed_forward_by_rows(self.backbone.unet, 2 * self.T, enabled=on_cpu):
+            if driver is not None:
+                driver.trusted = True  # every chunk starts from the one x_tm with the batch's conditioning
+            yield driver
+            if driver is not None:
+                self.stats["prefix"] = dict(driver.stats)
+
+    def _run_chunks(self, pending: list, mode: str, max_runs: int, driver) -> str:
+        """Every pending run (or row) chunk by chunk, each folded into the argmax as soon as its pairs are
+        finished; a chunk that runs out of memory is retried smaller.  Returns the final reference mode."""
+        x_tm = self.shared_start()
+        self.fold_finished()
+        while pending:
+            self._check_cancel()
+            chunk, size = self._next_chunk(pending, mode, max_runs)
+            final, oom = self._try_chunk(x_tm, chunk, mode, driver)
+            if oom is not None:
+                mode, max_runs = self._shrink_after_oom(oom, size, mode)
+                continue
+            self.stats["chunks"].append(size)
+            for r, z in zip(chunk, final):
+                self.finished[r] = z.detach()
+            del final
+            pending = pending[len(chunk):]
+            self.fold_finished()
+        return mode
+
+    def _next_chunk(self, pending: list, mode: str, max_runs: int) -> Tuple[list, int]:
+        """The next chunk of ``pending`` and its size (runs or rows, the reference's included)."""
+        if self.compact:
+            chunk = rows.take_rows(pending, max_runs, mode == "repeat")
+            return chunk, len(chunk) + (len({f for _, f in chunk}) if mode == "repeat" else 0)
+        per_chunk = max_runs - 1 if mode == "repeat" else max_runs
+        if per_chunk >= 2 and per_chunk % 2:
+            per_chunk -= 1
+        chunk = pending[:max(1, per_chunk)]
+        return chunk, len(chunk) + (1 if mode == "repeat" else 0)
+
+    def _compute_chunk(self, x_tm: torch.Tensor, chunk: list, mode: str, driver) -> list:
+        """One chunk denoised (the reference store built first when needed); the finished runs' final latents
+        (compacted rows: none here, finished runs go to ``finished`` as their last rows come in)."""
+        if mode == "store" and self.store is None:
+            self.build_store(x_tm)
+            if self.compact and driver is not None:
+                driver.keep_frames(range(self.T))  # its prefix at t_m is every frame's: not again
+        if self.compact:
+            out = rows.run_rows(self, x_tm, chunk, mode == "repeat", driver)
+            self.finished.update(self.assembler.add(chunk, out, x_tm))
+            return []
+        return self.run_chunk(x_tm, chunk, with_reference=(mode == "repeat"))
+
+    def _try_chunk(self, x_tm: torch.Tensor, chunk: list, mode: str, driver) -> Tuple[list, Optional[str]]:
+        """(:meth:`_compute_chunk`'s latents, None), or ([], the error) when the chunk ran out of memory: its
+        progress is taken back and the memory freed."""
+        units_before = self.units
+        try:
+            return self._compute_chunk(x_tm, chunk, mode, driver), None
+        except Exception as exc:  # noqa: BLE001 - only OOM is handled
+            if not is_out_of_memory(exc):
+                raise
+            msg = f"{type(exc).__name__}: {str(exc)[:200]}"
+            del exc
+            self.units = units_before
+            _free_memory()
+            return [], msg
+
+    def _shrink_after_oom(self, msg: str, size: int, mode: str) -> Tuple[str, int]:
+        """The reference mode and chunk capacity to retry with after a chunk of ``size`` ran out of memory."""
+        self.stats["oom_retries"] = int(self.stats["oom_retries"]) + 1
+        smaller, max_runs = shrink_after_oom(msg, size, mode, "rows" if self.compact else "runs",
+                                             self.settings.reference)
+        if smaller != mode and self.backbone.device.type != "cpu":
+            self.store_device = torch.device("cpu")  # the store goes to the host then
+        return smaller, max_runs
+
+    def _result(self) -> ModulationResult:
+        """The labels (a NaN difference map is an error), the difference maps when asked, the statistics."""
         nan = self.acc.labels_with_nan()  # one host read per batch
         if nan:
             raise NumericalError(
                 f"Masked modulation gave NaN difference maps for label(s) {[int(self.ids[i]) for i in nan]} "
-                f"({str(self.bb.dtype).replace('torch.', '')} on {self.bb.device}): the computation overflowed.",
+                f"({str(self.backbone.dtype).replace('torch.', '')} on {self.backbone.device}): the computation "
+                "overflowed.",
                 "Run with precision 'bf16' or 'fp32' (fp16 can overflow), or check the model's weights.")
         labels = self.acc.labels(self.ids)
         if labels.device.type != "meta":  # meta tensors: FLOP counting (benchmarks/modulation.py)

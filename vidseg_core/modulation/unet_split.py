@@ -4,14 +4,15 @@ At the modulation step t_m every run of a chunk (the reference and all
 modulated runs) starts from the same noisy latent with the same
 conditioning, so everything the UNet computes before the modulated layer is
 identical across runs.  A *splitter* cuts the UNet just before the modulated
-attention module (diffusers: :mod:`.diffusers_split`).  The *prefix* runs on
+attention module (diffusers: :mod:`vidseg_core.backbones.diffusers_split`).  The *prefix* runs on
 the rows of one run; its state (hidden states, the skip connections still to
 be consumed, time embedding, conditioning) is then
 repeated for all runs and the *suffix* continues on the full batch.  The
 prefix is cached, so every chunk of a batch reuses it.
 
 The split is the backbone's (``backbone.prefix_splitter(block)``, contract
-:class:`UNetSplitter`): :class:`~.diffusers_split.DiffusersSplitter` for diffusers' UNets,
+:class:`~vidseg_core.backbones.split.UNetSplitter`): :class:`~vidseg_core.backbones.diffusers_split.DiffusersSplitter`
+for diffusers' UNets,
 ComfyUI's own SD / SVD ``UNetModel`` in the pack's native adapter
 (``nodes/comfy_native_split.py``; the core never imports ComfyUI).
 :func:`shared_prefix` routes the UNet's calls to the driver
@@ -27,115 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 
 from ..backbones.attention import RowLayout
+from ..backbones.split import SplitState, UNetCall, UNetSplitter
 from .split_check import check_split, known_failure
-
-
-@dataclass
-class SplitState:
-    """Everything the suffix needs, for ``n`` rows (one run) or expanded to all runs."""
-
-    hidden: torch.Tensor  # input of up_blocks[k].attentions[j]
-    block_skips: Tuple[torch.Tensor, ...]  # skips still to be consumed by up_blocks[k]
-    skips: Tuple[torch.Tensor, ...]  # skips for up_blocks[k+1:]
-    emb: torch.Tensor
-    context: Optional[torch.Tensor]
-    indicator: Optional[torch.Tensor]  # SVD image_only_indicator [batch, frames]
-    forward_upsample_size: bool
-    batch: int  # SVD: videos; SD: rows
-    frames: int  # SVD: frames per video; SD: 1
-    extra: Dict[str, Any] = field(default_factory=dict)
-
-    def expand(self, runs: int) -> "SplitState":
-        """Repeat every per-row tensor ``runs`` times along the batch dimension."""
-        def rep(t):
-            if t is None:
-                return None
-            return t.unsqueeze(0).expand(runs, *t.shape).reshape(runs * t.shape[0], *t.shape[1:])
-
-        return SplitState(rep(self.hidden), tuple(rep(s) for s in self.block_skips), tuple(rep(s) for s in self.skips),
-                          rep(self.emb), rep(self.context), rep(self.indicator), self.forward_upsample_size,
-                          self.batch * runs, self.frames, dict(self.extra))
-
-    @staticmethod
-    def cat(states: "List[SplitState]") -> "SplitState":
-        """The rows of ``states`` one after another (SD rows; every state from the same prefix computation)."""
-        def cat(ts):
-            return None if ts[0] is None else torch.cat(ts)
-
-        first = states[0]
-        return SplitState(cat([s.hidden for s in states]),
-                          tuple(cat([s.block_skips[i] for s in states]) for i in range(len(first.block_skips))),
-                          tuple(cat([s.skips[i] for s in states]) for i in range(len(first.skips))),
-                          cat([s.emb for s in states]), cat([s.context for s in states]),
-                          cat([s.indicator for s in states]), first.forward_upsample_size,
-                          sum(s.batch for s in states), first.frames, dict(first.extra))
-
-    def select(self, index: torch.Tensor) -> "SplitState":
-        """Rows ``index`` of every per-row tensor (SD: a row is one frame of one guidance half)."""
-        def sel(t):
-            return None if t is None else t.index_select(0, index)
-
-        return SplitState(sel(self.hidden), tuple(sel(s) for s in self.block_skips), tuple(sel(s) for s in self.skips),
-                          sel(self.emb), sel(self.context), sel(self.indicator), self.forward_upsample_size,
-                          int(index.shape[0]), self.frames, dict(self.extra))
-
-
-# ---------------------------------------------------------------- the splitter contract
-@dataclass
-class UNetCall:
-    """One UNet call as a splitter hands it to the driver (:class:`PrefixSharingForward`).
-
-    ``rows``: the per-row inputs, the sample first (dim 0 = rows: runs x halves x frames for SD; a 0-d tensor or
-    None is shared by all rows); the driver slices them all alike for the prefix.  ``original()``: the whole UNet
-    on this call, unchanged.  ``wrap(out)``: an output tensor in the forward's return type.  ``refusal``: why this
-    call must run whole (an input the splitter does not handle), None when it can be split.  ``options``: the
-    splitter's own (ComfyUI: the call's ``transformer_options``)."""
-
-    rows: Dict[str, Optional[torch.Tensor]]
-    original: Callable[[], Any]
-    wrap: Callable[[torch.Tensor], Any]
-    refusal: Optional[str] = None
-    options: Any = None
-
-
-class UNetSplitter:
-    """What :func:`shared_prefix` asks of a backbone (``backbone.prefix_splitter(block)``): one UNet split just
-    before the attention module of decoder block ``block`` (the modulated layer).
-
-    * construction raises ``TypeError`` / ``ValueError`` (with the reason) for a UNet it cannot split;
-    * ``unsupported``: features that make every call run whole (None: none);
-    * :meth:`blocked`: why the UNet's calls cannot be routed at all (e.g. a forward already wrapped), or None;
-    * :meth:`route`: while the ``with`` block is open, each UNet call becomes ``handler(call)`` (:class:`UNetCall`)
-      and the UNet is restored afterwards;
-    * :meth:`prefix` (on the rows the driver selected) -> :class:`SplitState`; :meth:`suffix` (state expanded or
-      selected to the call's rows) -> the UNet output tensor, equal to ``call.original()``'s;
-    * :meth:`sub_call`: ``call`` restricted to such selected rows, its ``original()`` the UNet's own (unrouted)
-      forward on them returning the output tensor (the once-per-model check, :mod:`.split_check`).
-    """
-
-    family = "sd"
-    unsupported: Optional[str] = None
-
-    def blocked(self) -> Optional[str]:
-        return None
-
-    def route(self, handler: Callable[[UNetCall], Any]):
-        raise NotImplementedError
-
-    def prefix(self, call: UNetCall, rows: Dict[str, Optional[torch.Tensor]]) -> SplitState:
-        raise NotImplementedError
-
-    def suffix(self, state: SplitState, call: UNetCall) -> torch.Tensor:
-        raise NotImplementedError
-
-    def sub_call(self, call: UNetCall, rows: Dict[str, Optional[torch.Tensor]]) -> UNetCall:
-        raise NotImplementedError
 
 
 # ---------------------------------------------------------------- the driver
@@ -258,7 +157,7 @@ class PrefixSharingForward:
                 self.stats["reused"] += 1
             per_frame = SplitState.cat([self.frame_prefix[f] for f in frames])  # rows [source·halves + half]
             dev = per_frame.hidden.device
-            order = torch.tensor([s * halves + h for h in range(halves) for s in range(S)], device=dev)
+            order = torch.tensor([source * halves + h for h in range(halves) for source in range(S)], device=dev)
             self.cache = (first, per_frame.select(order))  # rows [half·S + source], as ``expand`` reads them
         else:
             self.stats["reused"] += 1
@@ -319,22 +218,13 @@ def _unavailable(stats: Optional[dict], reason: str, detail: str) -> None:
                                             "the labels are the same, the step t_m costs more.", reason, detail)
 
 
-def prefix_splitter(backbone, split_block: int) -> UNetSplitter:
-    """The backbone's splitter (``backbone.prefix_splitter``), else the diffusers one over ``backbone.unet``."""
-    make = getattr(backbone, "prefix_splitter", None)
-    if make is not None:
-        return make(split_block)
-    from .diffusers_split import DiffusersSplitter
-
-    return DiffusersSplitter(backbone.unet, split_block)
-
-
 @contextlib.contextmanager
 def shared_prefix(backbone, split_block: int, step: int, enabled: bool = True,
                   stats: Optional[dict] = None) -> Iterator[Optional[PrefixSharingForward]]:
     """Route ``backbone``'s UNet calls through :class:`PrefixSharingForward` inside the ``with`` block.
 
-    The split comes from the backbone (:func:`prefix_splitter`, contract :class:`UNetSplitter`): diffusers' UNets
+    The split comes from the backbone (``backbone.prefix_splitter``, contract
+    :class:`~vidseg_core.backbones.split.UNetSplitter`): diffusers' UNets
     here, ComfyUI's SD / SVD ``UNetModel`` in the pack's native adapter.  Yields None where the prefix cannot be
     shared; then ``stats["prefix"]`` (if ``stats`` is given) says why (``{"shared": False, "reason": ...}``) and
     the reason is logged once per process (logger ``vidseg``).  A call the splitter refuses (e.g. a ControlNet
@@ -346,7 +236,7 @@ def shared_prefix(backbone, split_block: int, step: int, enabled: bool = True,
         yield None
         return
     try:
-        splitter = prefix_splitter(backbone, split_block)
+        splitter = backbone.prefix_splitter(split_block)
     except (TypeError, ValueError) as exc:
         _unavailable(stats, str(exc), "the whole UNet runs at step t_m for every run")
         yield None
@@ -368,5 +258,3 @@ def shared_prefix(backbone, split_block: int, step: int, enabled: bool = True,
     with splitter.route(driver):
         yield driver
 
-
-from .diffusers_split import DiffusersSplitter, SplitUNet  # noqa: E402,F401 - re-exported (tests, benchmarks)

@@ -80,7 +80,7 @@ class NameScores:
             self.cells[v] = self.cells.get(v, 0) + int(counts[i])
 
     def mean_scores(self) -> Dict[int, torch.Tensor]:
-        return {v: s / self.cells[v] for v, s in self.sums.items() if self.cells[v]}
+        return {v: total / self.cells[v] for v, total in self.sums.items() if self.cells[v]}
 
     def names(self, threshold: Optional[float] = None) -> Dict[int, LabelName]:
         thr = default_threshold(len(self.vocabulary)) if threshold is None else float(threshold)

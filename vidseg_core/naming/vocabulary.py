@@ -110,7 +110,7 @@ def load_vocabulary(spec) -> Vocabulary:
     if isinstance(spec, Vocabulary):
         return spec
     if isinstance(spec, (list, tuple)):
-        return vocabulary_from_items([str(s) for s in spec])
+        return vocabulary_from_items([str(item) for item in spec])
     if not isinstance(spec, str) or not spec.strip():
         raise InputError("No vocabulary was given.",
                          "Give words ('sky, water, person'), a file, or a shipped list: " + ", ".join(BUILTIN) + ".")

@@ -40,11 +40,11 @@ def _box_sum_1d(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
 def _box_mean_cumsum(x: torch.Tensor, r: int, acc: torch.dtype) -> torch.Tensor:
     """Clipped-window mean by cumulative sums in ``acc`` (float64: exact enough; O(1) per element)."""
     H, W = x.shape[-2:]
-    s = _box_sum_1d(_box_sum_1d(x.to(acc), r, -1), r, -2)
+    total = _box_sum_1d(_box_sum_1d(x.to(acc), r, -1), r, -2)
     iy, ix = torch.arange(H, device=x.device), torch.arange(W, device=x.device)
     ny = ((iy + r + 1).clamp(max=H) - (iy - r).clamp(min=0)).to(acc)
     nx = ((ix + r + 1).clamp(max=W) - (ix - r).clamp(min=0)).to(acc)
-    return (s / (ny[:, None] * nx[None, :])).to(x.dtype)
+    return (total / (ny[:, None] * nx[None, :])).to(x.dtype)
 
 
 def _box_mean_window(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -105,16 +105,16 @@ def guided_filter_color(guide: torch.Tensor, src: torch.Tensor, radius: int, eps
     pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
     ii = torch.stack([guide[:, a] * guide[:, b] for a, b in pairs], 1)
     var = box_mean(ii, radius, prec) - torch.stack([mI[:, a] * mI[:, b] for a, b in pairs], 1)
-    rr, rg, rb, gg, gb, bb = (var[:, i] for i in range(6))
-    rr, gg, bb = rr + eps, gg + eps, bb + eps
+    v_rr, v_rg, v_rb, v_gg, v_gb, v_bb = (var[:, i] for i in range(6))
+    v_rr, v_gg, v_bb = v_rr + eps, v_gg + eps, v_bb + eps
     # inverse of the symmetric matrix by its adjugate
-    i_rr = gg * bb - gb * gb
-    i_rg = gb * rb - rg * bb
-    i_rb = rg * gb - gg * rb
-    i_gg = rr * bb - rb * rb
-    i_gb = rb * rg - rr * gb
-    i_bb = rr * gg - rg * rg
-    det = rr * i_rr + rg * i_rg + rb * i_rb
+    i_rr = v_gg * v_bb - v_gb * v_gb
+    i_rg = v_gb * v_rb - v_rg * v_bb
+    i_rb = v_rg * v_gb - v_gg * v_rb
+    i_gg = v_rr * v_bb - v_rb * v_rb
+    i_gb = v_rb * v_rg - v_rr * v_gb
+    i_bb = v_rr * v_gg - v_rg * v_rg
+    det = v_rr * i_rr + v_rg * i_rg + v_rb * i_rb
     inv = torch.stack([torch.stack([i_rr, i_rg, i_rb], 1), torch.stack([i_rg, i_gg, i_gb], 1),
                        torch.stack([i_rb, i_gb, i_bb], 1)], 1) / det[:, None, None]  # [N,3,3,H,W]
     a = torch.einsum("ncdhw,ndlhw->nclhw", inv, cov_Ip)  # [N,3,L,H,W]
@@ -166,8 +166,8 @@ class GuidedFilterUpsampler(Upsampler):
     def parameters_for(self, frame_hw, coarse_hw):
         cell = max(frame_hw[0] / coarse_hw[0], frame_hw[1] / coarse_hw[1])
         r = int(self.radius) if self.radius is not None else max(1, int(round(cell)))
-        s = int(self.subsample) if self.subsample is not None else max(1, r // 4)
-        return r, s
+        subsample = int(self.subsample) if self.subsample is not None else max(1, r // 4)
+        return r, subsample
 
     def _soft_onehot(self, coarse_t: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         p = (coarse_t.unsqueeze(0) == ids.view(-1, 1, 1)).float().unsqueeze(0)  # [1,L,h,w]
@@ -186,9 +186,9 @@ class GuidedFilterUpsampler(Upsampler):
         ids_d = ids.to(dev)
         if ids.numel() == 1:
             return torch.full((T, H, W), int(ids[0]), dtype=torch.long, device=dev)
-        r, s = self.parameters_for((H, W), coarse.shape[1:])
-        hs, ws = max(1, round(H / s)), max(1, round(W / s))
-        rs = max(1, round(r / s))
+        r, subsample = self.parameters_for((H, W), coarse.shape[1:])
+        hs, ws = max(1, round(H / subsample)), max(1, round(W / subsample))
+        rs = max(1, round(r / subsample))
         out = torch.empty((T, H, W), dtype=torch.long, device=dev)
         for t in range(T):
             if context is not None and context.cancel is not None and context.cancel():
@@ -196,7 +196,7 @@ class GuidedFilterUpsampler(Upsampler):
 
                 raise ModulationCancelled("Upsampling was cancelled.", "Run again when ready.")
             guide = frames[t].to(torch.float32).permute(2, 0, 1).unsqueeze(0)  # [1,3,H,W] (a new tensor)
-            guide_lo = F.interpolate(guide, (hs, ws), mode="bilinear", align_corners=False, antialias=s > 1)
+            guide_lo = F.interpolate(guide, (hs, ws), mode="bilinear", align_corners=False, antialias=subsample > 1)
             p_lo = F.interpolate(self._soft_onehot(coarse[t].to(dev), ids_d), (hs, ws), mode="bilinear",
                                  align_corners=False)
             mean_a, mean_b = guided_filter_color(guide_lo, p_lo, rs, self.eps, self.box_precision)

@@ -1,4 +1,5 @@
-"""Diffusers' SD 2.1 / SVD UNets split for prefix sharing (:mod:`.unet_split`, contract :class:`UNetSplitter`).
+"""Diffusers' SD 2.1 / SVD UNets split for prefix sharing (:mod:`vidseg_core.modulation.unet_split`,
+contract :class:`~.split.UNetSplitter`).
 
 :class:`SplitUNet` re-implements the forward pass of diffusers' ``UNet2DConditionModel`` (SD 2.1) and
 ``UNetSpatioTemporalConditionModel`` (SVD) from their module structure:
@@ -17,7 +18,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from .unet_split import SplitState, UNetCall, UNetSplitter
+from .split import SplitState, UNetCall, UNetSplitter
 
 
 class _Output(tuple):
@@ -85,7 +86,7 @@ class SplitUNet:
         u = self.unet
         k, j = stop if stop is not None else (self.k, self.j)
         factor = 2 ** u.num_upsamplers
-        fus = any(int(s) % factor != 0 for s in sample.shape[-2:])
+        fus = any(int(side) % factor != 0 for side in sample.shape[-2:])
         indicator = None
         if self.family == "sd":
             batch, frames = sample.shape[0], 1
