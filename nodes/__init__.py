@@ -29,10 +29,11 @@ FAILED_MODULES: dict = {}
 
 def _load():
     """Import the node modules, fill the mappings; returns ``(API, comfy_entrypoint)``."""
-    from . import comfy_bridge, schema
+    from . import schema
+    from .comfy_adapters import bridge
 
     try:
-        comfy_bridge.register_model_folder()
+        bridge.register_model_folder()
     except Exception as exc:  # noqa: BLE001 - never take ComfyUI down
         log.warning("[VidSeg] could not register the models/vidseg folder: %s", exc)
     declared = []
@@ -45,7 +46,7 @@ def _load():
             log.exception("[VidSeg] node module %s failed to import", name)
             continue
         declared.extend(nodes)
-    api = comfy_bridge.node_api()
+    api = bridge.node_api()
     kind, classes = schema.comfy_classes([c for c, _ in declared], api)
     for cls, (_, node) in zip(classes, declared):
         NODE_CLASS_MAPPINGS[node.node_id] = cls

@@ -10,7 +10,7 @@ from ..vidseg_core.cbr import START_ARITHMETIC
 from ..vidseg_core.errors import InputError
 from ..vidseg_core.refiners import CBRRefiner, NoRefiner
 from ..vidseg_core.video_features import VideoFeatures
-from . import comfy_bridge as cb
+from .comfy_adapters import bridge
 from .schema import Boolean, Combo, Float, Int, Node, Out, Socket
 from .sockets import VIDSEG_FEATURES, VIDSEG_LABELS, VIDSEG_REFINER, require_labels
 
@@ -82,7 +82,7 @@ class VidSegCBRRefine:
         n = labels.num_frames
         batch_size = int(labels.meta.get("batch_size") or features.meta.get("batch_size") or 14)
         batches = plan_batches(n, batch_size)
-        progress = cb.Progress(len(batches))
+        progress = bridge.Progress(len(batches))
         out = torch.empty_like(labels.labels)
         for b in batches:
             progress(b.index, len(batches))

@@ -14,7 +14,7 @@ from ..vidseg_core.errors import InputError
 from ..vidseg_core.labels import LabelTable, assign_labels
 from ..vidseg_core.refiners import CBRRefiner, Refiner
 from ..vidseg_core.video_features import VideoFeatures
-from . import comfy_bridge as cb
+from .comfy_adapters import bridge
 from .schema import Combo, Int, Node, Out, Socket
 from .sockets import VIDSEG_CLUSTERS, VIDSEG_FEATURES, VIDSEG_LABELS, VIDSEG_REFINER, VIDSEG_SHOTS, Clusters, Labels
 
@@ -70,9 +70,9 @@ class VidSegKNNContextModel:
             return (with_shots(features, clusters, assignment, table, batch_size, n_neighbors, implementation,
                                refiner, shots),)
         batches = plan_batches(n, batch_size)
-        progress = cb.Progress(n)
+        progress = bridge.Progress(n)
         progress(0, n)
-        ctx = SceneContext(n_neighbors, refiner if refiner is not None else CBRRefiner(), cb.torch_device(),
+        ctx = SceneContext(n_neighbors, refiner if refiner is not None else CBRRefiner(), bridge.torch_device(),
                            implementation)
         ctx.init_from_assignment(features.aggregated[frame], clusters.frame_clusters(frame), assignment, table=table)
         h, w = features.grid
@@ -118,9 +118,9 @@ def with_shots(features, clusters, assignment, table, batch_size, n_neighbors, i
                                kmeans_impl=meta.get("implementation", "torch"),
                                refiner=refiner if refiner is not None else CBRRefiner(), reference_frame=frame,
                                names={e.value: e.name for e in table}, shots=settings_of(shots))
-    progress = cb.Progress(n)
+    progress = bridge.Progress(n)
     out, bank_table, summary = coarse_segment_shots(
-        features, settings, batch_size, device=cb.torch_device(),
+        features, settings, batch_size, device=bridge.torch_device(),
         shots=(found, list(shots["frame_cuts"]), shots["cut_detection"]),
         reference=(clusters.frame_clusters(frame), assignment, table, centers), progress=progress,
         n_neighbors=n_neighbors, knn_impl=implementation)

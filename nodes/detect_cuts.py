@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 from ..vidseg_core.shots import FrameCutDetector, frame_histograms, shots_from_cuts
-from . import comfy_bridge as cb
-from .comfy_video import VIDEO, frames_or_video
+from .comfy_adapters import bridge
+from .comfy_adapters.video import VIDEO, frames_or_video
 from .schema import Float, Int, Node, Out, Socket
 from .shot_inputs import DEFAULT_SHOTS, check_video, cut_inputs, describe_shots, settings_dict, shot_settings
 from .sockets import VIDSEG_SHOTS
@@ -66,7 +66,7 @@ class VidSegDetectCuts:
             check_video(settings, n)
             found, scores, note = [], None, ""
             if cuts == "auto":
-                progress = cb.Progress(n)
+                progress = bridge.Progress(n)
                 hists = []
                 for a in range(0, n, int(batch_size)):
                     progress(a, n)

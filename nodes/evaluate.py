@@ -5,7 +5,7 @@ import json
 
 from ..vidseg_core.errors import InputError
 from ..vidseg_core.metrics import PROTOCOLS, evaluate_arrays, parse_metrics
-from . import comfy_bridge as cb
+from .comfy_adapters import bridge
 from .convert import ground_truth_ids
 from .schema import Combo, Int, Node, Out, Socket, String
 from .sockets import VIDSEG_LABELS, require_labels
@@ -71,7 +71,7 @@ class VidSegEvaluate:
                  ground_truth_labels=None):
         labels = require_labels(labels)
         names = parse_metrics(metrics)
-        cb.check_interrupt()
+        bridge.check_interrupt()
         gt = ground_truth_ids(ground_truth_mask, ground_truth_labels)
         pred = labels.full_resolution().numpy()
         if gt.shape != pred.shape:

@@ -5,8 +5,8 @@ import math
 
 from ..vidseg_core.features import extract_features
 from ..vidseg_core.video_io import TensorFrames
-from . import comfy_bridge as cb
-from .comfy_video import VIDEO, frames_or_video
+from .comfy_adapters import bridge
+from .comfy_adapters.video import VIDEO, frames_or_video
 from .schema import Boolean, Int, Node, Out, Socket
 from .sockets import KEEP_MODEL_TOOLTIP, MODEL_TOOLTIP, VIDSEG_FEATURES, VIDSEG_MODEL
 
@@ -39,12 +39,12 @@ class VidSegExtractFeatures:
     def extract(self, model, frames=None, batch_size=14, seed=1, keep_model_loaded=False, video=None):
         source = frames_or_video(frames, video, "Extract Block Features")  # a VIDEO is decoded batch by batch
         n = len(source)
-        progress = cb.Progress(n)
+        progress = bridge.Progress(n)
         progress(0, n)
         try:
-            with cb.model_on_device(model, keep_model_loaded) as bb:
+            with bridge.model_on_device(model, keep_model_loaded) as backbone:
                 frames_in = source.frames if isinstance(source, TensorFrames) else source
-                feats = extract_features(bb, frames_in, batch_size=batch_size, seed=seed, progress=progress)
+                feats = extract_features(backbone, frames_in, batch_size=batch_size, seed=seed, progress=progress)
         finally:
             source.close()
         feats.meta["num_batches"] = math.ceil(n / batch_size)

@@ -6,7 +6,7 @@ import dataclasses
 import torch
 
 from ..vidseg_core.upsample import UpsampleContext, make_upsampler
-from . import comfy_bridge as cb
+from .comfy_adapters import bridge
 from .convert import image_batch
 from .masked_modulation import check_frames_match
 from .schema import Float, Int, Node, Out, Socket
@@ -48,14 +48,14 @@ class VidSegGuidedUpsample:
         ids = torch.tensor(labels.table.values, dtype=torch.long)
         n = labels.num_frames
         H, W = labels.frame_size
-        dev = cb.torch_device()
-        progress = cb.Progress(n)
+        dev = bridge.torch_device()
+        progress = bridge.Progress(n)
         progress(0, n)
         out = torch.empty(n, H, W, dtype=torch.long)
         coarse = labels.labels  # full-resolution labels are simply re-filtered
         for s in range(0, n, CHUNK):
             e = min(n, s + CHUNK)
-            ctx = UpsampleContext(progress=lambda d, t, _s=s: progress(_s + d, n), cancel=cb.cancel_check)
+            ctx = UpsampleContext(progress=lambda d, t, _s=s: progress(_s + d, n), cancel=bridge.cancel_check)
             out[s:e] = up.upsample(frames[s:e].to(dev), coarse[s:e].to(dev), ids, ctx).cpu()
         progress(n, n)
         meta = {**labels.meta, "upsampler": "guided_filter"}

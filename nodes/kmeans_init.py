@@ -5,7 +5,7 @@ from ..vidseg_core.batching import plan_batches
 from ..vidseg_core.errors import InputError
 from ..vidseg_core.kmeans import fit_kmeans
 from ..vidseg_core.video_features import VideoFeatures
-from . import comfy_bridge as cb
+from .comfy_adapters import bridge
 from .schema import Combo, Int, Node, Out, Socket
 from .sockets import VIDSEG_CLUSTERS, VIDSEG_FEATURES, VIDSEG_SHOTS, Clusters
 
@@ -48,14 +48,14 @@ class VidSegKMeansInit:
         if not 0 <= reference_frame < n:
             raise InputError(f"reference_frame {reference_frame} is outside the video's {n} frames.",
                              f"Use an index in 0..{n - 1}.")
-        cb.check_interrupt()
+        bridge.check_interrupt()
         batch_size = int(features.meta.get("batch_size") or 14)
         rb = next(b for b in _plan(n, batch_size, shots) if b.write_start <= reference_frame < b.stop)
         feats = features.aggregated[rb.start:rb.stop].float()
         t, h, w, c = feats.shape
         km = fit_kmeans(feats.reshape(-1, c), num_clusters, n_init=n_init, seed=seed, impl=implementation,
-                        device=cb.torch_device())
-        cb.check_interrupt()
+                        device=bridge.torch_device())
+        bridge.check_interrupt()
         clusters = km.labels.reshape(t, h, w).cpu()
         meta = {"batch_size": batch_size, "seed": features.meta.get("seed"), "n_init": n_init, "kmeans_seed": seed,
                 "implementation": implementation, "backbone": features.backbone}

@@ -6,7 +6,7 @@ import torch
 from ..vidseg_core.backbones import TINY_MODELS, load_backbone
 from ..vidseg_core.compile import COMPILE_CHOICES, compile_backbone, resolve_compile
 from ..vidseg_core.devices import PRECISIONS
-from . import comfy_bridge as cb
+from .comfy_adapters import bridge
 from .schema import Combo, Node, Out
 from .sockets import VIDSEG_MODEL, ModelHandle
 
@@ -24,7 +24,7 @@ class VidSegLoadModel:
             "ComfyUI/models/diffusers; 'tiny-sd' / 'tiny-svd' are random test models (fast, meaningless masks). The "
             "model stays on ComfyUI's offload device until a VidSeg compute node needs it.",
             inputs=(
-                Combo("model", cb.list_models() + list(TINY_MODELS),
+                Combo("model", bridge.list_models() + list(TINY_MODELS),
                       "SD 2.1 (v2-1_512-ema-pruned / v2-1_768-ema-pruned) or SVD (svd / svd_xt) checkpoint. Put files "
                       "in ComfyUI/models/checkpoints or ComfyUI/models/vidseg, diffusers folders in "
                       "ComfyUI/models/diffusers. tiny-sd / tiny-svd are random test models."),
@@ -46,14 +46,14 @@ class VidSegLoadModel:
 
     def load(self, model, precision="auto", device="auto", prediction_type="auto", compile="off"):
         wanted = resolve_compile(compile)
-        dev = cb.torch_device() if device == "auto" else torch.device(device)
-        path = model if model in TINY_MODELS else cb.resolve_model(model)
-        bb = load_backbone(path, dev, precision, prediction_type=None if prediction_type == "auto" else prediction_type,
-                           search_dirs=cb.all_model_folders())
+        dev = bridge.torch_device() if device == "auto" else torch.device(device)
+        path = model if model in TINY_MODELS else bridge.resolve_model(model)
+        backbone = load_backbone(path, dev, precision, prediction_type=None if prediction_type == "auto" else prediction_type,
+                           search_dirs=bridge.all_model_folders())
         if wanted:
-            compile_backbone(bb)
-        handle = ModelHandle(bb, model, bb.device, bb.dtype)
-        cb.move_model(bb, cb.offload_device())
+            compile_backbone(backbone)
+        handle = ModelHandle(backbone, model, backbone.device, backbone.dtype)
+        bridge.move_model(backbone, bridge.offload_device())
         return (handle,)
 
 

@@ -9,7 +9,7 @@ from ..vidseg_core.batching import plan_batches
 from ..vidseg_core.errors import InputError
 from ..vidseg_core.features import prepare_batch
 from ..vidseg_core.modulation import ModulationSettings, modulate_batch
-from . import comfy_bridge as cb
+from .comfy_adapters import bridge
 from .convert import image_batch
 from .schema import Boolean, Combo, Float, Int, Node, Out, Socket
 from .sockets import KEEP_MODEL_TOOLTIP, VIDSEG_LABELS, VIDSEG_MODEL, Labels, require, require_labels
@@ -72,16 +72,16 @@ class VidSegMaskedModulation:
         seed = labels.meta.get("seed")
         batches = plan_batches(n, int(labels.meta.get("batch_size") or 14))
         ids = labels.table.values
-        progress = cb.Progress(len(batches) * 2 * len(ids))  # one unit per modulated run
+        progress = bridge.Progress(len(batches) * 2 * len(ids))  # one unit per modulated run
         progress(0)
         out = torch.empty(n, H, W, dtype=torch.long)
-        with cb.model_on_device(model, keep_model_loaded) as bb:
+        with bridge.model_on_device(model, keep_model_loaded) as backbone:
             for b in batches:
                 report = progress.sub(b.index, len(batches))
                 report(0, 1)
-                inputs = prepare_batch(bb, frames[b.start:b.stop], seed)
-                res = modulate_batch(bb, inputs, labels.labels[b.start:b.stop], ids, (H, W), settings,
-                                     report, cb.cancel_check)
+                inputs = prepare_batch(backbone, frames[b.start:b.stop], seed)
+                res = modulate_batch(backbone, inputs, labels.labels[b.start:b.stop], ids, (H, W), settings,
+                                     report, bridge.cancel_check)
                 out[b.write_start:b.stop] = res.labels[b.write_offset:].cpu()
                 del inputs, res
                 report(1, 1)

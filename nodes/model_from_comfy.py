@@ -6,7 +6,7 @@ from typing import Optional
 
 from ..vidseg_core.compile import compile_backbone
 from ..vidseg_core.errors import InputError
-from .comfy_native import (SUPPORTED, TORCH_COMPILE_WRAPPER, _sigma_check, _unused_wrappers, backbone_from_comfy,
+from .comfy_adapters.native import (SUPPORTED, TORCH_COMPILE_WRAPPER, _sigma_check, _unused_wrappers, backbone_from_comfy,
                            torch_compile_request)
 from .schema import Combo, Node, Out, Socket
 from .sockets import VIDSEG_MODEL, ModelHandle
@@ -55,18 +55,18 @@ class VidSegModelFromComfy:
 
     def convert(self, model, vae, clip=None, clip_vision=None, compile="auto"):
         arguments = compile_arguments(compile, model)
-        bb = backbone_from_comfy(model, vae, clip=clip, clip_vision=clip_vision)
+        backbone = backbone_from_comfy(model, vae, clip=clip, clip_vision=clip_vision)
         honoured = ()
         if arguments is not None:  # handled here: compiled, or eager after a warning saying why
             honoured = (TORCH_COMPILE_WRAPPER,)
-            state = compile_backbone(bb, **arguments)
+            state = compile_backbone(backbone, **arguments)
             if state.active:
                 log.info("[VidSeg] torch.compile (%s): %d blocks of the UNet and VAE compiled regionally during "
                          "VidSeg's calls; the first batch compiles them.", state.backend, len(state.regions))
-        for note in (_sigma_check(bb), _unused_wrappers(bb, honoured)):
+        for note in (_sigma_check(backbone), _unused_wrappers(backbone, honoured)):
             if note:
                 log.warning("[VidSeg] %s", note)
-        return (ModelHandle(bb, bb.name, bb.device, bb.dtype),)
+        return (ModelHandle(backbone, backbone.name, backbone.device, backbone.dtype),)
 
 
 NODES = (VidSegModelFromComfy,)

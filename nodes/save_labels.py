@@ -7,7 +7,7 @@ import re
 
 from ..vidseg_core.errors import InputError
 from ..vidseg_core.label_io import save_label_png
-from . import comfy_bridge as cb
+from .comfy_adapters import bridge
 from .schema import Node, Socket, String
 from .sockets import VIDSEG_LABELS, require_labels
 from .stored_labels import label_chunks, label_range
@@ -69,7 +69,7 @@ class VidSegSaveLabelMaps:
         lo, hi = label_range(labels)
         if lo < 0 or hi > 255:
             raise InputError("Label values above 255 do not fit a palettised PNG.", "Use at most 255 clusters.")
-        folder, base, subfolder = output_target(cb.output_directory(), filename_prefix)
+        folder, base, subfolder = output_target(bridge.output_directory(), filename_prefix)
         os.makedirs(folder, exist_ok=True)
         counter = next_counter(folder, base)
 
@@ -79,7 +79,7 @@ class VidSegSaveLabelMaps:
         while any(os.path.exists(os.path.join(folder, n)) for n in names(counter)):
             counter += 1
         files = names(counter)
-        progress = cb.Progress(n)
+        progress = bridge.Progress(n)
         results = []
         for start, part in label_chunks(labels):  # a range of frames at a time (long videos: read from disk)
             for i in range(part.shape[0]):

@@ -17,7 +17,7 @@ from typing import Iterator, List, Optional
 import torch
 
 from ..vidseg_core.errors import InputError
-from . import comfy_bridge as cb
+from .comfy_adapters import bridge
 from ..vidseg_core.naming.capture import naming_layers
 from ..vidseg_core.naming.cross_attention import layer_module
 from ..vidseg_core.naming.segmenter import NamingSettings, resolve_namer
@@ -81,10 +81,10 @@ def clip_phrase_encoder(clip) -> PhraseEncoder:
     return encode
 
 
-def _reads_words_itself(bb) -> bool:
+def _reads_words_itself(backbone) -> bool:
     """Whether an SD 2.1 backbone has its own text tower and tokenizer (no CLIP needed)."""
-    has_ids = getattr(bb, "word_ids", None) is not None or getattr(bb, "tokenizer_dir", None) is not None
-    return getattr(bb, "text_encoder_loader", None) is not None and has_ids
+    has_ids = getattr(backbone, "word_ids", None) is not None or getattr(backbone, "tokenizer_dir", None) is not None
+    return getattr(backbone, "text_encoder_loader", None) is not None and has_ids
 
 
 def _checked_width(encoder: PhraseEncoder, namer) -> PhraseEncoder:
@@ -149,7 +149,7 @@ def namer_on_device(namer, keep_model_loaded: bool) -> Iterator[None]:
     if namer is None:
         yield
         return
-    with cb.model_on_device(namer, keep_model_loaded):
+    with bridge.model_on_device(namer, keep_model_loaded):
         yield
 
 

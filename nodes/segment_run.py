@@ -1,7 +1,7 @@
 """Segment Video's run: an IMAGE batch or a core VIDEO in, outputs bounded in the video's length.
 
 The pipeline (:class:`~vidseg_core.pipeline.VideoSegmenter`) consumes the frames batch by batch: a VIDEO is
-decoded per batch (:mod:`.comfy_video`), never whole.  As each batch's label maps come out they are
+decoded per batch (:mod:`.comfy_adapters.video`), never whole.  As each batch's label maps come out they are
 
 * stored compactly (:class:`~vidseg_core.label_store.LabelStore`: uint8, spilled to ComfyUI's temp folder
   for long videos) -> the ``labels`` output (:class:`.stored_labels.StoredLabels`);
@@ -11,7 +11,7 @@ decoded per batch (:mod:`.comfy_video`), never whole.  As each batch's label map
 The float outputs (``mask``, ``all_masks``, ``overlay``) are whole-video tensors; ``float_outputs`` says
 which are made: ``auto`` = all of them for an IMAGE batch, none for a VIDEO.  Before allocating them their
 size is compared with the available memory and the node refuses, with the fix, when they would not fit;
-an output that is not made stops the nodes connected to it with the reason (:func:`.comfy_video.blocked`).
+an output that is not made stops the nodes connected to it with the reason (:func:`.comfy_adapters.video.blocked`).
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from ..vidseg_core.naming.segmenter import NamingSegmenter
 from ..vidseg_core.pipeline import SegmentSettings, VideoSegmenter
 from ..vidseg_core.video_stream import DEFAULT_FPS
 from ..vidseg_core.video_writer import H264Writer
-from . import comfy_bridge as cb
-from . import comfy_video as cv
+from .comfy_adapters import bridge
+from .comfy_adapters import video as comfy_video
 from .assign_labels import MASK_NAMES
 from .convert import parse_names, parse_selection, reference_from_label_image, reference_from_mask
 from .segment_naming import naming_settings, namer_on_device, write_mask_video
@@ -76,7 +76,7 @@ def run_segment(model, frames=None, video=None, num_clusters=20, mode="quality",
     if float_outputs not in FLOAT_OUTPUTS:
         raise InputError(f"float_outputs {float_outputs!r} is not one of {', '.join(FLOAT_OUTPUTS)}.",
                          "Choose auto, all, mask or off.")
-    source = cv.frames_or_video(frames, video, "Segment Video")
+    source = comfy_video.frames_or_video(frames, video, "Segment Video")
     try:
         return _run(source, video is not None, model, int(num_clusters), mode, int(seed), keep_model_loaded,
                     int(reference_frame), mask_labels, int(batch_size), refiner, reference_mask, reference_labels,
@@ -114,21 +114,21 @@ def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, r
     if wanted:  # before any work, with the most labels the run can give (checked again with the real count)
         most = num_clusters if ref is None else len(set(np.unique(ref).tolist()) - set(settings.void_values))
         check_fits(float_output_bytes(n, H, W, max(1, most), wanted), "Segment Video's float outputs", fix)
-    bar = cb.Progress(100 * max(1, -(-n // batch_size)))
+    bar = bridge.Progress(100 * max(1, -(-n // batch_size)))
     bar(0)
     store = chosen = None
     fps = getattr(source, "fps", DEFAULT_FPS)
-    over_w, mask_w = H264Writer(cv.temp_video_path("overlay"), fps), H264Writer(cv.temp_video_path("mask"), fps)
+    over_w, mask_w = H264Writer(comfy_video.temp_video_path("overlay"), fps), H264Writer(comfy_video.temp_video_path("mask"), fps)
     try:
-        with cb.model_on_device(model, keep_model_loaded) as bb, \
+        with bridge.model_on_device(model, keep_model_loaded) as backbone, \
                 namer_on_device(namer if naming is not None else None, keep_model_loaded):
-            seg = VideoSegmenter(bb, settings, bar.fraction, cb.cancel_check) if naming is None else \
-                NamingSegmenter(bb, settings, bar.fraction, cb.cancel_check, naming=naming)
+            seg = VideoSegmenter(backbone, settings, bar.fraction, bridge.cancel_check) if naming is None else \
+                NamingSegmenter(backbone, settings, bar.fraction, bridge.cancel_check, naming=naming)
             for res in seg.run(source.read, n, (H, W)):
                 table = seg.table
                 if store is None:
                     store = LabelStore(n, (H, W), max(table.values), label_store.DEFAULT_SPILL_BYTES,
-                                       spill_dir=cv.vidseg_temp_dir())
+                                       spill_dir=comfy_video.vidseg_temp_dir())
                     chosen = _chosen(mask_labels, table, naming is not None and ref is None)
                 b = res.batch
                 store.write(b.write_start, res.labels)
@@ -153,7 +153,7 @@ def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, r
             "upsampler": "masked_modulation" if mode == "quality" else "guided_filter",
             "seconds": dict(summary.seconds), "input": "video" if is_video else "frames", "fps": float(fps)}
     labels = StoredLabels.from_store(store, table, (H, W), meta)
-    out = SegmentRun(labels, None, None, None, cv.video_output(over_path), cv.video_output(mask_path), summary, chosen,
+    out = SegmentRun(labels, None, None, None, comfy_video.video_output(over_path), comfy_video.video_output(mask_path), summary, chosen,
                      naming=getattr(seg, "naming", None))
     _float_outputs(out, source, store, table, wanted, float_outputs, fix, batch_size)
     return out
@@ -201,7 +201,7 @@ def _float_outputs(out: SegmentRun, source, store: LabelStore, table, wanted, se
                   f"{describe({k: sizes[k] for k in off})}.")
         out.notes.append(reason)
         for k in off:
-            setattr(out, k, cv.blocked(reason + " Set float_outputs to 'all' for a short clip, or use the VIDEO "
+            setattr(out, k, comfy_video.blocked(reason + " Set float_outputs to 'all' for a short clip, or use the VIDEO "
                                                 "outputs (overlay_video, mask_video) or the labels output."))
     if not wanted:
         return
@@ -222,4 +222,4 @@ def _float_outputs(out: SegmentRun, source, store: LabelStore, table, wanted, se
             over[a:b] = mark_cuts(overlay(source.read(a, b), part, table, 0.5).clamp(0, 1), [c - a for c in cuts])
     for k, v in (("mask", mask), ("all_masks", masks), ("overlay", over)):
         if v is not None:
-            setattr(out, k, cb.outputs_device(v))
+            setattr(out, k, bridge.outputs_device(v))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..vidseg_core.pipeline import MODES
 from .cbr_refine import METHODS
-from .comfy_video import VIDEO
+from .comfy_adapters.video import VIDEO
 from .schema import Boolean, Combo, Float, Int, Node, Out, Socket, String
 from .segment_run import (FLOAT_OUTPUTS, FLOAT_OUTPUTS_TOOLTIP, MASK_VIDEO_TOOLTIP, OVERLAY_VIDEO_TOOLTIP,
                           VIDEO_TOOLTIP, run_segment)

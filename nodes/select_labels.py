@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from . import comfy_bridge as cb
+from .comfy_adapters import bridge
 from .convert import labels_to_masks, parse_selection, table_lines
 from .schema import Boolean, Node, Out, Socket, String
 from .sockets import VIDSEG_LABELS, require_labels
@@ -37,7 +37,7 @@ class VidSegSelectLabels:
         mask = labels_to_masks(labels.full_resolution(), values)
         if invert:
             mask = 1.0 - mask
-        return (cb.outputs_device(mask),)
+        return (bridge.outputs_device(mask),)
 
 
 class VidSegAllLabelMasks:
@@ -63,7 +63,7 @@ class VidSegAllLabelMasks:
         values = labels.table.values
         masks = torch.cat([labels_to_masks(full, [v]) for v in values], 0) if values else \
             torch.zeros((full.shape[0],) + tuple(full.shape[1:]))
-        return (cb.outputs_device(masks), len(values), table_lines(labels.table))
+        return (bridge.outputs_device(masks), len(values), table_lines(labels.table))
 
 
 NODES = (VidSegSelectLabels, VidSegAllLabelMasks)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..vidseg_core.errors import InputError
 from ..vidseg_core.label_io import colorize, overlay
 from ..vidseg_core.legend import add_legend
-from . import comfy_bridge as cb
+from .comfy_adapters import bridge
 from .convert import image_batch
 from .schema import Boolean, Float, Node, Out, Socket
 from .sockets import VIDSEG_LABELS, require_labels
@@ -48,7 +48,7 @@ class VidSegColorizeLabels:
         over = over.clamp(0, 1)
         if legend:
             over = add_legend(over, labels.table)
-        return (cb.outputs_device(colors), cb.outputs_device(over))
+        return (bridge.outputs_device(colors), bridge.outputs_device(over))
 
 
 NODES = (VidSegColorizeLabels,)

@@ -16,7 +16,7 @@ from vidseg_core.errors import InputError as CoreInputError
 #: the adapter lives in the pack's node package, which imports the core under the pack's own name
 InputError = (CoreInputError, load_pack().vidseg_core.errors.InputError)
 
-#: the pack's own tiny twins, and the ComfyUI adapter (nodes/comfy_native.py) over stand-ins of ComfyUI's
+#: the pack's own tiny twins, and the ComfyUI adapter (nodes/comfy_adapters/native.py) over stand-ins of ComfyUI's
 #: loader objects wrapping the same tiny models (tests/helpers/comfy_standin.py)
 BACKBONES = ["tiny-sd", "tiny-svd", "comfy-tiny-sd", "comfy-tiny-svd"]
 T, H, W = 2, 128, 192  # frames of 128x192 -> latent 16x24 -> blocks 6-8 at 8x12

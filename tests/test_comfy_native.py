@@ -1,4 +1,4 @@
-"""The ComfyUI adapter ("VidSeg Model from ComfyUI", ``nodes/comfy_native.py``) without ComfyUI.
+"""The ComfyUI adapter ("VidSeg Model from ComfyUI", ``nodes/comfy_adapters/native.py``) without ComfyUI.
 
 Over stand-ins of ComfyUI's loader objects wrapping the tiny twins
 (``tests/helpers/comfy_standin.py``):
@@ -25,7 +25,7 @@ from vidseg_core.backbones import CaptureQueries, load_backbone
 
 PACK = load_pack()
 NODES = PACK.nodes.NODE_CLASS_MAPPINGS
-native = sys.modules["vidseg_pack.nodes.comfy_native"]
+native = sys.modules["vidseg_pack.nodes.comfy_adapters.native"]
 PackInputError = PACK.vidseg_core.errors.InputError
 mm = sys.modules["comfy.model_management"]
 T, H, W = 2, 64, 128
@@ -195,7 +195,7 @@ def test_interrupt_stops_a_native_quality_run():
 
 def test_native_unet_runs_without_prefix_sharing_and_says_why_once(caplog):
     """A UNet the native split does not handle (here the stand-in without ComfyUI's layout)
-    falls back to whole UNet passes, visibly (the split itself: ``test_comfy_native_split.py``)."""
+    falls back to whole UNet passes, visibly (the split itself: ``tests/test_comfy_native_split.py``)."""
     import logging
 
     core = PACK.vidseg_core

@@ -1,4 +1,4 @@
-"""Prefix sharing on ComfyUI's own SD / SVD UNet layout (``nodes/comfy_native_split.py``), without ComfyUI.
+"""Prefix sharing on ComfyUI's own SD / SVD UNet layout (``nodes/comfy_adapters/native_split.py``), without ComfyUI.
 
 Over the stand-in of ComfyUI's ``UNetModel`` layout (``tests/helpers/comfy_unet_standin.py``, the tiny SD
 and SVD twins' own modules regrouped): the stand-in equals the diffusers UNet, the split equals the whole UNet, the
@@ -17,7 +17,7 @@ from tests.helpers.comfy_standin import standin_sd, standin_svd
 from tools.pack_loader import load_pack
 
 PACK = load_pack()
-native = sys.modules["vidseg_pack.nodes.comfy_native"]
+native = sys.modules["vidseg_pack.nodes.comfy_adapters.native"]
 core = PACK.vidseg_core
 T, H, W = 2, 64, 128
 

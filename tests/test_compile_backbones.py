@@ -3,7 +3,7 @@
 * one contract for every backbone: its compiled regions are disjoint blocks of its UNet and VAE holding
   (almost) all of the UNet's weights, the VAE's encoder and decoder among them, and every hook call happens
   inside one of its exclusions (what compilation keeps out of its graphs);
-* the ComfyUI adapter (``nodes/comfy_native_base.py``) compiles ComfyUI's own blocks, active only during
+* the ComfyUI adapter (``nodes/comfy_adapters/native_base.py``) compiles ComfyUI's own blocks, active only during
   VidSeg's calls (the MODEL is shared with ComfyUI's samplers), with the eager labels and no recompilation
   on a second batch;
 * the nodes: ``VidSeg Model from ComfyUI`` honours a TorchCompileModel node on the MODEL ("auto"), the

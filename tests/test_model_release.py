@@ -13,7 +13,7 @@ import torch
 from tools.pack_loader import load_pack
 
 load_pack()
-cb = sys.modules["vidseg_pack.nodes.comfy_bridge"]
+cb = sys.modules["vidseg_pack.nodes.comfy_adapters.bridge"]
 cpu_memory = sys.modules["vidseg_pack.vidseg_core.cpu_memory"]
 mm = sys.modules["comfy.model_management"]
 

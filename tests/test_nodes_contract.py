@@ -176,15 +176,17 @@ def test_nodes_keep_no_state_and_core_never_imports_comfy():
     for f in (root / "vidseg_core").rglob("*.py"):
         text = f.read_text()
         assert not re.search(r"^\s*(import|from)\s+(comfy|folder_paths)\b", text, re.M), f
+    # only the adapters sub-package imports ComfyUI; the node modules reach it through the adapters
     for f in (root / "nodes").glob("*.py"):
-        if f.name in ("comfy_bridge.py", "comfy_video.py"):  # the adapters (model management, progress; the
-            continue  # core VIDEO type): not nodes
         text = f.read_text()
         assert not re.search(r"^\s*(import|from)\s+(comfy|comfy_api|folder_paths)\b", text, re.M), f
-        if f.name.startswith("comfy_native") or f.name == "schema.py":  # objects, not nodes: the ComfyUI
-            continue  # backbone adapter; the builder of the node classes
+        if f.name == "schema.py":  # the builder of the node classes
+            continue
         assert not re.search(r"self\.\w+\s*=", text), f"{f.name}: node methods must not keep state on the instance"
         assert not re.search(r"^\s*global\s", text, re.M), f"{f.name}: no module-level state"
+    adapters = {f.name for f in (root / "nodes" / "comfy_adapters").glob("*.py")}
+    assert {"bridge.py", "video.py", "native.py"} <= adapters
+    assert not list((root / "nodes").glob("comfy_*.py")), "ComfyUI adapters belong in nodes/comfy_adapters/"
 
 
 def test_validate_inputs_reject_bad_values_before_running():

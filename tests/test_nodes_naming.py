@@ -211,7 +211,7 @@ def test_svd_naming_needs_an_sd21_namer(monkeypatch):
     with pytest.raises(errors.InputError, match="not Stable Diffusion 2.1"):
         run_node("VidSegSegmentVideo", model=svd, frames=FRAMES, vocabulary="sky, water", namer=svd, **RUN)
     (sd,) = run_node("VidSegLoadModel", model="tiny-sd", precision="auto", device="cpu")
-    bridge = _pack("nodes.comfy_bridge")
+    bridge = _pack("nodes.comfy_adapters.bridge")
     moved, released = [], []
     monkeypatch.setattr(bridge, "move_model", lambda bb, device: moved.append(bb.name))
     monkeypatch.setattr(bridge, "release_model", lambda bb: released.append(bb.name))

@@ -24,7 +24,7 @@ from vidseg_core.backbones.split import UNetCall
 from vidseg_core.modulation import ModulationSettings, modulate_batch, split_check, unet_split
 
 PACK = load_pack()
-native = sys.modules["vidseg_pack.nodes.comfy_native"]
+native = sys.modules["vidseg_pack.nodes.comfy_adapters.native"]
 
 
 def _diffusers(name):

@@ -175,7 +175,7 @@ def native_path(path: Path, family: str, frames, k, modes, pack) -> dict:
     model, clip, vae, clip_vision = comfy.sd.load_checkpoint_guess_config(
         str(path), output_vae=True, output_clip=family == "sd", output_clipvision=family == "svd")[:4]
     load = time.perf_counter() - t0
-    native = sys.modules[pack.__name__ + ".nodes.comfy_native"]
+    native = sys.modules[pack.__name__ + ".nodes.comfy_adapters.native"]
     bb = native.backbone_from_comfy(model, vae, clip=clip, clip_vision=clip_vision)
     before = repr(model.model_options)
     res = run_all(bb, frames, k, modes)

@@ -58,7 +58,7 @@ def main(argv=None) -> int:
 
     pack, model, vae, encoders = load_random_checkpoint(args.models, args.family, comfy_dir=args.comfyui)
     core = pack.vidseg_core
-    native = sys.modules[pack.__name__ + ".nodes.comfy_native"]
+    native = sys.modules[pack.__name__ + ".nodes.comfy_adapters.native"]
     bb = native.backbone_from_comfy(model, vae, **encoders)
     print(f"UNet {type(bb.unet).__module__}.{type(bb.unet).__name__}; splitter "
           f"{type(bb.prefix_splitter(7)).__name__}; {args.frames} frames {args.size}x{args.size}")

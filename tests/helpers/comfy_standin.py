@@ -2,7 +2,7 @@
 
 ComfyUI recognises model families from the shapes of real checkpoints, so the
 tiny test models cannot go through its loaders.  These stand-ins reproduce the
-*contract* the adapter (``nodes/comfy_native.py``) relies on, written from
+*contract* the adapter (``nodes/comfy_adapters/native.py``) relies on, written from
 ComfyUI v0.3.64's behaviour (docs/design/comfyui_integration.md#the-models-comfyui-loads-the-native-path), not its code:
 
 * :class:`ModelPatcher`: ``clone()`` deep-copies ``model_options`` (``generation = "0.33"``: newer
@@ -306,7 +306,7 @@ def native_backbone(family: str, seed: int = 0, name: str | None = None, ldm: bo
     load_pack()
     import sys
 
-    native = sys.modules["vidseg_pack.nodes.comfy_native"]
+    native = sys.modules["vidseg_pack.nodes.comfy_adapters.native"]
     if family == "tiny-sd":
         model, clip, vae = standin_sd(seed, ldm=ldm)
         return native.backbone_from_comfy(model, vae, clip=clip, name=name or "comfy-tiny-sd")

@@ -1,6 +1,6 @@
 """A stand-in of ComfyUI's SD ``UNetModel`` layout over the tiny diffusers SD UNet's own modules (tests only).
 
-The pack's prefix split for ComfyUI (``nodes/comfy_native_split.py``) walks ComfyUI's module tree, which the
+The pack's prefix split for ComfyUI (``nodes/comfy_adapters/native_split.py``) walks ComfyUI's module tree, which the
 plain stand-ins (``comfy_standin.py``, a diffusers UNet behind ``DiffusionModel``) do not have.  This module
 regroups the SAME modules (no copy, same weights) into the attribute layout of ComfyUI v0.3.64's
 ``openaimodel.UNetModel`` (docs/design/comfyui_integration.md#what-the-core-loaders-hand-over), written from its documented behaviour, not its code:

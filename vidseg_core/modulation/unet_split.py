@@ -14,7 +14,7 @@ The split is the backbone's (``backbone.prefix_splitter(block)``, contract
 :class:`~vidseg_core.backbones.split.UNetSplitter`): :class:`~vidseg_core.backbones.diffusers_split.DiffusersSplitter`
 for diffusers' UNets,
 ComfyUI's own SD / SVD ``UNetModel`` in the pack's native adapter
-(``nodes/comfy_native_split.py``; the core never imports ComfyUI).
+(``nodes/comfy_adapters/native_split.py``; the core never imports ComfyUI).
 :func:`shared_prefix` routes the UNet's calls to the driver
 (:class:`PrefixSharingForward`) for the duration of a ``with`` block (the
 splitters override ``unet.forward`` on the instance), so the backbone's

@@ -33,10 +33,10 @@ step maps: docs/design/comfyui_integration.md#how-each-step-of-the-method-maps):
   first frame, and ``encode_adm(fps = fps_id + 1, ...)`` (ComfyUI subtracts 1).
 
 ComfyUI is only reached through the objects handed in and, through
-:mod:`.comfy_bridge`, ``comfy.model_management`` / ``comfy.ldm.modules.attention``.
+:mod:`.bridge`, ``comfy.model_management`` / ``comfy.ldm.modules.attention``.
 
-Layout: :mod:`.comfy_native_base` (the shared :class:`ComfyBackbone` and its patches),
-:mod:`.comfy_native_sd`, :mod:`.comfy_native_svd`; this module picks one for the objects given and
+Layout: :mod:`.native_base` (the shared :class:`ComfyBackbone` and its patches),
+:mod:`.native_sd`, :mod:`.native_svd`; this module picks one for the objects given and
 re-exports the names used elsewhere.
 """
 from __future__ import annotations
@@ -45,13 +45,13 @@ from typing import Optional
 
 import torch
 
-from ..vidseg_core.backbones.attention import LayerId  # noqa: F401 - re-exported (tests, tools)
-from ..vidseg_core.errors import InputError
-from .comfy_bridge import optimized_attention as _optimized_attention  # noqa: F401 - re-exported
-from .comfy_native_base import (DECODER_BLOCKS, SUPPORTED, AttentionOutput, AttentionReplace,  # noqa: F401
+from ...vidseg_core.backbones.attention import LayerId  # noqa: F401 - re-exported (tests, tools)
+from ...vidseg_core.errors import InputError
+from .bridge import optimized_attention as _optimized_attention  # noqa: F401 - re-exported
+from .native_base import (DECODER_BLOCKS, SUPPORTED, AttentionOutput, AttentionReplace,  # noqa: F401
                                 ComfyBackbone, model_family)
-from .comfy_native_sd import ComfySD21Backbone
-from .comfy_native_svd import ComfySVDBackbone, ComfySVDCondition
+from .native_sd import ComfySD21Backbone
+from .native_svd import ComfySVDBackbone, ComfySVDCondition
 
 
 def backbone_from_comfy(model, vae, clip=None, clip_vision=None, name: Optional[str] = None) -> ComfyBackbone:
@@ -72,16 +72,16 @@ def backbone_from_comfy(model, vae, clip=None, clip_vision=None, name: Optional[
     return ComfySVDBackbone(model, clip_vision, vae, name=name or "comfy-svd")
 
 
-def _sigma_check(bb: ComfyBackbone) -> Optional[str]:
+def _sigma_check(backbone: ComfyBackbone) -> Optional[str]:
     """SD only: do ComfyUI's σ of the schedule's timesteps agree with the core's (same β schedule)?"""
-    if bb.family != "sd":
+    if backbone.family != "sd":
         return None
     try:
-        ms = bb.patched.get_model_object("model_sampling")
-        theirs = ms.sigmas.detach().double().cpu()[torch.tensor(bb.timesteps())]
+        ms = backbone.patched.get_model_object("model_sampling")
+        theirs = ms.sigmas.detach().double().cpu()[torch.tensor(backbone.timesteps())]
     except Exception:  # noqa: BLE001 - informative only
         return None
-    ours = bb.sigmas()[:-1]
+    ours = backbone.sigmas()[:-1]
     rel = float(((theirs - ours).abs() / ours).max())
     return None if rel < 1e-4 else (f"the MODEL's noise schedule differs from SD 2.1's by {rel:.2e} (relative): "
                                     "VidSeg uses SD 2.1's")
@@ -109,12 +109,12 @@ def torch_compile_request(model) -> Optional[dict]:
             "dynamic": kwargs.get("dynamic"), "options": kwargs.get("options")}
 
 
-def _unused_wrappers(bb: ComfyBackbone, honoured=()) -> Optional[str]:
+def _unused_wrappers(backbone: ComfyBackbone, honoured=()) -> Optional[str]:
     """What the MODEL carries that only ComfyUI's samplers run, or None.  ComfyUI merges the patcher's own
     ``wrappers`` (e.g. an extension's ``diffusion_model`` wrapper) into the options when it samples; VidSeg
     runs its own sampler (the method's), so they, and the sampler functions, are not applied: said, not
     silent.  ``honoured``: ``(kind, key)`` wrappers VidSeg applies its own way (TorchCompileModel's)."""
-    model = bb.source_model
+    model = backbone.source_model
     found = [f"{kind} wrapper '{key}'" for kind, table in sorted((getattr(model, "wrappers", None) or {}).items())
              for key, fns in sorted((table or {}).items()) if fns and (kind, key) not in honoured]
     options = getattr(model, "model_options", None) or {}

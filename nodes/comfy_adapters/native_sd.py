@@ -1,14 +1,14 @@
-"""SD 2.x over Load Checkpoint's MODEL + CLIP + VAE: the authors' SD sampler (see :mod:`.comfy_native`)."""
+"""SD 2.x over Load Checkpoint's MODEL + CLIP + VAE: the authors' SD sampler (see :mod:`.native`)."""
 from __future__ import annotations
 
 from typing import List, Optional
 
 import torch
 
-from ..vidseg_core.backbones.config import SD21Config
-from ..vidseg_core.backbones.sd21 import SD21Condition, schedule_sigmas, step_timesteps
-from ..vidseg_core.errors import InputError
-from .comfy_native_base import ComfyBackbone
+from ...vidseg_core.backbones.config import SD21Config
+from ...vidseg_core.backbones.sd21 import SD21Condition, schedule_sigmas, step_timesteps
+from ...vidseg_core.errors import InputError
+from .native_base import ComfyBackbone
 
 class ComfySD21Backbone(ComfyBackbone):
     """SD 2.x from Load Checkpoint's MODEL + CLIP + VAE, the authors' SD sampler (see module doc)."""

@@ -1,4 +1,4 @@
-"""SVD img2vid over Image Only Checkpoint Loader's MODEL + CLIP_VISION + VAE (see :mod:`.comfy_native`)."""
+"""SVD img2vid over Image Only Checkpoint Loader's MODEL + CLIP_VISION + VAE (see :mod:`.native`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,10 +6,10 @@ from typing import Dict, Optional
 
 import torch
 
-from ..vidseg_core.backbones.config import SVDConfig
-from ..vidseg_core.backbones.svd import check_latents, clip_preprocess, edm_sigmas
-from .comfy_bridge import _mm
-from .comfy_native_base import ComfyBackbone
+from ...vidseg_core.backbones.config import SVDConfig
+from ...vidseg_core.backbones.svd import check_latents, clip_preprocess, edm_sigmas
+from .bridge import _mm
+from .native_base import ComfyBackbone
 
 @dataclass
 class ComfySVDCondition:
@@ -44,11 +44,11 @@ class ComfySVDBackbone(ComfyBackbone):
 
     def image_embedding(self, image: torch.Tensor) -> torch.Tensor:
         """``image_embeds`` ``[N, D]`` of frames in -1..1: the core's preprocessing, the vision model called directly."""
-        cv = self.clip_vision
-        _mm().load_models_gpu([cv.patcher])
-        pixels = clip_preprocess(image.float(), int(getattr(cv, "image_size", 224)))
+        vision = self.clip_vision
+        _mm().load_models_gpu([vision.patcher])
+        pixels = clip_preprocess(image.float(), int(getattr(vision, "image_size", 224)))
         with torch.no_grad():
-            out = cv.model(pixel_values=pixels.to(cv.load_device), intermediate_output=-2)
+            out = vision.model(pixel_values=pixels.to(vision.load_device), intermediate_output=-2)
         return out[2].float().to(self.device)
 
     def condition(self, frames: torch.Tensor, generator: torch.Generator) -> ComfySVDCondition:

@@ -35,7 +35,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from ..vidseg_core.backbones.split import SplitState, UNetCall, UNetSplitter
+from ...vidseg_core.backbones.split import SplitState, UNetCall, UNetSplitter
 
 #: patch names the adapter sets itself (``AttentionOutput``) and replace tables it fills (``AttentionReplace``)
 _OWN_PATCHES = ("attn1_output_patch", "attn2_output_patch")

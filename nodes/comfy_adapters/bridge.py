@@ -13,7 +13,7 @@ module stays a thin, declarative wrapper and ``vidseg_core`` never sees ComfyUI.
 * :func:`node_api`: the V3 node API, if this ComfyUI has one.
 * output and temp folders: :func:`output_directory`, :func:`temp_directory`.
 
-The core VIDEO type (``comfy_api``) is met in :mod:`.comfy_video`.
+The core VIDEO type (``comfy_api``) is met in :mod:`.video`.
 """
 from __future__ import annotations
 
@@ -138,24 +138,24 @@ def model_on_device(handle, keep_model_loaded: bool) -> Iterator:
     """Move the handle's backbone to its compute device for the block; afterwards (also after an
     error or an interrupt) move it to ComfyUI's offload device and free the cache, unless
     ``keep_model_loaded``.  Yields the backbone."""
-    bb = handle.backbone
-    move_model(bb, handle.device)
+    backbone = handle.backbone
+    move_model(backbone, handle.device)
     try:
-        yield bb
+        yield backbone
     finally:
         if not keep_model_loaded:
-            release_model(bb)
+            release_model(backbone)
 
 
-def release_model(bb) -> None:
+def release_model(backbone) -> None:
     """Free what a run held, as ComfyUI's model management expects: the pack's own model goes to the offload
     device; a MODEL from ComfyUI (the adapter's patched clone) is unloaded from its GPU through ComfyUI
     (:func:`unload_comfy_model`); then garbage cycles are collected, the device cache emptied and the C heap's
     free pages handed back to the system."""
-    from ..vidseg_core.cpu_memory import release_freed_memory
+    from ...vidseg_core.cpu_memory import release_freed_memory
 
-    move_model(bb, offload_device())  # a no-op for the adapter: ComfyUI places its models
-    patcher = getattr(bb, "patched", None)
+    move_model(backbone, offload_device())  # a no-op for the adapter: ComfyUI places its models
+    patcher = getattr(backbone, "patched", None)
     if patcher is not None:
         unload_comfy_model(patcher)
     release_freed_memory()

@@ -1,4 +1,4 @@
-"""The core VIDEO type in and out of the pack (ComfyUI imports are lazy, as in :mod:`.comfy_bridge`).
+"""The core VIDEO type in and out of the pack (ComfyUI imports are lazy, as in :mod:`.bridge`).
 
 * in: :func:`open_video` reads a ``VideoInput`` (Load Video, Trim Video, Create Video ...) with PyAV on its
   ``get_stream_source()`` (a path or a BytesIO), batch by batch, inside its trim window
@@ -15,9 +15,9 @@ import os
 import uuid
 from typing import Tuple
 
-from ..vidseg_core.errors import DependencyError, InputError
-from ..vidseg_core.video_stream import VideoStream
-from . import comfy_bridge as cb
+from ...vidseg_core.errors import DependencyError, InputError
+from ...vidseg_core.video_stream import VideoStream
+from . import bridge
 
 VIDEO = "VIDEO"
 
@@ -54,8 +54,8 @@ def open_video(video, what: str = "video") -> VideoStream:
 def frames_or_video(frames, video, node: str):
     """The frame source of a node that takes an IMAGE batch or a VIDEO (exactly one of them):
     :class:`~vidseg_core.video_io.TensorFrames` or :func:`open_video`'s stream."""
-    from ..vidseg_core.video_io import TensorFrames, frames_from_tensor
-    from .convert import image_batch
+    from ...vidseg_core.video_io import TensorFrames, frames_from_tensor
+    from ..convert import image_batch
 
     if (frames is None) == (video is None):
         raise InputError(f"{node} needs the video as frames (IMAGE batch) or as video (VIDEO); " +
@@ -68,7 +68,7 @@ def frames_or_video(frames, video, node: str):
 
 def vidseg_temp_dir() -> str:
     """``<ComfyUI temp>/vidseg`` (created): VIDEO outputs and spilled label maps of this session."""
-    folder = os.path.join(cb.temp_directory(), "vidseg")
+    folder = os.path.join(bridge.temp_directory(), "vidseg")
     os.makedirs(folder, exist_ok=True)
     return folder
 

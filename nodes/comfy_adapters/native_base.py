@@ -1,8 +1,8 @@
 """The ComfyUI adapter's shared part: :class:`ComfyBackbone` (UNet through a MODEL clone, VAE, patches).
 
 ComfyUI's attention patch points carry the core's hooks (:class:`AttentionReplace`, :class:`AttentionOutput`);
-the family-specific backbones are in :mod:`.comfy_native_sd` and :mod:`.comfy_native_svd`; the design is
-described in :mod:`.comfy_native`.
+the family-specific backbones are in :mod:`.native_sd` and :mod:`.native_svd`; the design is
+described in :mod:`.native`.
 """
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Dict, Optional
 
 import torch
 
-from ..vidseg_core.backbones.attention import AttentionController, LayerId
-from ..vidseg_core.backbones.base import Backbone
-from ..vidseg_core.compile import compiled_scope
-from ..vidseg_core.errors import InputError
-from .comfy_bridge import _mm, optimized_attention as _optimized_attention
+from ...vidseg_core.backbones.attention import AttentionController, LayerId
+from ...vidseg_core.backbones.base import Backbone
+from ...vidseg_core.compile import compiled_scope
+from ...vidseg_core.errors import InputError
+from .bridge import _mm, optimized_attention as _optimized_attention
 
 DECODER_BLOCKS = tuple(range(3, 12))
 SUPPORTED = "Stable Diffusion 2.x (SD 2.0 / 2.1, 512-base or 768-v) and Stable Video Diffusion img2vid (SVD / SVD-XT)"
@@ -46,7 +46,7 @@ class _Patch:
     """Base of the patch objects: shared, never copied (ComfyUI deep-copies ``model_options`` on clone)."""
 
     def __init__(self, backbone: "ComfyBackbone"):
-        self.bb = backbone
+        self.backbone = backbone
 
     def __deepcopy__(self, memo):
         return self
@@ -68,8 +68,8 @@ class AttentionReplace(_Patch):
         self.attn, self.block, self.previous = attn, block, previous
 
     def forward(self, q, k, v, extra_options):
-        layer = self.bb.layer_of(self.attn, self.block, q, extra_options, output=False)
-        ctrl = self.bb.controller
+        layer = self.backbone.layer_of(self.attn, self.block, q, extra_options, output=False)
+        ctrl = self.backbone.controller
         if ctrl.hooks and layer is not None:
             hctx = ctrl.context(layer)
             for hook in ctrl.hooks:
@@ -93,8 +93,8 @@ class AttentionOutput(_Patch):
         if not block or block[0] != "output" or block[1] not in DECODER_BLOCKS or extra_options.get("block_index", 0):
             return n
         _mm().throw_exception_if_processing_interrupted()  # stop inside a long UNet pass (CPU / low VRAM)
-        layer = self.bb.layer_of(self.attn, int(block[1]), n, extra_options, output=True)
-        ctrl = self.bb.controller
+        layer = self.backbone.layer_of(self.attn, int(block[1]), n, extra_options, output=True)
+        ctrl = self.backbone.controller
         if ctrl.hooks and layer is not None:
             hctx = ctrl.context(layer)
             for hook in ctrl.hooks:
@@ -166,15 +166,15 @@ class ComfyBackbone(Backbone):
         return LayerId(block, f"{'temporal' if temporal else 'spatial'}_{kind}")
 
     def prefix_splitter(self, split_block: int):
-        """Prefix sharing on ComfyUI's own SD / SVD UNet (:mod:`.comfy_native_split`)."""
-        from .comfy_native_split import ComfyUNetSplitter
+        """Prefix sharing on ComfyUI's own SD / SVD UNet (:mod:`.native_split`)."""
+        from .native_split import ComfyUNetSplitter
 
         return ComfyUNetSplitter(self.unet, split_block, self.owns_patch)
 
     def _read_by_others(self, to: dict) -> bool:
         """Does anything but the adapter's own patches see ``transformer_options`` (foreign patches, also when
         composed, or wrappers)?"""
-        from .comfy_native_split import foreign_patches
+        from .native_split import foreign_patches
 
         if any(fns for table in (to.get("wrappers") or {}).values() for fns in (table or {}).values()):
             return True
@@ -182,7 +182,7 @@ class ComfyBackbone(Backbone):
 
     def owns_patch(self, patch) -> bool:
         """Is ``patch`` one of this adapter's own, composing no foreign patch?"""
-        return isinstance(patch, _Patch) and patch.bb is self and getattr(patch, "previous", None) is None
+        return isinstance(patch, _Patch) and patch.backbone is self and getattr(patch, "previous", None) is None
 
     def attention_layers(self) -> Dict[LayerId, str]:
         """Decoder attention layers (blocks 3..11) -> their LDM module path (hooked through patches, not modules)."""
