@@ -64,7 +64,7 @@ def run(data=ROOT.parent / "shared" / "data" / "blackswan" / "masks_osvos", sigm
             if corr_sigma is not None:
                 f = VideoFeatures(feats.aggregated, oracle_features(masks, corr_sigma, seed=1).correspondence,
                                   feats.frame_size, feats.work_size, "oracle")
-            cs = coarse_segment(f, k=20, batch_size=14, refiner=refiner, reference=masks[0], seed=1,
+            cs = coarse_segment(f, k=20, batch_size=14, refiner=refiner, reference_mask=masks[0], seed=1,
                                 n_init=n_init)
             pred = cs.labels.numpy()
             scores = (miou(pred, gt, 2), video_consistency(pred, gt, 8))

@@ -78,7 +78,7 @@ def boundary_flips(labels, gt, bounds):
 
 
 def oracle(seq, cuts="auto", frames=True, batch=8, noise=0.3, **kw):
-    s = SegmentSettings(num_clusters=6, n_init=2, reference=seq.gt[0], shots=ShotSettings(cuts=cuts, **kw))
+    s = SegmentSettings(num_clusters=6, n_init=2, reference_mask=seq.gt[0], shots=ShotSettings(cuts=cuts, **kw))
     return coarse_segment_shots(oracle_video_features(seq, noise), s, batch,
                                 frames=torch.from_numpy(seq.frames) if frames else None)
 
@@ -125,7 +125,7 @@ def main() -> None:
         seq = seqs[1]
         for noise in (0.3, 0.6):
             for ov in (0, 1, 2, 3):
-                s = SegmentSettings(num_clusters=6, n_init=2, reference=seq.gt[0],
+                s = SegmentSettings(num_clusters=6, n_init=2, reference_mask=seq.gt[0],
                                     shots=ShotSettings(cuts="auto", overlap=ov))
                 lab, _, summ = coarse_segment_shots(oracle_video_features(seq, noise), s, 6,
                                                     frames=torch.from_numpy(seq.frames))

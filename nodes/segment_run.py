@@ -109,7 +109,7 @@ def _run(source, is_video, model, num_clusters, mode, seed, keep_model_loaded, r
     fix = ("Use the VIDEO outputs (overlay_video, mask_video) and the labels output, set float_outputs to 'mask' "
            "or 'off', or segment a shorter range (core Trim Video).")
     settings = SegmentSettings(num_clusters=num_clusters, batch_size=batch_size, mode=mode, refiner=refiner,
-                               seed=seed, reference=ref, reference_frame=reference_frame, names=names or None,
+                               seed=seed, reference_mask=ref, reference_frame=reference_frame, names=names or None,
                                kmeans_impl=kmeans, shots=shots)
     if wanted:  # before any work, with the most labels the run can give (checked again with the real count)
         most = num_clusters if ref is None else len(set(np.unique(ref).tolist()) - set(settings.void_values))

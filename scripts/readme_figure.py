@@ -39,7 +39,7 @@ def main() -> None:
     frames = torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB"))
                                         for p in sorted((data / "frames").glob("*.jpg"))])).float() / 255
     feats = oracle_features(masks, args.noise)
-    coarse = coarse_segment(feats, k=20, reference=masks[0], reference_frame=0)
+    coarse = coarse_segment(feats, k=20, reference_mask=masks[0], reference_frame=0)
     full = make_upsampler("guided_filter").upsample(frames, coarse.labels, coarse.table.values)
     show = [0, 6, 13]
     w = 320

@@ -39,7 +39,7 @@ def main() -> None:
     frames = torch.from_numpy(seq.frames)
     rows = {}
     for cuts in ("off", "auto"):
-        s = SegmentSettings(num_clusters=6, n_init=2, reference=seq.gt[0], names={0: "background", 1: "swan"},
+        s = SegmentSettings(num_clusters=6, n_init=2, reference_mask=seq.gt[0], names={0: "background", 1: "swan"},
                             shots=ShotSettings(cuts=cuts))
         rows[cuts] = coarse_segment_shots(feats, s, 14, frames=frames)
     show = [13, 14, 33, 34]

@@ -102,7 +102,7 @@ def test_fix_hints_name_the_right_cause(tmp_path, capsys, no_model, case, expect
 def test_api_batch_size_zero_and_bad_settings_refused():
     for kwargs, expect in [({"batch_size": 0}, "batch_size = 0"), ({"batch_size": 2.5}, "whole number"),
                            ({"mode": "slow"}, "Unknown mode"), ({"refiner": "x"}, "Unknown refiner"),
-                           ({"num_clusters": True}, "whole number"), ({"reference": np.full((4, 4), 255)}, "void")]:
+                           ({"num_clusters": True}, "whole number"), ({"reference_mask": np.full((4, 4), 255)}, "void")]:
         with pytest.raises(InputError, match=expect):
             VideoSegmenter(backbone=None, settings=SegmentSettings(**kwargs))
 

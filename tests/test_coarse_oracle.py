@@ -21,7 +21,7 @@ def gt(blackswan_masks):
 
 def _run(masks, noise, refiner):
     f = oracle_features(masks, noise)
-    cs = coarse_segment(f, k=20, batch_size=14, refiner=refiner, reference=masks[0], seed=1, n_init=3)
+    cs = coarse_segment(f, k=20, batch_size=14, refiner=refiner, reference_mask=masks[0], seed=1, n_init=3)
     assert cs.table.values == [0, 1] and cs.meta["lost_labels"] == []
     return cs.labels.numpy()
 

@@ -148,7 +148,7 @@ def test_tail_batch_overlaps_but_never_overwrites():
 @pytest.mark.parametrize("N", [1, 5, 14])
 def test_short_clips(N):
     feats, gt = _video(N=N, seed=4)
-    cs = coarse_segment(feats, k=4, n_init=2, reference=gt[0].numpy())
+    cs = coarse_segment(feats, k=4, n_init=2, reference_mask=gt[0].numpy())
     assert cs.labels.shape == (N, 6, 8)
     assert set(cs.labels.unique().tolist()) <= set(gt[0].unique().tolist())
     assert (cs.labels == gt[:N]).float().mean() > 0.9
@@ -156,14 +156,14 @@ def test_short_clips(N):
 
 def test_deterministic_with_seed():
     feats, gt = _video(N=20, seed=5)
-    a = coarse_segment(feats, k=8, n_init=3, seed=11, reference=gt[0].numpy())
-    b = coarse_segment(feats, k=8, n_init=3, seed=11, reference=gt[0].numpy())
+    a = coarse_segment(feats, k=8, n_init=3, seed=11, reference_mask=gt[0].numpy())
+    b = coarse_segment(feats, k=8, n_init=3, seed=11, reference_mask=gt[0].numpy())
     assert torch.equal(a.labels, b.labels) and a.meta == b.meta and a.table == b.table
 
 
 def test_reference_on_a_later_frame():
     feats, gt = _video(N=30, seed=6)
-    cs = coarse_segment(feats, k=6, n_init=2, reference=gt[20].numpy(), reference_frame=20)
+    cs = coarse_segment(feats, k=6, n_init=2, reference_mask=gt[20].numpy(), reference_frame=20)
     assert cs.meta["kmeans_batch"] == (14, 28)  # KMeans on the batch holding the reference frame
     assert (cs.labels[20] == gt[20]).float().mean() > 0.9
     assert (cs.labels == gt).float().mean() > 0.85
@@ -173,7 +173,7 @@ def test_reference_labels_and_table():
     feats, gt = _video(N=14, seed=7)
     ref = gt[0].numpy().copy() * 10 + 1  # values 1, 11, 21
     ref[:, :2] = 255  # void
-    cs = coarse_segment(feats, k=10, n_init=2, reference=ref, names={11: "middle"})
+    cs = coarse_segment(feats, k=10, n_init=2, reference_mask=ref, names={11: "middle"})
     assert set(cs.labels.unique().tolist()) <= {1, 11, 21}
     assert cs.table.values == sorted(set(cs.meta["cluster_to_label"].values()))
     assert cs.table.name_of(11) == "middle" and cs.table.kind == "label"
@@ -195,7 +195,7 @@ def test_reference_labels_and_table():
 def test_half_precision_features():
     feats, gt = _video(N=16, seed=10)
     half = VideoFeatures(feats.aggregated.half(), feats.correspondence.half(), feats.frame_size, feats.work_size)
-    cs = coarse_segment(half, k=6, n_init=2, reference=gt[0].numpy())
+    cs = coarse_segment(half, k=6, n_init=2, reference_mask=gt[0].numpy())
     assert (cs.labels == gt).float().mean() > 0.9
 
 
@@ -299,13 +299,13 @@ def test_bad_input():
     with pytest.raises(InputError, match="no frames"):
         coarse_segment(VideoFeatures(torch.zeros(0, 6, 8, 4), torch.zeros(0, 6, 8, 4), (96, 128), (96, 128)))
     with pytest.raises(InputError, match="no labels"):
-        coarse_segment(feats, k=4, n_init=1, reference=np.full((96, 128), 255))
+        coarse_segment(feats, k=4, n_init=1, reference_mask=np.full((96, 128), 255))
     with pytest.raises(InputError, match="VideoFeatures"):
         coarse_segment(feats.aggregated)
     with pytest.raises(InputError, match="Reference frame 30"):
         coarse_segment(feats, k=4, reference_frame=30)
     with pytest.warns(UserWarning, match="resizing"):
-        cs = coarse_segment(feats, k=4, n_init=1, reference=np.kron(gt[0].numpy(), np.ones((3, 3), int)))
+        cs = coarse_segment(feats, k=4, n_init=1, reference_mask=np.kron(gt[0].numpy(), np.ones((3, 3), int)))
     assert set(cs.labels.unique().tolist()) <= {0, 1, 2}
     with pytest.raises(InputError, match="Unknown refiner"):
         coarse_segment(feats, k=4, refiner="crf")

@@ -69,7 +69,7 @@ def test_layouts_read_in_place(davis, tmp_path, shared_data):
                       annotations=tmp_path / "ann")
     by = {v.name: v for v in fo.videos}
     assert sorted(by) == ["plain", "room", "swan"]
-    assert by["swan"].annotations and by["room"].reference and not by["plain"].annotations and not by["plain"].reference
+    assert by["swan"].annotations and by["room"].reference_path and not by["plain"].annotations and not by["plain"].reference_path
     assert [v.name for v in select_videos(read_dataset(davis, "davis2017"), "swan-c,swan-a").videos] == \
         ["swan-c", "swan-a"]
     (tmp_path / "list.txt").write_text("swan-b\n")

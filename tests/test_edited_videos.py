@@ -24,7 +24,7 @@ def scenes():
 
 
 def _oracle(seq, cuts="auto", frames=True, batch=8, **shot_kw):
-    s = SegmentSettings(num_clusters=6, n_init=2, reference=seq.gt[0], names={1: "swan"},
+    s = SegmentSettings(num_clusters=6, n_init=2, reference_mask=seq.gt[0], names={1: "swan"},
                         shots=ShotSettings(cuts=cuts, **shot_kw))
     return coarse_segment_shots(oracle_video_features(seq, 0.3), s, batch,
                                 frames=torch.from_numpy(seq.frames) if frames else None)
@@ -116,7 +116,7 @@ def test_single_shot_outputs_are_unchanged_by_cut_detection(scenes, tiny):
     ref[:, 100:] = 3
     out = {}
     for cuts in ("off", "auto"):
-        s = SegmentSettings(num_clusters=4, n_init=2, batch_size=5, mode="fast", reference=ref, reference_frame=6,
+        s = SegmentSettings(num_clusters=4, n_init=2, batch_size=5, mode="fast", reference_mask=ref, reference_frame=6,
                             shots=ShotSettings(cuts=cuts))
         out[cuts] = segment_video(tiny, frames, s, keep_coarse=True)
     assert out["auto"][2].shots["cuts"] == []
@@ -140,7 +140,7 @@ def test_pipeline_follows_the_shots_of_an_edited_video(scenes, tiny):
 
 def test_reference_in_a_later_shot_names_that_shot_and_links_the_others(scenes):
     seq = edited_sequence(scenes, "A|B|A")
-    s = SegmentSettings(num_clusters=6, n_init=2, reference=seq.gt[20], reference_frame=20,
+    s = SegmentSettings(num_clusters=6, n_init=2, reference_mask=seq.gt[20], reference_frame=20,
                         names={2: "dark", 3: "mid", 4: "bright"}, shots=ShotSettings(cuts="auto"))
     labels, table, summary = coarse_segment_shots(oracle_video_features(seq, 0.3), s, 8,
                                                   frames=torch.from_numpy(seq.frames))

@@ -80,7 +80,7 @@ def test_reference_names_are_kept_and_words_reported(constructed):
     # the reference mask is the clusters themselves at the frames' size: cluster a -> 5, b -> 9
     up = F.interpolate(coarse[:1, None].float(), size=(H, W), mode="nearest")[0, 0].long().numpy()
     ref = np.where(up == a, 5, 9)
-    seg = _segmenter(bb, voc, reference=ref, names={5: "swan", 9: "lake"})
+    seg = _segmenter(bb, voc, reference_mask=ref, names={5: "swan", 9: "lake"})
     list(seg.run(lambda x, y: frames[x:y], T, (H, W)))
     assert [e.name for e in seg.summary.table] == ["swan", "lake"]
     assert seg.naming["applied"] is False

@@ -35,7 +35,7 @@ def test_reference_names_clusters_and_later_reference_frame(frames):
     ref[:, 60:] = 9
     for frame in (0, 4):  # frame 4 lies in the tail batch: its batch is computed first
         labels, summary = segment_video(bb, frames, SegmentSettings(num_clusters=4, batch_size=3, mode="fast",
-                                                                   reference=ref, reference_frame=frame))
+                                                                   reference_mask=ref, reference_frame=frame))
         assert set(summary.table.values) <= {0, 9}
         assert set(labels.unique().tolist()) <= {0, 9}
 

@@ -31,7 +31,7 @@ def test_coarse_labels_identical_with_one_and_two_threads(blackswan_masks, resto
     out = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        cs = coarse_segment(f, k=20, batch_size=3, refiner=refiner, reference=blackswan_masks[0], n_init=2)
+        cs = coarse_segment(f, k=20, batch_size=3, refiner=refiner, reference_mask=blackswan_masks[0], n_init=2)
         km = fit_kmeans(f.aggregated[:3].reshape(-1, 320), 20, n_init=2, seed=1)
         out[threads] = (cs.labels, cs.meta["kmeans_inertia"], km.centers, km.labels, km.inertia)
     a, b = out[1], out[2]

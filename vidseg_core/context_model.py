@@ -155,12 +155,12 @@ class SceneContext:
         self.steps = 0
 
     # ------------------------------------------------------------ init
-    def init(self, features: torch.Tensor, reference=None, reference_frame: int = 0, num_clusters: int = 20,
+    def init(self, features: torch.Tensor, reference_mask=None, reference_frame: int = 0, num_clusters: int = 20,
              n_init: int = 10, seed: int = 1, kmeans_impl: str = "torch",
              void_values: Sequence[int] = DEFAULT_VOID, assign_void: bool = False,
              frame_size: Optional[Tuple[int, int]] = None, names: Optional[Dict[int, str]] = None) -> LabelTable:
         """KMeans on all tokens of ``features`` [T, h, w, C]; name the clusters of frame ``reference_frame``
-        (index into ``features``) from ``reference`` (a label mask, or None = cluster ids); fit the KNN on
+        (index into ``features``) from ``reference_mask`` (a label mask, or None = cluster ids); fit the KNN on
         that frame's tokens.  Returns the :class:`LabelTable`."""
         feats = self._check_features(features, "init features", first=True)
         T, h, w, C = feats.shape
@@ -168,13 +168,13 @@ class SceneContext:
             raise InputError(f"Reference frame {reference_frame} is outside the {T} frames given to init.",
                              f"Use an index in 0..{T - 1}.")
         ref = None
-        if reference is not None:
-            ref = prepare_reference(reference, (h, w), frame_size, void_values, assign_void)
+        if reference_mask is not None:
+            ref = prepare_reference(reference_mask, (h, w), frame_size, void_values, assign_void)
         km = fit_kmeans(feats.reshape(-1, C), num_clusters, n_init=n_init, seed=seed, impl=kmeans_impl,
                         device=self.device)
         clusters = km.labels.reshape(T, h, w)[int(reference_frame)]
         assignment = assign_labels(clusters, num_clusters, ref, void_values, assign_void)
-        note_grid_losses(assignment, reference, ref, void_values, assign_void)
+        note_grid_losses(assignment, reference_mask, ref, void_values, assign_void)
         self.kmeans_inertia = km.inertia
         self.kmeans_centers = km.centers  # [K, C]: the clusters a label bank links later shots to
         return self.init_from_assignment(feats[int(reference_frame)], clusters, assignment, names)
@@ -281,7 +281,7 @@ class SceneContext:
         return x.to(device=self.device, dtype=self.dtype)
 
 
-def coarse_segment(features, k: int = 20, batch_size: int = 14, refiner="cbr", reference=None,
+def coarse_segment(features, k: int = 20, batch_size: int = 14, refiner="cbr", reference_mask=None,
                    reference_frame: int = 0, seed: int = 1, n_init: int = 10, n_neighbors: int = 4,
                    kmeans_impl: str = "torch", knn_impl: str = "torch", void_values: Sequence[int] = DEFAULT_VOID,
                    assign_void: bool = False, names: Optional[Dict[int, str]] = None, device="cpu",
@@ -289,7 +289,7 @@ def coarse_segment(features, k: int = 20, batch_size: int = 14, refiner="cbr", r
                    ) -> CoarseSegmentation:
     """Coarse label maps for a whole video (paper §4.1-4.2).
 
-    ``reference``: label mask of frame ``reference_frame`` (paper: first-frame GT), any size (resized
+    ``reference_mask``: label mask of frame ``reference_frame`` (paper: first-frame GT), any size (resized
     nearest to the grid; a size other than the frames' warns); None = cluster ids as labels.
     ``refiner``: "cbr" (paper Eqs 3-5), "cbr_compat" (authors' code), "none", or a Refiner.
     ``progress(done_frames, total_frames)`` is called after every batch.
@@ -308,7 +308,7 @@ def coarse_segment(features, k: int = 20, batch_size: int = 14, refiner="cbr", r
     batches = plan_batches(N, batch_size, tail)
     rb = next(b for b in batches if b.write_start <= reference_frame < b.stop)
     ctx = SceneContext(n_neighbors, refiner, device, knn_impl)
-    table = ctx.init(features.aggregated[rb.start:rb.stop], reference, int(reference_frame) - rb.start, k,
+    table = ctx.init(features.aggregated[rb.start:rb.stop], reference_mask, int(reference_frame) - rb.start, k,
                      n_init, seed, kmeans_impl, void_values, assign_void, features.frame_size, names)
     h, w = features.grid
     out = torch.empty(N, h, w, dtype=torch.long)
@@ -320,7 +320,7 @@ def coarse_segment(features, k: int = 20, batch_size: int = 14, refiner="cbr", r
     meta = {
         "k": k, "seed": seed, "n_init": n_init, "n_neighbors": n_neighbors, "batch_size": batch_size,
         "tail": tail, "kmeans_impl": kmeans_impl, "knn_impl": knn_impl, "refiner": repr(ctx.refiner),
-        "reference": reference is not None, "reference_frame": int(reference_frame),
+        "reference": reference_mask is not None, "reference_frame": int(reference_frame),
         "kmeans_batch": (rb.start, rb.stop), "kmeans_inertia": ctx.kmeans_inertia,
         "cluster_to_label": dict(ctx.assignment.mapping), "lost_labels": list(ctx.assignment.lost_labels),
         "void_values": [int(v) for v in void_values], "assign_void": assign_void,

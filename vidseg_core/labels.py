@@ -195,33 +195,34 @@ def labels_lost_by_resize(original: np.ndarray, resized: np.ndarray, void_values
                   - _label_values(np.asarray(resized).astype(np.int64), void_values, assign_void))
 
 
-def note_grid_losses(assignment: ClusterAssignment, reference, grid_reference: np.ndarray,
+def note_grid_losses(assignment: ClusterAssignment, reference_mask, grid_reference_mask: np.ndarray,
                      void_values: Sequence[int] = DEFAULT_VOID, assign_void: bool = False) -> ClusterAssignment:
-    """Add to ``assignment`` the reference labels present in the full mask ``reference`` but absent from
-    ``grid_reference`` (the same mask at the feature grid, :func:`prepare_reference`): they can win no
-    cluster, so they are lost for the whole video as well; listed in ``lost_at_grid`` and ``lost_labels``."""
-    if grid_reference is None or reference is None:
+    """Add to ``assignment`` the reference labels present in the full mask ``reference_mask`` but absent
+    from ``grid_reference_mask`` (the same mask at the feature grid, :func:`prepare_reference`): they can win
+    no cluster, so they are lost for the whole video as well; listed in ``lost_at_grid`` and ``lost_labels``."""
+    if grid_reference_mask is None or reference_mask is None:
         return assignment
-    full = np.asarray(reference.detach().cpu().numpy() if isinstance(reference, torch.Tensor) else reference)
+    full = reference_mask.detach().cpu().numpy() if isinstance(reference_mask, torch.Tensor) else reference_mask
+    full = np.asarray(full)
     full = full[..., 0] if full.ndim == 3 else full
     gone = sorted(_label_values(full.astype(np.int64), void_values, assign_void)
-                  - _label_values(np.asarray(grid_reference), void_values, assign_void))
+                  - _label_values(np.asarray(grid_reference_mask), void_values, assign_void))
     if gone:
         assignment.lost_at_grid = gone
         assignment.lost_labels = sorted(set(assignment.lost_labels) | set(gone))
     return assignment
 
 
-def prepare_reference(reference, grid: Tuple[int, int], frame_size: Optional[Tuple[int, int]] = None,
+def prepare_reference(reference_mask, grid: Tuple[int, int], frame_size: Optional[Tuple[int, int]] = None,
                       void_values: Sequence[int] = DEFAULT_VOID, assign_void: bool = False) -> np.ndarray:
     """Validate a reference label mask ``[H, W]`` and bring it to the feature grid (int64 ``[h, w]``)."""
-    if isinstance(reference, torch.Tensor):
-        ref = reference.detach().cpu().numpy()
+    if isinstance(reference_mask, torch.Tensor):
+        ref = reference_mask.detach().cpu().numpy()
     else:
         try:
-            ref = np.asarray(reference)
+            ref = np.asarray(reference_mask)
         except Exception as exc:
-            raise InputError(f"Cannot read the reference mask ({type(reference).__name__}): {exc}.",
+            raise InputError(f"Cannot read the reference mask ({type(reference_mask).__name__}): {exc}.",
                              "Pass a 2-D array of label ids.") from exc
     if ref.ndim == 3 and ref.shape[-1] == 1:
         ref = ref[..., 0]
@@ -272,19 +273,19 @@ class ClusterAssignment:
     lost_at_grid: List[int] = field(default_factory=list)
 
 
-def assign_labels(clusters, num_clusters: int, reference: Optional[np.ndarray] = None,
+def assign_labels(clusters, num_clusters: int, reference_mask: Optional[np.ndarray] = None,
                   void_values: Sequence[int] = DEFAULT_VOID, assign_void: bool = False) -> ClusterAssignment:
-    """Name the clusters of the reference frame (``clusters`` [h, w]) from ``reference`` [h, w] (at grid size).
+    """Name the clusters of the reference frame (``clusters`` [h, w]) from ``reference_mask`` [h, w] (at grid size).
 
     Without a reference: cluster ids renumbered by first appearance in raster order.
     """
     cl = np.asarray(torch.as_tensor(clusters).cpu().numpy() if isinstance(clusters, torch.Tensor) else clusters)
     cl = cl.astype(np.int64).reshape(-1)
-    if reference is None:
+    if reference_mask is None:
         order = list(dict.fromkeys(cl.tolist()))  # first appearance, raster order
         mapping = {c: i for i, c in enumerate(order)}
         return ClusterAssignment(mapping, [c for c in range(num_clusters) if c not in mapping], [], "cluster")
-    ref = np.asarray(reference, dtype=np.int64).reshape(-1)
+    ref = np.asarray(reference_mask, dtype=np.int64).reshape(-1)
     if ref.shape != cl.shape:
         raise InputError(f"Reference ({ref.size} cells) and cluster map ({cl.size} cells) differ in size.",
                          "Resize the reference to the feature grid with prepare_reference.")

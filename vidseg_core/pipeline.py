@@ -71,7 +71,7 @@ class SegmentSettings:
     #: per-batch seed (None = the backbone's, 1)
     seed: Optional[int] = None
     #: label mask [H,W] of frame ``reference_frame`` naming the clusters (None = cluster ids)
-    reference: Optional[np.ndarray] = None
+    reference_mask: Optional[np.ndarray] = None
     reference_frame: int = 0
     names: Optional[Dict[int, str]] = None
     void_values: Tuple[int, ...] = DEFAULT_VOID
@@ -108,15 +108,15 @@ class SegmentSettings:
             self.modulation.check()
         else:
             make_upsampler("guided_filter", **self.guided)
-        if self.reference is not None:  # dtype, negative ids, nothing but void: at its own size
-            ref = self.reference
+        if self.reference_mask is not None:  # dtype, negative ids, nothing but void: at its own size
+            ref = self.reference_mask
             ref = np.asarray(ref.detach().cpu() if hasattr(ref, "detach") else ref)
             shape = ref.shape[:2] if ref.ndim >= 2 else ref.shape
             prepare_reference(ref, shape, None, self.void_values)
 
     def describe(self) -> dict:
         d = asdict(self)
-        d["reference"] = None if self.reference is None else list(np.asarray(self.reference).shape)
+        d["reference_mask"] = None if self.reference_mask is None else list(np.asarray(self.reference_mask).shape)
         return d
 
 

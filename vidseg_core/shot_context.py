@@ -59,7 +59,7 @@ class ShotContext:
         seed the bank.  ``shot_start``: the first frame of the reference frame's shot."""
         settings = self.settings
         ctx = self._context()
-        ctx.init(features, settings.reference, ref_index, settings.num_clusters, settings.n_init, self.seed,
+        ctx.init(features, settings.reference_mask, ref_index, settings.num_clusters, settings.n_init, self.seed,
                  settings.kmeans_impl, settings.void_values, frame_size=self.frame_size, names=settings.names)
         self.bank.seed(ctx.kmeans_centers, ctx.assignment.mapping, ctx.assignment.kind, {"start": int(shot_start)})
         self.reference_context, self.reference_start = ctx, int(shot_start)

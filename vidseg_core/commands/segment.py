@@ -67,7 +67,7 @@ def add_method_arguments(p) -> None:
                         "next batch's label ids (default 0: the paper's disjoint batches)")
 
 
-def settings_from_args(args, reference=None, reference_frame: int = 0):
+def settings_from_args(args, reference_mask=None, reference_frame: int = 0):
     """The :class:`~vidseg_core.pipeline.SegmentSettings` of the method options (:func:`add_method_arguments`)."""
     from ..modulation import ModulationSettings
     from ..pipeline import SegmentSettings
@@ -75,7 +75,7 @@ def settings_from_args(args, reference=None, reference_frame: int = 0):
 
     settings = SegmentSettings(
         num_clusters=args.clusters, batch_size=args.batch_size, mode=args.mode, refiner=args.refiner,
-        seed=args.seed, reference=reference, reference_frame=reference_frame, kmeans_impl=args.kmeans,
+        seed=args.seed, reference_mask=reference_mask, reference_frame=reference_frame, kmeans_impl=args.kmeans,
         modulation=ModulationSettings(lam=args.lam, filter_s=args.filter_s, compat=args.compat),
         shots=ShotSettings(cuts=parse_cuts(args.cuts), link_threshold=args.link_threshold,
                            overlap=args.seam_overlap))
@@ -88,17 +88,17 @@ def segment_settings(args, source):
     labels lost at the working size (:func:`reference_at_working_size`)."""
     from ..validation import check_finite
 
-    reference, lost = None, []
+    reference_mask, lost = None, []
     if args.reference_mask:
-        reference = load_reference(args.reference_mask, source.source_size)
+        reference_mask = load_reference(args.reference_mask, source.source_size)
         # the working-resolution cap, not a user error; labels it loses are reported
-        reference, lost = reference_at_working_size(reference, source.frame_size)
+        reference_mask, lost = reference_at_working_size(reference_mask, source.frame_size)
     if not 0 <= args.reference_frame < len(source):  # with or without a mask: before the model loads
         raise InputError(f"--reference-frame {args.reference_frame} is outside the {len(source)} selected frames.",
                          f"Use an index in 0..{len(source) - 1}.")
     if not check_finite("--fps", args.fps, "Use e.g. --fps 12.") > 0:
         raise InputError(f"--fps {args.fps} must be positive.", "Use e.g. --fps 12.")
-    settings = settings_from_args(args, reference, args.reference_frame)
+    settings = settings_from_args(args, reference_mask, args.reference_frame)
     if not isinstance(settings.shots.cuts, str):  # user cuts: inside the selected frames, checked now
         from ..shots import shots_from_cuts
 

@@ -47,7 +47,7 @@ class Video:
     frames: str                       # folder of frames or a video file
     num_frames: int
     annotations: Optional[str] = None  # folder of GT PNGs named like the frames
-    reference: Optional[str] = None   # a single reference PNG of the first frame (folders layout)
+    reference_path: Optional[str] = None   # a single reference PNG of the first frame (folders layout)
 
 
 @dataclass
@@ -184,7 +184,7 @@ def _folders(root: Path, annotations: Optional[Path]) -> List[Video]:
                 ann = str(annotations / p.stem)
             elif (annotations / f"{p.stem}.png").is_file():
                 ref = str(annotations / f"{p.stem}.png")
-        videos.append(Video(p.stem if p.is_file() else p.name, str(p), n, annotations=ann, reference=ref))
+        videos.append(Video(p.stem if p.is_file() else p.name, str(p), n, annotations=ann, reference_path=ref))
     if not videos:
         raise InputError(f"{root} holds no clip (no sub-folder of frames, no video file).",
                          "Put one folder of frames or one video file per clip in ROOT.")

@@ -59,8 +59,8 @@ class JobConfig:
 
 def find_reference(video: Video, names) -> Tuple[Optional[str], int]:
     """(path of the first selected frame's annotation, its index among the selected frames) or (None, 0)."""
-    if video.reference is not None:  # a single mask of the clip's first frame
-        return video.reference, 0
+    if video.reference_path is not None:  # a single mask of the clip's first frame
+        return video.reference_path, 0
     if video.annotations is None:
         return None, 0
     ann = Path(video.annotations)
@@ -111,9 +111,9 @@ def segment_video_into(backbone, video: Video, config: JobConfig, folder: RunFol
     with config.open_frames(video.frames) as source:
         names = source.names
         ref_path, ref_index = find_reference(video, names)
-        reference, at_max_side = (None, []) if ref_path is None else \
+        reference_mask, at_max_side = (None, []) if ref_path is None else \
             load_video_reference(ref_path, source, config.gt_transform)
-        settings = dataclasses.replace(config.settings, reference=reference, reference_frame=ref_index)
+        settings = dataclasses.replace(config.settings, reference_mask=reference_mask, reference_frame=ref_index)
         seg = make_segmenter(backbone, settings, None, naming if naming is not None else config.naming)
         size = tuple(source.source_size)
 

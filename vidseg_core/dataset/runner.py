@@ -59,7 +59,7 @@ class DatasetResult:
 def manifest(run: DatasetRun, dataset) -> dict:
     """What must not change between a run and its resumption in the same folder."""
     settings = run.config.settings.describe()
-    settings.pop("reference", None)
+    settings.pop("reference_mask", None)
     settings.pop("reference_frame", None)
     return {"layout": run.layout, "split": dataset.split, "resolution": run.resolution, "model": run.config.model,
             "precision": run.config.precision, "prediction_type": run.config.prediction_type, "settings": settings,
