@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     cases += [(coarse_map(T, 1, 0), dict(max_runs_per_chunk=1), store),
               (coarse_map(T, 3, 1), dict(max_runs_per_chunk=1), store),
               (coarse_map(T, 2, 1), dict(max_runs_per_chunk=2), None),  # the reference store built in the call
-              (coarse_map(T, 3, 2), dict(reference="repeat", max_runs_per_chunk=2), None)]
+              (coarse_map(T, 3, 2), dict(reference_pass="repeat", max_runs_per_chunk=2), None)]
     eager = [modulate_batch(bb, inputs, c, None, None, ModulationSettings(**kw), reference=s) for c, kw, s in cases]
     dynamo.reset()
     counters.clear()
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
             r = modulate_batch(bb, inputs, c, None, None, ModulationSettings(**kw), reference=s)
             new = counters["stats"]["unique_graphs"] - before
             total += new
-            where = "given" if s is not None else r.stats["reference"]
+            where = "given" if s is not None else r.stats["reference_pass"]
             print(f"{r.stats['compacted_rows']} | {r.stats['chunks']} | {where} | {new} | "
                   f"{torch.equal(r.labels, e.labels)} | {time.perf_counter() - t0:.1f}", flush=True)
     print(f"graphs in all: {total}; recompile-limit hits: {state.limit_hits}; "

@@ -110,9 +110,9 @@ def timing(args):
         "batched, attention probabilities not shared": lambda: modulate_batch(
             bb, inputs, coarse, ids, size, ModulationSettings(share_attention=False)),
         "batched, chunks of 3 runs, reference repeated": lambda: modulate_batch(
-            bb, inputs, coarse, ids, size, ModulationSettings(max_runs_per_chunk=3, reference="repeat")),
+            bb, inputs, coarse, ids, size, ModulationSettings(max_runs_per_chunk=3, reference_pass="repeat")),
         "batched, chunks of 3 runs, reference stored": lambda: modulate_batch(
-            bb, inputs, coarse, ids, size, ModulationSettings(max_runs_per_chunk=3, reference="store")),
+            bb, inputs, coarse, ids, size, ModulationSettings(max_runs_per_chunk=3, reference_pass="store")),
         "fast mode (guided filter)": lambda: GuidedFilterUpsampler().upsample(frames, coarse, ids),
     }
     x1 = inputs.x_start[None]

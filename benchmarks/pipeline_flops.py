@@ -130,7 +130,7 @@ def run(frames: int = 14, labels: int = 10, height: int = 448, width: int = 832,
             paths[f"CUDA, chunks of {c} runs, reference from the feature pass"] = ref + mod(
                 store, share_attention="fused", max_runs_per_chunk=c)
             paths[f"CUDA, chunks of {c} runs, reference repeated (forced)"] = fp["ours"] + mod(
-                share_attention="fused", max_runs_per_chunk=c, reference="repeat")
+                share_attention="fused", max_runs_per_chunk=c, reference_pass="repeat")
         for p in (presence if bb.family == "sd" else ()):
             part = presence_coarse(coarse, p)
             real = float(torch.stack([(part == i).flatten(1).any(1) for i in range(K)]).float().mean())

@@ -90,7 +90,7 @@ def test_native_rows_with_the_store_built_compute_the_prefix_once():
         return real(self, call, rows)
     with torch.inference_mode():
         inputs = core.features.prepare_batch(bb, _frames())
-        settings = core.modulation.ModulationSettings(reference="store", max_runs_per_chunk=1,
+        settings = core.modulation.ModulationSettings(reference_pass="store", max_runs_per_chunk=1,
                                                       return_difference_maps=True)
         off = core.modulation.modulate_batch(bb, inputs, coarse, None, (H, W), settings.with_(share_prefix=False))
         type(sp).prefix = counted

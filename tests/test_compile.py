@@ -117,7 +117,7 @@ def test_compacted_rows_do_not_recompile_per_row_count(compiled_sd):
         (_rows_coarse(1, 0), {}, True),  # 14 rows in one chunk
         (_rows_coarse(1, 1), dict(max_runs_per_chunk=1), True),  # 16 rows in chunks of 3 (and 1)
         (_rows_coarse(2, 1), {}, True),  # 18 rows in one chunk
-        (_rows_coarse(2, 2), dict(reference="store", max_runs_per_chunk=2), False),  # store built, 20 rows by 6
+        (_rows_coarse(2, 2), dict(reference_pass="store", max_runs_per_chunk=2), False),  # store built, 20 rows by 6
     ]
     graphs, rows = [], []
     for coarse, kw, given in cases:

@@ -261,6 +261,22 @@ def test_resume_with_other_settings_is_refused(davis, baseline, capsys):
     assert "other settings" in capsys.readouterr().err and tree_bytes(out) == before
 
 
+def test_run_folder_of_an_earlier_version_resumes(tmp_path):
+    from vidseg_core.dataset.progress import RunFolder
+
+    run = {"model": "tiny-sd", "settings": {"num_clusters": 4, "modulation": {"reference_pass": "auto", "lam": 1.0}}}
+    earlier = json.loads(json.dumps(run))
+    earlier["settings"]["modulation"] = {"reference": "auto", "lam": 1.0}  # the setting's earlier key
+    (tmp_path / ".vidseg").mkdir()
+    (tmp_path / ".vidseg" / "run.json").write_text(json.dumps(earlier))
+    RunFolder(tmp_path).open(run, False, [])  # same settings: resumes
+    assert json.loads((tmp_path / ".vidseg" / "run.json").read_text()) == run
+    other = json.loads(json.dumps(run))
+    other["settings"]["modulation"]["reference_pass"] = "store"
+    with pytest.raises(InputError, match="other settings"):
+        RunFolder(tmp_path).open(other, False, [])
+
+
 def test_ray_missing_gives_a_clear_message(monkeypatch):
     import sys
 

@@ -168,18 +168,18 @@ def test_later_modulation_step_equals_sequential_oracle(sd_setup):
 def test_chunked_and_store_modes_equal_one_chunk(sd_setup, sd_baseline):
     bb, inputs, coarse = sd_setup
     for st in (ModulationSettings(max_runs_per_chunk=3), ModulationSettings(max_runs_per_chunk=2),
-               ModulationSettings(reference="store", max_runs_per_chunk=2, share_attention=True),
+               ModulationSettings(reference_pass="store", max_runs_per_chunk=2, share_attention=True),
                ModulationSettings(share_prefix=False), ModulationSettings(share_attention=True),
                ModulationSettings(share_attention=False)):
         res = modulate_batch(bb, inputs, coarse, None, FRAME, st.with_(return_difference_maps=True))
         assert _agree(res.labels, sd_baseline.labels) >= 0.999
         assert (res.difference_maps - sd_baseline.difference_maps).abs().max() <= 1e-4
     assert res.stats["chunks"] == [7]
-    chunked = modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=3, reference="repeat"))
+    chunked = modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=3, reference_pass="repeat"))
     assert chunked.stats["chunks"] == [3, 3, 3] and chunked.stats["prefix"]["reused"] == 2
     # "auto": repeating would cost 3 reference runs, storing 1 -> store, and each chunk holds modulated runs only
     auto = modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=3))
-    assert auto.stats["reference"] == "store" and auto.stats["chunks"] == [2, 2, 2]
+    assert auto.stats["reference_pass"] == "store" and auto.stats["chunks"] == [2, 2, 2]
 
 
 # ------------------------------------------------------------------ properties
@@ -287,7 +287,7 @@ def test_oom_with_two_runs_switches_to_store_mode_then_gives_up(sd_setup, sd_bas
         warnings.simplefilter("always")
         res = modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=7))
     assert any("store mode" in str(w.message) for w in caught)
-    assert res.stats["reference"] == "store" and _agree(res.labels, sd_baseline.labels) >= 0.999
+    assert res.stats["reference_pass"] == "store" and _agree(res.labels, sd_baseline.labels) >= 0.999
     limit["runs"] = 0
     with pytest.raises(OutOfMemoryError, match="does not fit in memory"):
         with warnings.catch_warnings():

@@ -42,10 +42,10 @@ def _run(bb, inputs, coarse, store=None, **kw):
 CASES = [  # (store given, settings)
     (True, {}),
     (False, {}),  # one chunk, the reference repeated in it
-    (False, dict(reference="store")),
-    (False, dict(reference="repeat", max_runs_per_chunk=2)),  # chunks of rows, reference rows per chunk
+    (False, dict(reference_pass="store")),
+    (False, dict(reference_pass="repeat", max_runs_per_chunk=2)),  # chunks of rows, reference rows per chunk
     (True, dict(share_attention="probabilities")),
-    (False, dict(share_attention="probabilities", reference="repeat", max_runs_per_chunk=3)),
+    (False, dict(share_attention="probabilities", reference_pass="repeat", max_runs_per_chunk=3)),
     (True, dict(share_attention="fused", share_prefix=False)),
     (False, dict(share_attention=False, share_prefix=False)),
 ]
@@ -188,10 +188,10 @@ def test_the_store_built_in_the_batch_gives_every_frame_its_prefix(sd, monkeypat
         prefix_rows.append(rows["sample"].shape[0])
         return real(self, call, rows)
     monkeypatch.setattr(DiffusersSplitter, "prefix", counted)
-    for kw, chunks in ((dict(reference="store"), 1), (dict(reference="store", max_runs_per_chunk=1), 6)):
+    for kw, chunks in ((dict(reference_pass="store"), 1), (dict(reference_pass="store", max_runs_per_chunk=1), 6)):
         prefix_rows.clear()
         res = _run(bb, inputs, coarse, **kw)
-        assert res.stats["reference"] == "store" and len(res.stats["chunks"]) == chunks
+        assert res.stats["reference_pass"] == "store" and len(res.stats["chunks"]) == chunks
         assert prefix_rows == [2 * 3], prefix_rows  # both guidance halves of the 3 frames, once
         assert res.stats["prefix"]["prefix"] == 1 and res.stats["prefix"]["reused"] == chunks, res.stats["prefix"]
         assert torch.equal(res.labels, full.labels)

@@ -50,8 +50,8 @@ def test_reference_pass_gives_the_same_features_and_the_same_modulation(setup):
     for share in (None, False):
         plain = _maps(bb, inputs, coarse, share_attention=share)
         given = _maps(bb, inputs, coarse, share_attention=share, reference=store)
-        assert plain.stats["reference"] == "repeat" and plain.stats["chunks"] == [7]
-        assert given.stats["reference"] == "store" and given.stats["reference_given"]
+        assert plain.stats["reference_pass"] == "repeat" and plain.stats["chunks"] == [7]
+        assert given.stats["reference_pass"] == "store" and given.stats["reference_given"]
         assert given.stats["chunks"] == [6] and "store_bytes" not in given.stats  # no reference run at all
         assert torch.equal(given.labels, plain.labels)
         assert (given.difference_maps - plain.difference_maps).abs().max() <= 1e-4  # batch-size rounding
@@ -61,7 +61,7 @@ def test_a_store_recorded_for_other_settings_is_not_used(setup):
     bb, inputs, coarse = setup
     _, _, store = reference_pass(bb, inputs)
     res = _maps(bb, inputs, coarse, step=bb.config.modulation_step + 1, reference=store)
-    assert not res.stats["reference_given"] and res.stats["reference"] == "repeat"
+    assert not res.stats["reference_given"] and res.stats["reference_pass"] == "repeat"
 
 
 def test_pipeline_quality_mode_hands_the_feature_pass_reference_to_the_modulation(monkeypatch):
@@ -155,7 +155,7 @@ def test_forced_repeat_ignores_a_given_store(setup):
     _, _, store = reference_pass(bb, inputs)
     res = modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(reference="repeat", max_runs_per_chunk=3),
                          reference=store)
-    assert res.stats["reference"] == "repeat" and res.stats["chunks"] == [3, 3, 3]
+    assert res.stats["reference_pass"] == "repeat" and res.stats["chunks"] == [3, 3, 3]
 
 
 # ------------------------------------------------------------------ decode

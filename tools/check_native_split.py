@@ -89,7 +89,7 @@ def main(argv=None) -> int:
                   f"{rel:.3g} (max |map| {scale:.3g}; bit-identical: {torch.equal(on.difference_maps, off.difference_maps)}); "
                   f"compacted rows {on.stats.get('compacted_rows')}; prefix on: {json.dumps(prefix)}; "
                   f"off: {json.dumps(off.stats['prefix'])}; seconds on {t_on:.1f} / off {t_off:.1f}"
-                  f"; chunks {on.stats['chunks']} ({on.stats['reference']}){'' if good else '  FAIL'}")
+                  f"; chunks {on.stats['chunks']} ({on.stats['reference_pass']}){'' if good else '  FAIL'}")
         if args.timing_runs:
             time_tm_call(core, bb, inputs, args.timing_runs, args.repeats)
     return 0 if ok else 1

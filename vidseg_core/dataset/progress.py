@@ -31,6 +31,21 @@ from ..output_dir import check_outside_inputs, check_writable
 
 STATE = ".vidseg"
 
+#: keys a ``run.json`` of an earlier version spells otherwise: (where, old key, today's key)
+RENAMED_KEYS = ((("settings", "modulation"), "reference", "reference_pass"),)
+
+
+def upgrade_manifest(manifest: dict) -> dict:
+    """``manifest`` (a ``run.json`` as read) with the keys renamed since it was written spelled as today, so
+    that a run started by an earlier version resumes; the values are left as they are."""
+    for where, old, new in RENAMED_KEYS:
+        d = manifest
+        for k in where:
+            d = d.get(k) if isinstance(d, dict) else None
+        if isinstance(d, dict) and old in d and new not in d:
+            d[new] = d.pop(old)
+    return manifest
+
 
 def write_json_atomic(path: Path, obj) -> None:
     """Write JSON to ``path`` atomically (temporary file, fsync, rename)."""
@@ -71,7 +86,7 @@ class RunFolder:
         run_file = self.state / "run.json"
         manifest = json.loads(json.dumps(manifest))  # as it reads back (tuples -> lists)
         if run_file.exists() and not overwrite:
-            old = json.loads(run_file.read_text())
+            old = upgrade_manifest(json.loads(run_file.read_text()))
             diff = sorted(k for k in set(old) | set(manifest) if old.get(k) != manifest.get(k))
             if diff:
                 raise InputError(f"{self.out} holds a run with other settings ({', '.join(diff)} differ), "

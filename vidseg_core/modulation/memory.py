@@ -52,17 +52,17 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return False
 
 
-def shrink_after_oom(msg: str, size: int, mode: str, what: str, reference: str) -> Tuple[str, int]:
+def shrink_after_oom(msg: str, size: int, mode: str, what: str, reference_pass: str) -> Tuple[str, int]:
     """What to try after a chunk of ``size`` runs (or rows, ``what``) ran out of memory in reference ``mode``:
     ``(mode, chunk capacity)`` with a warning, halving the chunk down to 2 (1 in store mode), then, if the
-    ``reference`` setting is ``"auto"``, the store mode a run at a time; raises :class:`OutOfMemoryError`
+    ``reference_pass`` setting is ``"auto"``, the store mode a run at a time; raises :class:`OutOfMemoryError`
     when nothing smaller is left."""
     if size > 2 or (mode == "store" and size > 1):
         smaller = max(1 if mode == "store" else 2, size // 2)
         warnings.warn(f"Modulation chunk of {size} {what} ran out of memory ({msg}); retrying with {smaller} "
                       f"{what} per chunk.", RuntimeWarning, stacklevel=3)
         return mode, smaller
-    if mode == "repeat" and reference == "auto":
+    if mode == "repeat" and reference_pass == "auto":
         warnings.warn("Even the reference plus one modulated run does not fit in memory; computing the reference "
                       "once and keeping its q/k and latents (store mode).", RuntimeWarning, stacklevel=3)
         return "store", 1

@@ -119,7 +119,7 @@ class _BatchModulation:
         self.decode_frames: Optional[int] = None  # frames per VAE call (None: decode_chunk)
         self.next_label = 0
         self.units = self.total_units = 0
-        self.stats: Dict[str, object] = {"chunks": [], "oom_retries": 0, "reference": None,
+        self.stats: Dict[str, object] = {"chunks": [], "oom_retries": 0, "reference_pass": None,
                                          "reference_given": self.given is not None}
 
     # -------------------------------------------------------- helpers
@@ -295,7 +295,7 @@ class _BatchModulation:
         ctx_tokens = getattr(getattr(self.inputs.cond, "context", None), "shape", (0, 1))[1]
         store_bytes = estimate_store_bytes(self.backbone, self.plan, self.T, self.latent_hw, ctx_tokens)
         device_budget = None if self.settings.max_runs_per_chunk is not None else available_bytes(dev)
-        mode, where = choose_reference_mode(self.settings.reference, self.given is not None, runs, max_runs,
+        mode, where = choose_reference_mode(self.settings.reference_pass, self.given is not None, runs, max_runs,
                                             store_bytes, device_budget,
                                             estimate_run_bytes(self.backbone, self.T, self.latent_hw),
                                             host_available_bytes())
@@ -326,7 +326,7 @@ class _BatchModulation:
         self.fold_finished()
         if self.next_label != self.L:
             raise RuntimeError(f"internal error: {self.next_label} of {self.L} labels folded")
-        self.stats["reference"] = mode
+        self.stats["reference_pass"] = mode
         self.stats["seconds"] = round(time.perf_counter() - t0, 3)
         return self._result()
 
@@ -419,7 +419,7 @@ class _BatchModulation:
         """The reference mode and chunk capacity to retry with after a chunk of ``size`` ran out of memory."""
         self.stats["oom_retries"] = int(self.stats["oom_retries"]) + 1
         smaller, max_runs = shrink_after_oom(msg, size, mode, "rows" if self.compact else "runs",
-                                             self.settings.reference)
+                                             self.settings.reference_pass)
         if smaller != mode and self.backbone.device.type != "cpu":
             self.store_device = torch.device("cpu")  # the store goes to the host then
         return smaller, max_runs
@@ -454,7 +454,7 @@ def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame
     ``reference``: the batch's :class:`~.reference.ReferenceStore` from
     :func:`~.reference.reference_pass` (the feature pass): the reference
     trajectory is then not computed again (ignored when recorded for other
-    settings, or with ``settings.reference == "repeat"``).
+    settings, or with ``settings.reference_pass == "repeat"``).
     Returns ``labels [T,H,W]`` with values from ``label_ids``.
     """
     settings = settings or ModulationSettings()

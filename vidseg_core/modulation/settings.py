@@ -53,7 +53,7 @@ class ModulationSettings:
     #: how chunks get the reference: "repeat" it in every chunk, "store" its q/k and latents once,
     #: "auto" = the rule of vidseg_core.modulation.memory (a store from the feature pass is used; else repeat
     #: when everything fits in one chunk, store when repeating would cost >= 2 reference runs)
-    reference: str = "auto"
+    reference_pass: str = "auto"
     #: compute the part of step t_m shared by every run once
     share_prefix: bool = True
     #: the injected layers' reference q/k projected once for all runs (exact rewrites, .shared_attention):
@@ -77,8 +77,8 @@ class ModulationSettings:
             raise InputError(f"lambda = {self.lam} is not finite.", "The authors use lambda = 50.")
         if self.compat not in COMPAT_MODES:
             raise InputError(f"Unknown compat mode {self.compat!r}.", f"Use one of {', '.join(COMPAT_MODES)}.")
-        if self.reference not in REFERENCE_MODES:
-            raise InputError(f"Unknown reference mode {self.reference!r}.", f"Use one of {', '.join(REFERENCE_MODES)}.")
+        if self.reference_pass not in REFERENCE_MODES:
+            raise InputError(f"Unknown reference mode {self.reference_pass!r}.", f"Use one of {', '.join(REFERENCE_MODES)}.")
         if self.absent_labels not in ABSENT_MODES:
             raise InputError(f"Unknown absent_labels mode {self.absent_labels!r}.", f"Use one of {', '.join(ABSENT_MODES)}.")
         if not 0.0 <= float(self.filter_s) <= 1.0:
