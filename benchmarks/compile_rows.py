@@ -59,7 +59,8 @@ def main(argv=None) -> int:
               (coarse_map(T, 3, 1), dict(max_runs_per_chunk=1), store),
               (coarse_map(T, 2, 1), dict(max_runs_per_chunk=2), None),  # the reference store built in the call
               (coarse_map(T, 3, 2), dict(reference_pass="repeat", max_runs_per_chunk=2), None)]
-    eager = [modulate_batch(bb, inputs, c, None, None, ModulationSettings(**kw), reference=s) for c, kw, s in cases]
+    eager = [modulate_batch(bb, inputs, c, None, None, ModulationSettings(**kw), reference_store=s)
+             for c, kw, s in cases]
     dynamo.reset()
     counters.clear()
     state = compile_backbone(bb, backend="aot_eager")
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
         warnings.simplefilter("always", RuntimeWarning)
         for (c, kw, s), e in zip(cases, eager):
             t0, before = time.perf_counter(), counters["stats"]["unique_graphs"]
-            r = modulate_batch(bb, inputs, c, None, None, ModulationSettings(**kw), reference=s)
+            r = modulate_batch(bb, inputs, c, None, None, ModulationSettings(**kw), reference_store=s)
             new = counters["stats"]["unique_graphs"] - before
             total += new
             where = "given" if s is not None else r.stats["reference_pass"]

@@ -32,7 +32,7 @@ def presence_cases(bb, frames, labels: int, fraction: float, results: dict):
     def case(key, skip):
         def fn():
             res = modulate_batch(bb, inputs, coarse, None, size, ModulationSettings(skip_absent_rows=skip),
-                                 reference=store)
+                                 reference_store=store)
             results[key] = res.labels
         return fn
     return {"mod_rows": case("mod_rows", True), "mod_whole": case("mod_whole", False)}, inputs, coarse, store
@@ -54,7 +54,7 @@ def presence_flops(meta, cond_of, T: int, hw, coarse) -> Dict[str, float]:
     ids = sorted(int(v) for v in torch.unique(coarse))
     return {key: count(lambda skip=skip: modulate_batch(meta, inputs, coarse, ids, (H, W),
                                                          ModulationSettings(skip_absent_rows=skip),
-                                                         reference=store)) / T
+                                                         reference_store=store)) / T
             for key, skip in (("mod_rows", True), ("mod_whole", False))}
 
 

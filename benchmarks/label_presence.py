@@ -138,7 +138,7 @@ def timing(repeats: int = 3, fraction=None, labels: int = 10, log=print) -> dict
     def case(skip):
         def fn():
             st = ModulationSettings(skip_absent_rows=skip, return_difference_maps=True)
-            res = modulate_batch(bb, inputs, coarse, None, tuple(video.shape[1:3]), st, reference=store)
+            res = modulate_batch(bb, inputs, coarse, None, tuple(video.shape[1:3]), st, reference_store=store)
             results[skip] = res
         return fn
     samples, _ = time_cases({"whole runs": case(False), "rows skipped": case(True)}, repeats=repeats, log=log)

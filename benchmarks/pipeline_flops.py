@@ -119,7 +119,7 @@ def run(frames: int = 14, labels: int = 10, height: int = 448, width: int = 832,
 
         def mod(store=None, coarse_map=coarse, **kw):
             return count(lambda: modulate_batch(bb, inputs, coarse_map, ids, (H, W), ModulationSettings(**kw),
-                                                reference=store))
+                                                reference_store=store))
 
         store = made["store"]
         paths = {"CPU default (reference once, attention probabilities shared, one chunk)":

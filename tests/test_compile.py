@@ -123,11 +123,11 @@ def test_compacted_rows_do_not_recompile_per_row_count(compiled_sd):
     for coarse, kw, given in cases:
         st = ModulationSettings(**kw)
         ref = store if given else None
-        eager = modulate_batch(eager_bb, inputs, coarse, None, None, st, reference=ref)
+        eager = modulate_batch(eager_bb, inputs, coarse, None, None, st, reference_store=ref)
         before = counters["stats"]["unique_graphs"]
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)  # a fallback or a recompile-limit hit would warn
-            res = modulate_batch(bb, inputs, coarse, None, None, st, reference=ref)
+            res = modulate_batch(bb, inputs, coarse, None, None, st, reference_store=ref)
         graphs.append(counters["stats"]["unique_graphs"] - before)
         rows.append((res.stats["compacted_rows"], tuple(res.stats["chunks"])))
         assert torch.equal(res.labels, eager.labels)

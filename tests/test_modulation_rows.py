@@ -36,7 +36,7 @@ def sd():
 
 def _run(bb, inputs, coarse, store=None, **kw):
     st = ModulationSettings(return_difference_maps=True, **kw)
-    return modulate_batch(bb, inputs, coarse, None, FRAME, st, reference=store)
+    return modulate_batch(bb, inputs, coarse, None, FRAME, st, reference_store=store)
 
 
 CASES = [  # (store given, settings)
@@ -111,11 +111,11 @@ def test_progress_adds_up_and_host_reads_stay_constant(sd):
     bb, inputs, coarse, store = sd
     calls = []
     modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=2),
-                   progress=lambda d, t: calls.append((d, t)), reference=store)
+                   progress=lambda d, t: calls.append((d, t)), reference_store=store)
     done = [d for d, _ in calls]
     assert done == sorted(done) and calls[-1][0] == calls[-1][1] > 0
     counts = {chunk: _count_host_reads(lambda: modulate_batch(
-        bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=chunk), reference=store))
+        bb, inputs, coarse, None, FRAME, ModulationSettings(max_runs_per_chunk=chunk), reference_store=store))
         for chunk in (None, 2)}
     assert len(set(counts.values())) == 1 and max(counts.values()) <= 6, counts
 

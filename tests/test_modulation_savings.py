@@ -30,9 +30,9 @@ def setup(request):
 
 
 def _maps(bb, inputs, coarse, **kw):
-    reference = kw.pop("reference", None)
+    reference_store = kw.pop("reference_store", None)
     return modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(return_difference_maps=True, **kw),
-                          reference=reference)
+                          reference_store=reference_store)
 
 
 # ------------------------------------------------------------------ the reference trajectory once
@@ -49,7 +49,7 @@ def test_reference_pass_gives_the_same_features_and_the_same_modulation(setup):
                                                   getattr(getattr(inputs.cond, "context", None), "shape", (0, 1))[1])
     for share in (None, False):
         plain = _maps(bb, inputs, coarse, share_attention=share)
-        given = _maps(bb, inputs, coarse, share_attention=share, reference=store)
+        given = _maps(bb, inputs, coarse, share_attention=share, reference_store=store)
         assert plain.stats["reference_pass"] == "repeat" and plain.stats["chunks"] == [7]
         assert given.stats["reference_pass"] == "store" and given.stats["reference_given"]
         assert given.stats["chunks"] == [6] and "store_bytes" not in given.stats  # no reference run at all
@@ -60,7 +60,7 @@ def test_reference_pass_gives_the_same_features_and_the_same_modulation(setup):
 def test_a_store_recorded_for_other_settings_is_not_used(setup):
     bb, inputs, coarse = setup
     _, _, store = reference_pass(bb, inputs)
-    res = _maps(bb, inputs, coarse, step=bb.config.modulation_step + 1, reference=store)
+    res = _maps(bb, inputs, coarse, step=bb.config.modulation_step + 1, reference_store=store)
     assert not res.stats["reference_given"] and res.stats["reference_pass"] == "repeat"
 
 
@@ -98,7 +98,7 @@ def test_fused_shared_qk_equals_unshared_and_probabilities(setup):
         assert torch.equal(res.labels, off.labels), mode
         assert (res.difference_maps - off.difference_maps).abs().max() <= 1e-4, mode
     _, _, store = reference_pass(bb, inputs)
-    res = _maps(bb, inputs, coarse, share_attention="fused", reference=store)
+    res = _maps(bb, inputs, coarse, share_attention="fused", reference_store=store)
     assert torch.equal(res.labels, off.labels) and (res.difference_maps - off.difference_maps).abs().max() <= 1e-4
 
 
@@ -153,8 +153,8 @@ def test_reference_mode_rule():
 def test_forced_repeat_ignores_a_given_store(setup):
     bb, inputs, coarse = setup
     _, _, store = reference_pass(bb, inputs)
-    res = modulate_batch(bb, inputs, coarse, None, FRAME, ModulationSettings(reference="repeat", max_runs_per_chunk=3),
-                         reference=store)
+    st = ModulationSettings(reference_pass="repeat", max_runs_per_chunk=3)
+    res = modulate_batch(bb, inputs, coarse, None, FRAME, st, reference_store=store)
     assert res.stats["reference_pass"] == "repeat" and res.stats["chunks"] == [3, 3, 3]
 
 
@@ -224,7 +224,7 @@ def test_host_reads_do_not_grow_with_steps_frames_or_chunks(name):
         inputs, coarse, store = prepared[T]
         st = ModulationSettings(step=v["step"], max_runs_per_chunk=v["chunk"], share_attention=v["share"])
         counts[tuple(v.values())] = _count_host_reads(
-            lambda: modulate_batch(bb, inputs, coarse, None, FRAME, st, reference=store))
+            lambda: modulate_batch(bb, inputs, coarse, None, FRAME, st, reference_store=store))
     assert len(set(counts.values())) == 1, counts
     assert max(counts.values()) <= 6, counts  # coarse / ids / present tables / labels to the host
 

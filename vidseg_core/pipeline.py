@@ -265,7 +265,7 @@ class VideoSegmenter:
             with timed(seconds, "read"):
                 frames = read(b.start, b.stop)
             with timed(seconds, "features"):
-                inputs, agg, corr, reference = self._features(frames, with_reference=settings.mode == "quality")
+                inputs, agg, corr, reference_store = self._features(frames, with_reference=settings.mode == "quality")
             self._tick(b.index, units, "coarse")
             with timed(seconds, "coarse"):
                 if context.reference_context is None:
@@ -281,7 +281,8 @@ class VideoSegmenter:
                 if skip_upsample is not None and skip_upsample(b):
                     labels = None
                 elif settings.mode == "quality":
-                    ctx = UpsampleContext(backbone=backbone, inputs=inputs, seed=settings.seed, reference=reference,
+                    ctx = UpsampleContext(backbone=backbone, inputs=inputs, seed=settings.seed,
+                                          reference_store=reference_store,
                                           progress=lambda d, n, _b=b: self._tick(_b.index * n + d, units * n,
                                                                                  "modulation"),
                                           cancel=self.cancel)
@@ -293,7 +294,7 @@ class VideoSegmenter:
             self.table = context.table  # a new shot may have added labels
             cuts = tuple(c for c in sorted(set(frame_cuts) | set(context.feature_cuts)) if b.write_start <= c < b.stop)
             yield BatchResult(b, None if labels is None else labels.cpu(), coarse[off:].cpu(), knn[off:].cpu(), cuts)
-            del inputs, agg, corr, frames, reference
+            del inputs, agg, corr, frames, reference_store
         assignment = context.assignment
         self.summary = SegmentSummary(
             table=context.table, num_frames=num_frames, frame_size=tuple(frame_size), work_size=work,

@@ -123,7 +123,7 @@ def reference_pass(backbone, inputs, settings=None, store_dtype: torch.dtype = t
 
     Returns ``(aggregated, correspondence, store)``: the features exactly as
     :func:`~vidseg_core.features.capture_features` returns them, and the
-    :class:`ReferenceStore` for :func:`~.runner.modulate_batch` (``reference=``).
+    :class:`ReferenceStore` for :func:`~.runner.modulate_batch` (``reference_store=``).
     ``device``: where the store is kept; ``feature_device``: where the features
     are returned (None: the CPU, as :func:`~vidseg_core.features.capture_features`).
 

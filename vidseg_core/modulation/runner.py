@@ -87,7 +87,7 @@ class _BatchModulation:
     """
 
     def __init__(self, backbone, inputs, coarse, ids, frame_size, plan: ModulationPlan, progress, cancel,
-                 reference: Optional[ReferenceStore] = None):
+                 reference_store: Optional[ReferenceStore] = None):
         self.backbone, self.inputs, self.plan = backbone, inputs, plan
         self.settings = plan.settings
         self.frame_size = frame_size
@@ -110,7 +110,7 @@ class _BatchModulation:
         self.acc = LabelArgmax((self.T,) + tuple(frame_size), device=self.map_device, keep_maps=False,
                                dtype=self.dtype)
         self.maps: Optional[List[torch.Tensor]] = [] if self.settings.return_difference_maps else None
-        self.given = reference if reference is not None and reference.matches(plan) else None
+        self.given = reference_store if reference_store is not None and reference_store.matches(plan) else None
         self.store: Optional[ReferenceStore] = self.given
         self.store_device: Optional[torch.device] = None  # None: the compute device
         self.finished: Dict[int, torch.Tensor] = {}
@@ -443,7 +443,7 @@ class _BatchModulation:
 def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame_size: Optional[Tuple[int, int]] = None,
                    settings: Optional[ModulationSettings] = None, progress: Optional[Progress] = None,
                    cancel: Optional[Callable[[], bool]] = None,
-                   reference: Optional[ReferenceStore] = None) -> ModulationResult:
+                   reference_store: Optional[ReferenceStore] = None) -> ModulationResult:
     """Full-resolution label map of one batch by masked modulation (paper §4.3).
 
     ``inputs``: the batch's :class:`~vidseg_core.features.BatchInputs` (the same
@@ -451,7 +451,7 @@ def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame
     feature grid (1/16 of the working size); ``label_ids``: the labels to
     modulate (default: those in ``coarse``; must contain every coarse label);
     ``frame_size``: ``(H, W)`` of the ORIGINAL frames (default: working size).
-    ``reference``: the batch's :class:`~.reference.ReferenceStore` from
+    ``reference_store``: the batch's :class:`~.reference.ReferenceStore` from
     :func:`~.reference.reference_pass` (the feature pass): the reference
     trajectory is then not computed again (ignored when recorded for other
     settings, or with ``settings.reference_pass == "repeat"``).
@@ -466,5 +466,5 @@ def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame
         labels = torch.full((T,) + tuple(frame_size), int(ids[0]), dtype=torch.long)
         return ModulationResult(labels, ids.clone(), None, {"chunks": [], "skipped": "single label"})
     with torch.inference_mode():
-        job = _BatchModulation(backbone, inputs, coarse, ids, frame_size, plan, progress, cancel, reference)
+        job = _BatchModulation(backbone, inputs, coarse, ids, frame_size, plan, progress, cancel, reference_store)
         return job.run()

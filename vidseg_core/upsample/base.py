@@ -23,14 +23,14 @@ class UpsampleContext:
 
     ``backbone`` and ``inputs`` (the batch's :class:`~vidseg_core.features.BatchInputs`,
     the same noisy latents as the feature pass) are used by masked modulation;
-    ``progress(done, total)`` / ``cancel() -> bool`` are forwarded; ``reference``
+    ``progress(done, total)`` / ``cancel() -> bool`` are forwarded; ``reference_store``
     (a :class:`~vidseg_core.modulation.reference.ReferenceStore` recorded by the
     feature pass) spares masked modulation the reference trajectory.
     """
 
     backbone: Any = None
     inputs: Any = None
-    reference: Any = None
+    reference_store: Any = None
     seed: Optional[int] = None
     progress: Optional[Callable[[int, int], None]] = None
     cancel: Optional[Callable[[], bool]] = None

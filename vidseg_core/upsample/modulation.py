@@ -35,6 +35,6 @@ class MaskedModulationUpsampler(Upsampler):
 
             inputs = prepare_batch(context.backbone, frames, context.seed)
         res = modulate_batch(context.backbone, inputs, coarse, ids, tuple(frames.shape[1:3]), self.settings,
-                             context.progress, context.cancel, reference=context.reference)
+                             context.progress, context.cancel, reference_store=context.reference_store)
         self.last_result = res
         return res.labels
