@@ -159,7 +159,7 @@ def test_nodes_offer_the_authors_kmeans(monkeypatch):
 
     run_module = sys.modules[seg.__module__.rsplit(".", 1)[0] + ".segment_run"]
     monkeypatch.setattr(run_module, "VideoSegmenter", fake_segmenter)
-    monkeypatch.setattr(run_module.cb, "model_on_device", lambda model, keep: contextlib.nullcontext(model))
+    monkeypatch.setattr(run_module.bridge, "model_on_device", lambda model, keep: contextlib.nullcontext(model))
     with pytest.raises(Stop):
         seg().segment(object(), torch.rand(2, 64, 128, 3), seed=1, kmeans="sklearn")
     assert seen["settings"].kmeans_impl == "sklearn" and seen["settings"].seed == 1
