@@ -132,6 +132,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     ident = comfy_identity(args.comfyui)
     size = tuple(args.size)
+    if any(v < 64 or v % 2 for v in size):
+        raise SystemExit(f"--size {size[0]} {size[1]}: H.264 needs even sides (>= 64); give e.g. --size 426 240")
     clip = Path(args.comfyui) / "input" / f"vidseg_mem_{size[0]}x{size[1]}_{args.frames}.mp4"
     if not clip.is_file():
         t0 = time.perf_counter()
