@@ -14,7 +14,9 @@ In-process checks (ComfyUI imported by the check, no server):
 * ``native-sd`` / ``native-svd``: ``tools/check_native.py`` -- ComfyUI's loaders + the native adapter vs the
   pack's loader (the first run writes the random full-size file);
 * ``split-sd`` / ``split-svd``: ``tools/check_native_split.py`` -- prefix sharing on ComfyUI's UNet;
-* ``compile-sd`` / ``compile-svd``: ``tools/check_native_compile.py`` -- a TorchCompileModel request honoured.
+* ``compile-sd`` / ``compile-svd``: ``tools/check_native_compile.py`` -- a TorchCompileModel request honoured;
+* ``naming``: ``tools/check_naming.py`` -- Segment Video's vocabulary read by Load Checkpoint's CLIP through
+  ``/prompt`` (a server of its own) against the library's own text tower and ``NamingSegmenter``.
 
 Server checks (one server, ``main.py --cpu`` on a loopback port; the example inputs are put into the
 ComfyUI folder by ``tools/comfy_inputs.py``, the core loaders read links to the random full-size files):
@@ -48,7 +50,7 @@ if str(ROOT) not in sys.path:
 
 from tools.comfy_runtime import banner, comfy_identity, version_label  # noqa: E402
 
-IN_PROCESS = ("native-sd", "native-svd", "split-sd", "split-svd", "compile-sd", "compile-svd")
+IN_PROCESS = ("native-sd", "native-svd", "split-sd", "split-svd", "compile-sd", "compile-svd", "naming")
 SERVER = ("boot", "specs", "interrupt", "workflows", "ui")
 SNAPSHOT = ROOT / "tests" / "snapshots" / "v1_node_specs.json"  # the node ids the pack declares
 WORKFLOWS = sorted(p.stem for p in (ROOT / "workflows").glob("*.json"))
@@ -83,6 +85,8 @@ def in_process_checks(args, env, out, want) -> list:
         "split-svd": [py, ROOT / "tools/check_native_split.py", *common, "--family", "svd", "--timing-runs", "0"],
         "compile-sd": [py, ROOT / "tools/check_native_compile.py", *common, "--family", "sd"],
         "compile-svd": [py, ROOT / "tools/check_native_compile.py", *common, "--family", "svd"],
+        "naming": [py, ROOT / "tools/check_naming.py", *common, "--port", args.port, "--clip-frames", args.clip_frames,
+                   "--clip-size", *args.clip_size, *(["--data", args.data] if args.data else [])],
     }
     return [run(name, cmds[name], out, env, args.timeout) for name in IN_PROCESS if name in want]
 
