@@ -87,8 +87,6 @@ def graph_names(args, vocabulary: str) -> tuple:
     comfy_inputs.prepare(args.comfyui, args.models, args.data, None, args.clip_frames, tuple(args.clip_size))
     log = args.comfyui / f"vidseg_naming_{args.port}.log"
     extra = ["--force-fp32", "--fp32-text-enc"]
-    if args.temp_directory:
-        extra += ["--temp-directory", str(args.temp_directory)]
     with ComfyServer(args.comfyui, sys.executable, args.port, extra, log) as server:
         res = run_prompt(server.url, naming_prompt(vocabulary, args.clusters, args.seed, args.batch), args.timeout)
     if res.get("status") != "success":
@@ -158,9 +156,6 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=14)
     p.add_argument("--port", type=int, default=8197)
     p.add_argument("--timeout", type=float, default=3600.0)
-    p.add_argument("--temp-directory", type=Path, default=None,
-                   help="the server's temp folder (ComfyUI's --temp-directory); give one when another server runs "
-                        "in the same ComfyUI folder: a starting server empties its temp folder")
     p.add_argument("--tol-embedding", type=float, default=1e-4)
     p.add_argument("--tol-score", type=float, default=1.5e-3)
     args = p.parse_args(argv)

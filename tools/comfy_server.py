@@ -3,9 +3,14 @@
     with ComfyServer(COMFYUI_DIR, python=VENV/bin/python, port=8199) as server:
         server.url, server.pid, server.system_stats()
 
-The server runs ``main.py --cpu --listen 127.0.0.1 --port PORT`` (plus ``extra_args``) from its own folder
-with the given Python, its console written to ``log``; :meth:`start` waits until ``/system_stats`` answers
-and checks the process is still the one listening.  :meth:`stop` ends exactly that process (its id).
+The server runs ``main.py --cpu --listen 127.0.0.1 --port PORT --temp-directory TEMP`` (plus ``extra_args``)
+from its own folder with the given Python, its console written to ``log``; :meth:`start` waits until
+``/system_stats`` answers and checks the process is still the one listening.  :meth:`stop` ends exactly that
+process (its id).
+
+``TEMP`` is a folder of this port's own (``<system temp>/vidseg_comfy_<port>`` unless ``extra_args`` names
+one): a starting ComfyUI empties its temp folder, which would delete the files a server already running in
+the same ComfyUI folder is writing (Segment Video's VIDEO outputs live there until saved).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -62,7 +68,9 @@ class ComfyServer:
     def start(self, timeout: float = 300.0) -> "ComfyServer":
         if port_in_use(self.port):
             raise SystemExit(f"port {self.port} already answers: stop that server or pass another --port")
-        cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        temp = [] if any(a.startswith("--temp-directory") for a in self.extra_args) else \
+            ["--temp-directory", str(Path(tempfile.gettempdir()) / f"vidseg_comfy_{self.port}")]
+        cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port), *temp,
                *self.extra_args]
         self._log = open(self.log, "w")
         self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
