@@ -278,3 +278,13 @@ def test_precision_study_matches_ids_and_runs_on_tiny_sd(blackswan_dir, capsys):
     fp32, bf16 = ([float(c.strip(" |%")) for c in r.split(" | ")[2:]] for r in rows)
     assert fp32[2] > 99.9  # fp32: the batched modulation agrees with the sequential oracle (near-ties aside)
     assert len(bf16) == 5 and all(0 < v <= 100 for v in bf16)  # modulation and whole pipeline, both compared
+
+
+def test_encode_memory_reports_each_chunk_and_compares_latents(capsys):
+    from benchmarks import encode_memory
+
+    encode_memory.main(["--size", "64", "64", "--frames", "3", "--chunks", "2", "3"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("tiny-sd, 3 frames 64x64")
+    assert lines[1].startswith("  2 frame(s) a VAE call: high-water mark +") and "bitwise equal" in lines[1]
+    assert lines[2].startswith("  3 frame(s) a VAE call: high-water mark +") and "latents vs 2 a call" in lines[2]
