@@ -147,7 +147,7 @@ def flop_counts(bb, T: int, hw, stages: dict, chunk: Optional[int]) -> Dict[str,
 def profile_quality(bb, frames, clusters: int, device) -> Dict[str, float]:
     """Seconds of one quality batch by part (GPU-synchronised): UNet, encode, decode, difference maps, rest."""
     from benchmarks.pipeline_speed import segment
-    from vidseg_core.modulation import runner
+    from vidseg_core.modulation import folding
     from vidseg_core.pipeline import SegmentSettings
 
     parts = {"UNet": 0.0, "VAE encode": 0.0, "VAE decode": 0.0, "difference maps": 0.0}
@@ -168,15 +168,15 @@ def profile_quality(bb, frames, clusters: int, device) -> Dict[str, float]:
         return wrapper
 
     # every VAE decode (``decode`` and the modulation's ``decode_clips``) goes through ``_decode_call``
-    saved = (bb.denoised, bb.encode, bb._decode_call, runner.difference_map)
+    saved = (bb.denoised, bb.encode, bb._decode_call, folding.difference_map)
     bb.denoised, bb.encode, bb._decode_call = timed(bb.denoised, "UNet"), timed(bb.encode, "VAE encode"), \
         timed(bb._decode_call, "VAE decode")
-    runner.difference_map = timed(runner.difference_map, "difference maps")
+    folding.difference_map = timed(folding.difference_map, "difference maps")
     try:
         _, total, *_ = time_once(lambda: segment(bb, frames, SegmentSettings(mode="quality", num_clusters=clusters)),
                                  device)
     finally:
-        bb.denoised, bb.encode, bb._decode_call, runner.difference_map = saved
+        bb.denoised, bb.encode, bb._decode_call, folding.difference_map = saved
         for k in ("denoised", "encode", "_decode_call"):
             bb.__dict__.pop(k, None)
     parts["everything else"] = total - sum(parts.values())

@@ -5,7 +5,7 @@ The SD UNet and VAE treat frames independently.  A frame where label ``l``'s
 coarse mask is empty gets no offset (Eq 6 adds ``±λ·M_l = 0``), the
 reference's q/k (injection) and the reference latent wherever its blending
 mask is 0 (Eq 7): its whole trajectory IS the reference's, its difference is
-exactly 0 and it is never decoded (:meth:`~.runner._BatchModulation.zero_when_absent`).
+exactly 0 and it is never decoded (:meth:`~.folding.PairFolder.zero_when_absent`).
 So instead of whole runs ``x [R,T,4,h,w]`` a chunk denoises a set of *rows*
 ``x [1,N,4,h,w]`` (one run of ``N`` independent frames), each row a pair
 (run r, frame f) whose label is present in f; every input that the run

@@ -29,14 +29,13 @@ the disk.  Here every pass of a batch is a *run* of one batched computation
   rows, and finished rows are scattered back into per-run latents (absent
   frames are never decoded).  SVD keeps whole runs;
 * after each chunk the finished ± pairs are decoded and reduced at once to
-  difference maps and folded into a running argmax (:class:`~.difference.LabelArgmax`),
+  difference maps and folded into a running argmax (:class:`~.folding.PairFolder`),
   so memory does not grow with the number of labels; the reference run is
   never decoded.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -44,15 +43,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from ..cpu_memory import feed_forward_by_rows
-from ..errors import NumericalError, VidSegError
-from .difference import (LabelArgmax, difference_map, filter_maps, labels_from_difference_maps,  # noqa: F401
-                         map_dtype)
+from ..errors import VidSegError
+from .difference import labels_from_difference_maps  # noqa: F401
+from .folding import PairFolder
 from .hooks import ModulationHook
 from .inputs import check_inputs
-from .masks import coarse_present, label_masks, lanczos_upsample_mask, resize_nearest
-from .memory import (available_bytes, choose_reference_mode, estimate_decode_frame_bytes, estimate_run_bytes,
-                     estimate_store_bytes, free_memory as _free_memory, host_available_bytes, is_out_of_memory,
-                     shrink_after_oom)  # noqa: F401
+from .masks import coarse_present, label_masks, resize_nearest
+from .memory import (available_bytes, choose_reference_mode, estimate_run_bytes, estimate_store_bytes,
+                     free_memory as _free_memory, host_available_bytes, is_out_of_memory, shrink_after_oom)
 from . import rows
 from .reference import ReferenceStore, record_reference
 from .settings import ModulationPlan, ModulationSettings
@@ -102,22 +100,14 @@ class _BatchModulation:
         self.present_host = self.present_cpu.tolist()  # [L][T] (one host read)
         self.active = [any(p) for p in self.present_host]  # labels present in at least one frame
         self.everywhere = [all(p) for p in self.present_host]  # labels present in every frame
-        self.present_index = [self.present_cpu[l].nonzero().flatten().to(dev) for l in range(self.L)]
-        self.absent = (~self.present_cpu).to(dev)
-        self.dtype = map_dtype(self.settings.compat)  # float64 in compat modes: the authors' ties
-        # compat modes assign labels on the CPU, as the authors (cv2, Pillow; float64, which MPS lacks)
-        self.map_device = torch.device("cpu") if self.settings.compat != "none" else dev
-        self.acc = LabelArgmax((self.T,) + tuple(frame_size), device=self.map_device, keep_maps=False,
-                               dtype=self.dtype)
-        self.maps: Optional[List[torch.Tensor]] = [] if self.settings.return_difference_maps else None
+        self.folder = PairFolder(backbone, plan, self.masks, self.present_cpu, self.present_host, self.latent_hw,
+                                 frame_size, self._check_cancel, self._pair_decoded)
         self.given = reference_store if reference_store is not None and reference_store.matches(plan) else None
         self.store: Optional[ReferenceStore] = self.given
         self.store_device: Optional[torch.device] = None  # None: the compute device
         self.finished: Dict[int, torch.Tensor] = {}
         self.assembler: Optional[rows.RowAssembler] = None  # compacted rows: runs with rows still pending
         self.compact = False
-        self.decode_frames: Optional[int] = None  # frames per VAE call (None: decode_chunk)
-        self.next_label = 0
         self.units = self.total_units = 0
         self.stats: Dict[str, object] = {"chunks": [], "oom_retries": 0, "reference_pass": None,
                                          "reference_given": self.given is not None}
@@ -201,77 +191,11 @@ class _BatchModulation:
                                   self._callback(lm, ref, runs_done_per_step=len(chunk)))
         return out[1:] if with_reference else out
 
-    # -------------------------------------------------------- decode + reduce
-    def _decode_pair(self, zp: torch.Tensor, zm: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Both decodes of a ± pair as two clips of one :meth:`decode_clips`; on a GPU as many frames per VAE call
-        as free memory allows (on the CPU ``decode_chunk`` frames a call, as :meth:`decode`)."""
-        if self.decode_frames is None and self.backbone.device.type == "cuda":  # once per batch
-            budget = available_bytes(self.backbone.device)
-            per_frame = estimate_decode_frame_bytes(self.backbone, self.latent_hw)
-            self.decode_frames = 2 * self.T if budget is None else max(1, min(2 * self.T, budget // max(1, per_frame)))
-        try:
-            out = self.backbone.decode_clips(torch.stack([zp, zm]), self.decode_frames)
-        except Exception as exc:  # noqa: BLE001 - only OOM is handled
-            if not is_out_of_memory(exc) or zp.shape[0] == 1:
-                raise
-            _free_memory()
-            decode = self.backbone.decode
-            out = torch.stack([torch.cat([decode(z[i:i + 1]) for i in range(z.shape[0])]) for z in (zp, zm)])
-        return out[0], out[1]
-
-    def zero_when_absent(self) -> bool:
-        """Is a frame where the label's mask is empty provably unchanged (so its difference is exactly 0)?
-
-        SD: the UNet and the VAE treat frames independently, and such a frame
-        gets no offset and the reference's q/k: it IS the reference.  SVD:
-        only when blending resets it to the reference latent after the last
-        step and frames are decoded one at a time (the authors' setting).
-        """
-        if self.backbone.family == "sd":
-            return True
-        w = self.plan.blend_window
-        return w is not None and w[1] >= self.plan.last and getattr(self.backbone.config, "decode_chunk", None) == 1
-
-    def _difference(self, l: int, zp: Optional[torch.Tensor], zm: Optional[torch.Tensor]) -> torch.Tensor:
-        """Normalised difference maps ``[T,H,W]`` of label ``l``; frames that cannot differ are not decoded."""
-        args = (self.frame_size, self.settings.blur_kernel, self.settings.blur_sigma, self.settings.compat)
-        if zp is not None and (self.everywhere[l] or not self.zero_when_absent()):
-            return difference_map(*self._decode_pair(zp, zm), *args)
-        dev = self.map_device
-        d = torch.zeros((self.T,) + tuple(self.frame_size), dtype=self.dtype, device=dev)
-        if zp is not None and self.active[l]:
-            i = self.present_index[l]
-            d[i.to(dev)] = difference_map(*self._decode_pair(zp[i.to(zp.device)], zm[i.to(zm.device)]), *args).to(dev)
-        return d
-
-    def fold_finished(self) -> None:
-        """Decode finished ± pairs and fold them into the argmax, in label order (labels in no frame: zero maps)."""
-        while self.next_label < self.L:
-            l = self.next_label
-            if not self.active[l]:
-                zp = zm = None  # no offset anywhere: both runs are the reference, D = 0
-            elif 2 * l in self.finished and 2 * l + 1 in self.finished:
-                zp, zm = self.finished.pop(2 * l), self.finished.pop(2 * l + 1)
-            else:
-                break
-            self._check_cancel()
-            zp_given = zp is not None
-            d = self._difference(l, zp, zm)
-            del zp, zm
-            if self.maps is not None:
-                self.maps.append(d.detach() if d.device.type == "meta" else d.detach().cpu())
-            soft = lanczos_upsample_mask(self.masks[l], self.frame_size, self.dtype).to(d.device)
-            scores = filter_maps(d, soft, float(self.settings.filter_s))
-            del d, soft
-            if self.settings.absent_labels == "skip":
-                absent = self.absent[l].to(scores.device)
-                scores = torch.where(absent.view(-1, 1, 1), torch.full_like(scores, -math.inf), scores)
-            self.acc.update(l, scores)
-            del scores
-            self.next_label += 1
-            if zp_given:
-                self.units += 2 * (sum(self.present_host[l]) if self.compact else 1)
-                self._report()
+    # -------------------------------------------------------- progress
+    def _pair_decoded(self, l: int) -> None:
+        """Label ``l``'s ± pair is decoded and folded: two runs (or their present rows) through one decode."""
+        self.units += 2 * (sum(self.present_host[l]) if self.compact else 1)
+        self._report()
 
     def _report(self):
         """progress(done, total) in units of one modulated run through one step or one decode."""
@@ -323,9 +247,9 @@ class _BatchModulation:
             self.store = None
         with self._sharing() as driver:
             mode = self._run_chunks(pending, mode, max_runs, driver)
-        self.fold_finished()
-        if self.next_label != self.L:
-            raise RuntimeError(f"internal error: {self.next_label} of {self.L} labels folded")
+        self.folder.fold(self.finished)
+        if self.folder.next_label != self.L:
+            raise RuntimeError(f"internal error: {self.folder.next_label} of {self.L} labels folded")
         self.stats["reference_pass"] = mode
         self.stats["seconds"] = round(time.perf_counter() - t0, 3)
         return self._result()
@@ -360,7 +284,7 @@ class _BatchModulation:
         """Every pending run (or row) chunk by chunk, each folded into the argmax as soon as its pairs are
         finished; a chunk that runs out of memory is retried smaller.  Returns the final reference mode."""
         x_tm = self.shared_start()
-        self.fold_finished()
+        self.folder.fold(self.finished)
         while pending:
             self._check_cancel()
             chunk, size = self._next_chunk(pending, mode, max_runs)
@@ -373,7 +297,7 @@ class _BatchModulation:
                 self.finished[r] = z.detach()
             del final
             pending = pending[len(chunk):]
-            self.fold_finished()
+            self.folder.fold(self.finished)
         return mode
 
     def _next_chunk(self, pending: list, mode: str, max_runs: int) -> Tuple[list, int]:
@@ -426,18 +350,8 @@ class _BatchModulation:
 
     def _result(self) -> ModulationResult:
         """The labels (a NaN difference map is an error), the difference maps when asked, the statistics."""
-        nan = self.acc.labels_with_nan()  # one host read per batch
-        if nan:
-            raise NumericalError(
-                f"Masked modulation gave NaN difference maps for label(s) {[int(self.ids[i]) for i in nan]} "
-                f"({str(self.backbone.dtype).replace('torch.', '')} on {self.backbone.device}): the computation "
-                "overflowed.",
-                "Run with precision 'bf16' or 'fp32' (fp16 can overflow), or check the model's weights.")
-        labels = self.acc.labels(self.ids)
-        if labels.device.type != "meta":  # meta tensors: FLOP counting (benchmarks/modulation.py)
-            labels = labels.cpu()
-        maps = torch.stack(self.maps) if self.maps is not None else None
-        return ModulationResult(labels, self.ids.clone(), maps, self.stats)
+        labels = self.folder.labels(self.ids)
+        return ModulationResult(labels, self.ids.clone(), self.folder.difference_maps(), self.stats)
 
 
 def modulate_batch(backbone, inputs, coarse: torch.Tensor, label_ids=None, frame_size: Optional[Tuple[int, int]] = None,
