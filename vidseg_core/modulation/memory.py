@@ -121,6 +121,19 @@ def estimate_run_bytes(backbone, frames: int, latent_hw: Tuple[int, int]) -> int
     return int(1.5 * per_row * _itemsize(backbone.dtype) * 2 * frames)
 
 
+def initial_capacity(backbone, frames: int, latent_hw: Tuple[int, int], total: int,
+                     max_runs_per_chunk: Optional[int] = None) -> int:
+    """Runs of a first chunk (``total`` at most): ``max_runs_per_chunk`` when set, else as many as free memory
+    holds by :func:`estimate_run_bytes`, at least 2 (all of them when free memory is unknown)."""
+    if max_runs_per_chunk is not None:
+        return max(1, min(int(max_runs_per_chunk), total))
+    budget = available_bytes(backbone.device)
+    if budget is None:
+        return total
+    per_run = max(1, estimate_run_bytes(backbone, frames, latent_hw))
+    return max(2, min(total, budget // per_run))
+
+
 def estimate_decode_frame_bytes(backbone, latent_hw: Tuple[int, int]) -> int:
     """Rough peak memory of decoding one frame: ~6 full-resolution tensors of the VAE's widest last level."""
     ch = list(getattr(getattr(backbone.vae, "config", None), "block_out_channels", (128, 256, 512, 512)))

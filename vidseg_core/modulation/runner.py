@@ -50,7 +50,8 @@ from .hooks import ModulationHook
 from .inputs import check_inputs
 from .masks import coarse_present, label_masks, resize_nearest
 from .memory import (available_bytes, choose_reference_mode, estimate_run_bytes, estimate_store_bytes,
-                     free_memory as _free_memory, host_available_bytes, is_out_of_memory, shrink_after_oom)
+                     free_memory as _free_memory, host_available_bytes, initial_capacity, is_out_of_memory,
+                     shrink_after_oom)
 from . import rows
 from .reference import ReferenceStore, record_reference
 from .settings import ModulationPlan, ModulationSettings
@@ -77,7 +78,8 @@ class ModulationResult:
 
 # ------------------------------------------------------------------ runner
 class _BatchModulation:
-    """State of one :func:`modulate_batch` call.
+    """State of one :func:`modulate_batch` call: the runs (or rows) chunk by chunk, with the out-of-memory
+    retry and progress; the finished pairs go to its :class:`~.folding.PairFolder`.
 
     Everything the loops decide on the host (which frames / labels are present)
     is computed here once, so the loops over steps, layers and chunks read no
@@ -203,16 +205,6 @@ class _BatchModulation:
             self.progress(min(self.units, self.total_units), self.total_units)
 
     # -------------------------------------------------------- main loop
-    def initial_runs(self) -> int:
-        total = 2 * self.L + 1
-        if self.settings.max_runs_per_chunk is not None:
-            return max(1, min(int(self.settings.max_runs_per_chunk), total))
-        budget = available_bytes(self.backbone.device)
-        if budget is None:
-            return total
-        per_run = max(1, estimate_run_bytes(self.backbone, self.T, self.latent_hw))
-        return max(2, min(total, budget // per_run))
-
     def reference_mode(self, runs: int, max_runs: int) -> str:
         """The documented rule of :func:`~.memory.choose_reference_mode`; sets where a store built here lives."""
         dev = self.backbone.device
@@ -239,7 +231,8 @@ class _BatchModulation:
         pending = self._pending()
         unit = self.T if self.compact else 1  # chunk capacity in rows (frames) or in runs
         self.units, self.total_units = 0, len(pending) * (self.plan.last - self.plan.t_m + 2)
-        max_runs = self.initial_runs()
+        max_runs = initial_capacity(self.backbone, self.T, self.latent_hw, 2 * self.L + 1,
+                                    self.settings.max_runs_per_chunk)
         mode = self.reference_mode(-(-len(pending) // unit), max_runs)
         max_runs *= unit
         self.stats["compacted_rows"] = len(pending) if self.compact else None
