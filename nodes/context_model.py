@@ -122,7 +122,7 @@ def with_shots(features, clusters, assignment, table, batch_size, n_neighbors, i
     out, bank_table, summary = coarse_segment_shots(
         features, settings, batch_size, device=bridge.torch_device(),
         shots=(found, list(shots["frame_cuts"]), shots["cut_detection"]),
-        reference=(clusters.frame_clusters(frame), assignment, table, centers), progress=progress,
+        clustered_reference=(clusters.frame_clusters(frame), assignment, table, centers), progress=progress,
         n_neighbors=n_neighbors, knn_impl=implementation)
     meta = {"batch_size": batch_size, "seed": features.meta.get("seed"), "backbone": features.backbone,
             "refiner": repr(settings.refiner), "n_neighbors": n_neighbors, "reference_frame": frame,

@@ -222,13 +222,13 @@ def shots_of(settings, num_frames: int, frames=None):
 
 
 def coarse_segment_shots(features, settings, batch_size: int = 14, frames=None, device="cpu",
-                         seed: Optional[int] = None, shots=None, reference=None, progress=None,
+                         seed: Optional[int] = None, shots=None, clustered_reference=None, progress=None,
                          n_neighbors: int = 4, knn_impl: str = "torch"):
     """Coarse label maps ``[N, h, w]`` of a whole video's :class:`~vidseg_core.video_features.VideoFeatures`
     through the shot machinery (the pipeline's coarse stage without a backbone), plus the label table and
     the shots summary.  ``frames`` [N, H, W, 3]: for cut detection on the frames (None: the feature check
     alone finds cuts with ``cuts="auto"``).  ``shots``: ``(shots, frame cuts, source)`` found before
-    (:func:`shots_of`; then ``frames`` is not read).  ``reference``: ``(cluster map [h, w], assignment,
+    (:func:`shots_of`; then ``frames`` is not read).  ``clustered_reference``: ``(cluster map [h, w], assignment,
     table, centres [K, C])`` of the reference frame clustered and named before (the stage nodes), instead of
     KMeans on the reference batch here.  ``progress(done, total)``: called with written frames."""
     from .shots import plan_shot_batches
@@ -241,10 +241,10 @@ def coarse_segment_shots(features, settings, batch_size: int = 14, frames=None, 
                       tuple(features.frame_size), n_neighbors, knn_impl)
     rb = next(b for b in batches if b.write_start <= settings.reference_frame < b.stop)
     agg, corr = features.aggregated, features.correspondence
-    if reference is None:
+    if clustered_reference is None:
         ctx.anchor_reference(agg[rb.start:rb.stop], settings.reference_frame - rb.start, shots[rb.shot].start)
     else:
-        ctx.anchor_clusters(agg[settings.reference_frame], *reference, shots[rb.shot].start)
+        ctx.anchor_clusters(agg[settings.reference_frame], *clustered_reference, shots[rb.shot].start)
     h, w = features.grid
     out = torch.empty(N, h, w, dtype=torch.long)
     for b in batches:

@@ -139,12 +139,13 @@ class NamingSegmenter(VideoSegmenter):
         self.summary.table = apply_names(table, names)
         self.naming = self.report(names, table.kind != "cluster")
 
-    def report(self, names, reference: bool) -> dict:
+    def report(self, names, named_by_reference: bool) -> dict:
         thr = default_threshold(len(self.vocabulary)) if self.threshold is None else self.threshold
         return {"vocabulary": self.vocabulary.to_dict(), "threshold": thr, "namer": self.namer.name,
                 "layers": [str(l) for l in self.layers],
-                "applied": not reference,
-                "note": "a reference mask names the labels: the words are reported, not applied" if reference else "",
+                "applied": not named_by_reference,
+                "note": ("a reference mask names the labels: the words are reported, not applied"
+                         if named_by_reference else ""),
                 "labels": [n.to_dict() for n in names.values()],
                 # spent inside the feature stage (summary seconds["features"] includes them)
                 "seconds": {k: round(v, 3) for k, v in self.naming_seconds.items()}}
