@@ -24,10 +24,12 @@ TAG = "ENCODE_MEMORY "
 
 
 def _hwm_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("VmHWM not available (Linux /proc needed)")
+    from benchmarks.pipeline_memory import _hwm_mb
+
+    hwm = _hwm_mb()
+    if hwm is None:
+        raise RuntimeError("VmHWM not available (Linux /proc needed)")
+    return hwm
 
 
 def child(model: str, size, frames: int, chunk: int, out: str) -> None:

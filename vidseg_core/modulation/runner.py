@@ -100,10 +100,9 @@ class _BatchModulation:
         self.latent_hw = inputs.latent_hw
         self.present_cpu = coarse_present(coarse_cpu, ids)  # [L,T] bool
         self.present_host = self.present_cpu.tolist()  # [L][T] (one host read)
-        self.active = [any(p) for p in self.present_host]  # labels present in at least one frame
-        self.everywhere = [all(p) for p in self.present_host]  # labels present in every frame
         self.folder = PairFolder(backbone, plan, self.masks, self.present_cpu, self.present_host, self.latent_hw,
                                  frame_size, self._check_cancel, self._pair_decoded)
+        self.active = self.folder.active  # labels present in at least one frame
         self.given = reference_store if reference_store is not None and reference_store.matches(plan) else None
         self.store: Optional[ReferenceStore] = self.given
         self.store_device: Optional[torch.device] = None  # None: the compute device
@@ -224,7 +223,7 @@ class _BatchModulation:
         """Denoise only the present (label, frame) rows (:mod:`.rows`)?  SD only (frames independent), and only
         when some active label is absent from some frame."""
         return (bool(self.settings.skip_absent_rows) and self.backbone.family == "sd"
-                and not all(e for a, e in zip(self.active, self.everywhere) if a))
+                and not all(e for a, e in zip(self.active, self.folder.everywhere) if a))
 
     def run(self) -> ModulationResult:
         t0 = time.perf_counter()
