@@ -40,7 +40,7 @@ def child(model: str, size, frames: int, chunk: int, out: str) -> None:
     from vidseg_core.backbones import load_backbone
 
     bb = load_backbone(model, device="cpu", precision="fp32")
-    bb.config = dataclasses.replace(bb.config, decode_chunk=chunk)
+    bb.config = dataclasses.replace(bb.config, decode_chunk=chunk, encode_pixels=None)
     w, h = size
     x = torch.rand(frames, 3, h, w, generator=torch.Generator().manual_seed(3)) * 2 - 1
     before = _hwm_mib()

@@ -110,6 +110,28 @@ def test_encoding_in_chunks_equals_all_at_once_and_bad_frames_are_refused(backbo
         bad.decode(z0)
 
 
+@torch.inference_mode()
+def test_large_frames_are_encoded_fewer_a_call_with_the_same_latents(backbone, frames):
+    """``encode_pixels`` caps the pixels of one encode call (never above ``decode_chunk`` frames, at least one)."""
+    import copy
+
+    prepared, z0, _, _ = _inputs(backbone, frames)
+    t, _, h, w = prepared.shape
+    capped = copy.copy(backbone)
+    capped.config = backbone.config.with_(decode_chunk=4, encode_pixels=2 * h * w + 1)
+    assert capped._encode_chunks(7, h, w) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    capped.config = backbone.config.with_(decode_chunk=4, encode_pixels=h * w - 1)
+    assert capped._encode_chunks(3, h, w) == [(0, 1), (1, 2), (2, 3)]
+    torch.testing.assert_close(capped.encode(prepared, capped.generator(1)), z0, rtol=1e-5, atol=1e-5)
+    capped.config = backbone.config.with_(decode_chunk=3, encode_pixels=None)
+    assert capped._encode_chunks(7, h, w) == [(0, 3), (3, 6), (6, 7)]
+    capped.config = backbone.config.with_(decode_chunk=4, encode_pixels=100 * h * w)
+    assert capped._encode_chunks(7, h, w) == [(0, 4), (4, 7)]
+    capped.config = backbone.config.with_(encode_pixels=0)
+    with pytest.raises(InputError, match="encode_pixels"):
+        capped.encode(prepared, capped.generator(1))
+
+
 def test_weights_variant_of_diffusers_part_folders(tmp_path):
     from vidseg_core.backbones.files import weights_variant
 

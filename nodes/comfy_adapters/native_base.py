@@ -302,7 +302,7 @@ class ComfyBackbone(Backbone):
         dev, vdt = self._load_vae()
         out = []
         with torch.no_grad(), compiled_scope(self):
-            for a, b in self._chunks(t):
+            for a, b in self._encode_chunks(t, h, w):
                 _mm().throw_exception_if_processing_interrupted()
                 mean, std = self._mean_std(frames[a:b].to(dev, vdt))
                 out.append(mean + std * noise[a:b].to(dev))

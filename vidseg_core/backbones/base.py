@@ -132,6 +132,18 @@ class Backbone(ABC):
             raise InputError(f"decode_chunk must be at least 1; got {step}.", "Use None (all at once) or a positive int.")
         return [(i, min(i + step, n)) for i in range(0, n, step)]
 
+    def _encode_chunks(self, n: int, height: int, width: int):
+        """``(start, stop)`` ranges for encoding ``n`` frames of ``height x width``: ``decode_chunk`` frames a
+        call, fewer where that would exceed ``config.encode_pixels`` pixels (at least one frame a call)."""
+        step = self._chunks(n)[0][1]  # decode_chunk frames (all n when None), validated there
+        budget = getattr(self.config, "encode_pixels", None)
+        if budget is not None:
+            if int(budget) < 1:
+                raise InputError(f"encode_pixels must be at least 1; got {budget}.",
+                                 "Use None (decode_chunk frames a call) or a positive pixel count.")
+            step = max(1, min(step, int(budget) // (height * width)))
+        return [(i, min(i + step, n)) for i in range(0, n, step)]
+
     def _check_frames(self, frames, what: str) -> tuple:
         """``(T, H, W)`` of prepared frames ``[T,3,H,W]``, or a readable error."""
         f = self._vae_factor
@@ -148,8 +160,8 @@ class Backbone(ABC):
         """``[T,3,H,W]`` in -1..1 -> ``scaling · (mean + std·ε)`` ``[T,4,H/8,W/8]`` (posterior *sample*).
 
         ``ε`` is drawn on the CPU from ``generator`` for the whole batch at once,
-        so chunking (``config.decode_chunk``, used for encoding too) does not
-        change the result.
+        so chunking (``config.decode_chunk`` frames a call, fewer for large frames:
+        ``config.encode_pixels``) changes the result by float rounding at most.
         """
         t, h, w = self._check_frames(frames, "encode")
         f = self._vae_factor
@@ -157,7 +169,7 @@ class Backbone(ABC):
         noise = self.randn((t, self.vae.config.latent_channels, h // f, w // f), generator).to(vdt)
         out = []
         with torch.no_grad():
-            for a, b in self._chunks(t):
+            for a, b in self._encode_chunks(t, h, w):
                 dist = self.vae.encode(frames[a:b].to(self.device, vdt)).latent_dist
                 out.append(dist.mean + dist.std * noise[a:b])
         return (torch.cat(out) * self.scaling_factor).to(self.dtype)

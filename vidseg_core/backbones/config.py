@@ -31,6 +31,12 @@ class BackboneConfig:
     seed: int = 1
     #: frames are resized *down* to multiples of this (no crop)
     size_multiple: int = 64
+    #: at most this many pixels (frames x height x width) per VAE *encode* call, so that large
+    #: frames are encoded fewer at a time (832x448: 2 frames a call, 512x512: 4); never more
+    #: frames than ``decode_chunk``; None: ``decode_chunk`` frames whatever their size.  The
+    #: posterior noise is drawn for the whole batch first, so only float rounding can change
+    #: (docs/benchmarks.md#vae-encodings-memory-against-frames-per-call)
+    encode_pixels: int | None = 1 << 20
 
     def with_(self, **changes) -> "BackboneConfig":
         return replace(self, **changes)
