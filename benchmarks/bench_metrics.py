@@ -1,6 +1,6 @@
-"""Timing of the metrics on the shared blackswan masks (50 frames, 854x480).
+"""Timing of the metrics on the blackswan masks (docs/benchmarks.md#the-clips) (50 frames, 854x480).
 
-    python benchmarks/bench_metrics.py [path/to/shared/data/blackswan]
+    python benchmarks/bench_metrics.py [CLIPS/blackswan]
 
 Prints the time of the DAVIS unsupervised protocol (20 proposals x 1 object x
 50 frames of J and F, then the matching), of the semi-supervised protocol, of
@@ -18,6 +18,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.clips import CLIPS, require  # noqa: E402
 from vidseg_core.metrics import (  # noqa: E402
     boundary_map,
     boundary_tolerance,
@@ -49,7 +50,7 @@ def _time(fn, repeat=3):
     return samples["f"].median(), outs["f"]
 
 
-def run(data=ROOT.parent / "shared" / "data" / "blackswan", log=print):
+def run(data=CLIPS / "blackswan", log=print):
     """Times (seconds) of each metric and of the full-frame baseline vs the cropped computation, as a dict."""
     data = Path(data)
     gt, _ = read_label_sequence(data / "masks_osvos")
@@ -90,7 +91,7 @@ def run(data=ROOT.parent / "shared" / "data" / "blackswan", log=print):
 
 
 def main(argv):
-    data = Path(argv[1]) if len(argv) > 1 else ROOT.parent / "shared" / "data" / "blackswan"
+    data = require(Path(argv[1]) if len(argv) > 1 else CLIPS / "blackswan")
     run(data)
 
 

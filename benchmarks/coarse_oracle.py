@@ -32,6 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.clips import CLIPS, missing_clip_message  # noqa: E402
 from tests.oracles.coarse_oracle import grid_gt, load_masks, miou, oracle_features, video_consistency  # noqa: E402
 from vidseg_core.context_model import coarse_segment  # noqa: E402
 from vidseg_core.video_features import VideoFeatures  # noqa: E402
@@ -44,7 +45,7 @@ VARIANTS = [
 ]
 
 
-def run(data=ROOT.parent / "shared" / "data" / "blackswan" / "masks_osvos", sigmas=(0.1, 0.3, 0.5, 0.7, 1.0),
+def run(data=CLIPS / "blackswan" / "masks_osvos", sigmas=(0.1, 0.3, 0.5, 0.7, 1.0),
         n_init=10, frames=50, log=print):
     """The table above as ``{"results": {sigma: {variant: (mIoU, mVC_8)}}, ...}`` (also logged as markdown)."""
     masks = load_masks(Path(data), frames)
@@ -79,13 +80,13 @@ def run(data=ROOT.parent / "shared" / "data" / "blackswan" / "masks_osvos", sigm
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "blackswan" / "masks_osvos")
+    ap.add_argument("--data", type=Path, default=CLIPS / "blackswan" / "masks_osvos")
     ap.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.3, 0.5, 0.7, 1.0])
     ap.add_argument("--n-init", type=int, default=10)
     ap.add_argument("--frames", type=int, default=50)
     args = ap.parse_args(argv)
     if not args.data.is_dir():
-        print(f"masks not found at {args.data}", file=sys.stderr)
+        print(missing_clip_message(args.data), file=sys.stderr)
         return 2
     run(args.data, args.sigmas, args.n_init, args.frames, log=lambda m: print(m, flush=True))
     return 0

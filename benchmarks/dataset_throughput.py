@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.clips import CLIPS, require  # noqa: E402
 from tests.helpers.datasets import make_davis2017  # noqa: E402
 
-BLACKSWAN = ROOT.parent / "shared" / "data" / "blackswan"
+BLACKSWAN = CLIPS / "blackswan"
 
 
 def clips(n: int) -> dict:
@@ -62,6 +63,7 @@ def run(videos: int = 6, size: str = "256x144", repeats: int = 3, workers: int =
 
     from vidseg_core.dataset.engines import start_ray
 
+    require(BLACKSWAN)
     cpus = os.cpu_count() or 1
     w, h = (int(v) for v in size.lower().split("x"))
     tmp = Path(tempfile.mkdtemp(prefix="vsbench", dir="/tmp"))

@@ -9,7 +9,7 @@ For each family it builds the real architecture from the shipped configs
 time does not depend on the weights' values) in bf16 on the device, reads the
 14 blackswan frames (854x480, worked at 832x448) from ``--frames`` (default
 ``gpu_frames/blackswan`` in the repository, see ``scripts/gpu_prepare.sh``, else
-``../shared/data/blackswan/frames``) and times, per frame, in alternating rounds
+the benchmark clips' ``blackswan/frames``, docs/benchmarks.md#the-clips) and times, per frame, in alternating rounds
 (``benchmarks/timing.py``), GPU-synchronised, with CUDA events and the peak
 memory of each case:
 
@@ -62,6 +62,7 @@ for p in (ROOT, ROOT / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from benchmarks.clips import CLIPS  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.pipeline_speed import CASE_NAMES, pipeline_cases  # noqa: E402
@@ -69,7 +70,7 @@ from benchmarks.gpu_cases import (build, count_syncs, flop_counts, matmul_ceilin
                                   presence_cases, presence_flops, profile_quality)
 from benchmarks.timing import ratio_text, time_cases, time_once  # noqa: E402
 
-FRAME_DIRS = (ROOT / "gpu_frames" / "blackswan", ROOT.parent / "shared" / "data" / "blackswan" / "frames")
+FRAME_DIRS = (ROOT / "gpu_frames" / "blackswan", CLIPS / "blackswan" / "frames")
 FAMILIES = ("sd21", "svd")
 PRESENCE_NAMES = {"mod_rows": "modulation alone at the given presence, absent (label, frame) rows skipped",
                   "mod_whole": "modulation alone at the given presence, whole runs (skip_absent_rows=False)"}
@@ -252,7 +253,7 @@ def table(results: List[dict], ceiling: float, device) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=Path, default=None, help="folder of frames (default: gpu_frames/blackswan, "
-                                                                   "else ../shared/data/blackswan/frames)")
+                                                                   "else the clips' blackswan/frames)")
     ap.add_argument("--num-frames", type=int, default=14)
     ap.add_argument("--max-side", type=int, default=None)
     ap.add_argument("--device", default="cuda")

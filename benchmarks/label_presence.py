@@ -1,4 +1,4 @@
-"""How many (label, frame) pairs are present on the shared clips, and what skipping the absent ones saves.
+"""How many (label, frame) pairs are present on the benchmark clips, and what skipping the absent ones saves.
 
 SD 2.1 quality mode denoises only the rows (label, frame) whose label is present
 in the frame's coarse map (``ModulationSettings.skip_absent_rows``,
@@ -36,10 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.clips import CLIPS, require  # noqa: E402
 from vidseg_core.batching import plan_batches  # noqa: E402
 from vidseg_core.labels import resize_nearest  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
+DATA = CLIPS
 GRID = (28, 52)  # feature grid of 832x448
 
 
@@ -164,6 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timing-labels", type=int, default=10)
     args = ap.parse_args(argv)
     if not args.only_timing:
+        require(DATA / "blackswan")
         run(args.clusters, args.own_frames)
     if args.timing or args.only_timing:
         timing(args.repeats, args.timing_presence, args.timing_labels)

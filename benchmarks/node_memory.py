@@ -31,9 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.clips import CLIPS, require  # noqa: E402
 from benchmarks.child_process import run_tagged_child  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "blackswan" / "frames"
+DEFAULT_DATA = CLIPS / "blackswan" / "frames"
 RESULT_TAG = "NODE-MEMORY "
 
 
@@ -139,6 +140,7 @@ def main(argv=None) -> int:
     if a.child:
         print(RESULT_TAG + json.dumps(child(a.child, a.path, a.clusters, a.out, a.spill_mb)), flush=True)
         return 0
+    require(a.data)
     w, h = (int(v) for v in a.size.lower().split("x"))
     print(f"Segment Video (fast, tiny-sd, K={a.clusters}) through the node code, {w}x{h} clip looped from "
           f"{a.data}; peak RSS = VmHWM of a fresh process per row")

@@ -33,7 +33,7 @@ also counts SD 2.1 on a coarse map where only the fraction ``p`` of the
 (label, frame) pairs is present (label 0 everywhere, each other label in a
 window of frames; the absent cells go to label 0), with the absent rows skipped
 (``skip_absent_rows``, the default) and with whole runs, both at that presence
-(``benchmarks/label_presence.py`` measures ``p`` on the shared clips).  SVD
+(``benchmarks/label_presence.py`` measures ``p`` on the benchmark clips).  SVD
 always computes whole runs (its temporal layers mix frames).
 """
 from __future__ import annotations

@@ -11,7 +11,7 @@ after every batch, and its current RSS
 (``/proc/self/statm``) after every batch, so growth shows up both as a larger
 final peak and as a drift from batch to batch.
 
-    python benchmarks/pipeline_memory.py [--data ../shared/data/bedroom/frames] [--lengths 14 56 200]
+    python benchmarks/pipeline_memory.py [--data clips/bedroom/frames] [--lengths 14 56 200]
         [--modes fast quality] [--max-side 480 (0 = none)] [--clusters 3] [--model tiny-sd]
 """
 from __future__ import annotations
@@ -29,9 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.clips import CLIPS, missing_clip_message  # noqa: E402
 from benchmarks.child_process import run_tagged_child  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "bedroom" / "frames"
+DEFAULT_DATA = CLIPS / "bedroom" / "frames"
 RESULT_TAG = "MEMORY-RESULT "
 
 
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
         print(RESULT_TAG + json.dumps(rep), flush=True)
         return 0
     if not args.data.is_dir():
-        print(f"frames not found at {args.data}", file=sys.stderr)
+        print(missing_clip_message(args.data), file=sys.stderr)
         return 2
     print(f"peak memory vs video length: {args.data}, max side {args.max_side or 'none'}, K = {args.clusters}, "
           f"{args.model}, one fresh process per configuration")

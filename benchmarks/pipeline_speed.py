@@ -22,7 +22,7 @@ Each case runs ``--repeats`` times in alternating rounds (``benchmarks/timing.py
 wall and CPU time are recorded, medians and min-max reported, and the quality
 ratio is the median of per-round paired ratios.
 
-    python benchmarks/pipeline_speed.py [--data ../shared/data/blackswan/frames] [--clusters 5] [--frames N]
+    python benchmarks/pipeline_speed.py [--data clips/blackswan/frames] [--clusters 5] [--frames N]
         [--max-side S] [--cases features fast quality oracle] [--model tiny-sd] [--repeats 3]
 """
 from __future__ import annotations
@@ -40,11 +40,12 @@ for p in (ROOT, ROOT / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from benchmarks.clips import CLIPS, missing_clip_message  # noqa: E402
 import torch  # noqa: E402
 
 from vidseg_core.upsample import Upsampler, check_upsample_inputs  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "blackswan" / "frames"
+DEFAULT_DATA = CLIPS / "blackswan" / "frames"
 CASES = ("features", "fast", "quality", "oracle")
 CASE_NAMES = {"features": "feature pass (encode + reference trajectory to t_k)",
               "fast": "whole pipeline, fast mode",
@@ -190,7 +191,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.data.is_dir():
-        print(f"frames not found at {args.data}", file=sys.stderr)
+        print(missing_clip_message(args.data), file=sys.stderr)
         return 2
     res = run(args.data, args.clusters, args.frames, args.max_side, args.cases, args.model, args.batch_size,
               args.repeats)

@@ -50,10 +50,12 @@ for p in (ROOT, ROOT / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from benchmarks.clips import CLIPS, missing_clip_message  # noqa: E402
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = ("bf16", "fp16", "autocast-fp16", "fp16-vae16")
 MODELS = ("tiny-sd", "tiny-svd", "sd21-full", "svd-full")
-FRAMES = ROOT.parent / "shared" / "data" / "blackswan" / "frames"
+FRAMES = CLIPS / "blackswan" / "frames"
 
 
 def build(model: str, device: torch.device):
@@ -196,7 +198,7 @@ def main(argv=None) -> int:
     from vidseg_core.video_io import FrameSource
 
     if not args.frames.is_dir():
-        print(f"frames not found: {args.frames}; pass --frames DIR", file=sys.stderr)
+        print(missing_clip_message(args.frames), file=sys.stderr)
         return 2
     device = resolve_device(args.device)
     frames = FrameSource(args.frames, frame_range=(0, args.num_frames), max_side=args.max_side).read_all()

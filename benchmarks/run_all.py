@@ -57,9 +57,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.clips import CLIPS  # noqa: E402
 from benchmarks.report import load_average, machine, render, row, seconds  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data"
+DATA = CLIPS
 Rows = List[Dict[str, str]]
 
 

@@ -1,7 +1,8 @@
 """Edited videos: cut detection quality, labels across shots, seams, and the cost of all of it.
 
-Edited sequences are built from the shared clips (``tests/helpers/edited_clips.py``: A = blackswan,
-B = bedroom, C = the synthetic clip; hard cuts at known frames, a dissolve, a fast pan).  Printed:
+Edited sequences are built from the benchmark clips (docs/benchmarks.md#the-clips;
+``tests/helpers/edited_clips.py``: A = blackswan, B = bedroom, C = the synthetic clip; hard cuts at known
+frames, a dissolve, a fast pan).  Printed:
 
 1. cut detection per sequence, precision / recall (a found cut is right when it is a true hard cut, or
    lies inside a dissolve, which counts once): the frame detector, and the feature check alone on oracle
@@ -33,6 +34,7 @@ for p in (ROOT, ROOT / "tests"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from benchmarks.clips import CLIPS, require  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -85,7 +87,7 @@ def oracle(seq, cuts="auto", frames=True, batch=8, noise=0.3, **kw):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data", default=str(CLIPS))
     ap.add_argument("--model", default="tiny-sd")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--size", default="240x428", help="HxW of the edited frames")
@@ -95,7 +97,7 @@ def main() -> None:
     ap.add_argument("--clusters", type=int, default=20, help="K of the cost runs (default 20, the paper's)")
     args = ap.parse_args()
     h, w = (int(v) for v in args.size.split("x"))
-    data = Path(args.data)
+    data = require(Path(args.data))
     scenes = load_scenes(data, (h, w))
     seqs = [edited_sequence(scenes, o, f) for o, f in (("A|B", 0), ("A|B|A", 0), ("A|B|C|A", 0), ("A|B", 6))]
     seqs.append(fast_pan(data, (h, w)))

@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.clips import CLIPS, require  # noqa: E402
 from tests.helpers.sync_counter import SyncCounter  # noqa: E402
 from tests.oracles.coarse_oracle import load_masks, oracle_features  # noqa: E402
 from vidseg_core.cbr import cbr_refine, cbr_refine_compat  # noqa: E402
@@ -28,7 +29,7 @@ def count(fn) -> int:
 
 
 def main() -> int:
-    masks = load_masks(ROOT.parent / "shared" / "data" / "blackswan" / "masks_osvos", 14)
+    masks = load_masks(require(CLIPS / "blackswan" / "masks_osvos"), 14)
     f = oracle_features(masks, 0.5, channels=64)
     agg, corr = f.aggregated, f.correspondence
     x = agg.reshape(-1, 64)

@@ -6,7 +6,7 @@ seconds per frame, the per-round ratio, the writer's busy time and how long the 
 (``summary.json``: ``seconds.write`` / ``seconds.write_wait``).  Default: the 14 blackswan frames at
 ``--max-side 448``, ``tiny-sd``, fast mode, K = 5, batches of 2 (7 batches: 6 writes can overlap).
 
-    python benchmarks/write_overlap.py [--data ../shared/data/blackswan/frames] [--mode fast|quality]
+    python benchmarks/write_overlap.py [--data clips/blackswan/frames] [--mode fast|quality]
         [--batch-size 2] [--max-side 448] [--model tiny-sd] [--repeats 3]
 """
 from __future__ import annotations
@@ -28,11 +28,12 @@ for p in (ROOT, ROOT / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from benchmarks.clips import CLIPS, missing_clip_message  # noqa: E402
 from timing import ratio_text, time_cases  # noqa: E402
 
 from vidseg_core.__main__ import main as vidseg  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "blackswan" / "frames"
+DEFAULT_DATA = CLIPS / "blackswan" / "frames"
 
 
 def main(argv=None) -> int:
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
     if not args.data.exists():
-        print(f"frames not found at {args.data}", file=sys.stderr)
+        print(missing_clip_message(args.data), file=sys.stderr)
         return 2
     frames = len([f for f in args.data.iterdir() if f.suffix.lower() in (".jpg", ".png")])
     work = Path(tempfile.mkdtemp(prefix="vidseg_write_overlap_"))

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Prepare a run of benchmarks/gpu.py on a GPU machine that has neither the test clips nor network access:
+# Prepare a run of benchmarks/gpu.py on a GPU machine that has neither the clips nor network access:
 # copy the 14 blackswan frames into gpu_frames/blackswan (where benchmarks/gpu.py looks first) and download
 # the diffusers wheel (and its importlib_metadata) for Python 3.12 into .whl; both folders are kept out of git
 # through .git/info/exclude.
 #
-#   scripts/gpu_prepare.sh [SOURCE_DIR]        # default: the test clips' blackswan frames (see docs/testing.md)
+#   scripts/gpu_prepare.sh [SOURCE_DIR]        # default: the benchmark clips' blackswan frames (docs/benchmarks.md#the-clips)
 #
 # then, on the GPU machine, with the checkout and both folders (about 8 minutes):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl &&
 #     PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1 python3 benchmarks/gpu.py --budget-s 450
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-src="${1:-$root/../shared/data/blackswan/frames}"
+src="${1:-${VIDSEG_CLIPS:-$root/clips}/blackswan/frames}"
 dst="$root/gpu_frames/blackswan"
 [ -d "$src" ] || { echo "no frames at $src" >&2; exit 2; }
 mkdir -p "$dst"

@@ -6,7 +6,7 @@ what KMeans + KNN + CBR and the guided-filter upsampler do on real frames
 without SD 2.1 weights (which need a GPU).  Rows: frames, coarse maps
 (28x52), full-resolution label maps, overlay.
 
-    python scripts/readme_figure.py [--data ../shared/data] [--out docs/pipeline_oracle.jpg]
+    python scripts/readme_figure.py [--data clips] [--out docs/pipeline_oracle.jpg]
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchmarks.clips import CLIPS, require  # noqa: E402
 from oracles.coarse_oracle import load_masks, oracle_features  # noqa: E402
 from vidseg_core.context_model import coarse_segment  # noqa: E402
 from vidseg_core.label_io import colorize, overlay  # noqa: E402
@@ -30,11 +31,11 @@ from vidseg_core.upsample import make_upsampler  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data", default=str(CLIPS))
     ap.add_argument("--out", default=str(ROOT / "docs" / "pipeline_oracle.jpg"))
     ap.add_argument("--noise", type=float, default=0.3)
     args = ap.parse_args()
-    data = Path(args.data) / "blackswan"
+    data = require(Path(args.data) / "blackswan")
     masks = load_masks(data / "masks_osvos", 14)
     frames = torch.from_numpy(np.stack([np.asarray(Image.open(p).convert("RGB"))
                                         for p in sorted((data / "frames").glob("*.jpg"))])).float() / 255

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchmarks.clips import CLIPS, require  # noqa: E402
 from helpers.edited_clips import edited_sequence, load_scenes, oracle_video_features  # noqa: E402
 from vidseg_core.label_io import colorize  # noqa: E402
 from vidseg_core.pipeline import SegmentSettings  # noqa: E402
@@ -31,10 +32,10 @@ from vidseg_core.shots import ShotSettings  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--data", default=str(CLIPS))
     ap.add_argument("--out", default=str(ROOT / "docs" / "shots_oracle.jpg"))
     args = ap.parse_args()
-    seq = edited_sequence(load_scenes(Path(args.data)), "A|B|A")
+    seq = edited_sequence(load_scenes(require(Path(args.data))), "A|B|A")
     feats = oracle_video_features(seq, 0.3)
     frames = torch.from_numpy(seq.frames)
     rows = {}

@@ -16,7 +16,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from tests.helpers.clip_folder import clip_folder  # noqa: E402
+
+SHARED_DATA = clip_folder()
 
 # Keep the tests strictly offline: any hub access must fail fast.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -192,7 +196,7 @@ _install_comfy_stand_ins()
 def _need(sub: str) -> Path:
     p = SHARED_DATA / sub
     if not p.is_dir():
-        pytest.skip(f"shared test data not found at ../shared/data ({sub})")
+        pytest.skip(f"test clips not found at {SHARED_DATA} ({sub}; docs/benchmarks.md#the-clips)")
     return p
 
 

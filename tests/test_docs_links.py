@@ -132,6 +132,22 @@ def test_nothing_points_outside_the_repository(path):
     assert found == [], f"{path.relative_to(ROOT)} points outside the repository: {found}"
 
 
+#: how code would name the development data folder beside the checkout (tests alone may read it)
+CODE_OUTSIDE = ("../shared", '"shared" / "data"', "'shared' / 'data'", "/work/")
+
+
+def test_no_shipped_or_developer_code_points_outside_the_repository():
+    """The pack, its tools, benchmarks and scripts find real clips through ``benchmarks/clips.py``."""
+    files = [p for d in ("nodes", "vidseg_core", "tools", "benchmarks", "scripts", ".ci") for p in (ROOT / d).rglob("*")
+             if p.is_file() and p.suffix in (".py", ".sh", "") and "__pycache__" not in p.parts]
+    files += [p for p in ROOT.glob("*.py")]
+    assert len(files) > 50
+    found = [f"{p.relative_to(ROOT)}:{i}: {s}" for p in files
+             for i, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+             for s in CODE_OUTSIDE if s in line]
+    assert found == [], found
+
+
 def test_readme_is_a_quick_start():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     long = [(line, words) for line, words in paragraphs(text) if words > README_MAX_WORDS]

@@ -153,6 +153,8 @@ def oracle_video_features(seq: EditedSequence, noise: float = 0.3, seed: int = 0
 
 
 def data_dir() -> Optional[Path]:
-    root = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    from tests.helpers.clip_folder import clip_folder
+
+    root = clip_folder()
     need = [root / "blackswan" / "frames", root / "blackswan" / "masks_osvos", root / "bedroom" / "frames"]
     return root if all(p.is_dir() for p in need) else None
