@@ -24,9 +24,9 @@ TAG = "ENCODE_MEMORY "
 
 
 def _hwm_mib() -> float:
-    from benchmarks.pipeline_memory import _hwm_mb
+    from benchmarks.proc_status import status_mb
 
-    hwm = _hwm_mb()
+    hwm = status_mb("VmHWM")
     if hwm is None:
         raise RuntimeError("VmHWM not available (Linux /proc needed)")
     return hwm

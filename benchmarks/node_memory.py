@@ -33,20 +33,10 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.clips import CLIPS, require  # noqa: E402
 from benchmarks.child_process import run_tagged_child  # noqa: E402
+from benchmarks.proc_status import status_mb  # noqa: E402
 
 DEFAULT_DATA = CLIPS / "blackswan" / "frames"
 RESULT_TAG = "NODE-MEMORY "
-
-
-def _status_mb(key: str) -> Optional[float]:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def make_clip(data: Path, frames: int, size, path: Path, fps: int = 24) -> Path:
@@ -84,7 +74,7 @@ def child(clip: str, path: str, clusters: int, out_dir: str, spill_mb: Optional[
     rep: Dict[str, object] = {"path": path, "clusters": clusters, "threads": torch.get_num_threads()}
     with torch.inference_mode():
         (model,) = nodes["VidSegLoadModel"]().load("tiny-sd", "auto", "cpu")
-        rep["rss_mb_after_load"] = _status_mb("VmRSS")
+        rep["rss_mb_after_load"] = status_mb("VmRSS")
         t = time.perf_counter()
         video = VideoFromFile(clip)
         seg = nodes["VidSegSegmentVideo"]()
@@ -102,11 +92,11 @@ def child(clip: str, path: str, clusters: int, out_dir: str, spill_mb: Optional[
             out[5].save_to(os.path.join(out_dir, "overlay_video_path.mp4"))  # Save Video copies the file
         rep["frames"] = int(out[0].num_frames)
         rep["segment_seconds"] = time.perf_counter() - t
-        rep["rss_mb_after_run"] = _status_mb("VmRSS")
+        rep["rss_mb_after_run"] = status_mb("VmRSS")
         nodes["VidSegSaveLabelMaps"]().save(out[0], filename_prefix=f"bench_{path}/labels")
-        rep["rss_mb_after_save"] = _status_mb("VmRSS")
+        rep["rss_mb_after_save"] = status_mb("VmRSS")
         rep["spilled"] = bool(getattr(out[0].store, "spilled", False))
-    rep["peak_mb"] = _status_mb("VmHWM")
+    rep["peak_mb"] = status_mb("VmHWM")
     return rep
 
 

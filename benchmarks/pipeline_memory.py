@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import time
@@ -31,6 +30,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.clips import CLIPS, missing_clip_message  # noqa: E402
 from benchmarks.child_process import run_tagged_child  # noqa: E402
+from benchmarks.proc_status import status_mb  # noqa: E402
 
 DEFAULT_DATA = CLIPS / "bedroom" / "frames"
 RESULT_TAG = "MEMORY-RESULT "
@@ -39,18 +39,6 @@ RESULT_TAG = "MEMORY-RESULT "
 def _rusage_peak_mb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
-
-
-def _hwm_mb() -> Optional[float]:
-    """Peak RSS of this process's own address space (``VmHWM``), None where /proc is absent."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
 
 
 def _peak_mb() -> float:
@@ -64,16 +52,8 @@ def _peak_mb() -> float:
     high-water mark of the exec'ed address space only, so it is used when
     available; ``ru_maxrss`` is reported alongside.
     """
-    hwm = _hwm_mb()
+    hwm = status_mb("VmHWM")
     return _rusage_peak_mb() if hwm is None else hwm
-
-
-def _current_mb() -> Optional[float]:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def child(data: str, frames: int, mode: str, max_side: Optional[int], clusters: int, model: str,
@@ -91,11 +71,11 @@ def child(data: str, frames: int, mode: str, max_side: Optional[int], clusters: 
     out: Dict[str, object] = {"frames": frames, "mode": mode, "max_side": max_side, "clusters": clusters,
                               "threads": torch.get_num_threads(), "peak_mb_start": _peak_mb(),
                               "ru_maxrss_mb_start": _rusage_peak_mb(),
-                              "peak_source": "VmHWM" if _hwm_mb() is not None else "ru_maxrss"}
+                              "peak_source": "VmHWM" if status_mb("VmHWM") is not None else "ru_maxrss"}
     t0 = time.perf_counter()
     bb = load_backbone(model)
     out["peak_mb_after_load"] = _peak_mb()
-    out["rss_mb_after_load"] = _current_mb()
+    out["rss_mb_after_load"] = status_mb("VmRSS")
     source = FrameSource(data, frame_range=(0, frames), max_side=max_side)
     if len(source) < frames:
         raise SystemExit(f"{data} has only {len(source)} frames, {frames} requested")
@@ -109,7 +89,7 @@ def child(data: str, frames: int, mode: str, max_side: Optional[int], clusters: 
         n = len(res.batch.written)
         del res  # dropped at once, like the segment command after writing its PNGs
         now = time.perf_counter()
-        batches.append({"frames": n, "seconds": now - t, "peak_mb": _peak_mb(), "rss_mb": _current_mb()})
+        batches.append({"frames": n, "seconds": now - t, "peak_mb": _peak_mb(), "rss_mb": status_mb("VmRSS")})
         t = now
     source.close()
     s = seg.summary
