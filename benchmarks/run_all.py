@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import os
 import statistics
 import sys
@@ -365,9 +366,11 @@ BENCHMARKS: Dict[str, Callable] = {
 
 
 # ---------------------------------------------------------------------------------------------- driver
-def run_benchmarks(names, quick: bool = False, log=_log, overrides: Optional[Dict[str, dict]] = None):
+def run_benchmarks(names, quick: bool = False, log=_log, overrides: Optional[Dict[str, dict]] = None,
+                   data: Optional[Path] = None):
     """Run the named benchmarks in order; returns ``(rows, footer lines)``.  A failing benchmark gives an
-    error row (the others still run)."""
+    error row (the others still run).  ``data``: the clips folder of the benchmarks that read clips (default
+    ``DATA``, docs/benchmarks.md#the-clips)."""
     rows: Rows = []
     footer: List[str] = []
     for name in names:
@@ -377,7 +380,9 @@ def run_benchmarks(names, quick: bool = False, log=_log, overrides: Optional[Dic
         t = time.perf_counter()
         try:
             with contextlib.redirect_stdout(sys.stderr):  # stdout carries the table only
-                rows += BENCHMARKS[name](cfg, log)
+                bench = BENCHMARKS[name]
+                takes_data = data is not None and "data" in inspect.signature(bench).parameters
+                rows += bench(cfg, log, data=data) if takes_data else bench(cfg, log)
             status = "ok"
         except Exception as exc:  # noqa: BLE001 - report and go on with the other benchmarks
             log(traceback.format_exc())
@@ -392,6 +397,8 @@ def run_benchmarks(names, quick: bool = False, log=_log, overrides: Optional[Dic
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None, help="write the markdown table here too")
+    ap.add_argument("--data", type=Path, default=None, help="the clips folder of pipeline, memory, coarse_oracle and metrics (default: clips/ "
+                    "or VIDSEG_CLIPS; the others read the default)")
     ap.add_argument("--quick", action="store_true", help="reduced sizes: a smoke run, not benchmark figures")
     ap.add_argument("--skip", nargs="*", default=[], choices=list(BENCHMARKS), metavar="NAME",
                     help=f"benchmarks to leave out ({', '.join(BENCHMARKS)})")
@@ -409,7 +416,7 @@ def main(argv=None) -> int:
     _log(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, {info['threads']} threads; "
          f"load average {info['load_start']}")
     t0 = time.perf_counter()
-    rows, footer = run_benchmarks(names, args.quick)
+    rows, footer = run_benchmarks(names, args.quick, data=args.data)
     total = time.perf_counter() - t0
     info["load_end"] = load_average()
     footer = [f"Total wall time: {total:.0f} s ({total / 60:.1f} min){' — QUICK run (reduced sizes)' if args.quick else ''}."

@@ -155,7 +155,7 @@ def test_rounds_alternate_direction_and_ratios_are_paired_per_round():
 def test_quick_pipeline_rows_compare_whole_pipelines_against_the_sequential_oracle(blackswan_dir):
     from benchmarks.pipeline_speed import CASE_NAMES
 
-    rows, footer = run_all.run_benchmarks(["pipeline"], quick=True, log=lambda m: None)
+    rows, footer = run_all.run_benchmarks(["pipeline"], quick=True, log=lambda m: None, data=blackswan_dir.parent)
     assert "ok" in footer[0], footer
     by_case = {r["case"]: r for r in rows}
     assert list(by_case)[0] == CASE_NAMES["oracle"] and by_case[CASE_NAMES["oracle"]]["ratio"].startswith("1.00x")
