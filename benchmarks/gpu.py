@@ -9,9 +9,9 @@ For each family it builds the real architecture from the shipped configs
 time does not depend on the weights' values) in bf16 on the device, reads the
 14 blackswan frames (854x480, worked at 832x448) from ``--frames`` (default
 ``gpu_frames/blackswan`` in the repository, see ``scripts/gpu_prepare.sh``, else
-the benchmark clips' ``blackswan/frames``, docs/benchmarks.md#the-clips) and times, per frame, in alternating rounds
-(``benchmarks/timing.py``), GPU-synchronised, with CUDA events and the peak
-memory of each case:
+the benchmark clips' ``blackswan/frames``, docs/benchmarks.md#the-clips) and
+times, per frame, in alternating rounds (``benchmarks/timing.py``),
+GPU-synchronised, with CUDA events and the peak memory of each case:
 
 * the feature pass (encode + reference trajectory to t_k);
 * the whole pipeline in fast mode, in quality mode (batched masked modulation,

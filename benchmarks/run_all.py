@@ -61,7 +61,6 @@ if str(ROOT) not in sys.path:
 from benchmarks.clips import CLIPS  # noqa: E402
 from benchmarks.report import load_average, machine, render, row, seconds  # noqa: E402
 
-DATA = CLIPS
 Rows = List[Dict[str, str]]
 
 
@@ -212,7 +211,7 @@ def bench_cbr(cfg, log) -> Rows:
     return rows
 
 
-def bench_pipeline(cfg, log, data: Path = DATA) -> Rows:
+def bench_pipeline(cfg, log, data: Path = CLIPS) -> Rows:
     from benchmarks import pipeline_speed
 
     res = pipeline_speed.run(data / "blackswan" / "frames", **cfg, log=log)
@@ -252,7 +251,7 @@ def _peak_source_note(rep) -> str:
             f"{rep.get('ru_maxrss_mb_start', 0):.0f} MB inherited from the parent at start)")
 
 
-def bench_memory(cfg, log, data: Path = DATA) -> Rows:
+def bench_memory(cfg, log, data: Path = CLIPS) -> Rows:
     from benchmarks import pipeline_memory
 
     res = pipeline_memory.run(data / "bedroom" / "frames", log=log, **cfg)
@@ -274,7 +273,7 @@ def bench_memory(cfg, log, data: Path = DATA) -> Rows:
     return rows
 
 
-def bench_coarse_oracle(cfg, log, data: Path = DATA) -> Rows:
+def bench_coarse_oracle(cfg, log, data: Path = CLIPS) -> Rows:
     from benchmarks import coarse_oracle
 
     res = coarse_oracle.run(data / "blackswan" / "masks_osvos", log=log, **cfg)
@@ -291,7 +290,7 @@ def bench_coarse_oracle(cfg, log, data: Path = DATA) -> Rows:
     return rows
 
 
-def bench_metrics(cfg, log, data: Path = DATA) -> Rows:
+def bench_metrics(cfg, log, data: Path = CLIPS) -> Rows:
     from benchmarks import bench_metrics
 
     res = bench_metrics.run(data / "blackswan", log=log)
@@ -370,7 +369,7 @@ def run_benchmarks(names, quick: bool = False, log=_log, overrides: Optional[Dic
                    data: Optional[Path] = None):
     """Run the named benchmarks in order; returns ``(rows, footer lines)``.  A failing benchmark gives an
     error row (the others still run).  ``data``: the clips folder of the benchmarks that read clips (default
-    ``DATA``, docs/benchmarks.md#the-clips)."""
+    ``CLIPS``, docs/benchmarks.md#the-clips)."""
     rows: Rows = []
     footer: List[str] = []
     for name in names:
@@ -397,8 +396,9 @@ def run_benchmarks(names, quick: bool = False, log=_log, overrides: Optional[Dic
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=None, help="write the markdown table here too")
-    ap.add_argument("--data", type=Path, default=None, help="the clips folder of pipeline, memory, coarse_oracle and metrics (default: clips/ "
-                    "or VIDSEG_CLIPS; the others read the default)")
+    ap.add_argument("--data", type=Path, default=None,
+                    help="the clips folder of pipeline, memory, coarse_oracle and metrics (default: clips/ or "
+                         "VIDSEG_CLIPS; the others read the default)")
     ap.add_argument("--quick", action="store_true", help="reduced sizes: a smoke run, not benchmark figures")
     ap.add_argument("--skip", nargs="*", default=[], choices=list(BENCHMARKS), metavar="NAME",
                     help=f"benchmarks to leave out ({', '.join(BENCHMARKS)})")
