@@ -86,8 +86,8 @@ def graph_names(args, vocabulary: str) -> tuple:
 
     comfy_inputs.prepare(args.comfyui, args.models, args.data, None, args.clip_frames, tuple(args.clip_size))
     log = args.comfyui / f"vidseg_naming_{args.port}.log"
-    extra = ["--force-fp32", "--fp32-text-enc"]
-    with ComfyServer(args.comfyui, sys.executable, args.port, extra, log) as server:
+    extra = ["--force-fp32", "--fp32-text-enc", *args.server_args]
+    with ComfyServer(args.comfyui, sys.executable, args.port, extra, log, gpu=args.gpu) as server:
         res = run_prompt(server.url, naming_prompt(vocabulary, args.clusters, args.seed, args.batch), args.timeout)
     if res.get("status") != "success":
         raise SystemExit(f"the naming prompt did not succeed: {res}\nserver log: {log}")
@@ -144,6 +144,8 @@ def library_run(path: Path, tokenizer: Path, frames: torch.Tensor, args, vocabul
 
 
 def main(argv=None) -> int:
+    from tools.comfy_server import add_server_arguments
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--comfyui", type=Path, required=True, metavar="COMFYUI_DIR")
     p.add_argument("--models", type=Path, required=True, help="folder of the random full-size files")
@@ -156,6 +158,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=14)
     p.add_argument("--port", type=int, default=8197)
     p.add_argument("--timeout", type=float, default=3600.0)
+    add_server_arguments(p)
     p.add_argument("--tol-embedding", type=float, default=1e-4)
     p.add_argument("--tol-score", type=float, default=1.5e-3)
     args = p.parse_args(argv)

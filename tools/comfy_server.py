@@ -3,7 +3,9 @@
     with ComfyServer(COMFYUI_DIR, python=VENV/bin/python, port=8199) as server:
         server.url, server.pid, server.system_stats()
 
-The server runs ``main.py --cpu --listen 127.0.0.1 --port PORT --temp-directory TEMP`` (plus ``extra_args``)
+The server runs ``main.py --cpu --listen 127.0.0.1 --port PORT --temp-directory TEMP`` (plus ``extra_args``;
+without ``--cpu`` when ``gpu`` is set, so that ComfyUI picks its GPU with its own defaults: dynamic VRAM and
+CUDA graphs on in 0.33, off with ``--disable-dynamic-vram`` / ``--disable-cuda-graphs`` in ``extra_args``)
 from its own folder with the given Python, its console written to ``log``; :meth:`start` waits until
 ``/system_stats`` answers and checks the process is still the one listening.  :meth:`stop` ends exactly that
 process (its id).
@@ -44,12 +46,25 @@ def port_in_use(port: int) -> bool:
         return False
 
 
+def add_server_arguments(parser) -> None:
+    """``--server-args`` (repeatable, ``--server-args=--flag``) and ``--gpu`` of the tools that start a server."""
+    parser.add_argument("--server-args", nargs="*", action="extend", default=[],
+                        help="extra arguments of ComfyUI's main.py (one starting with -- as --server-args=--flag, "
+                             "repeatable)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="start ComfyUI without --cpu: on its GPU with its own defaults (in 0.33 dynamic VRAM "
+                             "and CUDA graphs on; --server-args=--disable-dynamic-vram / "
+                             "--server-args=--disable-cuda-graphs turn them off)")
+
+
 class ComfyServer:
     """One ComfyUI server process (see module doc)."""
 
     def __init__(self, comfy_dir, python: Optional[str] = None, port: int = 8199,
-                 extra_args: Sequence[str] = (), log: Optional[Path] = None, env: Optional[dict] = None):
+                 extra_args: Sequence[str] = (), log: Optional[Path] = None, env: Optional[dict] = None,
+                 gpu: bool = False):
         self.dir = Path(comfy_dir).resolve()
+        self.gpu = gpu
         self.python = python or sys.executable
         self.port = port
         self.extra_args = list(extra_args)
@@ -65,13 +80,18 @@ class ComfyServer:
     def pid(self) -> int:
         return self.proc.pid
 
+    def command(self) -> list:
+        """The server's command line (see module doc)."""
+        temp = [] if any(a.startswith("--temp-directory") for a in self.extra_args) else \
+            ["--temp-directory", str(Path(tempfile.gettempdir()) / f"vidseg_comfy_{self.port}")]
+        device = [] if self.gpu else ["--cpu"]
+        return [self.python, "main.py", *device, "--listen", "127.0.0.1", "--port", str(self.port), *temp,
+                *self.extra_args]
+
     def start(self, timeout: float = 300.0) -> "ComfyServer":
         if port_in_use(self.port):
             raise SystemExit(f"port {self.port} already answers: stop that server or pass another --port")
-        temp = [] if any(a.startswith("--temp-directory") for a in self.extra_args) else \
-            ["--temp-directory", str(Path(tempfile.gettempdir()) / f"vidseg_comfy_{self.port}")]
-        cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port), *temp,
-               *self.extra_args]
+        cmd = self.command()
         self._log = open(self.log, "w")
         self.proc = subprocess.Popen(cmd, cwd=self.dir, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
                                      start_new_session=True)

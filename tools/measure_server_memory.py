@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     from tools.check_comfy import parse_set, tiny_overrides
     from tools.comfy_graph import ui_to_api
     from tools.comfy_runtime import banner, comfy_identity
-    from tools.comfy_server import ComfyServer, http_json
+    from tools.comfy_server import ComfyServer, add_server_arguments, http_json
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--comfyui", type=Path, required=True, metavar="COMFYUI_DIR")
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, default=8198)
     p.add_argument("--url", default=None, help="use this running server (with --pid) instead of starting one")
     p.add_argument("--pid", type=int, default=None)
-    p.add_argument("--server-args", nargs="*", default=[], help="extra arguments of ComfyUI's main.py")
+    add_server_arguments(p)
     p.add_argument("--interval", type=float, default=0.1)
     p.add_argument("--timeout", type=float, default=7200.0)
     p.add_argument("--json", type=Path, default=None, help="write the figures here")
@@ -145,7 +145,8 @@ def main(argv=None) -> int:
             raise SystemExit("--url needs --pid (the server's process id, whose memory is sampled)")
         url, pid = args.url.rstrip("/"), args.pid
     else:
-        server = ComfyServer(args.comfyui, sys.executable, args.port, extra_args=args.server_args).start()
+        server = ComfyServer(args.comfyui, sys.executable, args.port, extra_args=args.server_args,
+                             gpu=args.gpu).start()
         url, pid = server.url, server.pid
     try:
         print(banner(ident, http_json(f"{url}/system_stats")))

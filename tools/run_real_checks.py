@@ -18,8 +18,9 @@ In-process checks (ComfyUI imported by the check, no server):
 * ``naming``: ``tools/check_naming.py`` -- Segment Video's vocabulary read by Load Checkpoint's CLIP through
   ``/prompt`` (a server of its own) against the library's own text tower and ``NamingSegmenter``.
 
-Server checks (one server, ``main.py --cpu`` on a loopback port; the example inputs are put into the
-ComfyUI folder by ``tools/comfy_inputs.py``, the core loaders read links to the random full-size files):
+Server checks (one server, ``main.py --cpu`` on a loopback port, or without ``--cpu`` with ``--gpu``; the example
+inputs are put into the ComfyUI folder by ``tools/comfy_inputs.py``, the core loaders read links to the random
+full-size files):
 
 * ``boot``: the server starts and lists exactly the pack's VidSeg nodes (those of the committed node-spec
   snapshot, ``tests/snapshots/v1_node_specs.json``) from ``custom_nodes``;
@@ -49,6 +50,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tools.comfy_runtime import banner, comfy_identity, version_label  # noqa: E402
+from tools.comfy_server import add_server_arguments  # noqa: E402
 
 IN_PROCESS = ("native-sd", "native-svd", "split-sd", "split-svd", "compile-sd", "compile-svd", "naming")
 SERVER = ("boot", "specs", "interrupt", "workflows", "ui")
@@ -86,7 +88,8 @@ def in_process_checks(args, env, out, want) -> list:
         "compile-sd": [py, ROOT / "tools/check_native_compile.py", *common, "--family", "sd"],
         "compile-svd": [py, ROOT / "tools/check_native_compile.py", *common, "--family", "svd"],
         "naming": [py, ROOT / "tools/check_naming.py", *common, "--port", args.port, "--clip-frames", args.clip_frames,
-                   "--clip-size", *args.clip_size, *(["--data", args.data] if args.data else [])],
+                   "--clip-size", *args.clip_size, *(["--data", args.data] if args.data else []),
+                   *(["--gpu"] if args.gpu else []), *[f"--server-args={a}" for a in args.server_args]],
     }
     return [run(name, cmds[name], out, env, args.timeout) for name in IN_PROCESS if name in want]
 
@@ -102,7 +105,8 @@ def server_checks(args, env, out, want) -> list:
     client = ["-m", "tools.check_comfy", "--comfyui", args.comfyui]
     sets = [x for item in args.set for x in ("--set", item)]
     t0 = time.perf_counter()
-    server = ComfyServer(args.comfyui, py, args.port, extra_args=args.server_args, log=out / "server.log", env=env)
+    server = ComfyServer(args.comfyui, py, args.port, extra_args=args.server_args, log=out / "server.log", env=env,
+                         gpu=args.gpu)
     try:
         server.start()
     except SystemExit as exc:
@@ -157,7 +161,7 @@ def main(argv=None) -> int:
     p.add_argument("--workflows", nargs="+", default=WORKFLOWS, choices=WORKFLOWS, metavar="STEM",
                    help="bundled workflows to run (default: all)")
     p.add_argument("--port", type=int, default=8199)
-    p.add_argument("--server-args", nargs="*", default=[], help="extra arguments of ComfyUI's main.py")
+    add_server_arguments(p)
     p.add_argument("--clip-frames", type=int, default=4)
     p.add_argument("--clip-size", type=int, nargs=2, default=[256, 144], metavar=("W", "H"))
     p.add_argument("--interrupt-after", type=float, default=15.0,
