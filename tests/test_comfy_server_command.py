@@ -2,7 +2,6 @@
 (``tools/comfy_server.py``, ``tools/run_real_checks.py``)."""
 from __future__ import annotations
 
-
 from tools import run_real_checks
 from tools.comfy_server import ComfyServer
 
