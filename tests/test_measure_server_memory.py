@@ -22,3 +22,26 @@ def test_sampler_records_a_peak_and_stops():
     assert not sampler.is_alive() and sampler.samples >= 1
     assert sampler.peak >= mem["VmRSS"]
     del block
+
+
+def test_progress_record_keeps_the_figures_so_far(tmp_path, capsys):
+    """A run cut off before its end still leaves its record: the JSON is rewritten at each trace point."""
+    import json
+    import time
+
+    from tools.measure_server_memory import ProgressRecord
+
+    out = tmp_path / "run.json"
+    record = ProgressRecord(out, every=0.0, before=proc_memory(os.getpid()), extra={"frames": 4000})
+    sampler = Sampler(os.getpid(), 0.005, trace_every=0.02, on_trace=record)
+    sampler.start()
+    deadline = time.monotonic() + 10.0
+    while len(sampler.trace) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sampler.stop()
+    figs = json.loads(out.read_text())
+    assert figs["finished"] is False and figs["frames"] == 4000
+    assert len(figs["trace"]) >= 3 and figs["vm_hwm"] >= figs["rss_peak_sampled"] > 0
+    assert figs["elapsed"] == figs["trace"][-1][0]
+    assert not (tmp_path / "run.json.part").exists()
+    assert "high-water mark" in capsys.readouterr().out

@@ -14,7 +14,9 @@ Run with the Python of that ComfyUI's environment::
    until it finishes;
 4. prints the ComfyUI version, the CPU, the resident memory before the prompt, the sampled peak, the
    kernel's high-water mark (``VmHWM``: the true peak since the server started), after the run, and after
-   ``POST /free`` (models unloaded); ``--json`` writes the figures to a file.
+   ``POST /free`` (models unloaded); ``--json`` writes the figures to a file, and while the prompt runs it
+   holds the figures so far (``"finished": false``: elapsed seconds, peak, high-water mark, trace), rewritten
+   every ``--progress-every`` s, so a run cut off before its end still leaves its record.
 """
 from __future__ import annotations
 
@@ -42,12 +44,13 @@ def proc_memory(pid: int) -> dict:
 
 class Sampler(threading.Thread):
     """Samples a process's RSS until stopped; ``peak`` in bytes, ``trace``: (seconds, peak RSS since the
-    previous trace point) every ``trace_every`` seconds, to show whether memory grows with the run."""
+    previous trace point) every ``trace_every`` seconds, to show whether memory grows with the run.
+    ``on_trace(sampler)``, when given, is called after each trace point (from the sampling thread)."""
 
-    def __init__(self, pid: int, interval: float, trace_every: float = 10.0):
+    def __init__(self, pid: int, interval: float, trace_every: float = 10.0, on_trace=None):
         super().__init__(daemon=True)
         self.pid, self.interval, self.peak, self.samples = pid, interval, 0, 0
-        self.trace_every, self.trace = trace_every, []
+        self.trace_every, self.trace, self.on_trace = trace_every, [], on_trace
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -64,6 +67,8 @@ class Sampler(threading.Thread):
             if elapsed >= next_point:
                 self.trace.append((round(elapsed, 1), window))
                 window, next_point = 0, next_point + self.trace_every
+                if self.on_trace is not None:
+                    self.on_trace(self)
             self._halt.wait(self.interval)
 
     def stop(self) -> None:
@@ -87,12 +92,39 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
-def measure(url: str, pid: int, api: dict, interval: float, timeout: float) -> dict:
+class ProgressRecord:
+    """Called at each trace point of a running prompt: rewrites ``path`` (when given) with the figures so far,
+    ``"finished": false``, and prints one line every ``every`` seconds."""
+
+    def __init__(self, path: Path | None, every: float, before: dict, extra: dict):
+        self.path, self.every, self.before, self.extra = path, every, before, extra
+        self.next_print = every
+
+    def __call__(self, sampler: Sampler) -> None:
+        try:
+            hwm = proc_memory(sampler.pid)["VmHWM"]
+        except (OSError, KeyError):
+            return
+        elapsed = sampler.trace[-1][0]
+        figs = {"finished": False, "elapsed": elapsed, "rss_before": self.before["VmRSS"],
+                "rss_peak_sampled": sampler.peak, "vm_hwm": hwm, "samples": sampler.samples,
+                "trace": list(sampler.trace), **self.extra}
+        if self.path is not None:
+            tmp = self.path.with_name(self.path.name + ".part")
+            tmp.write_text(json.dumps(figs, indent=1) + "\n")
+            tmp.replace(self.path)
+        if elapsed >= self.next_print:
+            print(f"  {elapsed:.0f} s: peak so far {gib(sampler.peak)}, high-water mark {gib(hwm)}", flush=True)
+            self.next_print += self.every
+
+
+def measure(url: str, pid: int, api: dict, interval: float, timeout: float, record: Path | None = None,
+            progress_every: float = 120.0, extra: dict | None = None) -> dict:
     from tools.check_comfy import run_prompt
     from tools.comfy_server import http_json
 
     before = proc_memory(pid)
-    sampler = Sampler(pid, interval)
+    sampler = Sampler(pid, interval, on_trace=ProgressRecord(record, progress_every, before, extra or {}))
     sampler.start()
     res = run_prompt(url, api, timeout)
     sampler.stop()
@@ -100,7 +132,7 @@ def measure(url: str, pid: int, api: dict, interval: float, timeout: float) -> d
     http_json(f"{url}/free", {"unload_models": True, "free_memory": True})
     time.sleep(3.0)  # /free is handled by the prompt worker between prompts
     freed = proc_memory(pid)
-    return {"status": res["status"], "seconds": res["seconds"], "errors": res.get("errors") or res.get("body"),
+    return {"finished": True, "status": res["status"], "seconds": res["seconds"], "errors": res.get("errors") or res.get("body"),
             "rss_before": before["VmRSS"], "rss_peak_sampled": max(sampler.peak, after["VmRSS"]),
             "vm_hwm": after["VmHWM"], "rss_after": after["VmRSS"], "rss_after_free": freed["VmRSS"],
             "samples": sampler.samples, "trace": sampler.trace, "outputs": {k: list(v) for k, v in res.get("outputs", {}).items()}}
@@ -128,7 +160,10 @@ def main(argv=None) -> int:
     add_server_arguments(p)
     p.add_argument("--interval", type=float, default=0.1)
     p.add_argument("--timeout", type=float, default=7200.0)
-    p.add_argument("--json", type=Path, default=None, help="write the figures here")
+    p.add_argument("--json", type=Path, default=None,
+                   help="write the figures here (the figures so far while the prompt runs)")
+    p.add_argument("--progress-every", type=float, default=120.0, metavar="S",
+                   help="print the peak and high-water mark so far every S seconds (default 120)")
     args = p.parse_args(argv)
     ident = comfy_identity(args.comfyui)
     size = tuple(args.size)
@@ -158,12 +193,13 @@ def main(argv=None) -> int:
             for (cls, name), value in overrides.items():
                 if node["class_type"] == cls and name in node["inputs"]:
                     node["inputs"][name] = value
-        figs = measure(url, pid, api, args.interval, args.timeout)
+        run = {"comfyui": ident, "cpu": cpu_name(), "workflow": args.workflow, "frames": args.frames,
+               "size": list(size), "tiny": args.tiny, "set": args.set or []}
+        figs = measure(url, pid, api, args.interval, args.timeout, args.json, args.progress_every, run)
     finally:
         if server is not None:
             server.stop()
-    figs.update({"comfyui": ident, "cpu": cpu_name(), "workflow": args.workflow, "frames": args.frames,
-                 "size": list(size), "tiny": args.tiny, "set": args.set or []})
+    figs.update(run)
     print(f"{args.workflow} on {args.frames} frames {size[0]}x{size[1]}{' (tiny)' if args.tiny else ''}: "
           f"{figs['status']} in {figs['seconds']} s; CPU: {figs['cpu']}")
     print(f"  server RSS before {gib(figs['rss_before'])}, peak {gib(figs['rss_peak_sampled'])} (sampled every "
