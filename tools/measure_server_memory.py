@@ -16,7 +16,7 @@ Run with the Python of that ComfyUI's environment::
    kernel's high-water mark (``VmHWM``: the true peak since the server started), after the run, and after
    ``POST /free`` (models unloaded); ``--json`` writes the figures to a file, and while the prompt runs it
    holds the figures so far (``"finished": false``: elapsed seconds, peak, high-water mark, trace), rewritten
-   every ``--progress-every`` s, so a run cut off before its end still leaves its record.
+   every 10 s, so a run cut off before its end still leaves its record (printed every ``--progress-every`` s).
 """
 from __future__ import annotations
 
@@ -132,7 +132,8 @@ def measure(url: str, pid: int, api: dict, interval: float, timeout: float, reco
     http_json(f"{url}/free", {"unload_models": True, "free_memory": True})
     time.sleep(3.0)  # /free is handled by the prompt worker between prompts
     freed = proc_memory(pid)
-    return {"finished": True, "status": res["status"], "seconds": res["seconds"], "errors": res.get("errors") or res.get("body"),
+    return {"finished": True, "status": res["status"], "seconds": res["seconds"],
+            "errors": res.get("errors") or res.get("body"),
             "rss_before": before["VmRSS"], "rss_peak_sampled": max(sampler.peak, after["VmRSS"]),
             "vm_hwm": after["VmHWM"], "rss_after": after["VmRSS"], "rss_after_free": freed["VmRSS"],
             "samples": sampler.samples, "trace": sampler.trace, "outputs": {k: list(v) for k, v in res.get("outputs", {}).items()}}
