@@ -43,5 +43,5 @@ def test_progress_record_keeps_the_figures_so_far(tmp_path, capsys):
     assert figs["finished"] is False and figs["frames"] == 4000
     assert len(figs["trace"]) >= 3 and figs["vm_hwm"] >= figs["rss_peak_sampled"] > 0
     assert figs["elapsed"] == figs["trace"][-1][0]
-    assert not (tmp_path / "run.json.part").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
     assert "high-water mark" in capsys.readouterr().out

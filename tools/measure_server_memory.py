@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from vidseg_core.dataset.progress import write_json_atomic  # noqa: E402
+
 
 def proc_memory(pid: int) -> dict:
     """``VmRSS`` and ``VmHWM`` of a process in bytes (Linux ``/proc``)."""
@@ -110,9 +112,7 @@ class ProgressRecord:
                 "rss_peak_sampled": sampler.peak, "vm_hwm": hwm, "samples": sampler.samples,
                 "trace": list(sampler.trace), **self.extra}
         if self.path is not None:
-            tmp = self.path.with_name(self.path.name + ".part")
-            tmp.write_text(json.dumps(figs, indent=1) + "\n")
-            tmp.replace(self.path)
+            write_json_atomic(self.path, figs)
         if elapsed >= self.next_print:
             print(f"  {elapsed:.0f} s: peak so far {gib(sampler.peak)}, high-water mark {gib(hwm)}", flush=True)
             self.next_print += self.every
@@ -215,7 +215,7 @@ def main(argv=None) -> int:
     if figs["status"] != "success":
         print(json.dumps(figs["errors"], indent=1)[:3000])
     if args.json:
-        args.json.write_text(json.dumps(figs, indent=1) + "\n")
+        write_json_atomic(args.json, figs)
     return 0 if figs["status"] == "success" else 1
 
 
